@@ -1,0 +1,211 @@
+# cython: language_level=3
+"""Declarations of the scheduling kernel's state.
+
+Every decision of htcsim (simulator and live agent) is made by the functions
+of ``_core.pyx`` over the C arrays declared here. Invariants, checked by the
+tests against a pure-Python reference:
+
+* ``node_free[n, r] <= node_cap[n, r]`` and ``>= 0`` for every node and resource;
+* ``total_free[r]`` is the sum of ``node_free[n, r]`` over nodes that are UP;
+* the live queue entries ``q[q_begin:q_end]`` whose ``job_idx >= 0`` are
+  exactly the PENDING jobs, sorted by (key, submit_s, job_id, job_idx);
+  entries with ``job_idx == -1`` are tombstones that keep their key so the
+  array stays sorted for binary search;
+* ``run[0:n_run]`` holds exactly the RUNNING jobs, sorted by
+  (end_req_s, job_idx), where ``end_req_s = start_s + walltime_s``.
+"""
+
+from libc.stdint cimport int8_t, int32_t, int64_t
+
+cdef enum:
+    N_RES = 4          # resources per node and per task: cores, mem_mib, gpus, scratch_mib
+    RES_CORES = 0
+    RES_MEM = 1
+    RES_GPUS = 2
+    RES_SCRATCH = 3
+
+# Queue order.
+cdef enum:
+    ORDER_FCFS = 0      # (submit_s, job_id)
+    ORDER_SJF = 1       # (walltime_s, submit_s, job_id)
+    ORDER_PRIORITY = 2  # (-priority, submit_s, job_id); priority supplied by the caller
+
+# Backfill mode.
+cdef enum:
+    BF_NONE = 0
+    BF_EASY = 1
+    BF_CONSERVATIVE = 2
+
+# Placement strategy.
+cdef enum:
+    PLACE_FIRST_FIT = 0
+
+# Job states as the kernel sees them (a driver refines ENDED into completed,
+# failed, timeout...).
+cdef enum:
+    JS_NEW = 0          # registered, not yet submitted
+    JS_PENDING = 1
+    JS_HELD = 2
+    JS_RUNNING = 3
+    JS_ENDED = 4
+    JS_CANCELLED = 5
+
+# Why a job is pending (as Slurm's Reason).
+cdef enum:
+    WHY_NONE = 0
+    WHY_PRIORITY = 1    # a job ahead of it in the queue waits for resources
+    WHY_RESOURCES = 2   # first in line; waits for resources to free up
+    WHY_DEPENDENCY = 3
+    WHY_BEGIN_TIME = 4
+    WHY_QOS_LIMIT = 5
+    WHY_USER_LIMIT = 6
+    WHY_GROUP_LIMIT = 7
+    WHY_RESERVATION = 8
+    WHY_NODE_DOWN = 9
+    WHY_HELD = 10
+    WHY_NOT_PENDING = 11
+    WHY_BACKFILL_DEPTH = 12  # beyond the backfill depth limit
+
+# Node states.
+cdef enum:
+    NODE_UP = 0
+    NODE_BOOTING = 1
+    NODE_DRAINING = 2
+    NODE_DOWN = 3
+
+# Pass return codes (negative: failure, reported without raising in nogil code).
+cdef enum:
+    PASS_OK = 0
+    PASS_NO_MEMORY = -1
+
+ctypedef struct JobSpec:
+    int64_t job_id          # identity (from the source); ties are broken on it
+    int64_t submit_s        # submit time; also the FCFS key
+    int64_t walltime_s      # requested time: reservation length and kill limit (>= 1)
+    int64_t per_task[4]     # resources per task, indexed by RES_*
+    int32_t n_tasks         # task count (>= 1)
+    int32_t user_idx        # dense user index (-1 unknown); fairshare/limits later
+    double priority         # ORDER_PRIORITY key; larger runs first
+
+ctypedef struct QEntry:
+    double key              # primary sort key (0 for FCFS)
+    int64_t submit_s
+    int64_t job_id
+    int32_t job_idx         # -1: tombstone
+    int32_t _pad
+
+ctypedef struct RunEntry:
+    int64_t end_req_s       # start + walltime: when the job is killed at the latest
+    int32_t job_idx
+    int32_t _pad
+
+ctypedef struct AllocEntry:
+    int32_t node_idx
+    int32_t n_tasks
+
+
+cdef class ClusterState:
+    # --- policy knobs (set by configure) ---
+    cdef int order
+    cdef int backfill
+    cdef int placement
+    cdef int bf_depth                  # 0: unlimited; else max queued jobs examined per pass
+
+    # --- nodes ---
+    cdef int n_nodes
+    cdef int64_t* node_cap             # n_nodes * N_RES
+    cdef int64_t* node_free            # n_nodes * N_RES
+    cdef int8_t* node_state            # NODE_*
+    cdef int64_t total_free[4]         # over UP nodes
+    cdef int64_t total_cap[4]          # over UP nodes
+    cdef int first_free_node           # no UP node below it has a free core
+
+    # --- jobs (slots, growable) ---
+    cdef int n_jobs
+    cdef int cap_jobs
+    cdef JobSpec* jobs
+    cdef int64_t* need                 # n_jobs * N_RES: per_task * n_tasks
+    cdef int8_t* simple                # 1: one-core tasks, nothing else asked (aggregate fit is exact)
+    cdef int8_t* job_state
+    cdef int64_t* start_s              # -1 until started
+    cdef int64_t* end_s                # -1 until ended
+    cdef int64_t* reserved_s           # conservative reservation from the last pass, -1 none
+    cdef int32_t* alloc_off
+    cdef int32_t* alloc_cnt
+
+    # --- allocations (pool of node/task pairs, compacted when mostly dead) ---
+    cdef AllocEntry* alloc
+    cdef int n_alloc
+    cdef int cap_alloc
+    cdef int live_alloc
+
+    # --- pending queue ---
+    cdef QEntry* q
+    cdef int q_begin
+    cdef int q_end
+    cdef int q_cap
+    cdef int n_pending
+    cdef int n_tomb
+
+    # --- running set ---
+    cdef RunEntry* run
+    cdef int n_run
+    cdef int cap_run
+
+    # --- decisions of the last pass ---
+    cdef int32_t* started
+    cdef int n_started
+    cdef int cap_started
+
+    # --- incremental pass state ---
+    cdef int need_full_pass            # something changed that old queue entries could see
+    cdef int head_idx                  # EASY: job holding the reservation, -1 none
+    cdef QEntry head_entry
+    cdef int64_t shadow_s
+    cdef int64_t extra[4]
+    cdef QEntry* fresh                 # jobs submitted since the last pass (their queue keys)
+    cdef int n_fresh
+    cdef int cap_fresh
+    cdef int64_t min_resv_s            # earliest reservation made by the last conservative pass
+
+    # --- availability profile (conservative; estimates) ---
+    cdef int64_t* prof_t
+    cdef int64_t* prof_free            # n_prof * N_RES
+    cdef int n_prof
+    cdef int cap_prof
+
+    # --- counters ---
+    cdef public long long n_passes
+    cdef public long long n_full_passes
+    cdef public long long n_jobs_examined
+
+    # --- internals (C-level; all nogil, failures are return codes) ---
+    cdef int _grow_jobs(self, Py_ssize_t need) noexcept nogil
+    cdef void _check_idx(self, int j) except *
+    cdef void _entry_of(self, int j, QEntry* e) noexcept nogil
+    cpdef int submit(self, int j, int64_t now) except -1
+    cdef int _submit(self, int j) noexcept nogil
+    cpdef int finish(self, int j, int64_t now) except -1
+    cpdef int cancel(self, int j, int64_t now) except -1
+    cdef int _upper_bound(self, const QEntry* e) noexcept nogil
+    cdef int _find_pos(self, int j) noexcept nogil
+    cdef void _tombstone(self, int pos) noexcept nogil
+    cdef void _compact_queue(self) noexcept nogil
+    cdef void _rekey_queue(self) noexcept nogil
+    cdef int _run_insert(self, int j) noexcept nogil
+    cdef void _run_remove(self, int j) noexcept nogil
+    cdef int _fits_now(self, int j) noexcept nogil
+    cdef int _start(self, int j, int64_t now) noexcept nogil
+    cdef void _release(self, int j) noexcept nogil
+    cdef void _compact_alloc(self) noexcept nogil
+    cpdef int schedule(self, int64_t now) except -2
+    cdef int _pass_easy(self, int64_t now) noexcept nogil
+    cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil
+    cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil
+    cdef int _pass_conservative(self, int64_t now) noexcept nogil
+    cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil
+    cdef int _prof_reserve(self, int n) noexcept nogil
+    cdef int _build_profile(self, int64_t now) noexcept nogil
+    cdef int64_t _earliest_fit(self, const int64_t* need, int64_t wall, int64_t now) noexcept nogil
+    cdef int _profile_split(self, int64_t t) noexcept nogil
+    cdef int _profile_take(self, int64_t s, int64_t e, const int64_t* need) noexcept nogil
