@@ -1,0 +1,178 @@
+"""A slow, obvious scheduler that the compiled kernel must agree with.
+
+Pure Python, a pool of cores, no incremental tricks: every pass looks at the
+whole queue and rebuilds everything from scratch. It implements the
+semantics of ARCHITECTURE.md literally:
+
+* events at one instant are applied together (completions, then arrivals),
+  then one pass runs; a job that ends the instant it starts (run 0) ends in a
+  further step at the same instant, followed by another pass;
+* ``none``: start jobs in queue order until the first that does not fit;
+* ``easy``: the same, then the first job that does not fit (the head) gets a
+  reservation at the shadow time (running jobs' requested ends); a later job
+  starts now if it fits and either ends by the shadow time or uses no more
+  than the extra processors left at the shadow time;
+* ``conservative``: every queued job, in order, takes the earliest time it
+  fits for its whole requested time given the reservations before it; a
+  job whose reservation is now starts now.
+
+Jobs are killed at their requested time, so one runs min(run, walltime).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+INF = math.inf
+
+
+@dataclass
+class RefJob:
+    job_id: int
+    submit: int
+    cores: int
+    walltime: int  # >= 1
+    run: int  # recorded; the job runs min(run, walltime)
+    priority: float = 0.0
+
+
+def sort_key(job: RefJob, order: str) -> tuple[float, int, int]:
+    if order == "fcfs":
+        return (0.0, job.submit, job.job_id)
+    if order == "sjf":
+        return (float(job.walltime), job.submit, job.job_id)
+    return (-job.priority, job.submit, job.job_id)
+
+
+def simulate(
+    jobs: list[RefJob], total_cores: int, backfill: str, order: str = "fcfs"
+) -> tuple[list[int], list[int]]:
+    """Start and end time of every job (same order as ``jobs``)."""
+    n = len(jobs)
+    start = [-1] * n
+    end = [-1] * n
+    arrivals = sorted(range(n), key=lambda i: (jobs[i].submit, i))
+    next_arrival = 0
+    pending: list[int] = []
+    running: dict[int, int] = {}  # job -> actual end
+    free = total_cores
+    while next_arrival < n or running:
+        t_arr = jobs[arrivals[next_arrival]].submit if next_arrival < n else INF
+        t_end = min(running.values()) if running else INF
+        now = int(min(t_arr, t_end))
+        for j in sorted(i for i, e in running.items() if e <= now):
+            del running[j]
+            end[j] = now
+            free += jobs[j].cores
+        while next_arrival < n and jobs[arrivals[next_arrival]].submit <= now:
+            pending.append(arrivals[next_arrival])
+            next_arrival += 1
+        pending.sort(key=lambda i: sort_key(jobs[i], order))
+        started = schedule_pass(jobs, pending, running, start, free, now, backfill, total_cores)
+        for j in started:
+            pending.remove(j)
+            start[j] = now
+            running[j] = now + min(jobs[j].run, jobs[j].walltime)
+            free -= jobs[j].cores
+    return start, end
+
+
+def schedule_pass(
+    jobs: list[RefJob],
+    queue: list[int],
+    running: dict[int, int],
+    start: list[int],
+    free: int,
+    now: int,
+    backfill: str,
+    total_cores: int,
+) -> list[int]:
+    """Jobs to start now, in the order the pass starts them."""
+    req_end = {j: start[j] + jobs[j].walltime for j in running}
+    if backfill == "conservative":
+        return _conservative(jobs, queue, req_end, free, now)
+    started: list[int] = []
+    pos = 0
+    while pos < len(queue) and jobs[queue[pos]].cores <= free:
+        started.append(queue[pos])
+        free -= jobs[queue[pos]].cores
+        pos += 1
+    if pos == len(queue) or backfill == "none":
+        return started
+    head = queue[pos]
+    ends = dict(req_end)
+    for j in started:
+        ends[j] = now + jobs[j].walltime
+    shadow, extra = shadow_time(jobs, ends, free, jobs[head].cores, now)
+    for j in queue[pos + 1 :]:
+        if jobs[j].cores > free:
+            continue
+        ends_in_time = now + jobs[j].walltime <= shadow
+        if ends_in_time or jobs[j].cores <= extra:
+            started.append(j)
+            free -= jobs[j].cores
+            if not ends_in_time:
+                extra -= jobs[j].cores
+    return started
+
+
+def shadow_time(
+    jobs: list[RefJob], req_end: dict[int, int], free: int, need: int, now: int
+) -> tuple[float, int]:
+    """(shadow time, extra cores) for a head job needing ``need`` cores."""
+    if free >= need:
+        return now, free - need
+    avail = free
+    for t in sorted(set(req_end.values())):
+        avail += sum(jobs[j].cores for j, e in req_end.items() if e == t)
+        if avail >= need:
+            return max(t, now), avail - need
+    return INF, 0
+
+
+def _conservative(
+    jobs: list[RefJob], queue: list[int], req_end: dict[int, int], free: int, now: int
+) -> list[int]:
+    # profile: breakpoints time -> free cores from that time on (until the next)
+    times = sorted({now} | {t for t in req_end.values() if t > now})
+    profile = []
+    for t in times:
+        released = sum(jobs[j].cores for j, e in req_end.items() if e <= t)
+        profile.append([t, free + released])
+    started: list[int] = []
+    for j in queue:
+        need, wall = jobs[j].cores, jobs[j].walltime
+        s = _earliest(profile, need, wall)
+        if s is None:
+            continue
+        _take(profile, s, s + wall, need)
+        if s == now:
+            started.append(j)
+    return started
+
+
+def _free_at(profile: list[list[int]], t: float) -> int:
+    value = profile[0][1]
+    for bt, f in profile:
+        if bt <= t:
+            value = f
+    return value
+
+
+def _earliest(profile: list[list[int]], need: int, wall: int) -> int | None:
+    for s, _ in profile:
+        window = [s] + [bt for bt, _ in profile if s < bt < s + wall]
+        if all(_free_at(profile, t) >= need for t in window):
+            return s
+    return None
+
+
+def _take(profile: list[list[int]], s: int, e: int, need: int) -> None:
+    for t in (s, e):
+        if all(bt != t for bt, _ in profile):
+            profile.append([t, _free_at(profile, t)])
+            profile.sort()
+    for row in profile:
+        if s <= row[0] < e:
+            row[1] -= need
