@@ -46,7 +46,9 @@ class Policy:
         _check_choice("backfill", self.backfill, BACKFILL_MODES)
         _check_choice("placement", self.placement, PLACEMENTS)
         if not isinstance(self.backfill_depth, int) or self.backfill_depth < 0:
-            raise PolicyError(f"backfill_depth must be an integer >= 0, got {self.backfill_depth!r}")
+            raise PolicyError(
+                f"backfill_depth must be an integer >= 0, got {self.backfill_depth!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 INF = math.inf
 
 
@@ -134,45 +136,42 @@ def shadow_time(
 def _conservative(
     jobs: list[RefJob], queue: list[int], req_end: dict[int, int], free: int, now: int
 ) -> list[int]:
-    # profile: breakpoints time -> free cores from that time on (until the next)
-    times = sorted({now} | {t for t in req_end.values() if t > now})
-    profile = []
-    for t in times:
-        released = sum(jobs[j].cores for j, e in req_end.items() if e <= t)
-        profile.append([t, free + released])
+    """Each queued job, in order, takes the first breakpoint where it fits for its walltime.
+
+    The profile is two arrays: breakpoint times and the free cores from each
+    breakpoint to the next (the last one lasts forever). A job fits at
+    breakpoint k when no breakpoint in [t_k, t_k + walltime) has fewer free
+    cores than it needs; a start is always at a breakpoint (or now).
+    """
+    ends = np.array(sorted(req_end.values()), dtype=np.int64)
+    sizes = np.array([jobs[j].cores for j in sorted(req_end, key=req_end.get)], dtype=np.int64)
+    times = np.unique(np.concatenate(([now], ends[ends > now])))
+    # cores released by the running jobs whose requested end is <= each breakpoint
+    released = np.concatenate(([0], np.cumsum(sizes)))[np.searchsorted(ends, times, "right")]
+    avail = free + released
     started: list[int] = []
     for j in queue:
         need, wall = jobs[j].cores, jobs[j].walltime
-        s = _earliest(profile, need, wall)
-        if s is None:
+        short = np.concatenate(([0], np.cumsum(avail < need)))
+        window_end = np.searchsorted(times, times + wall, side="left")
+        fits = short[window_end] - short[np.arange(len(times))] == 0
+        if not fits.any():
             continue
-        _take(profile, s, s + wall, need)
+        k = int(np.argmax(fits))
+        s, e = int(times[k]), int(times[k]) + wall
+        times, avail = _with_breakpoint(times, avail, e)  # s is one already
+        b = int(np.searchsorted(times, e))
+        avail[k:b] -= need
         if s == now:
             started.append(j)
     return started
 
 
-def _free_at(profile: list[list[int]], t: float) -> int:
-    value = profile[0][1]
-    for bt, f in profile:
-        if bt <= t:
-            value = f
-    return value
-
-
-def _earliest(profile: list[list[int]], need: int, wall: int) -> int | None:
-    for s, _ in profile:
-        window = [s] + [bt for bt, _ in profile if s < bt < s + wall]
-        if all(_free_at(profile, t) >= need for t in window):
-            return s
-    return None
-
-
-def _take(profile: list[list[int]], s: int, e: int, need: int) -> None:
-    for t in (s, e):
-        if all(bt != t for bt, _ in profile):
-            profile.append([t, _free_at(profile, t)])
-            profile.sort()
-    for row in profile:
-        if s <= row[0] < e:
-            row[1] -= need
+def _with_breakpoint(times: np.ndarray, avail: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The profile with a breakpoint at ``t`` (same free cores as the segment it splits)."""
+    pos = int(np.searchsorted(times, t))
+    if pos < len(times) and times[pos] == t:
+        return times, avail
+    times = np.concatenate((times[:pos], [t], times[pos:]))
+    avail = np.concatenate((avail[:pos], avail[pos - 1 : pos], avail[pos:]))
+    return times, avail

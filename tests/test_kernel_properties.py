@@ -48,7 +48,9 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(workloads(), st.sampled_from(MODES), st.sampled_from(ORDERS))
-def test_kernel_matches_reference(case: tuple[list[RefJob], int, int], mode: str, order: str) -> None:
+def test_kernel_matches_reference(
+    case: tuple[list[RefJob], int, int], mode: str, order: str
+) -> None:
     jobs, n_nodes, cpn = case
     expected = simulate(jobs, n_nodes * cpn, mode, order)
     assert run_kernel(jobs, n_nodes, cpn, mode, order) == expected

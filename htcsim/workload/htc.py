@@ -125,8 +125,7 @@ def generate_htc(
     factor = f_low + rng.random(n_events) * (f_high - f_low)
     longest = np.maximum.reduceat(run_s, starts) if n_events else run_s
     event_walltime = (
-        np.ceil(longest * factor / WALLTIME_GRANULARITY_S).astype(np.int64)
-        * WALLTIME_GRANULARITY_S
+        np.ceil(longest * factor / WALLTIME_GRANULARITY_S).astype(np.int64) * WALLTIME_GRANULARITY_S
     )
 
     event_user = zipf_user_ids(rng, n_events, n_users, zipf_exponent)

@@ -45,7 +45,7 @@ Arrivals
     mapping (and keeps fractional seconds until the end instead of truncating each
     step). Long-run, the share of arrivals in bucket ``k`` is ``weight[k] / 48``.
 
-Model variants (``jobs=``): ``"batch"`` (default) uses the batch-job parameters;
+Model variants (``job_types=``): ``"batch"`` (default) uses the batch-job parameters;
 ``"interactive"`` the interactive-job ones; ``"typeless"`` the fit to the whole
 sample without a job type; ``"mixed"`` runs a batch stream and an interactive stream
 independently and merges them by arrival time, as the C program does with
@@ -328,9 +328,9 @@ def _arrival_points(
     rng: np.random.Generator, n: int, params: LublinParams, first_at_zero: bool
 ) -> np.ndarray:
     """Cumulative arrival positions in points (1 point = one average half hour)."""
-    gaps = np.exp(
-        _truncated_gamma(rng, params.aarr * params.arar, params.barr, MAX_LOG_INTERARRIVAL, n)
-    ) / SECONDS_PER_BUCKET
+    shape = params.aarr * params.arar
+    log_gaps_s = _truncated_gamma(rng, shape, params.barr, MAX_LOG_INTERARRIVAL, n)
+    gaps = np.exp(log_gaps_s) / SECONDS_PER_BUCKET
     if first_at_zero and n:
         gaps[0] = 0.0
     return np.cumsum(gaps)
@@ -413,7 +413,7 @@ def generate_lublin(
     *,
     seed: int,
     start_hour: int = 0,
-    jobs: JobKind = "batch",
+    job_types: JobKind = "batch",
     load: float | None = None,
     estimate: EstimateKind = "rounded",
     estimate_factor: float = 3.0,
@@ -423,8 +423,8 @@ def generate_lublin(
     """``n_jobs`` jobs of the Lublin & Feitelson (2003) model on ``n_procs`` processors.
 
     ``seed`` fixes every draw (``numpy.random.default_rng``): the same arguments give
-    byte-identical jobs. ``start_hour`` (0-23) is the time of day at time 0. ``jobs``
-    picks the parameter set (``"batch"``, ``"interactive"``, ``"typeless"`` or
+    byte-identical jobs. ``start_hour`` (0-23) is the time of day at time 0.
+    ``job_types`` picks the parameter set (``"batch"``, ``"interactive"``, ``"typeless"`` or
     ``"mixed"``); ``load``, when given, rescales inter-arrival times to that offered
     load; ``estimate`` chooses the requested time (``"exact"`` or ``"rounded"`` with
     over-estimation factors uniform on ``[1, estimate_factor]``); users are Zipf over
@@ -437,8 +437,10 @@ def generate_lublin(
         raise ValueError(f"n_procs must be >= 1, got {n_procs}")
     if not 0 <= start_hour <= 23:
         raise ValueError(f"start_hour must be in 0..23, got {start_hour}")
-    if jobs not in ("batch", "interactive", "typeless", "mixed"):
-        raise ValueError(f"jobs must be batch, interactive, typeless or mixed, got {jobs!r}")
+    if job_types not in ("batch", "interactive", "typeless", "mixed"):
+        raise ValueError(
+            f"job_types must be batch, interactive, typeless or mixed, got {job_types!r}"
+        )
     if load is not None and not load > 0:
         raise ValueError(f"load must be positive, got {load}")
     if estimate not in ("exact", "rounded"):
@@ -449,11 +451,11 @@ def generate_lublin(
     rng = np.random.default_rng(seed)
     start_bucket = start_hour * BUCKETS_PER_DAY // 24
 
-    if jobs == "mixed":
+    if job_types == "mixed":
         streams = [(BATCH, BATCH_QUEUE, True), (INTERACTIVE, INTERACTIVE_QUEUE, False)]
     else:
-        params = {"batch": BATCH, "interactive": INTERACTIVE, "typeless": TYPELESS}[jobs]
-        queue = INTERACTIVE_QUEUE if jobs == "interactive" else BATCH_QUEUE
+        params = {"batch": BATCH, "interactive": INTERACTIVE, "typeless": TYPELESS}[job_types]
+        queue = INTERACTIVE_QUEUE if job_types == "interactive" else BATCH_QUEUE
         streams = [(params, queue, True)]
 
     points_l, weights_l, sizes_l, runs_l, queues_l = [], [], [], [], []
@@ -494,6 +496,7 @@ def generate_lublin(
     run_s = all_runs[order]
     queues = np.concatenate(queues_l)[order]
 
+    user_id = zipf_user_ids(rng, n_jobs, n_users, zipf_exponent)
     if estimate == "exact":
         walltime_s = run_s.copy()
     else:
@@ -505,12 +508,12 @@ def generate_lublin(
     table["run_s"] = run_s
     table["walltime_s"] = walltime_s
     table["n_tasks"] = sizes
-    table["user_id"] = zipf_user_ids(rng, n_jobs, n_users, zipf_exponent)
+    table["user_id"] = user_id
     table["queue_id"] = queues
 
     header = {
         "Generator": "htcsim.workload.lublin: Lublin & Feitelson, JPDC 63(11), 2003",
-        "Model": jobs,
+        "Model": job_types,
         "Seed": str(seed),
         "StartHour": str(start_hour),
         "Estimate": estimate,

@@ -1,0 +1,250 @@
+"""The ``htcsim`` command: typer commands that call the library, no logic of their own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from htcsim import __version__
+from htcsim.model import Workload
+from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
+
+app = typer.Typer(
+    help="htcsim: replay HPC/HTC workloads through one compiled scheduling kernel.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+traces_app = typer.Typer(help="List the SWF logs found, or fetch one from the archive.")
+generate_app = typer.Typer(help="Write a synthetic workload as SWF.", no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+app.add_typer(generate_app, name="generate")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(f"htcsim {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def simulate(
+    trace: Annotated[
+        str | None,
+        typer.Argument(
+            help="SWF log (path or name in ./traces or $HTCSIM_TRACE_DIR); "
+            "default: the embedded synthetic workload."
+        ),
+    ] = None,
+    backfill: Annotated[
+        str, typer.Option(help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)}.")
+    ] = "easy",
+    order: Annotated[str, typer.Option(help=f"Queue order: {', '.join(ORDERS[:2])}.")] = "fcfs",
+    backfill_depth: Annotated[
+        int,
+        typer.Option(help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test."),
+    ] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for per-job tables, summary, SWF, plots."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG plots with --out.")] = True,
+    max_procs: Annotated[
+        int | None,
+        typer.Option(help="Machine size in processors (default: the header's MaxProcs)."),
+    ] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Replay only the first N jobs of the log.")
+    ] = None,
+    skip_bad_lines: Annotated[
+        bool, typer.Option(help="Skip malformed SWF lines (counted) instead of stopping.")
+    ] = False,
+) -> None:
+    """Replay a workload under a policy and print a summary (one column per backfill mode)."""
+    from htcsim.kernel import KernelInputError
+    from htcsim.workload.loader import load_workload
+    from htcsim.workload.swf import SWFError
+
+    try:
+        policies = [
+            Policy(order=order, backfill=mode.strip(), backfill_depth=backfill_depth)  # type: ignore[arg-type]
+            for mode in backfill.split(",")
+        ]
+    except PolicyError as exc:
+        raise _fail(str(exc)) from exc
+    if order == "priority":
+        raise _fail("the 'priority' order needs a priority per job (the policy file comes later)")
+    try:
+        workload = load_workload(
+            trace, max_procs=max_procs, max_jobs=max_jobs, skip_bad_lines=skip_bad_lines
+        )
+    except (SWFError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    _print_loading(workload)
+    summaries = []
+    for policy in policies:
+        try:
+            result = _run_with_progress(workload, policy)
+        except KernelInputError as exc:
+            raise _fail(str(exc)) from exc
+        from htcsim.metrics import summarize
+
+        summaries.append((policy.label, summarize(result)))
+        if out is not None:
+            from htcsim.results import write_results
+
+            target = out if len(policies) == 1 else out / policy.backfill
+            written = write_results(result, target, plots=plots)
+            console.print(f"[green]wrote[/] {len(written)} files to {target}/")
+    from htcsim.results import summary_table
+
+    console.print(summary_table(summaries))
+
+
+def _run_with_progress(workload: Workload, policy: Policy):  # type: ignore[no-untyped-def]
+    from htcsim.sim import simulate as replay
+
+    with Progress(
+        TextColumn(f"[bold]{workload.name}[/] {policy.label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replay", total=2 * len(workload))
+        return replay(workload, policy, progress=lambda n: progress.update(task, completed=n))
+
+
+def _print_loading(workload: Workload) -> None:
+    m = workload.machine
+    console.print(
+        f"[bold]{workload.name}[/]: {len(workload):,} jobs on {m.total_cores:,} cores "
+        f"({m.n_nodes} nodes x {m.cores_per_node})"
+    )
+    for title, counts in (("dropped", workload.dropped), ("changed", workload.changed)):
+        if counts:
+            parts = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+            console.print(f"  {title}: {parts}")
+
+
+@traces_app.callback(invoke_without_command=True)
+def traces(ctx: typer.Context) -> None:
+    """List the SWF logs in ./traces and $HTCSIM_TRACE_DIR with job counts and machine size."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from htcsim.workload.catalog import list_traces, trace_dirs
+
+    dirs = trace_dirs()
+    found = list_traces(dirs)
+    if not found:
+        searched = ", ".join(str(d) for d in dirs) or "./traces"
+        console.print(
+            f"no SWF logs found (searched: {searched}); set HTCSIM_TRACE_DIR or run "
+            "'htcsim traces fetch NAME'"
+        )
+        return
+    table = Table(title="SWF logs")
+    for column in ("name", "jobs", "MaxProcs", "MaxNodes", "size", "folder"):
+        table.add_column(column, justify="left" if column in ("name", "folder") else "right")
+    for info in found:
+        table.add_row(
+            info.name,
+            f"{info.n_jobs:,}",
+            str(info.max_procs or "-"),
+            str(info.max_nodes or "-"),
+            f"{info.size_bytes / 1e6:.1f} MB",
+            str(info.path.parent),
+        )
+    console.print(table)
+
+
+@traces_app.command("fetch")
+def traces_fetch(
+    name: Annotated[str, typer.Argument(help="Short name of a Parallel Workloads Archive log.")],
+    dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("traces"),
+) -> None:
+    """Download a log from the Parallel Workloads Archive into ./traces."""
+    from htcsim.workload.catalog import TraceFetchError, fetch_trace
+
+    try:
+        path = fetch_trace(name, dest)
+    except (TraceFetchError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[green]fetched[/] {path}")
+
+
+@generate_app.command("lublin")
+def generate_lublin_cmd(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="SWF file to write (.swf or .swf.gz).")
+    ],
+    jobs: Annotated[int, typer.Option(help="Number of jobs.")] = 10_000,
+    procs: Annotated[int, typer.Option(help="Machine size in processors.")] = 256,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 1,
+    load: Annotated[
+        float | None,
+        typer.Option(help="Rescale arrivals to this offered load (default: the model's)."),
+    ] = None,
+) -> None:
+    """Lublin & Feitelson (2003) rigid parallel jobs: sizes, hyper-gamma run times, daily cycle."""
+    from htcsim.workload.lublin import generate_lublin
+
+    try:
+        workload = generate_lublin(jobs, procs, seed=seed, load=load)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    _write_generated(workload, output)
+
+
+@generate_app.command("htc")
+def generate_htc_cmd(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="SWF file to write (.swf or .swf.gz).")
+    ],
+    jobs: Annotated[int, typer.Option(help="Number of jobs.")] = 100_000,
+    nodes: Annotated[int, typer.Option(help="Nodes in the cluster.")] = 100,
+    cores: Annotated[int, typer.Option(help="Cores per node.")] = 32,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 200,
+    load: Annotated[
+        float, typer.Option(help="Offered load (arrival rate x mean run / cores).")
+    ] = 0.9,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 1,
+) -> None:
+    """Many single-core jobs from many users, with bags of tasks: for million-job runs."""
+    from htcsim.workload.htc import generate_htc
+
+    try:
+        workload = generate_htc(jobs, nodes, cores, seed=seed, n_users=users, load=load)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    _write_generated(workload, output)
+
+
+def _write_generated(workload: Workload, output: Path) -> None:
+    from htcsim.workload.swf import write_workload_swf
+
+    write_workload_swf(
+        output, workload, comment=f"synthetic workload {workload.name} (htcsim {__version__})"
+    )
+    console.print(f"[green]wrote[/] {len(workload):,} jobs to {output}")
+
+
+if __name__ == "__main__":
+    app()

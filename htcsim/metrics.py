@@ -1,0 +1,369 @@
+"""Metrics of a simulated schedule: one definition used by the CLI, the tests and experiments.
+
+Every figure here follows the conventions of ARCHITECTURE.md (and so of the
+job-scheduling literature: Feitelson, Rudolph & Schwiegelshohn, "Parallel job
+scheduling -- a status report", JSSPP 2004), so a table produced by htcsim can
+be set beside a published one. All computations are vectorised over the job
+columns; nothing loops per job in Python.
+
+Which jobs count (a replay that ran to completion has every job in every set):
+
+* *started*: ``start_s >= 0``. Waits are known for these jobs only.
+* *finished*: started and ``end_s >= 0``. Run times, slowdowns, responses and
+  busy core-seconds are known for these jobs only.
+
+Worked example (a 4-core machine; times in seconds)::
+
+    job  submit start end  cores   wait run  bsld = max((wait+run)/max(run,10), 1)
+    A      0      0   100    4       0  100   1.0
+    B     10    100   105    2      90    5   9.5    (run < 10 s: divided by 10)
+    C     20    100   120    2      80   20   5.0
+
+    mean wait 56.67 s, makespan 120 - 0 = 120 s,
+    utilization (100*4 + 5*2 + 20*2) / (4 * 120) = 450 / 480 = 0.9375
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+if TYPE_CHECKING:
+    # Type-only: metrics sit in the shared domain layer, below ``sim/``, so they
+    # must not import the simulator package at run time (layers import downward).
+    from htcsim.sim.result import SimResult
+
+TAU_S = 10.0
+"""Bounded-slowdown threshold: runs shorter than this count as this long (literature: 10 s)."""
+
+SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_DAY = 86_400.0
+
+Summary = dict[str, float | int]
+
+
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The columns every metric needs, validated once (all arrays aligned with the jobs)."""
+
+    job_id: np.ndarray  # int64, identity of each row
+    submit_s: np.ndarray  # int64
+    start_s: np.ndarray  # int64, -1 when never started
+    end_s: np.ndarray  # int64, -1 when never ended
+    cores: np.ndarray  # int64, n_tasks * cores_per_task
+    started: np.ndarray  # bool
+    finished: np.ndarray  # bool, implies started
+    total_cores: int
+
+
+def _schedule(result: SimResult) -> _Schedule:
+    """Extract and check the schedule; an impossible one names the first offending job."""
+    jobs = result.workload.jobs
+    submit = jobs["submit_s"].astype(np.int64)
+    start = np.asarray(result.start_s, dtype=np.int64)
+    end = np.asarray(result.end_s, dtype=np.int64)
+    if start.shape != submit.shape or end.shape != submit.shape:
+        raise ValueError(
+            f"start_s {start.shape} and end_s {end.shape} must be aligned with the "
+            f"{submit.shape[0]} jobs of workload {result.workload.name!r}"
+        )
+    started = start >= 0
+    finished = started & (end >= 0)
+    _check_order(jobs["job_id"], started & (start < submit), "starts before it is submitted")
+    _check_order(jobs["job_id"], finished & (end < start), "ends before it starts")
+    _check_order(jobs["job_id"], ~started & (end >= 0), "has an end but no start")
+    cores = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
+    return _Schedule(
+        job_id=jobs["job_id"].astype(np.int64),
+        submit_s=submit,
+        start_s=start,
+        end_s=end,
+        cores=cores,
+        started=started,
+        finished=finished,
+        total_cores=result.workload.machine.total_cores,
+    )
+
+
+def _check_order(job_id: np.ndarray, bad: np.ndarray, what: str) -> None:
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"invalid schedule: job {int(job_id[k])} (row {k}) {what} "
+            f"({int(bad.sum())} job(s) in all)"
+        )
+
+
+# --------------------------------------------------------------------------- per job
+
+
+def bounded_slowdown(
+    wait: np.ndarray | float, run: np.ndarray | float, tau: float = TAU_S
+) -> np.ndarray:
+    """``max((wait + run) / max(run, tau), 1)``, element-wise.
+
+    Plain slowdown ``(wait + run) / run`` is dominated by very short jobs (a 1 s
+    job that waits a minute has slowdown 61) and is undefined for run 0; bounding
+    the denominator at ``tau`` (10 s in the literature) and the result at 1 keeps
+    it meaningful for every job, including those that start and end at once.
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    wait_f = np.asarray(wait, dtype=np.float64)
+    run_f = np.asarray(run, dtype=np.float64)
+    return np.maximum((wait_f + run_f) / np.maximum(run_f, tau), 1.0)
+
+
+def per_job_table(result: SimResult) -> pl.DataFrame:
+    """One row per job, in workload order: the schedule joined with the request.
+
+    Columns: ``job_id, user_id, group_id, submit_s, start_s, end_s, wait_s, run_s``
+    (simulated: ``end_s - start_s``), ``walltime_s`` (requested), ``n_tasks``,
+    ``cores`` (``n_tasks * cores_per_task``), ``bounded_slowdown`` (tau = 10 s),
+    ``killed_at_walltime`` (the recorded run exceeded the request and the job ran,
+    so the replay cut it), ``recorded_wait_s`` (the wait in the source log). Unknown
+    values (not started, not finished, not logged) are null rather than -1, so that
+    aggregations in polars skip them instead of averaging a sentinel.
+    """
+    s = _schedule(result)
+    jobs = result.workload.jobs
+    wait = s.start_s - s.submit_s
+    run = s.end_s - s.start_s
+    killed = np.asarray(result.killed_at_walltime, dtype=bool) & s.finished
+    frame = pl.DataFrame(
+        {
+            "job_id": s.job_id,
+            "user_id": jobs["user_id"],
+            "group_id": jobs["group_id"],
+            "submit_s": s.submit_s,
+            "start_s": s.start_s,
+            "end_s": s.end_s,
+            "wait_s": wait,
+            "run_s": run,
+            "walltime_s": jobs["walltime_s"].astype(np.int64),
+            "n_tasks": jobs["n_tasks"],
+            "cores": s.cores,
+            "bounded_slowdown": bounded_slowdown(wait, run),
+            "killed_at_walltime": killed,
+            "recorded_wait_s": jobs["recorded_wait_s"].astype(np.int64),
+            "_started": s.started,
+            "_finished": s.finished,
+        }
+    )
+    started, finished = pl.col("_started"), pl.col("_finished")
+    return frame.with_columns(
+        *(pl.when(started).then(pl.col(c)).alias(c) for c in ("start_s", "wait_s")),
+        *(pl.when(finished).then(pl.col(c)).alias(c) for c in ("end_s", "run_s")),
+        pl.when(finished).then(pl.col("bounded_slowdown")).alias("bounded_slowdown"),
+        pl.when(pl.col("recorded_wait_s") >= 0)
+        .then(pl.col("recorded_wait_s"))
+        .alias("recorded_wait_s"),
+    ).drop("_started", "_finished")
+
+
+# --------------------------------------------------------------------------- whole run
+
+
+def summarize(result: SimResult) -> Summary:
+    """The headline figures of one replay, as plain ``int``/``float`` (JSON-ready).
+
+    With S the started jobs, F the finished ones, ``wait = start - submit``,
+    ``run = end - start`` (simulated, already capped at the requested time) and
+    ``cores = n_tasks * cores_per_task``:
+
+    * ``n_jobs``, ``n_started`` = |S|, ``n_finished`` = |F|
+    * ``mean_wait_s``, ``median_wait_s``, ``p95_wait_s``, ``max_wait_s``: over S;
+      percentiles by linear interpolation between order statistics (NumPy's
+      default, as polars' ``quantile(..., "linear")``)
+    * ``mean_bsld``, ``median_bsld``: bounded slowdown over F,
+      ``max((wait + run) / max(run, 10 s), 1)``
+    * ``mean_response_s``: mean of ``wait + run = end - submit`` over F
+    * ``makespan_s = max(end over F) - min(submit over all jobs)``
+    * ``utilization = sum(run * cores over F) / (total_cores * makespan_s)``
+    * ``throughput_jobs_per_h = |F| / (makespan_s / 3600)``
+    * ``n_killed_at_walltime``: jobs in F whose recorded run exceeded the request
+    * ``replay_s``: wall-clock seconds of the event loop; ``jobs_per_second =
+      n_jobs / replay_s``, the replay speed
+
+    An undefined figure (no job started, a zero makespan, an unmeasured replay
+    time) is ``nan``, never a misleading 0.
+    """
+    s = _schedule(result)
+    wait = (s.start_s - s.submit_s)[s.started]
+    wait_f = (s.start_s - s.submit_s)[s.finished]
+    run = (s.end_s - s.start_s)[s.finished]
+    makespan = _makespan(s)
+    busy_core_s = int(np.sum(run * s.cores[s.finished]))
+    replay_s = float(result.replay_seconds) if result.replay_seconds > 0 else float("nan")
+    n_jobs = int(s.submit_s.size)
+    n_finished = int(run.size)
+    return {
+        "n_jobs": n_jobs,
+        "n_started": int(wait.size),
+        "n_finished": n_finished,
+        "mean_wait_s": _stat(np.mean, wait),
+        "median_wait_s": _stat(np.median, wait),
+        "p95_wait_s": _stat(lambda a: np.percentile(a, 95), wait),
+        "max_wait_s": _stat(np.max, wait),
+        "mean_bsld": _stat(np.mean, bounded_slowdown(wait_f, run)),
+        "median_bsld": _stat(np.median, bounded_slowdown(wait_f, run)),
+        "mean_response_s": _stat(np.mean, wait_f + run),
+        "makespan_s": makespan,
+        "utilization": _ratio(busy_core_s, s.total_cores * makespan),
+        "throughput_jobs_per_h": _ratio(n_finished, makespan / SECONDS_PER_HOUR),
+        "n_killed_at_walltime": int(
+            np.count_nonzero(np.asarray(result.killed_at_walltime, dtype=bool) & s.finished)
+        ),
+        "replay_s": replay_s,
+        "jobs_per_second": _ratio(n_jobs, replay_s),
+    }
+
+
+def _makespan(s: _Schedule) -> float:
+    if not s.finished.any():
+        return float("nan")
+    return float(s.end_s[s.finished].max() - s.submit_s.min())
+
+
+def _stat(fn: Callable[[np.ndarray], Any], values: np.ndarray) -> float:
+    """``fn(values)`` as a float, or nan for an empty set (NumPy would warn or raise)."""
+    if values.size == 0:
+        return float("nan")
+    return float(fn(values))
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den > 0 else float("nan")
+
+
+def per_user(result: SimResult, *, table: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per ``user_id``: who used the machine and how each was served.
+
+    Columns: ``user_id, jobs, core_hours`` (``sum(run * cores) / 3600`` over
+    finished jobs), ``mean_wait_s``, ``p95_wait_s`` (linear interpolation, over
+    started jobs), ``mean_bsld`` (over finished jobs). Sorted by core-hours,
+    largest first, ties by user id, so the heavy users lead and the order is
+    deterministic. Pass ``table`` (from :func:`per_job_table`) to avoid
+    recomputing it.
+    """
+    jobs = per_job_table(result) if table is None else table
+    return (
+        jobs.group_by("user_id")
+        .agg(
+            pl.len().cast(pl.Int64).alias("jobs"),
+            ((pl.col("run_s") * pl.col("cores")).sum() / SECONDS_PER_HOUR).alias("core_hours"),
+            pl.col("wait_s").mean().alias("mean_wait_s"),
+            pl.col("wait_s").quantile(0.95, "linear").alias("p95_wait_s"),
+            pl.col("bounded_slowdown").mean().alias("mean_bsld"),
+        )
+        .sort(["core_hours", "user_id"], descending=[True, False])
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the unit a person reads at a glance: 45 s, 12.5 min, 3.2 h, 4.1 d."""
+    if seconds < 120:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 2 * SECONDS_PER_HOUR:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * SECONDS_PER_DAY:
+        return f"{seconds / SECONDS_PER_HOUR:.1f} h"
+    return f"{seconds / SECONDS_PER_DAY:.1f} d"
+
+
+# --------------------------------------------------------------------------- over time
+
+TIME_SERIES_SCHEMA: dict[str, pl.DataType] = {
+    "time_s": pl.Int64(),
+    "busy_cores": pl.Int64(),
+    "utilization": pl.Float64(),
+    "queued_jobs": pl.Int64(),
+    "running_jobs": pl.Int64(),
+}
+
+
+def time_series(result: SimResult) -> pl.DataFrame:
+    """The machine's state as a step function: one row per distinct event time.
+
+    Row ``i`` holds the state after every event at ``time_s[i]`` (submissions,
+    starts, ends) has been applied, valid until ``time_s[i + 1]``. So a job
+    submitted and started at the same instant is never counted as queued, and
+    a job with run 0 never as running. Jobs that never start stay queued, jobs
+    that never end stay running. ``utilization = busy_cores / total_cores``.
+
+    Computed from the three event arrays with one sort and cumulative sums of
+    per-time deltas (``np.add.reduceat``), in integers, so it is exact; the order
+    of events within one instant does not matter, so the sort need not be stable.
+    """
+    s = _schedule(result)
+    start, end = s.start_s[s.started], s.end_s[s.finished]
+    n_sub, n_start, n_end = s.submit_s.size, start.size, end.size
+    times = np.concatenate([s.submit_s, start, end])
+    if times.size == 0:
+        return pl.DataFrame(schema=TIME_SERIES_SCHEMA)
+    # Event kinds 0 submit, 1 start, 2 end, and what each does to the queue and running set.
+    kind = np.repeat(np.arange(3), [n_sub, n_start, n_end])
+    d_queued = np.array([1, -1, 0], dtype=np.int64)[kind]
+    d_running = np.array([0, 1, -1], dtype=np.int64)[kind]
+    d_busy = np.concatenate([np.zeros(n_sub, np.int64), s.cores[s.started], -s.cores[s.finished]])
+
+    order = np.argsort(times)
+    t_sorted = times[order]
+    first = np.flatnonzero(np.r_[True, t_sorted[1:] != t_sorted[:-1]])
+
+    def level(delta: np.ndarray) -> np.ndarray:
+        return np.cumsum(np.add.reduceat(delta[order], first))
+
+    busy = level(d_busy)
+    return pl.DataFrame(
+        {
+            "time_s": t_sorted[first],
+            "busy_cores": busy,
+            "utilization": busy / s.total_cores,
+            "queued_jobs": level(d_queued),
+            "running_jobs": level(d_running),
+        },
+        schema=TIME_SERIES_SCHEMA,
+    )
+
+
+def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:
+    """Time-weighted means of a :func:`time_series` over bins of ``bin_s`` seconds.
+
+    A month of events is millions of steps; a plot (or a table of daily load)
+    wants the mean level in each hour or day. Bins start at ``time_s`` multiples
+    of ``bin_s`` from the bin holding the first event; the last bin ends at the
+    last event (after it the state no longer changes, so extending it would only
+    dilute). Each mean integrates the step function exactly: with cumulative
+    integrals ``I(t)``, a bin ``[a, b)`` has mean ``(I(b) - I(a)) / (b - a)``.
+    Output columns: ``time_s`` (bin start) and the float means of every other
+    column. A series whose only event time is a bin edge gives one bin holding
+    that state.
+    """
+    if bin_s <= 0:
+        raise ValueError(f"bin_s must be positive, got {bin_s}")
+    value_cols = [c for c in series.columns if c != "time_s"]
+    if series.height == 0:
+        return pl.DataFrame(schema={"time_s": pl.Int64, **dict.fromkeys(value_cols, pl.Float64)})
+    t = series["time_s"].to_numpy().astype(np.int64)
+    first_edge = (t[0] // bin_s) * bin_s
+    edges = np.arange(first_edge, t[-1], bin_s, dtype=np.int64)
+    edges = np.append(edges, t[-1]) if edges.size else np.array([t[0], t[0] + bin_s])
+    # Position of the step in force at each edge (-1: before the first event, level 0).
+    k = np.searchsorted(t, edges, side="right") - 1
+    widths = np.diff(edges).astype(np.float64)
+    means: dict[str, np.ndarray] = {}
+    for name in value_cols:  # a handful of columns, each fully vectorised
+        v = series[name].to_numpy().astype(np.float64)
+        cumulative = np.concatenate([[0.0], np.cumsum(v[:-1] * np.diff(t))])
+        safe_k = np.maximum(k, 0)
+        integral = np.where(k >= 0, cumulative[safe_k] + v[safe_k] * (edges - t[safe_k]), 0.0)
+        means[name] = np.diff(integral) / widths
+    return pl.DataFrame({"time_s": edges[:-1], **means})

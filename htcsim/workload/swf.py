@@ -1,0 +1,938 @@
+"""Standard Workload Format (SWF) reader and writer.
+
+SWF is the format of the Parallel Workloads Archive (PWA): one job per line, 18
+whitespace-separated numeric fields, ``-1`` for "not known", header lines starting
+with ``;`` (``; MaxProcs: 128``). The published scheduling literature replays these
+logs under fixed conventions (ARCHITECTURE.md, "SWF conventions"); this module applies
+them once, at load time, and accounts for every job it leaves out or alters, so a
+result is comparable with the papers and nothing is lost silently.
+
+Speed matters because experiments reload whole logs (HPC2N: 202,871 jobs) many times.
+The bulk of the data is therefore parsed without a Python loop per line: the
+whitespace-aligned columns are rewritten into a comma-separated buffer with NumPy and
+bytes operations, and polars parses that buffer in Rust. Only when that fast path
+meets something it cannot vouch for (a comment among the data, a blank line, a wrong
+field count, a token that is not a number) does the reader fall back to a scan line
+by line, whose only job is to find and name the exact bad line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from htcsim.model import JOB_DTYPE, Machine, Workload, empty_jobs
+
+__all__ = [
+    "SWF_FIELDS",
+    "SWFError",
+    "SWFHeader",
+    "read_swf",
+    "read_swf_header",
+    "write_swf",
+    "write_workload_swf",
+]
+
+logger = logging.getLogger(__name__)
+
+N_FIELDS = 18
+
+SWF_FIELDS: tuple[str, ...] = (
+    "job number",
+    "submit time",
+    "wait time",
+    "run time",
+    "allocated processors",
+    "average CPU time",
+    "used memory",
+    "requested processors",
+    "requested time",
+    "requested memory",
+    "status",
+    "user id",
+    "group id",
+    "executable id",
+    "queue",
+    "partition",
+    "preceding job",
+    "think time",
+)
+"""Names of the 18 SWF fields, index 0 = field 1, used to make error messages readable."""
+
+_FLOAT_FIELDS = frozenset({6, 7})
+"""1-based fields that may hold decimals (average CPU time, used memory); the rest are
+whole numbers by the SWF definition."""
+
+_I8 = (-(2**7), 2**7 - 1)
+_I32 = (-(2**31), 2**31 - 1)
+_I53 = (-(2**53), 2**53)  # int64 columns: keep to integers a float64 holds exactly
+_INT_RANGE: dict[int, tuple[int, int]] = {
+    1: _I53,
+    2: _I53,
+    3: _I53,
+    4: _I53,
+    5: _I32,
+    8: _I32,
+    9: _I53,
+    10: _I53,
+    11: _I8,
+    12: _I32,
+    13: _I32,
+    14: _I32,
+    15: _I32,
+    16: _I32,
+    17: _I53,
+    18: _I53,
+}
+"""Range each whole-number field must fit, from the JOB_DTYPE column it lands in (field 10
+is not stored yet; it gets the int64-safe range)."""
+
+# Reason codes of a bad line, in the order they are checked.
+_OK = 0
+_FIELD_COUNT = 1
+_NOT_NUMERIC = 2
+_NOT_INTEGRAL = 3
+_OUT_OF_RANGE = 4
+_NEGATIVE_SUBMIT = 5
+_UNSORTED_SUBMIT = 6
+_REASONS = {
+    _FIELD_COUNT: "field_count",
+    _NOT_NUMERIC: "not_numeric",
+    _NOT_INTEGRAL: "not_integral",
+    _OUT_OF_RANGE: "out_of_range",
+    _NEGATIVE_SUBMIT: "negative_submit",
+    _UNSORTED_SUBMIT: "unsorted_submit",
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_SPACE_TABLE = bytes.maketrans(b"\t\r\v\f", b"    ")
+_WS_CHARS = b" \t\r\v\f"
+_WS_SPLIT = re.compile(rb"[ \t\r\v\f]+")
+_NUMBER_PATTERN = rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = re.compile(_NUMBER_PATTERN)
+_DATA_LINE = re.compile(  # 18 numbers separated by blanks (the line already stripped)
+    rb"(?:" + _NUMBER_PATTERN + rb")(?:[ \t\r\v\f]+(?:" + _NUMBER_PATTERN + rb")){17}"
+)
+_HEADER_KEY = re.compile(r";[ \t]{0,2}([A-Za-z][A-Za-z0-9_]*)[ \t]*:(?!//)[ \t]*(.*)$")
+_LEADING_INT = re.compile(r"\s*([+-]?\d+)")
+_BLANK_LINE = re.compile(rb"\n[ \t\r\v\f]*\n")
+
+_SCHEMA_TYPED = {
+    f"f{j}": (pl.Float64 if j in _FLOAT_FIELDS else pl.Int64) for j in range(1, N_FIELDS + 1)
+}
+_SCHEMA_FLOAT = {f"f{j}": pl.Float64 for j in range(1, N_FIELDS + 1)}
+
+
+class SWFError(ValueError):
+    """Malformed SWF input, located as ``path:line: field N (name): what is wrong``.
+
+    The location is kept in attributes too, so callers (the CLI, tests) can point at
+    the line without parsing the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        line: int | None = None,
+        field: int | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SWFHeader:
+    """What a log's header says, and how many job lines follow, without parsing the jobs.
+
+    ``max_procs``/``max_nodes``/``unix_start_time`` are the leading integers of the
+    header values (``; MaxNodes: 338 (batch partition; 512 total)`` -> 338), ``None``
+    when the line is absent or says ``-1``/``0``.
+    """
+
+    header: dict[str, str]
+    max_procs: int | None
+    max_nodes: int | None
+    unix_start_time: int | None
+    n_data_lines: int
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load_bytes(path: Path, shown: str) -> bytes:
+    """The file's bytes, gunzipped when it is gzip (by magic number, not by suffix),
+    without a UTF-8 byte-order mark (which would otherwise make line 1 a bad line)."""
+    data = path.read_bytes()
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SWFError(f"{shown}: not a readable gzip file ({exc})", path=shown) from exc
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def _decode(line: bytes) -> str:
+    """Header text: UTF-8 when it is, Latin-1 otherwise (old logs predate UTF-8)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def _split_header(data: bytes) -> tuple[list[tuple[int, str]], int, int]:
+    """Comment lines at the top, the number of lines they span, and where data starts.
+
+    Loops over header lines only (tens of them), never over job lines.
+    """
+    comments: list[tuple[int, str]] = []
+    pos = 0
+    lineno = 0
+    size = len(data)
+    while pos < size:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            end = size
+        stripped = data[pos:end].strip(_WS_CHARS)
+        if stripped and not stripped.startswith(b";"):
+            break
+        lineno += 1
+        if stripped:
+            comments.append((lineno, _decode(stripped)))
+        pos = end + 1
+    return comments, lineno, min(pos, size)
+
+
+def _parse_header(comments: list[tuple[int, str]]) -> tuple[dict[str, str], dict[str, int]]:
+    """``; Key: value`` lines into a dict, and the line where each key first appears.
+
+    A repeated key (``Queue``, ``Note``, ``Information``) keeps every value, joined by
+    newlines; an indented comment line without its own key (``;        http://...``,
+    the filter lines of a cleaned log's note) continues the previous key. A bare ``;``
+    ends a continuation; other free text (``; replayed with EASY``) goes to ``Comment``.
+    """
+    header: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    last_key: str | None = None
+    for lineno, text in comments:
+        match = _HEADER_KEY.match(text)
+        if match:
+            key, value = match.group(1), match.group(2).rstrip()
+            header[key] = f"{header[key]}\n{value}" if key in header else value
+            first_line.setdefault(key, lineno)
+            last_key = key
+            continue
+        body = text[1:].strip()
+        if not body:
+            last_key = None
+            continue
+        indented = len(text) - len(text[1:].lstrip()) > 2  # "; " plus at least one more
+        key = last_key if (indented and last_key) else "Comment"
+        header[key] = f"{header[key]}\n{body}" if key in header else body
+        first_line.setdefault(key, lineno)
+    return header, first_line
+
+
+def _header_int(
+    header: dict[str, str], first_line: dict[str, int], key: str, shown: str
+) -> int | None:
+    """Leading integer of a header value; ``None`` when absent or not positive (-1 = unknown)."""
+    if key not in header:
+        return None
+    match = _LEADING_INT.match(header[key])
+    if not match:
+        line = first_line.get(key)
+        raise SWFError(
+            f"{shown}:{line}: header {key}: {header[key].splitlines()[0]!r} does not start "
+            "with an integer",
+            path=shown,
+            line=line,
+            reason="bad_header",
+        )
+    value = int(match.group(1))
+    return value if value > 0 else None
+
+
+def _count_data_lines(rest: bytes) -> int:
+    """Lines that are neither blank nor ``;`` comments, counted without a loop per line
+    in the usual case (no comment or blank line among the data)."""
+    stripped = rest.rstrip()
+    if not stripped:
+        return 0
+    if b";" not in stripped and not _BLANK_LINE.search(stripped):
+        return stripped.count(b"\n") + 1
+    count = 0
+    for line in stripped.split(b"\n"):  # unusual files only
+        text = line.strip(_WS_CHARS)
+        if text and not text.startswith(b";"):
+            count += 1
+    return count
+
+
+def _cut_lines(rest: bytes, max_lines: int) -> bytes:
+    """The first ``max_lines`` lines of ``rest`` (all of it if it has fewer)."""
+    if max_lines <= 0:
+        return b""
+    newlines = np.flatnonzero(np.frombuffer(rest, dtype=np.uint8) == ord("\n"))
+    if newlines.size < max_lines:
+        return rest
+    return rest[: int(newlines[max_lines - 1])]
+
+
+# ------------------------------------------------------------------------ data parsing
+
+
+def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
+    """Parse data lines (no comments expected) into 18 columns, or ``None`` to fall back.
+
+    The first blank after every token becomes a comma (NumPy, in place) and
+    ``bytes.translate`` deletes the other blanks, turning the aligned columns into CSV
+    that polars parses in Rust. Line ends are inspected with NumPy too: two-byte
+    substring searches on text this full of blanks cost as much as the parse itself.
+
+    ``None`` means "something unusual is there": a ``;`` or ``,`` in the data, a blank
+    line, a missing or extra field, a token that is not a number. The caller then scans
+    line by line to report it precisely; this path never guesses. ``rest`` must start
+    with a data line and not end with blanks.
+    """
+    if not rest or b";" in rest or b"," in rest:
+        return None
+    if any(ch in rest for ch in (b"\t", b"\r", b"\v", b"\f")):
+        rest = rest.translate(_SPACE_TABLE)
+    buf = bytearray(rest)
+    view = np.frombuffer(buf, dtype=np.uint8)
+    newline = view[1:] == ord("\n")  # rest starts with a data line, so view[0] is not one
+    n_lines = int(np.count_nonzero(newline)) + 1
+    trailing_blanks = bool(np.any(view[:-1][newline] == ord(" ")))
+    after_token = view[1:] == ord(" ")
+    after_token &= view[:-1] > ord(" ")
+    np.putmask(view[1:], after_token, ord(","))
+    csv = bytes(buf.translate(None, b" "))
+    if trailing_blanks:  # the first blank after a line's last token became a comma
+        csv = csv.replace(b",\n", b"\n")
+    frame: pl.DataFrame | None = None
+    for schema in (_SCHEMA_TYPED, _SCHEMA_FLOAT):  # float retry: "12.0" in a whole field
+        try:
+            frame = pl.read_csv(
+                csv, has_header=False, separator=",", schema=schema, quote_char=None
+            )
+            break
+        except pl.exceptions.PolarsError:
+            continue
+    # A blank line is a row of nulls (or no row, depending on the polars version), a
+    # short line a row with nulls: either way, leave it to the line scan.
+    if frame is None or frame.height != n_lines or any(frame.null_count().row(0)):
+        return None
+    return {j: frame.get_column(f"f{j}").to_numpy() for j in range(1, N_FIELDS + 1)}
+
+
+@dataclass
+class _Rows:
+    """Data lines as columns, with what the line scan already found wrong."""
+
+    cols: dict[int, np.ndarray]
+    line_no: np.ndarray  # 1-based line number in the file of each data line
+    code: np.ndarray  # reason code per data line (0 = fine so far)
+    field: np.ndarray  # 1-based field the reason refers to
+    messages: dict[int, str]  # row index -> message, for problems found while scanning
+
+
+def _bad_line_detail(text: bytes) -> tuple[int, int, str]:
+    """Reason code, field and message for a data line that is not 18 numbers."""
+    tokens = _WS_SPLIT.split(text)
+    if len(tokens) != N_FIELDS:
+        if len(tokens) < N_FIELDS:
+            bad = len(tokens) + 1
+            what = f"missing: the line has {len(tokens)} fields, SWF has {N_FIELDS}"
+        else:
+            bad = N_FIELDS + 1
+            what = f"unexpected: the line has {len(tokens)} fields, SWF has {N_FIELDS}"
+        name = f" ({SWF_FIELDS[bad - 1]})" if bad <= N_FIELDS else ""
+        return _FIELD_COUNT, bad, f"field {bad}{name}: {what}"
+    for j, token in enumerate(tokens, start=1):
+        if not _NUMBER.fullmatch(token):
+            shown = token.decode("latin-1")
+            return _NOT_NUMERIC, j, f"field {j} ({SWF_FIELDS[j - 1]}): {shown!r} is not a number"
+    raise AssertionError("a line of 18 numbers was taken for a bad one")  # pragma: no cover
+
+
+def _slow_rows(data: bytes, max_jobs: int | None) -> tuple[_Rows, list[tuple[int, str]]]:
+    """Scan line by line: the fallback that names bad lines and finds comments anywhere.
+
+    The loop per line only classifies it (blank, comment, 18 numbers, or bad, with one
+    regular-expression match); the numbers of the good lines are then parsed in bulk by
+    the fast path, so a long log with one bad line is not parsed token by token.
+    """
+    comments: list[tuple[int, str]] = []
+    good_text: list[bytes] = []
+    good_rows: list[int] = []
+    line_nos: list[int] = []
+    codes: list[int] = []
+    fields: list[int] = []
+    messages: dict[int, str] = {}
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        text = raw.strip(_WS_CHARS)
+        if not text:
+            continue
+        if text.startswith(b";"):
+            comments.append((lineno, _decode(text)))
+            continue
+        if max_jobs is not None and len(line_nos) >= max_jobs:
+            break
+        row_idx = len(line_nos)
+        line_nos.append(lineno)
+        if _DATA_LINE.fullmatch(text):
+            good_text.append(text)
+            good_rows.append(row_idx)
+            codes.append(_OK)
+            fields.append(0)
+        else:
+            code, field, message = _bad_line_detail(text)
+            codes.append(code)
+            fields.append(field)
+            messages[row_idx] = message
+    n = len(line_nos)
+    good_cols = _fast_columns(b"\n".join(good_text)) if good_text else None
+    if good_cols is None and good_text:  # not expected: the regex admits plain numbers only
+        parsed = np.array(
+            [[float(tok) for tok in _WS_SPLIT.split(text)] for text in good_text],
+            dtype=np.float64,
+        )
+        good_cols = {j: parsed[:, j - 1] for j in range(1, N_FIELDS + 1)}
+    index = np.array(good_rows, dtype=np.int64)
+    cols: dict[int, np.ndarray] = {}
+    for j in range(1, N_FIELDS + 1):
+        col = np.zeros(n, dtype=np.float64)
+        if good_cols is not None:
+            col[index] = good_cols[j]
+        cols[j] = col
+    rows = _Rows(
+        cols=cols,
+        line_no=np.array(line_nos, dtype=np.int64),
+        code=np.array(codes, dtype=np.int8),
+        field=np.array(fields, dtype=np.int8),
+        messages=messages,
+    )
+    return rows, comments
+
+
+def _fmt_number(value: float | int) -> str:
+    """A value as it would appear in the file: ``12`` rather than ``12.0``."""
+    number = float(value)
+    if np.isfinite(number) and number == int(number):
+        return str(int(number))
+    return repr(number)
+
+
+def _validate(rows: _Rows) -> None:
+    """Mark lines whose numbers break the SWF rules; vectorised, one pass per field.
+
+    A line gets the first problem in field order; submit order is checked last, over
+    the lines that are otherwise fine, against the running maximum of earlier submits.
+    """
+    code = rows.code
+    field = rows.field
+    for j in range(1, N_FIELDS + 1):
+        col = rows.cols[j]
+        is_float = col.dtype.kind == "f"
+        if is_float:
+            bad = (code == _OK) & ~np.isfinite(col)
+            code[bad] = _NOT_NUMERIC
+            field[bad] = j
+        if j in _FLOAT_FIELDS:
+            continue
+        if is_float:
+            with np.errstate(invalid="ignore"):
+                bad = (code == _OK) & (col != np.floor(col))
+            code[bad] = _NOT_INTEGRAL
+            field[bad] = j
+        lo, hi = _INT_RANGE[j]
+        bad = (code == _OK) & ((col < lo) | (col > hi))
+        code[bad] = _OUT_OF_RANGE
+        field[bad] = j
+        if j == 2:
+            bad = (code == _OK) & (col < 0)
+            code[bad] = _NEGATIVE_SUBMIT
+            field[bad] = j
+    ok_idx = np.flatnonzero(code == _OK)
+    if ok_idx.size > 1:
+        submits = rows.cols[2][ok_idx]
+        running_max = np.maximum.accumulate(submits)
+        late = ok_idx[1:][submits[1:] < running_max[:-1]]
+        code[late] = _UNSORTED_SUBMIT
+        field[late] = 2
+
+
+def _row_message(rows: _Rows, i: int) -> str:
+    """The ``field N (name): ...`` part of the message for bad row ``i``."""
+    if i in rows.messages:
+        return rows.messages[i]
+    code = int(rows.code[i])
+    j = int(rows.field[i])
+    value = rows.cols[j][i]
+    where = f"field {j} ({SWF_FIELDS[j - 1]}): "
+    if code == _NOT_NUMERIC:
+        return where + f"{_fmt_number(value)} is not a finite number"
+    if code == _NOT_INTEGRAL:
+        return where + f"{_fmt_number(value)} is not a whole number, which this field must be"
+    if code == _OUT_OF_RANGE:
+        lo, hi = _INT_RANGE[j]
+        return where + f"{_fmt_number(value)} is outside the range this field can hold ({lo}..{hi})"
+    if code == _NEGATIVE_SUBMIT:
+        return where + (
+            f"{_fmt_number(value)} is negative; submit times count seconds from the log's "
+            "start and must be >= 0"
+        )
+    if code == _UNSORTED_SUBMIT:
+        earlier = np.flatnonzero(rows.code[:i] == _OK)
+        submits = rows.cols[2][earlier]
+        k = int(earlier[int(np.argmax(submits))])
+        return where + (
+            f"{_fmt_number(value)} is earlier than {_fmt_number(rows.cols[2][k])} on line "
+            f"{int(rows.line_no[k])}; SWF lists jobs in non-decreasing submit order"
+        )
+    return where + _REASONS.get(code, "bad line")
+
+
+def _workload_name(path: Path) -> str:
+    """``KTH-SP2-1996-2.1-cln`` for ``.../KTH-SP2-1996-2.1-cln.swf.gz``."""
+    name = path.name
+    for suffix in (".gz", ".swf"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+# ---------------------------------------------------------------------------- readers
+
+_SWF_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("job_id", 1),
+    ("submit_s", 2),
+    ("recorded_wait_s", 3),
+    ("recorded_alloc", 5),
+    ("avg_cpu_s", 6),
+    ("used_mem_kib", 7),
+    ("status", 11),
+    ("user_id", 12),
+    ("group_id", 13),
+    ("executable_id", 14),
+    ("queue_id", 15),
+    ("partition_id", 16),
+    ("preceding_job_id", 17),
+    ("think_time_s", 18),
+)
+"""JOB_DTYPE columns copied straight from an SWF field."""
+
+_FILLED_COLUMNS = {name for name, _ in _SWF_COLUMNS} | {
+    "run_s",
+    "walltime_s",
+    "n_tasks",
+    "cores_per_task",
+    "mem_mib_per_task",
+    "gpus_per_task",
+}
+"""Every JOB_DTYPE column read_swf writes; checked against the dtype at run time."""
+
+
+def read_swf_header(path: str | Path) -> SWFHeader:
+    """Header and data-line count of an SWF log, without parsing the jobs.
+
+    For catalogs (``htcsim traces``): reading a header and counting lines costs the
+    decompression and a few byte scans, not a parse.
+    """
+    path = Path(path)
+    shown = str(path)
+    data = _load_bytes(path, shown)
+    comments, header_lines, start = _split_header(data)
+    rest = data[start:]
+    n_data = _count_data_lines(rest)
+    if b";" in rest:  # comments among the data still belong to the header
+        for lineno, raw in enumerate(rest.split(b"\n"), start=header_lines + 1):
+            text = raw.strip(_WS_CHARS)
+            if text.startswith(b";"):
+                comments.append((lineno, _decode(text)))
+    header, first_line = _parse_header(comments)
+    return SWFHeader(
+        header=header,
+        max_procs=_header_int(header, first_line, "MaxProcs", shown),
+        max_nodes=_header_int(header, first_line, "MaxNodes", shown),
+        unix_start_time=_header_int(header, first_line, "UnixStartTime", shown),
+        n_data_lines=n_data,
+    )
+
+
+def read_swf(
+    path: str | Path,
+    *,
+    max_procs: int | None = None,
+    skip_bad_lines: bool = False,
+    max_jobs: int | None = None,
+) -> Workload:
+    """Load an SWF log (``.swf`` or ``.swf.gz``) as a :class:`Workload`.
+
+    Applies the conventions of ARCHITECTURE.md so results compare with the literature:
+    a job's size is its requested processors (field 8), or the allocated ones (field 5)
+    when the request is unknown; its walltime is the requested time (field 9), or its
+    run time when that is unknown; jobs that never ran, have no size, or are larger
+    than the machine are dropped. Every dropped job is counted by reason in
+    ``dropped`` and every altered one in ``changed``, so that
+    ``len(jobs) + sum(dropped.values())`` equals the data lines read. With
+    ``skip_bad_lines`` malformed lines are left out as ``dropped["bad_line:<reason>"]``
+    (and counted in ``skipped_lines``); without it the first one raises
+    :class:`SWFError` naming the file, line and field.
+
+    ``max_procs`` overrides the header's machine size; ``max_jobs`` keeps only the
+    first N data lines of the file (before anything is dropped).
+    """
+    path = Path(path)
+    shown = str(path)
+    if max_jobs is not None and max_jobs < 0:
+        raise ValueError(f"max_jobs must be >= 0, got {max_jobs}")
+    data = _load_bytes(path, shown)
+    comments, header_lines, start = _split_header(data)
+    end = len(data)
+    while end > start and data[end - 1] in b" \t\r\n\v\f":  # trailing blanks only
+        end -= 1
+    rest = data[start:end]
+    if max_jobs is not None:
+        rest = _cut_lines(rest, max_jobs)
+
+    cols = _fast_columns(rest) if rest else {j: np.zeros(0) for j in range(1, N_FIELDS + 1)}
+    if cols is not None:
+        n = cols[1].shape[0]
+        rows = _Rows(
+            cols=cols,
+            line_no=np.arange(header_lines + 1, header_lines + 1 + n, dtype=np.int64),
+            code=np.zeros(n, dtype=np.int8),
+            field=np.zeros(n, dtype=np.int8),
+            messages={},
+        )
+    else:
+        rows, comments = _slow_rows(data, max_jobs)
+    _validate(rows)
+
+    header, first_line = _parse_header(comments)
+    header_procs = _header_int(header, first_line, "MaxProcs", shown)
+    header_nodes = _header_int(header, first_line, "MaxNodes", shown)
+    unix_start = _header_int(header, first_line, "UnixStartTime", shown)
+
+    dropped: Counter[str] = Counter()
+    changed: Counter[str] = Counter()
+    bad_rows = np.flatnonzero(rows.code != _OK)
+    if bad_rows.size:
+        first = int(bad_rows[0])
+        message = f"{shown}:{int(rows.line_no[first])}: {_row_message(rows, first)}"
+        if not skip_bad_lines:
+            raise SWFError(
+                message,
+                path=shown,
+                line=int(rows.line_no[first]),
+                field=int(rows.field[first]),
+                reason=_REASONS[int(rows.code[first])],
+            )
+        codes, counts = np.unique(rows.code[bad_rows], return_counts=True)
+        for c, k in zip(codes.tolist(), counts.tolist(), strict=True):
+            dropped[f"bad_line:{_REASONS[c]}"] = k
+        logger.warning("%s: skipped %d bad lines; the first: %s", shown, bad_rows.size, message)
+    good: np.ndarray | slice = (
+        slice(None) if bad_rows.size == 0 else np.flatnonzero(rows.code == _OK)
+    )
+
+    def column(j: int) -> np.ndarray:
+        return rows.cols[j][good].astype(np.int64, copy=False)
+
+    run = column(4)
+    requested_procs = column(8)
+    allocated = column(5)
+    size_from_alloc = (requested_procs <= 0) & (allocated > 0)
+    size = np.where(size_from_alloc, allocated, requested_procs)
+    requested_time = column(9)
+    walltime_from_run = requested_time <= 0
+    walltime = np.where(walltime_from_run, run, requested_time)
+
+    if max_procs is not None:
+        machine = Machine.from_procs(max_procs, header_nodes)
+    elif header_procs is not None:
+        machine = Machine.from_procs(header_procs, header_nodes)
+    elif header_nodes is not None:
+        machine = Machine.from_procs(header_nodes, header_nodes)
+    else:
+        candidates = size[(run >= 0) & (size > 0)]
+        if candidates.size == 0:
+            raise SWFError(
+                f"{shown}: no MaxProcs or MaxNodes header and no job with a known size; "
+                "pass max_procs to say how large the machine is",
+                path=shown,
+                reason="machine_size_unknown",
+            )
+        machine = Machine.from_procs(int(candidates.max()), None)
+        changed["machine_size_from_largest_job"] = 1
+
+    never_ran = run < 0
+    no_size = ~never_ran & (size <= 0)
+    too_large = ~never_ran & ~no_size & (size > machine.total_cores)
+    keep = ~(never_ran | no_size | too_large)
+    for reason, mask in (
+        ("run_time_unknown", never_ran),
+        ("size_unknown_or_zero", no_size),
+        ("larger_than_machine", too_large),
+    ):
+        count = int(np.count_nonzero(mask))
+        if count:
+            dropped[reason] = count
+    for reason, mask in (
+        ("size_from_allocated", size_from_alloc),
+        ("walltime_from_run_time", walltime_from_run),
+        ("run_exceeds_walltime", run > walltime),
+    ):
+        count = int(np.count_nonzero(mask & keep))
+        if count:
+            changed[reason] = count
+
+    all_kept = bool(keep.all())
+
+    def kept(values: np.ndarray) -> np.ndarray:
+        return values if all_kept else values[keep]
+
+    n_jobs = int(np.count_nonzero(keep))
+    # np.empty is safe only while every column is written below; a column added to
+    # JOB_DTYPE later gets empty_jobs' default instead of garbage.
+    jobs = (
+        np.empty(n_jobs, dtype=JOB_DTYPE)
+        if set(JOB_DTYPE.names) <= _FILLED_COLUMNS
+        else empty_jobs(n_jobs)
+    )
+    for name, j in _SWF_COLUMNS:
+        jobs[name] = kept(rows.cols[j][good])
+    jobs["run_s"] = kept(run)
+    jobs["walltime_s"] = kept(walltime)
+    jobs["n_tasks"] = kept(size)
+    jobs["cores_per_task"] = 1
+    jobs["mem_mib_per_task"] = 0  # SWF field 10 (KB per processor) is not used yet
+    jobs["gpus_per_task"] = 0
+
+    submit = jobs["submit_s"]
+    ids = jobs["job_id"]
+    if submit.size > 1 and np.any((submit[1:] == submit[:-1]) & (ids[1:] < ids[:-1])):
+        jobs = jobs[np.lexsort((ids, submit))]
+
+    return Workload(
+        name=_workload_name(path),
+        jobs=jobs,
+        machine=machine,
+        unix_start_time=unix_start,
+        header=header,
+        dropped=dropped,
+        changed=changed,
+        skipped_lines=int(bad_rows.size),
+    )
+
+
+# ----------------------------------------------------------------------------- writer
+
+_REGENERATED_KEYS = frozenset(
+    {"Version", "Computer", "MaxJobs", "MaxRecords", "MaxNodes", "MaxProcs", "UnixStartTime"}
+)
+"""Header keys the writer states itself, from the schedule and machine it is given."""
+
+_CONTINUATION = ";        "
+"""Indent that makes the reader treat a header line as the continuation of a value."""
+
+
+def _header_lines(key: str, value: str) -> list[str]:
+    """``; Key: first line`` plus indented continuation lines, so multi-line values
+    (repeated keys, a cleaned log's filter list) read back under the same key."""
+    parts = str(value).splitlines() or [""]
+    return [f"; {key}: {parts[0]}"] + [_CONTINUATION + part for part in parts[1:]]
+
+
+def _compact(name: str) -> pl.Expr:
+    """Decimal column as text: ``43307`` when integral, ``552.21`` otherwise, ``-1`` when
+    not finite. A polars expression, so formatting is vectorised, not per value."""
+    col = pl.col(name)
+    finite = col.is_finite()
+    integral = finite & (col == col.round(0)) & (col.abs() < 2.0**53)
+    return (
+        pl.when(integral)
+        .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+        .when(finite)
+        .then(col.cast(pl.String))
+        .otherwise(pl.lit("-1"))
+        .alias(name)
+    )
+
+
+def _write(
+    path: Path,
+    jobs: np.ndarray,
+    wait: np.ndarray,
+    run: np.ndarray,
+    alloc: np.ndarray,
+    *,
+    header: dict[str, str] | None,
+    machine: Machine | None,
+    note: list[str],
+    comment: str,
+) -> None:
+    """Format the 18 columns (polars, vectorised) under a header; gzip for ``.gz``.
+
+    ``jobs`` and the per-job arrays must already be in (submit, job id) order.
+    """
+    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
+    cores = np.maximum(jobs["cores_per_task"].astype(np.int64), 1)
+    mem = jobs["mem_mib_per_task"].astype(np.int64)
+    req_mem_kib = np.where(mem > 0, -((-mem * 1024) // cores), -1)  # KB per processor
+    table = pl.DataFrame(
+        {
+            "f1": jobs["job_id"],
+            "f2": jobs["submit_s"],
+            "f3": wait,
+            "f4": run,
+            "f5": alloc,
+            "f6": jobs["avg_cpu_s"],
+            "f7": jobs["used_mem_kib"],
+            "f8": procs,
+            "f9": jobs["walltime_s"],
+            "f10": req_mem_kib,
+            "f11": jobs["status"].astype(np.int64),
+            "f12": jobs["user_id"],
+            "f13": jobs["group_id"],
+            "f14": jobs["executable_id"],
+            "f15": jobs["queue_id"],
+            "f16": jobs["partition_id"],
+            "f17": jobs["preceding_job_id"],
+            "f18": jobs["think_time_s"],
+        }
+    ).with_columns(_compact("f6"), _compact("f7"))
+    body = table.write_csv(
+        None, include_header=False, separator=" ", quote_style="never", line_terminator="\n"
+    )
+
+    given = dict(header or {})
+    lines = ["; Version: 2.2", *_header_lines("Computer", given.get("Computer", "htcsim"))]
+    lines += [
+        line
+        for key, value in given.items()
+        if key not in _REGENERATED_KEYS
+        for line in _header_lines(key, value)
+    ]
+    lines += [f"; MaxJobs: {jobs.size}", f"; MaxRecords: {jobs.size}"]
+    if "UnixStartTime" in given:
+        lines += _header_lines("UnixStartTime", given["UnixStartTime"])
+    if machine is not None:
+        lines += [f"; MaxNodes: {machine.n_nodes}", f"; MaxProcs: {machine.total_cores}"]
+    else:
+        for key in ("MaxNodes", "MaxProcs"):
+            if key in given:
+                lines += _header_lines(key, given[key])
+    lines += _header_lines("Note", "\n".join(note))
+    if comment.strip():
+        lines += _header_lines("Comment", comment.strip())
+    text = ("\n".join(lines) + "\n" + body).encode("utf-8")
+    if path.name.endswith(".gz"):
+        text = gzip.compress(text, compresslevel=6, mtime=0)
+    path.write_bytes(text)
+
+
+def _submit_order(jobs: np.ndarray) -> np.ndarray:
+    """Row order SWF requires: by submit time, then job id; refuses negative submits."""
+    if jobs.dtype != JOB_DTYPE:
+        raise TypeError(f"jobs must have JOB_DTYPE, got {jobs.dtype}")
+    if jobs.size and int(jobs["submit_s"].min()) < 0:
+        raise ValueError("submit times must be >= 0 to be written as SWF")
+    return np.lexsort((jobs["job_id"], jobs["submit_s"]))
+
+
+def write_swf(
+    path: str | Path,
+    jobs: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    *,
+    header: dict[str, str] | None = None,
+    machine: Machine | None = None,
+    comment: str = "",
+) -> None:
+    """Write a simulated schedule as an 18-field SWF log (gzip when ``path`` ends in .gz).
+
+    The output is what the literature's tools read: field 3 is the simulated wait
+    (start - submit), field 4 the simulated run (end - start), fields 5 and 8 the
+    processors (``n_tasks * cores_per_task``), field 9 the walltime, the rest copied
+    from the job table (-1 where unknown). Jobs that never started (``start < 0``) have
+    wait and run -1; a job that started but has no end yet has run -1. Jobs are written
+    in (submit, job id) order, which SWF requires. GPUs have no SWF field and are not
+    written. ``header`` entries (e.g. a source log's ``Workload.header``) are copied,
+    except those restated from the schedule (Version, Computer unless given, MaxJobs,
+    MaxRecords, MaxNodes, MaxProcs, UnixStartTime); ``comment`` becomes a ``Comment``
+    header entry.
+    """
+    start = np.asarray(start_s, dtype=np.int64)
+    end = np.asarray(end_s, dtype=np.int64)
+    if start.shape != jobs.shape or end.shape != jobs.shape:
+        raise ValueError(
+            f"start_s {start.shape} and end_s {end.shape} must match jobs {jobs.shape}"
+        )
+    order = _submit_order(jobs)
+    jobs, start, end = jobs[order], start[order], end[order]
+    started = start >= 0
+    ended = started & (end >= start)
+    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
+    _write(
+        Path(path),
+        jobs,
+        np.where(started, start - jobs["submit_s"], -1),
+        np.where(ended, end - start, -1),
+        procs,
+        header=header,
+        machine=machine,
+        note=[
+            "schedule simulated by htcsim: field 3 is the simulated wait, field 4 the",
+            "simulated run time (-1 for jobs that never started)",
+        ],
+        comment=comment,
+    )
+
+
+def write_workload_swf(path: str | Path, workload: Workload, *, comment: str = "") -> None:
+    """Write a workload itself (not a schedule) as SWF, e.g. a generated one.
+
+    The jobs go out as they are: field 3 the recorded wait (-1 when unknown, as for
+    generated jobs), field 4 the run time, field 5 the recorded allocation where known
+    and the processor count otherwise, so :func:`read_swf` gives the same jobs back
+    (sizes as ``n_tasks * cores_per_task`` one-core tasks). The machine and start time
+    go in the header, so the file replays on the same machine.
+    """
+    order = _submit_order(workload.jobs)
+    jobs = workload.jobs[order]
+    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
+    recorded = jobs["recorded_alloc"].astype(np.int64)
+    header = dict(workload.header)
+    if workload.unix_start_time is not None:
+        header["UnixStartTime"] = str(workload.unix_start_time)
+    _write(
+        Path(path),
+        jobs,
+        jobs["recorded_wait_s"],
+        jobs["run_s"],
+        np.where(recorded > 0, recorded, procs),
+        header=header,
+        machine=workload.machine,
+        note=[
+            f"workload {workload.name} written by htcsim: field 3 is the recorded wait",
+            "(-1 when unknown), field 4 the run time; not a simulated schedule",
+        ],
+        comment=comment,
+    )
