@@ -35,7 +35,7 @@ import polars as pl
 if TYPE_CHECKING:
     # Type-only: metrics sit in the shared domain layer, below ``sim/``, so they
     # must not import the simulator package at run time (layers import downward).
-    from htcsim.sim.result import SimResult
+    from htcsim.schedule import SimResult
 
 TAU_S = 10.0
 """Bounded-slowdown threshold: runs shorter than this count as this long (literature: 10 s)."""

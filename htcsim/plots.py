@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from htcsim.metrics import format_duration, resample_time_series, time_series
 
 if TYPE_CHECKING:
-    from htcsim.sim.result import SimResult
+    from htcsim.schedule import SimResult
 
 SECONDS_PER_DAY = 86_400
 

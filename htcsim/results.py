@@ -39,7 +39,7 @@ from htcsim.metrics import (
 )
 
 if TYPE_CHECKING:
-    from htcsim.sim.result import SimResult
+    from htcsim.schedule import SimResult
 
 
 def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:

@@ -29,7 +29,7 @@ from htcsim.metrics import (
 )
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
-from htcsim.sim.result import SimResult
+from htcsim.schedule import SimResult
 
 
 def make_result(

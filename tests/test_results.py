@@ -16,7 +16,7 @@ from htcsim.metrics import summarize
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
 from htcsim.results import build_summary, summary_table, write_results
-from htcsim.sim.result import SimResult
+from htcsim.schedule import SimResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TABLES = ("jobs.parquet", "jobs.csv", "users.csv", "timeseries.parquet", "summary.json")

@@ -20,7 +20,7 @@ import simpy
 from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, job_specs, node_capacity
 from htcsim.model import Machine, Workload
 from htcsim.policy import Policy
-from htcsim.sim.result import SimResult
+from htcsim.schedule import SimResult
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the number of events applied so far."""

@@ -1,4 +1,8 @@
-"""What a replay returns: per-job times as columns, plus how the run went."""
+"""A schedule: what a replay (and later the live agent's log) says happened to each job.
+
+It belongs to the shared domain, below the drivers, so that metrics, plots
+and writers read it without importing a driver.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,12 @@ class SimResult:
 
     @property
     def killed_at_walltime(self) -> np.ndarray:
-        """Jobs whose recorded run time exceeded their request (cut at the request)."""
-        jobs = self.workload.jobs
-        return jobs["run_s"] > jobs["walltime_s"]
+        """Jobs that ran shorter than their recorded run time: killed at their request."""
+        ended = (self.start_s >= 0) & (self.end_s >= 0)
+        return ended & (self.end_s - self.start_s < self.workload.jobs["run_s"])
+
+    def time_series(self):  # type: ignore[no-untyped-def]
+        """Busy cores, utilization, queued and running jobs at every event time (polars)."""
+        from htcsim.metrics import time_series
+
+        return time_series(self)

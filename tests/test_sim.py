@@ -1,0 +1,82 @@
+"""The SimPy driver: batching of simultaneous events, determinism, edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from htcsim.kernel import KernelInputError
+from htcsim.model import Machine, Workload, empty_jobs
+from htcsim.policy import Policy
+from htcsim.sim import simulate
+from htcsim.workload.lublin import generate_lublin
+
+
+def workload_of(rows: list[tuple[int, int, int, int]], cores: int) -> Workload:
+    """Jobs from (submit, n_tasks, walltime, run) rows on ``cores`` one-core nodes."""
+    jobs = empty_jobs(len(rows))
+    for k, (submit, size, wall, run) in enumerate(rows):
+        jobs[k]["job_id"] = k + 1
+        jobs[k]["submit_s"] = submit
+        jobs[k]["n_tasks"] = size
+        jobs[k]["walltime_s"] = wall
+        jobs[k]["run_s"] = run
+    return Workload(name="hand", jobs=jobs, machine=Machine(n_nodes=cores, cores_per_node=1))
+
+
+def test_a_completion_and_an_arrival_at_the_same_instant_are_one_pass() -> None:
+    # 1 core: A runs 0..10; B arrives at 10, the instant A ends: it starts at 10.
+    result = simulate(workload_of([(0, 1, 10, 10), (10, 1, 10, 10)], cores=1))
+    assert result.start_s.tolist() == [0, 10]
+    # passes at t=0, t=10 (A's end and B's arrival together) and t=20 (B's end): not 4
+    assert result.counters["passes"] == 3
+
+
+def test_replay_is_deterministic_bit_for_bit() -> None:
+    workload = generate_lublin(3_000, 64, seed=7, load=0.9)
+    for mode in ("none", "easy", "conservative"):
+        first = simulate(workload, Policy(backfill=mode))
+        again = simulate(workload, Policy(backfill=mode))
+        assert first.start_s.tobytes() == again.start_s.tobytes()
+        assert first.end_s.tobytes() == again.end_s.tobytes()
+
+
+def test_every_job_runs_min_of_run_and_walltime() -> None:
+    workload = generate_lublin(2_000, 32, seed=3, load=0.8)
+    result = simulate(workload, Policy(backfill="easy"))
+    jobs = workload.jobs
+    assert (result.start_s >= jobs["submit_s"]).all()
+    np.testing.assert_array_equal(result.run_s, np.minimum(jobs["run_s"], jobs["walltime_s"]))
+
+
+def test_backfilling_helps_on_a_busy_machine() -> None:
+    workload = generate_lublin(3_000, 64, seed=11, load=0.9)
+    waits = {m: simulate(workload, Policy(backfill=m)).wait_s.mean() for m in ("none", "easy")}
+    assert waits["easy"] < waits["none"]
+
+
+def test_progress_reports_every_event() -> None:
+    seen: list[int] = []
+    workload = generate_lublin(500, 32, seed=1)
+    simulate(workload, progress=seen.append)
+    assert seen[-1] == 2 * len(workload)  # one arrival and one completion per job
+
+
+def test_an_impossible_job_is_rejected_naming_it() -> None:
+    workload = workload_of([(0, 1, 10, 10), (5, 9, 10, 10)], cores=4)
+    with pytest.raises(KernelInputError, match="job 2 asks for more than the whole cluster"):
+        simulate(workload)
+
+
+def test_priority_order_needs_priorities() -> None:
+    workload = workload_of([(0, 1, 10, 10)], cores=1)
+    with pytest.raises(KernelInputError, match="priority"):
+        simulate(workload, Policy(order="priority"))
+    result = simulate(workload, Policy(order="priority"), priority=np.array([1.0]))
+    assert result.start_s.tolist() == [0]
+
+
+def test_time_series_is_reachable_from_the_result() -> None:
+    result = simulate(workload_of([(0, 2, 10, 10), (0, 2, 10, 5)], cores=2))
+    series = result.time_series()
+    assert series["busy_cores"].max() == 2
