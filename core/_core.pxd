@@ -99,6 +99,24 @@ ctypedef struct RunEntry:
     int32_t job_idx
     int32_t _pad
 
+cdef enum:
+    PROFILE_BLOCK = 256  # segments per profile block
+
+ctypedef struct ProfileBlock:
+    int n                           # segments in use (>= 1 once created)
+    int64_t add[4]                  # lazy amount added to every segment's free
+    int64_t lo[4]                   # min of the stored free over the segments
+    int64_t hi[4]                   # upper bound of the max stored free (values only fall)
+    int64_t t[256]                  # segment start times, increasing
+    int64_t f[1024]                 # stored free, PROFILE_BLOCK x N_RES
+
+ctypedef struct Profile:
+    ProfileBlock* blocks            # pool, indexed by block id
+    int n_blocks
+    int cap_blocks
+    int32_t* order                  # block ids in time order
+    int cap_order
+
 ctypedef struct AllocEntry:
     int32_t node_idx
     int32_t n_tasks
@@ -169,10 +187,11 @@ cdef class ClusterState:
     cdef int64_t min_resv_s            # earliest reservation made by the last conservative pass
 
     # --- availability profile (conservative; estimates) ---
-    cdef int64_t* prof_t
-    cdef int64_t* prof_free            # n_prof * N_RES
-    cdef int n_prof
-    cdef int cap_prof
+    cdef Profile prof
+    cdef int resv_complete             # every pending job has its reservation from the last pass
+    cdef int64_t last_pass_now
+    cdef int64_t* suffix_min           # fewest cores asked from each queue position on
+    cdef int cap_suffix
 
     # --- counters ---
     cdef public long long n_passes
@@ -204,8 +223,6 @@ cdef class ClusterState:
     cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil
     cdef int _pass_conservative(self, int64_t now) noexcept nogil
     cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil
-    cdef int _prof_reserve(self, int n) noexcept nogil
     cdef int _build_profile(self, int64_t now) noexcept nogil
-    cdef int64_t _earliest_fit(self, const int64_t* need, int64_t wall, int64_t now) noexcept nogil
-    cdef int _profile_split(self, int64_t t) noexcept nogil
-    cdef int _profile_take(self, int64_t s, int64_t e, const int64_t* need) noexcept nogil
+    cdef int _fill_suffix_min(self) noexcept nogil
+    cdef int _complete_reservations(self) noexcept nogil

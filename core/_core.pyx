@@ -38,6 +38,7 @@ JOB_SPEC_DTYPE = np.asarray(<JobSpec[:1]>(&_spec_example)).dtype
 """NumPy dtype of ``JobSpec``, derived from the C struct (one source of truth)."""
 
 N_RESOURCES = N_RES
+PROFILE_BLOCK_SEGMENTS = PROFILE_BLOCK
 RESOURCE_NAMES = ("cores", "mem_mib", "gpus", "scratch_mib")
 ORDERS = {"fcfs": ORDER_FCFS, "sjf": ORDER_SJF, "priority": ORDER_PRIORITY}
 BACKFILLS = {"none": BF_NONE, "easy": BF_EASY, "conservative": BF_CONSERVATIVE}
@@ -102,6 +103,9 @@ cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
     return 1
 
 
+include "profile.pxi"
+
+
 # ---------------------------------------------------------------- the state
 
 cdef class ClusterState:
@@ -144,7 +148,8 @@ cdef class ClusterState:
         free(self.start_s); free(self.end_s); free(self.reserved_s)
         free(self.alloc_off); free(self.alloc_cnt); free(self.alloc)
         free(self.q); free(self.run); free(self.started); free(self.fresh)
-        free(self.prof_t); free(self.prof_free)
+        prof_release(&self.prof)
+        free(self.suffix_min)
 
     # ------------------------------------------------------------ configuration
 
@@ -713,10 +718,11 @@ cdef class ClusterState:
         """Every queued job, in order, takes the earliest slot of the profile."""
         cdef int pos, j, k, examined = 0
         cdef int64_t t
-        if (not self.need_full_pass and self.n_prof > 0 and self.bf_depth == 0
-                and self.min_resv_s > now and (self.n_prof == 1 or self.prof_t[1] > now)):
+        if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
+                and self.bf_depth == 0 and self.min_resv_s > now
+                and prof_second_time(&self.prof) > now):
             # Only tail arrivals: every older reservation stands; add theirs.
-            self.prof_t[0] = now
+            prof_set_first_time(&self.prof, now)
             qsort(self.fresh, self.n_fresh, sizeof(QEntry), _qsort_cmp)
             for k in range(self.n_fresh):
                 j = self.fresh[k].job_idx
@@ -728,24 +734,73 @@ cdef class ClusterState:
             return PASS_OK
         self.n_full_passes += 1
         self.min_resv_s = NEVER
-        if self._build_profile(now) != 0:
+        self.last_pass_now = now
+        self.resv_complete = 1
+        if self._build_profile(now) != 0 or self._fill_suffix_min() != 0:
             return PASS_NO_MEMORY
         pos = self.q_begin
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0:
+                if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
+                    # No job from here on fits in the cores free now, so none can
+                    # start: the decisions are complete. Their reservations are
+                    # computed only if someone asks (reservations, estimates).
+                    self.resv_complete = 0
+                    break
                 examined += 1
                 if self.bf_depth > 0 and examined > self.bf_depth:
-                    self.reserved_s[j] = -1
-                else:
-                    self.n_jobs_examined += 1
-                    if self._reserve_or_start(j, now, pos) != PASS_OK:
-                        return PASS_NO_MEMORY
+                    self.resv_complete = 0
+                    break
+                self.n_jobs_examined += 1
+                if self._reserve_or_start(j, now, pos) != PASS_OK:
+                    return PASS_NO_MEMORY
             pos += 1
         return PASS_OK
 
+    cdef int _fill_suffix_min(self) noexcept nogil:
+        """suffix_min[p - q_begin]: fewest cores any pending job at or after p asks for."""
+        cdef int p, n = self.q_end - self.q_begin, j
+        cdef int64_t m = NEVER
+        if _reserve(<void**>&self.suffix_min, &self.cap_suffix, n + 1, sizeof(int64_t)) != 0:
+            return -1
+        for p in range(self.q_end - 1, self.q_begin - 1, -1):
+            j = self.q[p].job_idx
+            if j >= 0 and self.need[j * N_RES + RES_CORES] < m:
+                m = self.need[j * N_RES + RES_CORES]
+            self.suffix_min[p - self.q_begin] = m
+        return 0
+
+    cdef int _complete_reservations(self) noexcept nogil:
+        """Reservations of every pending job as the last pass would have made them.
+
+        Rebuilding at the last pass's time from the running jobs (which now
+        include the ones that pass started) gives the profile that pass had;
+        each pending job then takes its slot in queue order, starting nothing.
+        """
+        cdef int pos, j
+        cdef int64_t s, now = self.last_pass_now
+        if self._build_profile(now) != 0:
+            return -1
+        self.min_resv_s = NEVER
+        for pos in range(self.q_begin, self.q_end):
+            j = self.q[pos].job_idx
+            if j < 0:
+                continue
+            s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
+            if s == NEVER:
+                self.reserved_s[j] = -1
+                continue
+            self.reserved_s[j] = s
+            if s < self.min_resv_s:
+                self.min_resv_s = s
+            if prof_take(&self.prof, s, s + self.jobs[j].walltime_s, &self.need[j * N_RES]) != 0:
+                return -1
+        self.resv_complete = 1
+        return 0
+
     cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil:
-        cdef int64_t s = self._earliest_fit(&self.need[j * N_RES], self.jobs[j].walltime_s, now)
+        cdef int64_t s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
         if s == NEVER:
             self.reserved_s[j] = -1
             return PASS_OK
@@ -757,104 +812,35 @@ cdef class ClusterState:
             self.reserved_s[j] = s
             if s < self.min_resv_s:
                 self.min_resv_s = s
-        if self._profile_take(s, s + self.jobs[j].walltime_s, &self.need[j * N_RES]) != 0:
+        if prof_take(&self.prof, s, s + self.jobs[j].walltime_s, &self.need[j * N_RES]) != 0:
             return PASS_NO_MEMORY
         return PASS_OK
 
-    cdef int _prof_reserve(self, int n) noexcept nogil:
-        """Room for ``n`` breakpoints in both profile arrays (one shared capacity)."""
-        cdef int cap_t = self.cap_prof, cap_f = self.cap_prof
-        if n <= self.cap_prof:
-            return 0
-        if _reserve(<void**>&self.prof_t, &cap_t, n, sizeof(int64_t)) != 0:
-            return -1
-        if _reserve(<void**>&self.prof_free, &cap_f, n, N_RES * sizeof(int64_t)) != 0:
-            return -1
-        self.cap_prof = cap_t if cap_t < cap_f else cap_f
-        return 0
-
     cdef int _build_profile(self, int64_t now) noexcept nogil:
         """Free resources over time from the running jobs' requested ends."""
-        cdef int i = 0, r, j, p
+        cdef int i = 0, r, j
         cdef int64_t t
-        if self._prof_reserve(self.n_run + 1) != 0:
-            return -1
-        self.prof_t[0] = now
+        cdef int64_t cur[4]
+        prof_clear(&self.prof)
         for r in range(N_RES):
-            self.prof_free[r] = self.total_free[r]
-        self.n_prof = 1
+            cur[r] = self.total_free[r]
+        # running jobs already past their requested end count as free now
+        while i < self.n_run and self.run[i].end_req_s <= now:
+            j = self.run[i].job_idx
+            for r in range(N_RES):
+                cur[r] += self.need[j * N_RES + r]
+            i += 1
+        if prof_append(&self.prof, now, cur) != 0:
+            return -1
         while i < self.n_run:
             t = self.run[i].end_req_s
-            if t > now:
-                p = self.n_prof
-                self.prof_t[p] = t
-                for r in range(N_RES):
-                    self.prof_free[p * N_RES + r] = self.prof_free[(p - 1) * N_RES + r]
-                self.n_prof += 1
-            else:
-                p = self.n_prof - 1
             while i < self.n_run and self.run[i].end_req_s == t:
                 j = self.run[i].job_idx
                 for r in range(N_RES):
-                    self.prof_free[p * N_RES + r] += self.need[j * N_RES + r]
+                    cur[r] += self.need[j * N_RES + r]
                 i += 1
-        return 0
-
-    cdef int64_t _earliest_fit(self, const int64_t* need, int64_t wall, int64_t now) noexcept nogil:
-        """Earliest t >= now with ``need`` free over [t, t + wall); NEVER if none."""
-        cdef int k = 0, m
-        cdef int64_t s, e
-        while True:
-            while k < self.n_prof and not _ge(&self.prof_free[k * N_RES], need):
-                k += 1
-            if k >= self.n_prof:
-                return NEVER
-            s = self.prof_t[k] if self.prof_t[k] > now else now
-            e = s + wall
-            m = k + 1
-            while m < self.n_prof and self.prof_t[m] < e:
-                if not _ge(&self.prof_free[m * N_RES], need):
-                    break
-                m += 1
-            if m >= self.n_prof or self.prof_t[m] >= e:
-                return s
-            k = m + 1
-
-    cdef int _profile_split(self, int64_t t) noexcept nogil:
-        """Index of the breakpoint at ``t``, inserting one if needed."""
-        cdef int lo = 0, hi = self.n_prof, mid, r
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if self.prof_t[mid] < t:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < self.n_prof and self.prof_t[lo] == t:
-            return lo
-        if self._prof_reserve(self.n_prof + 1) != 0:
-            return -1
-        memmove(&self.prof_t[lo + 1], &self.prof_t[lo], (self.n_prof - lo) * sizeof(int64_t))
-        memmove(&self.prof_free[(lo + 1) * N_RES], &self.prof_free[lo * N_RES],
-                (self.n_prof - lo) * N_RES * sizeof(int64_t))
-        self.prof_t[lo] = t
-        # the new segment starts with the free amounts of the one it splits
-        for r in range(N_RES):
-            self.prof_free[lo * N_RES + r] = self.prof_free[(lo - 1) * N_RES + r]
-        self.n_prof += 1
-        return lo
-
-    cdef int _profile_take(self, int64_t s, int64_t e, const int64_t* need) noexcept nogil:
-        """Subtract ``need`` over [s, e) of the profile."""
-        cdef int a, b, k, r
-        a = self._profile_split(s)
-        if a < 0:
-            return -1
-        b = self._profile_split(e)
-        if b < 0:
-            return -1
-        for k in range(a, b):
-            for r in range(N_RES):
-                self.prof_free[k * N_RES + r] -= need[r]
+            if prof_append(&self.prof, t, cur) != 0:
+                return -1
         return 0
 
     # ------------------------------------------------------------ queries
@@ -873,7 +859,8 @@ cdef class ClusterState:
             return self.start_s[j]
         if self.job_state[j] != JS_PENDING:
             return -1
-        if self.backfill == BF_CONSERVATIVE and self.reserved_s[j] >= 0 and not self.need_full_pass:
+        if (self.backfill == BF_CONSERVATIVE and self.resv_complete and self.reserved_s[j] >= 0
+                and not self.need_full_pass):
             return max(self.reserved_s[j], now)
         if self._build_profile(now) != 0:
             raise MemoryError()
@@ -883,13 +870,13 @@ cdef class ClusterState:
             if i == j:
                 break
             if i >= 0:
-                s = self._earliest_fit(&self.need[i * N_RES], self.jobs[i].walltime_s, now)
+                s = prof_earliest(&self.prof, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
                 if s != NEVER:
-                    if self._profile_take(s, s + self.jobs[i].walltime_s,
+                    if prof_take(&self.prof, s, s + self.jobs[i].walltime_s,
                                           &self.need[i * N_RES]) != 0:
                         raise MemoryError()
             pos += 1
-        s = self._earliest_fit(&self.need[j * N_RES], self.jobs[j].walltime_s, now)
+        s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
         # the profile arrays are shared with conservative passes: rebuild next time
         self.need_full_pass = 1
         return -1 if s == NEVER else s
@@ -961,7 +948,10 @@ cdef class ClusterState:
         return self._copy_i64(1)
 
     def reservations(self):
-        """Conservative reservation per slot from the last pass, -1 none (a copy)."""
+        """Conservative reservation per slot as of the last pass, -1 none (a copy)."""
+        if self.backfill == BF_CONSERVATIVE and not self.resv_complete:
+            if self._complete_reservations() != 0:
+                raise MemoryError()
         return self._copy_i64(2)
 
     def job_states(self):

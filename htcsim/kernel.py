@@ -19,6 +19,9 @@ from htcsim.policy import Policy
 JOB_SPEC_DTYPE: np.dtype = _core.JOB_SPEC_DTYPE
 """One kernel job: derived from the C struct ``JobSpec`` (core/_core.pxd)."""
 
+AvailabilityProfile = _core.AvailabilityProfile
+"""Free resources over future time (the structure behind reservations and estimates)."""
+
 RESOURCES: tuple[str, ...] = tuple(_core.RESOURCE_NAMES)
 N_RESOURCES: int = int(_core.N_RESOURCES)
 NEVER = -1
