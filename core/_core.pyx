@@ -585,20 +585,32 @@ cdef class ClusterState:
         feed), in the order the pass started them.
         """
         cdef int rc
+        # A pass over a long queue lets other Python threads run (the live
+        # agent's API); a short one keeps the GIL: dropping and retaking it
+        # would cost more than the pass.
+        cdef bint release = self.n_pending > 512
         self.n_started = 0
-        with nogil:
-            if self.backfill == BF_CONSERVATIVE:
-                rc = self._pass_conservative(now)
-            else:
-                rc = self._pass_easy(now)
-            self.need_full_pass = 0
-            self.n_fresh = 0
-            if self.n_tomb > 64 and self.n_tomb > self.n_pending:
-                self._compact_queue()
+        if release:
+            with nogil:
+                rc = self._run_pass(now)
+        else:
+            rc = self._run_pass(now)
         self.n_passes += 1
         if rc != PASS_OK:
             raise MemoryError("scheduling pass ran out of memory")
         return self.n_started
+
+    cdef int _run_pass(self, int64_t now) noexcept nogil:
+        cdef int rc
+        if self.backfill == BF_CONSERVATIVE:
+            rc = self._pass_conservative(now)
+        else:
+            rc = self._pass_easy(now)
+        self.need_full_pass = 0
+        self.n_fresh = 0
+        if self.n_tomb > 64 and self.n_tomb > self.n_pending:
+            self._compact_queue()
+        return rc
 
     cdef int _pass_easy(self, int64_t now) noexcept nogil:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
@@ -1048,6 +1060,14 @@ cdef class ReplayFeed:
             count += 1
         self.n_events += count
         return count
+
+    cpdef int64_t step(self, ClusterState state, int64_t now) except -2:
+        """One simulation step at ``now``: events, one pass, completions of the
+        jobs it started. Returns the next event time (-1: the replay is over)."""
+        self.apply(state, now)
+        state.schedule(now)
+        self.record_starts(state, now)
+        return self.next_time()
 
     cpdef int record_starts(self, ClusterState state, int64_t now) except -1:
         """Schedule the completion of every job the last pass started."""

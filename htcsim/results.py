@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,27 +65,32 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
             "schedule.swf",
         )
     }
-    table = per_job_table(result)
-    table.write_parquet(paths["jobs.parquet"])
-    table.write_csv(paths["jobs.csv"])
-    per_user(result, table=table).write_csv(paths["users.csv"])
-    series = time_series(result)
-    series.write_parquet(paths["timeseries.parquet"])
-    summary = build_summary(result)
-    paths["summary.json"].write_text(
-        json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
     workload = result.workload
-    write_swf(
-        paths["schedule.swf"],
-        workload.jobs,
-        result.start_s,
-        result.end_s,
-        header=workload.header,
-        machine=workload.machine,
-        comment=f"htcsim {htcsim.__version__}: {workload.name} replayed under "
-        f"{result.policy.label}",
-    )
+    # The SWF schedule is the largest file: it is formatted and written on a
+    # second thread (polars and numpy release the GIL) while the tables are.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        swf_done = pool.submit(
+            write_swf,
+            paths["schedule.swf"],
+            workload.jobs,
+            result.start_s,
+            result.end_s,
+            header=workload.header,
+            machine=workload.machine,
+            comment=f"htcsim {htcsim.__version__}: {workload.name} replayed under "
+            f"{result.policy.label}",
+        )
+        table = per_job_table(result)
+        table.write_parquet(paths["jobs.parquet"])
+        table.write_csv(paths["jobs.csv"])
+        per_user(result, table=table).write_csv(paths["users.csv"])
+        series = time_series(result)
+        series.write_parquet(paths["timeseries.parquet"])
+        summary = build_summary(result)
+        paths["summary.json"].write_text(
+            json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        swf_done.result()
     if plots:
         paths.update(_write_plots(result, out, series))
     return paths

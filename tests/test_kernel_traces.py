@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from htcsim.policy import Policy
@@ -42,3 +43,16 @@ def test_kernel_matches_reference_on_real_logs(trace_dir: Path, backfill: str) -
         result = replay(workload, Policy(backfill=backfill))
         assert result.start_s.tolist() == expected_start, f"{log.name}: start times differ"
         assert result.end_s.tolist() == expected_end, f"{log.name}: end times differ"
+
+
+@pytest.mark.trace
+@pytest.mark.parametrize("backfill", ["none", "easy", "conservative"])
+def test_every_whole_log_replays_to_completion(trace_dir: Path, backfill: str) -> None:
+    for log in _logs(trace_dir):
+        workload = read_swf(log)
+        result = replay(workload, Policy(backfill=backfill))
+        jobs = workload.jobs
+        assert (result.start_s >= jobs["submit_s"]).all(), f"{log.name}: start before submit"
+        ran = result.end_s - result.start_s
+        expected = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
+        assert (ran == expected).all(), f"{log.name}: a job did not run its (capped) time"

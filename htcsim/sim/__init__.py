@@ -1,6 +1,6 @@
 """The SimPy driver: replays a workload through the kernel on a simulated clock."""
 
-from htcsim.sim.driver import simulate
 from htcsim.schedule import SimResult
+from htcsim.sim.driver import simulate
 
 __all__ = ["SimResult", "simulate"]

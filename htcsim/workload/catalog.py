@@ -12,10 +12,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from htcsim.workload.swf import read_swf_header
+
+if TYPE_CHECKING:  # httpx is imported only when a log is fetched
+    import httpx
 
 __all__ = [
     "ARCHIVE_URL",
@@ -210,6 +212,8 @@ def fetch_trace(
     if target.exists() and not overwrite:
         return target
     dest_dir.mkdir(parents=True, exist_ok=True)
+
+    import httpx
 
     own_client = client is None
     http = client if client is not None else httpx.Client(timeout=60.0, follow_redirects=True)

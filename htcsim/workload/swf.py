@@ -19,6 +19,7 @@ by line, whose only job is to find and name the exact bad line.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import re
 import zlib
@@ -295,6 +296,9 @@ def _cut_lines(rest: bytes, max_lines: int) -> bytes:
 # ------------------------------------------------------------------------ data parsing
 
 
+_CHUNK_BYTES = 1 << 22
+
+
 def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     """Parse data lines (no comments expected) into 18 columns, or ``None`` to fall back.
 
@@ -314,13 +318,25 @@ def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
         rest = rest.translate(_SPACE_TABLE)
     buf = bytearray(rest)
     view = np.frombuffer(buf, dtype=np.uint8)
-    newline = view[1:] == ord("\n")  # rest starts with a data line, so view[0] is not one
-    n_lines = int(np.count_nonzero(newline)) + 1
-    trailing_blanks = bool(np.any(view[:-1][newline] == ord(" ")))
-    after_token = view[1:] == ord(" ")
-    after_token &= view[:-1] > ord(" ")
-    np.putmask(view[1:], after_token, ord(","))
-    csv = bytes(buf.translate(None, b" "))
+    n_lines = 1  # rest starts with a data line, so view[0] is not a line end
+    trailing_blanks = False
+    # In chunks, so the masks stay a few MB whatever the log's size; each chunk
+    # looks at its bytes and, unmodified, the byte before each of them.
+    for a in range(1, len(view), _CHUNK_BYTES):
+        b = min(len(view), a + _CHUNK_BYTES)
+        cur = view[a:b]
+        prev = view[a - 1 : b - 1].copy()
+        newline = cur == ord("\n")
+        n_lines += int(np.count_nonzero(newline))
+        trailing_blanks = trailing_blanks or bool(np.any(prev[newline] == ord(" ")))
+        after_token = cur == ord(" ")
+        after_token &= prev > ord(" ")
+        np.putmask(cur, after_token, ord(","))
+    del view
+    squeezed = buf.translate(None, b" ")
+    del buf
+    csv = bytes(squeezed)
+    del squeezed
     if trailing_blanks:  # the first blank after a line's last token became a comma
         csv = csv.replace(b",\n", b"\n")
     frame: pl.DataFrame | None = None
@@ -817,10 +833,6 @@ def _write(
             "f18": jobs["think_time_s"],
         }
     ).with_columns(_compact("f6"), _compact("f7"))
-    body = table.write_csv(
-        None, include_header=False, separator=" ", quote_style="never", line_terminator="\n"
-    )
-
     given = dict(header or {})
     lines = ["; Version: 2.2", *_header_lines("Computer", given.get("Computer", "htcsim"))]
     lines += [
@@ -841,10 +853,21 @@ def _write(
     lines += _header_lines("Note", "\n".join(note))
     if comment.strip():
         lines += _header_lines("Comment", comment.strip())
-    text = ("\n".join(lines) + "\n" + body).encode("utf-8")
+    head = ("\n".join(lines) + "\n").encode("utf-8")
+    csv_options = {
+        "include_header": False,
+        "separator": " ",
+        "quote_style": "never",
+        "line_terminator": "\n",
+    }
     if path.name.endswith(".gz"):
-        text = gzip.compress(text, compresslevel=6, mtime=0)
-    path.write_bytes(text)
+        body = io.BytesIO()
+        table.write_csv(body, **csv_options)  # type: ignore[arg-type]
+        path.write_bytes(gzip.compress(head + body.getvalue(), compresslevel=6, mtime=0))
+        return
+    with path.open("wb") as handle:  # the body goes straight from polars to the file
+        handle.write(head)
+        table.write_csv(handle, **csv_options)  # type: ignore[arg-type]
 
 
 def _submit_order(jobs: np.ndarray) -> np.ndarray:
