@@ -13,6 +13,7 @@ test:
 
 lint:
 	$(PYTHON) -m ruff check htcsim tests benchmarks experiments
+	$(PYTHON) -m mypy
 
 bench:
 	$(PYTHON) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max,rounds

@@ -906,8 +906,6 @@ cdef class ClusterState:
             pos += 1
         if pos < self.q_end and self.q[pos].job_idx == j:
             return WHY_RESOURCES
-        if self.bf_depth > 0 and self.backfill != BF_NONE:
-            return WHY_PRIORITY
         return WHY_PRIORITY
 
     def started_jobs(self):

@@ -15,6 +15,7 @@ from rich.table import Table
 from htcsim import __version__
 from htcsim.model import Workload
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
+from htcsim.schedule import SimResult
 
 # polars allocates through jemalloc, which keeps freed pages for seconds by
 # default; a one-shot command returns them at once (HPC2N replay: peak RSS
@@ -141,7 +142,7 @@ def simulate(
     console.print(summary_table(summaries))
 
 
-def _run_with_progress(workload: Workload, policy: Policy):  # type: ignore[no-untyped-def]
+def _run_with_progress(workload: Workload, policy: Policy) -> SimResult:
     from htcsim.sim import simulate as replay
 
     with Progress(

@@ -150,7 +150,7 @@ class Kernel:
         checks: list[tuple[np.ndarray, str]] = [
             (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)"),
             (per_task[:, 0] < 1, "asks for less than one core per task"),
-            ((per_task < 0).any(axis=1), "asks for a negative amount of a resource"),
+            (np.asarray((per_task < 0).any(axis=1)), "asks for a negative amount of a resource"),
             (specs["walltime_s"] < 1, "has a walltime under one second"),
         ]
         total = self.capacity.sum(axis=0)

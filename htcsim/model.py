@@ -106,9 +106,8 @@ class Workload:
         return int(self.jobs.shape[0])
 
 
-def empty_jobs(n: int) -> np.ndarray:
-    """A zeroed job table of ``n`` rows with the unknown markers where they apply."""
-    jobs = np.zeros(n, dtype=JOB_DTYPE)
+def _unknown_row() -> np.ndarray:
+    row = np.zeros(1, dtype=JOB_DTYPE)
     for name in (
         "user_id",
         "group_id",
@@ -123,6 +122,21 @@ def empty_jobs(n: int) -> np.ndarray:
         "avg_cpu_s",
         "used_mem_kib",
     ):
-        jobs[name] = UNKNOWN
-    jobs["cores_per_task"] = 1
-    return jobs
+        row[name] = UNKNOWN
+    row["cores_per_task"] = 1
+    return row
+
+
+_UNKNOWN_ROW = _unknown_row()
+
+
+def empty_jobs(n: int, **constants: float) -> np.ndarray:
+    """A job table of ``n`` rows: unknown markers, one core per task, ``constants`` set.
+
+    Built by repeating one template row: for millions of rows several times
+    faster than filling a wide structured array column by column.
+    """
+    template = _UNKNOWN_ROW.copy()
+    for name, value in constants.items():
+        template[name] = value
+    return np.repeat(template, n)

@@ -183,7 +183,8 @@ def plot_utilization(
         ax.axhline(overall, color="tab:red", linestyle="--", label=f"overall: {overall:.1%}")
         ax.legend(loc="lower right", fontsize=8)
     # Above 1 only if the schedule overcommits the machine: show it rather than clip it.
-    ax.set_ylim(0.0, max(1.05, float(binned["utilization"].max() or 0.0) * 1.05))
+    peak = binned["utilization"].max()
+    ax.set_ylim(0.0, max(1.05, float(peak or 0.0) * 1.05))  # type: ignore[arg-type]
     ax.set_xlabel("time (days)")
     ax.set_ylabel(f"busy cores / total cores\n({bin_name} means)" if bin_name else "utilization")
     ax.grid(True, alpha=0.3)

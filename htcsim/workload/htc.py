@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from htcsim.model import Machine, Workload
-from htcsim.workload.lublin import blank_jobs, zipf_user_ids
+from htcsim.model import Machine, Workload, empty_jobs
+from htcsim.workload.users import zipf_user_ids
 
 WALLTIME_GRANULARITY_S = 300
 """Requested walltimes are rounded up to whole 5-minute steps."""
@@ -131,7 +131,7 @@ def generate_htc(
     event_user = zipf_user_ids(rng, n_events, n_users, zipf_exponent)
     bag_number = np.where(event_sizes >= 2, np.cumsum(event_sizes >= 2), -1).astype(np.int32)
 
-    table = blank_jobs(n_jobs, n_tasks=1, cores_per_task=1, status=1)
+    table = empty_jobs(n_jobs, n_tasks=1, cores_per_task=1, status=1)
     table["job_id"] = np.arange(1, n_jobs + 1)
     table["submit_s"] = event_submit[event_of_job]
     table["run_s"] = run_s

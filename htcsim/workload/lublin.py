@@ -96,6 +96,7 @@ from typing import Literal
 import numpy as np
 
 from htcsim.model import Machine, Workload, empty_jobs
+from htcsim.workload.users import zipf_user_ids
 
 # ----------------------------------------------------------------------------
 # Constants of the model (m_lublin99.c)
@@ -218,7 +219,25 @@ TYPELESS = LublinParams(
 BATCH_QUEUE = 1
 INTERACTIVE_QUEUE = 0
 
-_ROUND_ESTIMATES_MIN = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 600, 720)
+_ROUND_ESTIMATES_MIN: tuple[int, ...] = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+    90,
+    120,
+    180,
+    240,
+    360,
+    480,
+    600,
+    720,
+)
 _ROUND_ESTIMATES_MIN += (1080, 1440, 2160, 2880, 4320, 5760, 7200, 8640, 10080)
 ROUND_ESTIMATES_S = np.array(_ROUND_ESTIMATES_MIN, dtype=np.int64) * 60
 """Requested times a user would type, in seconds (beyond the last: whole days)."""
@@ -360,34 +379,6 @@ def _user_estimates(
     return np.where(beyond, whole_days, rounded)
 
 
-def zipf_user_ids(
-    rng: np.random.Generator, n: int, n_users: int, exponent: float = 1.0
-) -> np.ndarray:
-    """``n`` user ids in 1..n_users, P(user k) proportional to ``k ** -exponent``."""
-    if n_users < 1:
-        raise ValueError(f"n_users must be at least 1, got {n_users}")
-    if exponent < 0:
-        raise ValueError(f"the Zipf exponent must be >= 0, got {exponent}")
-    cdf = np.cumsum(np.arange(1, n_users + 1, dtype=np.float64) ** -exponent)
-    cdf /= cdf[-1]
-    cdf[-1] = 1.0
-    ids = np.searchsorted(cdf, rng.random(n), side="right") + 1
-    return np.minimum(ids, n_users).astype(np.int32)
-
-
-def blank_jobs(n: int, **constants: int) -> np.ndarray:
-    """``model.empty_jobs(n)`` with the given columns set to constants, for every row.
-
-    Built by repeating one template row (whose unknown markers come from
-    ``empty_jobs``): for millions of rows this is several times faster than filling
-    a 117-byte-strided structured array column by column.
-    """
-    template = empty_jobs(1)
-    for name, value in constants.items():
-        template[name] = value
-    return np.repeat(template, n)
-
-
 def _stream(
     rng: np.random.Generator,
     n: int,
@@ -502,7 +493,7 @@ def generate_lublin(
     else:
         walltime_s = _user_estimates(rng, run_s, estimate_factor)
 
-    table = blank_jobs(n_jobs, cores_per_task=1, status=1)
+    table = empty_jobs(n_jobs, cores_per_task=1, status=1)
     table["job_id"] = np.arange(1, n_jobs + 1)
     table["submit_s"] = submit_s
     table["run_s"] = run_s

@@ -26,6 +26,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -728,7 +729,7 @@ def read_swf(
     # JOB_DTYPE later gets empty_jobs' default instead of garbage.
     jobs = (
         np.empty(n_jobs, dtype=JOB_DTYPE)
-        if set(JOB_DTYPE.names) <= _FILLED_COLUMNS
+        if set(JOB_DTYPE.names or ()) <= _FILLED_COLUMNS
         else empty_jobs(n_jobs)
     )
     for name, j in _SWF_COLUMNS:
@@ -854,20 +855,20 @@ def _write(
     if comment.strip():
         lines += _header_lines("Comment", comment.strip())
     head = ("\n".join(lines) + "\n").encode("utf-8")
-    csv_options = {
-        "include_header": False,
-        "separator": " ",
-        "quote_style": "never",
-        "line_terminator": "\n",
-    }
+
+    def write_body(target: IO[bytes]) -> None:
+        table.write_csv(
+            target, include_header=False, separator=" ", quote_style="never", line_terminator="\n"
+        )
+
     if path.name.endswith(".gz"):
         body = io.BytesIO()
-        table.write_csv(body, **csv_options)  # type: ignore[arg-type]
+        write_body(body)
         path.write_bytes(gzip.compress(head + body.getvalue(), compresslevel=6, mtime=0))
         return
     with path.open("wb") as handle:  # the body goes straight from polars to the file
         handle.write(head)
-        table.write_csv(handle, **csv_options)  # type: ignore[arg-type]
+        write_body(handle)
 
 
 def _submit_order(jobs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""What the kernel answers besides decisions: estimates, reasons, cancel, node states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from htcsim.kernel import (
+    JOB_SPEC_DTYPE,
+    Kernel,
+    KernelInputError,
+    NodeState,
+    Reason,
+    node_capacity,
+)
+from htcsim.policy import Policy
+
+
+def specs(rows: list[tuple[int, int, int]]) -> np.ndarray:
+    """(submit, cores, walltime) rows -> kernel specs with ids 1..n."""
+    out = np.zeros(len(rows), dtype=JOB_SPEC_DTYPE)
+    for k, (submit, cores, wall) in enumerate(rows):
+        out[k]["job_id"] = k + 1
+        out[k]["submit_s"] = submit
+        out[k]["n_tasks"] = cores
+        out[k]["walltime_s"] = wall
+        out[k]["per_task"][0] = 1
+    return out
+
+
+def loaded(backfill: str, rows: list[tuple[int, int, int]], n_nodes: int = 4) -> Kernel:
+    kernel = Kernel(node_capacity(n_nodes, 1), Policy(backfill=backfill))
+    kernel.add_jobs(specs(rows))
+    for slot in range(len(rows)):
+        kernel.submit(slot, 0)
+    kernel.schedule(0)
+    return kernel
+
+
+# 4 cores. A: 2 cores until 100. B: 4 cores, 50 s. C: 3 cores, 60 s. D: 4 cores, 10 s.
+ROWS = [(0, 2, 100), (0, 4, 50), (0, 3, 60), (0, 4, 10)]
+
+
+@pytest.mark.parametrize("backfill", ["none", "easy", "conservative"])
+def test_start_estimates_follow_the_reservation_profile(backfill: str) -> None:
+    kernel = loaded(backfill, ROWS)
+    assert kernel.start_times()[0] == 0
+    # B waits for A's requested end; C for B's; D for C's.
+    assert kernel.estimate_start(1, 0) == 100
+    assert kernel.estimate_start(2, 0) == 150
+    assert kernel.estimate_start(3, 0) == 210
+    assert kernel.estimate_start(0, 0) == 0  # a running job's estimate is its start
+
+
+def test_reasons_name_the_job_first_in_line() -> None:
+    kernel = loaded("easy", ROWS)
+    assert kernel.why_pending(1) == Reason.Resources
+    assert kernel.why_pending(2) == Reason.Priority
+    assert kernel.why_pending(0) == Reason.NotPending
+
+
+def test_cancel_a_pending_and_a_running_job() -> None:
+    kernel = loaded("easy", ROWS)
+    kernel.cancel(1, 5)  # B leaves the queue: C (3 cores) still does not fit in 2
+    assert kernel.schedule(5) == 0
+    kernel.cancel(0, 6)  # A is killed: its 2 cores come back, C starts
+    assert kernel.schedule(6) == 1
+    assert kernel.start_times()[2] == 6
+    assert kernel.free_total()[0] == 1
+    with pytest.raises(ValueError, match="already ended"):
+        kernel.cancel(0, 7)
+
+
+def test_a_down_node_takes_no_work_and_counts_for_nothing() -> None:
+    kernel = Kernel(node_capacity(2, 4), Policy())
+    kernel.set_node_state(0, NodeState.DOWN)
+    kernel.add_jobs(specs([(0, 4, 10), (0, 1, 10)]))
+    kernel.submit(0, 0)
+    kernel.submit(1, 0)
+    assert kernel.schedule(0) == 1
+    nodes, tasks = kernel.job_allocation(0)
+    assert nodes.tolist() == [1] and tasks.tolist() == [4]
+    assert kernel.free_total()[0] == 0
+    kernel.set_node_state(0, NodeState.UP)
+    assert kernel.schedule(1) == 1
+    assert kernel.job_allocation(1)[0].tolist() == [0]
+
+
+def test_multi_core_tasks_are_placed_whole_on_nodes() -> None:
+    # 3 nodes x 4 cores; a job of 3 tasks x 2 cores needs 2 nodes (2 tasks fit on one).
+    kernel = Kernel(node_capacity(3, 4), Policy())
+    job = specs([(0, 3, 10)])
+    job["per_task"][0][0] = 2
+    kernel.add_jobs(job)
+    kernel.submit(0, 0)
+    assert kernel.schedule(0) == 1
+    nodes, tasks = kernel.job_allocation(0)
+    assert nodes.tolist() == [0, 1] and tasks.tolist() == [2, 1]
+    assert kernel.free_per_node()[:, 0].tolist() == [0, 2, 4]
+
+
+def test_impossible_requests_are_refused_at_the_boundary() -> None:
+    kernel = Kernel(node_capacity(2, 4), Policy())
+    too_big = specs([(0, 9, 10)])
+    with pytest.raises(KernelInputError, match="job 1 asks for more than the whole cluster"):
+        kernel.add_jobs(too_big)
+    fat_task = specs([(0, 1, 10)])
+    fat_task["per_task"][0][0] = 5
+    with pytest.raises(KernelInputError, match="job 1 has a task larger than every node"):
+        kernel.add_jobs(fat_task)
+    with pytest.raises(KernelInputError, match="walltime under one second"):
+        kernel.add_jobs(specs([(0, 1, 0)]))
+    with pytest.raises(KernelInputError, match="JOB_SPEC_DTYPE"):
+        kernel.add_jobs(np.zeros(1, dtype=np.int64))
+    with pytest.raises(IndexError):
+        kernel.submit(5, 0)
