@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,33 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from htcsim import __version__
+from htcsim import (
+    __version__,
+    _process,  # noqa: F401  (tunes the process before numpy and polars load)
+)
 from htcsim.model import Workload
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
 from htcsim.schedule import SimResult
-
-# polars allocates through jemalloc, which keeps freed pages for seconds by
-# default; a one-shot command returns them at once (HPC2N replay: peak RSS
-# about 270 MB instead of 320 MB, same speed). Set before polars is imported;
-# an explicit setting in the environment wins.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:100,muzzy_decay_ms:0")
-
-
-def _return_freed_arrays_to_the_os() -> None:
-    """Have glibc map every large block (>= 128 KiB) on its own, so a freed array goes back.
-
-    By default glibc raises its mmap threshold as large blocks are freed, and
-    later arrays come from a heap it rarely trims: a replay's transient
-    arrays (parsing, metrics) would stay resident. A no-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-_return_freed_arrays_to_the_os()
 
 app = typer.Typer(
     help="htcsim: replay HPC/HTC workloads through one compiled scheduling kernel.",
