@@ -728,8 +728,8 @@ cdef class ClusterState:
 
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
-        cdef int pos, j, k, examined = 0
-        cdef int64_t t
+        cdef int pos, j, k, examined = 0, built
+        cdef int64_t t, free_now
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now
                 and prof_second_time(&self.prof) > now):
@@ -748,13 +748,20 @@ cdef class ClusterState:
         self.min_resv_s = NEVER
         self.last_pass_now = now
         self.resv_complete = 1
-        if self._build_profile(now) != 0 or self._fill_suffix_min() != 0:
+        if self._fill_suffix_min() != 0:
             return PASS_NO_MEMORY
+        # Until a job fails to start, only starts have been made: free resources
+        # can only grow with time (running jobs end, started ones end), so a job
+        # that fits now fits for its whole walltime. The profile is built at the
+        # first job that does not start, from the running jobs, which by then
+        # include the ones just started: the same profile a full rebuild gives.
+        built = 0
         pos = self.q_begin
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0:
-                if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
+                free_now = prof_free_now_cores(&self.prof) if built else self.total_free[RES_CORES]
+                if free_now < self.suffix_min[pos - self.q_begin]:
                     # No job from here on fits in the cores free now, so none can
                     # start: the decisions are complete. Their reservations are
                     # computed only if someone asks (reservations, estimates).
@@ -765,9 +772,22 @@ cdef class ClusterState:
                     self.resv_complete = 0
                     break
                 self.n_jobs_examined += 1
+                if not built:
+                    if self._fits_now(j):
+                        if self._start(j, now) != 0:
+                            return PASS_NO_MEMORY
+                        self._tombstone(pos)
+                        pos += 1
+                        continue
+                    if self._build_profile(now) != 0:
+                        return PASS_NO_MEMORY
+                    built = 1
                 if self._reserve_or_start(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
             pos += 1
+        if not built:
+            # no profile was needed; the stored one is stale for incremental passes
+            self.resv_complete = 0
         return PASS_OK
 
     cdef int _fill_suffix_min(self) noexcept nogil:
