@@ -34,3 +34,15 @@ def test_parse_hpc2n(benchmark, trace_dir: Path) -> None:
     path = log_path(trace_dir, "HPC2N-2002-2.2-cln")
     workload = benchmark.pedantic(lambda: read_swf(path), rounds=5, iterations=1)
     assert len(workload) == 202_871
+
+
+@pytest.mark.parametrize("backfill", ["easy", "conservative"])
+def test_htc_million_jobs(benchmark, backfill: str) -> None:
+    """One million single-core jobs on 100 x 32 cores (the HTC generator, load 0.9)."""
+    from htcsim.workload.htc import generate_htc
+
+    workload = generate_htc(1_000_000, 100, 32, seed=1)
+    benchmark.pedantic(
+        lambda: simulate(workload, Policy(backfill=backfill)), rounds=2, iterations=1
+    )
+    benchmark.extra_info["jobs_per_second"] = round(len(workload) / benchmark.stats.stats.min)
