@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 traces_app = typer.Typer(help="List the SWF logs found, or fetch one from the archive.")
 generate_app = typer.Typer(help="Write a synthetic workload as SWF.", no_args_is_help=True)
+policy_app = typer.Typer(help="Write or check a policy file (TOML).", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
 app.add_typer(generate_app, name="generate")
+app.add_typer(policy_app, name="policy")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,14 +57,23 @@ def simulate(
             "default: the embedded synthetic workload."
         ),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML); the options below override it."),
+    ] = None,
     backfill: Annotated[
-        str, typer.Option(help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)}.")
-    ] = "easy",
-    order: Annotated[str, typer.Option(help=f"Queue order: {', '.join(ORDERS[:2])}.")] = "fcfs",
+        str | None,
+        typer.Option(
+            help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)} [default: easy]."
+        ),
+    ] = None,
+    order: Annotated[
+        str | None, typer.Option(help=f"Queue order: {', '.join(ORDERS[:2])} [default: fcfs].")
+    ] = None,
     backfill_depth: Annotated[
-        int,
+        int | None,
         typer.Option(help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test."),
-    ] = 0,
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Folder for per-job tables, summary, SWF, plots."),
@@ -85,13 +96,10 @@ def simulate(
     from htcsim.workload.swf import SWFError
 
     try:
-        policies = [
-            Policy(order=order, backfill=mode.strip(), backfill_depth=backfill_depth)  # type: ignore[arg-type]
-            for mode in backfill.split(",")
-        ]
+        policies = _policies(policy_file, backfill, order, backfill_depth)
     except PolicyError as exc:
         raise _fail(str(exc)) from exc
-    if order == "priority":
+    if any(policy.order == "priority" for policy in policies):
         raise _fail("the 'priority' order needs a priority per job (the policy file comes later)")
     try:
         workload = load_workload(
@@ -118,6 +126,24 @@ def simulate(
     from htcsim.results import summary_table
 
     console.print(summary_table(summaries))
+
+
+def _policies(
+    policy_file: Path | None, backfill: str | None, order: str | None, depth: int | None
+) -> list[Policy]:
+    """The policy file (or the defaults) with the command line's overrides, one per mode."""
+    from dataclasses import replace
+
+    from htcsim.policy import load_policy
+
+    base = load_policy(policy_file) if policy_file is not None else Policy()
+    overrides: dict[str, object] = {}
+    if order is not None:
+        overrides["order"] = order
+    if depth is not None:
+        overrides["backfill_depth"] = depth
+    modes = [m.strip() for m in backfill.split(",")] if backfill else [base.backfill]
+    return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
 
 
 def _run_with_progress(workload: Workload, policy: Policy) -> SimResult:
@@ -192,6 +218,39 @@ def traces_fetch(
     except (TraceFetchError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"[green]fetched[/] {path}")
+
+
+@policy_app.command("init")
+def policy_init(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: print it).")
+    ] = None,
+) -> None:
+    """Write the default policy, every key documented."""
+    from htcsim.policy import DEFAULT_POLICY_TOML
+
+    if output is None:
+        typer.echo(DEFAULT_POLICY_TOML, nl=False)
+        return
+    if output.exists():
+        raise _fail(f"{output} exists; not overwriting it")
+    output.write_text(DEFAULT_POLICY_TOML, encoding="utf-8")
+    console.print(f"[green]wrote[/] {output}")
+
+
+@policy_app.command("show")
+def policy_show(
+    path: Annotated[Path, typer.Argument(help="Policy file (TOML).")],
+) -> None:
+    """Check a policy file and print it with every value, defaults included."""
+    from htcsim.policy import load_policy, policy_to_toml
+
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"[bold]{path}[/]: valid ({policy.label})")
+    typer.echo(policy_to_toml(policy), nl=False)
 
 
 @generate_app.command("lublin")

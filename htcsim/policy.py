@@ -6,8 +6,12 @@ value is reported where it was written, never deep inside a replay.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+import tomli_w
 
 Order = Literal["fcfs", "sjf", "priority"]
 BackfillMode = Literal["none", "easy", "conservative"]
@@ -20,6 +24,11 @@ PLACEMENTS: tuple[str, ...] = ("first_fit",)
 
 class PolicyError(ValueError):
     """A policy value is out of range or unknown; the message names the key."""
+
+    def __init__(self, message: str, *, field: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,12 @@ class Policy:
         _check_choice("order", self.order, ORDERS)
         _check_choice("backfill", self.backfill, BACKFILL_MODES)
         _check_choice("placement", self.placement, PLACEMENTS)
-        if not isinstance(self.backfill_depth, int) or self.backfill_depth < 0:
-            raise PolicyError(
-                f"backfill_depth must be an integer >= 0, got {self.backfill_depth!r}"
-            )
+        if (
+            not isinstance(self.backfill_depth, int)
+            or isinstance(self.backfill_depth, bool)
+            or self.backfill_depth < 0
+        ):
+            _fail("backfill_depth", f"must be an integer >= 0, got {self.backfill_depth!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,4 +72,96 @@ class Policy:
 
 def _check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise PolicyError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        _fail(key, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _fail(field: str, reason: str) -> None:
+    raise PolicyError(f"{field} {reason}", field=field, reason=reason)
+
+
+# ----------------------------------------------------------------- TOML file
+#
+# The file groups the fields by what they govern; each TOML key maps to one
+# Policy field. Unknown sections or keys are errors (a typo must not silently
+# fall back to a default).
+TOML_KEYS: dict[str, dict[str, str]] = {
+    "queue": {"order": "order"},
+    "backfill": {"mode": "backfill", "depth": "backfill_depth"},
+    "placement": {"strategy": "placement"},
+}
+
+_TOML_KEY_OF_FIELD = {
+    field: f"{section}.{key}" for section, keys in TOML_KEYS.items() for key, field in keys.items()
+}
+
+DEFAULT_POLICY_TOML = """\
+# htcsim scheduling policy. The simulator (htcsim simulate --policy FILE) and,
+# later, the live agent read this same file.
+
+[queue]
+# Order of the pending queue: "fcfs" (submit time), "sjf" (requested time),
+# "priority" (a priority per job). Ties break on submit time, then job id.
+order = "fcfs"
+
+[backfill]
+# "none" (strict order), "easy" (one reservation, for the first job that does
+# not fit) or "conservative" (a reservation for every queued job).
+mode = "easy"
+# Queued jobs examined per pass; 0 examines them all (Slurm: bf_max_job_test).
+depth = 0
+
+[placement]
+# How tasks are put on nodes: "first_fit".
+strategy = "first_fit"
+"""
+
+
+def policy_from_mapping(data: dict[str, Any], source: str = "policy") -> Policy:
+    """A Policy from parsed TOML, naming ``source`` and the key in every error."""
+    fields: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in TOML_KEYS:
+            known = ", ".join(f"[{name}]" for name in TOML_KEYS)
+            raise PolicyError(f"{source}: unknown section [{section}] (known: {known})")
+        if not isinstance(values, dict):
+            raise PolicyError(f"{source}: {section} must be a [{section}] table")
+        for key, value in values.items():
+            if key not in TOML_KEYS[section]:
+                known = ", ".join(TOML_KEYS[section])
+                raise PolicyError(f"{source}: unknown key {section}.{key} (known: {known})")
+            fields[TOML_KEYS[section][key]] = value
+    try:
+        return Policy(**fields)
+    except PolicyError as exc:
+        key = _TOML_KEY_OF_FIELD.get(exc.field or "", exc.field)
+        raise PolicyError(
+            f"{source}: {key} {exc.reason}", field=exc.field, reason=exc.reason
+        ) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+    return policy_from_mapping(data, str(path))
+
+
+def policy_to_toml(policy: Policy) -> str:
+    """The TOML text of a policy (every field, grouped as in the file format)."""
+    values = policy.to_dict()
+    data = {
+        section: {key: values[field] for key, field in keys.items()}
+        for section, keys in TOML_KEYS.items()
+    }
+    return tomli_w.dumps(data)
+
+
+def save_policy(policy: Policy, path: str | Path) -> None:
+    Path(path).write_text(policy_to_toml(policy), encoding="utf-8")

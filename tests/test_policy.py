@@ -1,0 +1,74 @@
+"""The policy file: strict TOML in, the same Policy out, errors that name the key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from htcsim.cli import app
+from htcsim.policy import (
+    DEFAULT_POLICY_TOML,
+    Policy,
+    PolicyError,
+    load_policy,
+    policy_from_mapping,
+    save_policy,
+)
+
+runner = CliRunner()
+
+
+def test_the_documented_default_is_the_default_policy() -> None:
+    assert policy_from_mapping(tomllib.loads(DEFAULT_POLICY_TOML)) == Policy()
+
+
+def test_save_then_load_gives_the_same_policy(tmp_path: Path) -> None:
+    policy = Policy(order="sjf", backfill="conservative", backfill_depth=50)
+    save_policy(policy, tmp_path / "p.toml")
+    assert load_policy(tmp_path / "p.toml") == policy
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[backfill]\nmode = "eazy"\n', "p.toml: backfill.mode must be one of none, easy"),
+        ("[backfill]\ndepth = -1\n", "p.toml: backfill.depth must be an integer >= 0"),
+        ("[backfill]\ndepht = 3\n", "p.toml: unknown key backfill.depht (known: mode, depth)"),
+        ('[fairshare]\nhalf_life = "7d"\n', "p.toml: unknown section [fairshare]"),
+        ('[queue]\norder = "lifo"\n', "p.toml: queue.order must be one of fcfs, sjf, priority"),
+        ("[queue\n", "p.toml: not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        load_policy(path)
+
+
+def test_policy_init_show_and_simulate_with_it(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    assert runner.invoke(app, ["policy", "init", "-o", str(path)]).exit_code == 0
+    text = path.read_text().replace('mode = "easy"', 'mode = "conservative"')
+    path.write_text(text)
+    shown = runner.invoke(app, ["policy", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "(fcfs+conservative)" in shown.output
+    assert 'mode = "conservative"' in shown.output
+    run = runner.invoke(app, ["simulate", "--policy", str(path), "--max-jobs", "500"])
+    assert run.exit_code == 0, run.output
+    assert "fcfs+conservative" in run.output
+    both = runner.invoke(app, ["simulate", "--policy", str(path), "--backfill", "none,easy"])
+    assert "fcfs+none" in both.output and "fcfs+easy" in both.output
+
+
+def test_a_bad_policy_file_stops_simulate_with_its_message(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[backfill]\nmode = 3\n")
+    result = runner.invoke(app, ["simulate", "--policy", str(path)])
+    assert result.exit_code == 2
+    assert "backfill.mode must be one of" in result.output
