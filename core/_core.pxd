@@ -38,7 +38,9 @@ cdef enum:
 
 # Placement strategy.
 cdef enum:
-    PLACE_FIRST_FIT = 0
+    PLACE_FIRST_FIT = 0  # nodes in index order
+    PLACE_BEST_FIT = 1   # pack: the node left with the fewest free cores
+    PLACE_SPREAD = 2     # balance: the node with the most free cores
 
 # Job states as the kernel sees them (a driver refines ENDED into completed,
 # failed, timeout...).
@@ -214,6 +216,9 @@ cdef class ClusterState:
     cdef int _run_insert(self, int j) noexcept nogil
     cdef void _run_remove(self, int j) noexcept nogil
     cdef int _fits_now(self, int j) noexcept nogil
+    cdef int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil
+    cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil
+    cdef int _pick_node(self, JobSpec* s, int64_t rem, int64_t* k_out) noexcept nogil
     cdef int _start(self, int j, int64_t now) noexcept nogil
     cdef void _release(self, int j) noexcept nogil
     cdef void _compact_alloc(self) noexcept nogil

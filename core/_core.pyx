@@ -42,7 +42,7 @@ PROFILE_BLOCK_SEGMENTS = PROFILE_BLOCK
 RESOURCE_NAMES = ("cores", "mem_mib", "gpus", "scratch_mib")
 ORDERS = {"fcfs": ORDER_FCFS, "sjf": ORDER_SJF, "priority": ORDER_PRIORITY}
 BACKFILLS = {"none": BF_NONE, "easy": BF_EASY, "conservative": BF_CONSERVATIVE}
-PLACEMENTS = {"first_fit": PLACE_FIRST_FIT}
+PLACEMENTS = {"first_fit": PLACE_FIRST_FIT, "best_fit": PLACE_BEST_FIT, "spread": PLACE_SPREAD}
 JOB_STATES = {
     "new": JS_NEW, "pending": JS_PENDING, "held": JS_HELD, "running": JS_RUNNING,
     "ended": JS_ENDED, "cancelled": JS_CANCELLED,
@@ -159,7 +159,7 @@ cdef class ClusterState:
             raise ValueError(f"unknown order code {order}")
         if backfill not in (BF_NONE, BF_EASY, BF_CONSERVATIVE):
             raise ValueError(f"unknown backfill code {backfill}")
-        if placement != PLACE_FIRST_FIT:
+        if placement not in (PLACE_FIRST_FIT, PLACE_BEST_FIT, PLACE_SPREAD):
             raise ValueError(f"unknown placement code {placement}")
         if bf_depth < 0:
             raise ValueError("bf_depth must be >= 0")
@@ -494,34 +494,81 @@ cdef class ClusterState:
                 return 1
         return 0
 
-    cdef int _start(self, int j, int64_t now) noexcept nogil:
-        """Place job ``j`` first-fit and record the decision. Caller checked _fits_now."""
-        cdef int n, r
-        cdef int64_t k, per, rem = self.jobs[j].n_tasks
-        cdef JobSpec* s = &self.jobs[j]
-        cdef int off = self.n_alloc
+    cdef inline int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil:
+        """How many of ``s``'s tasks (at most ``most``) node ``n`` can take now."""
+        cdef int r
+        cdef int64_t k = most, per
+        for r in range(N_RES):
+            per = s.per_task[r]
+            if per > 0 and self.node_free[n * N_RES + r] // per < k:
+                k = self.node_free[n * N_RES + r] // per
+        return k
+
+    cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil:
+        """Put ``k`` tasks on node ``n``: an allocation entry, less free there."""
+        cdef int r
+        if _reserve(<void**>&self.alloc, &self.cap_alloc, self.n_alloc + 1,
+                    sizeof(AllocEntry)) != 0:
+            return -1
+        self.alloc[self.n_alloc].node_idx = n
+        self.alloc[self.n_alloc].n_tasks = <int32_t>k
+        self.n_alloc += 1
+        for r in range(N_RES):
+            self.node_free[n * N_RES + r] -= k * s.per_task[r]
+            self.total_free[r] -= k * s.per_task[r]
+        return 0
+
+    cdef int _pick_node(self, JobSpec* s, int64_t rem, int64_t* k_out) noexcept nogil:
+        """best_fit: the node left with the fewest free cores; spread: the node with
+        the most free cores. Ties go to the lowest index. -1 if none can take a task."""
+        cdef int n, best = -1
+        cdef int64_t k, score, best_score = 0
         for n in range(self.first_free_node, self.n_nodes):
-            if rem == 0:
-                break
             if self.node_state[n] != NODE_UP:
                 continue
-            k = rem
-            for r in range(N_RES):
-                per = s.per_task[r]
-                if per > 0 and self.node_free[n * N_RES + r] // per < k:
-                    k = self.node_free[n * N_RES + r] // per
+            k = self._tasks_fit(n, s, rem)
             if k <= 0:
                 continue
-            if _reserve(<void**>&self.alloc, &self.cap_alloc, self.n_alloc + 1,
-                        sizeof(AllocEntry)) != 0:
-                return -1
-            self.alloc[self.n_alloc].node_idx = n
-            self.alloc[self.n_alloc].n_tasks = <int32_t>k
-            self.n_alloc += 1
-            for r in range(N_RES):
-                self.node_free[n * N_RES + r] -= k * s.per_task[r]
-                self.total_free[r] -= k * s.per_task[r]
-            rem -= k
+            if self.placement == PLACE_BEST_FIT:
+                score = -(self.node_free[n * N_RES + RES_CORES] - k * s.per_task[RES_CORES])
+            else:
+                score = self.node_free[n * N_RES + RES_CORES]
+            if best < 0 or score > best_score:
+                best = n
+                best_score = score
+                k_out[0] = k
+        return best
+
+    cdef int _start(self, int j, int64_t now) noexcept nogil:
+        """Place job ``j`` by the placement strategy and record the decision.
+
+        The caller checked _fits_now. first_fit takes nodes in index order;
+        best_fit (pack) and spread (balance) choose node by node.
+        """
+        cdef int n
+        cdef int64_t k, rem = self.jobs[j].n_tasks
+        cdef JobSpec* s = &self.jobs[j]
+        cdef int off = self.n_alloc
+        if self.placement == PLACE_FIRST_FIT:
+            for n in range(self.first_free_node, self.n_nodes):
+                if rem == 0:
+                    break
+                if self.node_state[n] != NODE_UP:
+                    continue
+                k = self._tasks_fit(n, s, rem)
+                if k <= 0:
+                    continue
+                if self._take_on_node(s, n, k) != 0:
+                    return -1
+                rem -= k
+        else:
+            while rem > 0:
+                n = self._pick_node(s, rem, &k)
+                if n < 0:
+                    return -1
+                if self._take_on_node(s, n, k) != 0:
+                    return -1
+                rem -= k
         self.alloc_off[j] = off
         self.alloc_cnt[j] = self.n_alloc - off
         self.live_alloc += self.n_alloc - off

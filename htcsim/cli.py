@@ -70,6 +70,10 @@ def simulate(
     order: Annotated[
         str | None, typer.Option(help=f"Queue order: {', '.join(ORDERS[:2])} [default: fcfs].")
     ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Task placement: first_fit, best_fit, spread [default: first_fit]."),
+    ] = None,
     backfill_depth: Annotated[
         int | None,
         typer.Option(help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test."),
@@ -96,7 +100,7 @@ def simulate(
     from htcsim.workload.swf import SWFError
 
     try:
-        policies = _policies(policy_file, backfill, order, backfill_depth)
+        policies = _policies(policy_file, backfill, order, backfill_depth, placement)
     except PolicyError as exc:
         raise _fail(str(exc)) from exc
     if any(policy.order == "priority" for policy in policies):
@@ -129,7 +133,11 @@ def simulate(
 
 
 def _policies(
-    policy_file: Path | None, backfill: str | None, order: str | None, depth: int | None
+    policy_file: Path | None,
+    backfill: str | None,
+    order: str | None,
+    depth: int | None,
+    placement: str | None = None,
 ) -> list[Policy]:
     """The policy file (or the defaults) with the command line's overrides, one per mode."""
     from dataclasses import replace
@@ -142,6 +150,8 @@ def _policies(
         overrides["order"] = order
     if depth is not None:
         overrides["backfill_depth"] = depth
+    if placement is not None:
+        overrides["placement"] = placement
     modes = [m.strip() for m in backfill.split(",")] if backfill else [base.backfill]
     return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
 

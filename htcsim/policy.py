@@ -15,11 +15,11 @@ import tomli_w
 
 Order = Literal["fcfs", "sjf", "priority"]
 BackfillMode = Literal["none", "easy", "conservative"]
-Placement = Literal["first_fit"]
+Placement = Literal["first_fit", "best_fit", "spread"]
 
 ORDERS: tuple[str, ...] = ("fcfs", "sjf", "priority")
 BACKFILL_MODES: tuple[str, ...] = ("none", "easy", "conservative")
-PLACEMENTS: tuple[str, ...] = ("first_fit",)
+PLACEMENTS: tuple[str, ...] = ("first_fit", "best_fit", "spread")
 
 
 class PolicyError(ValueError):
@@ -111,7 +111,9 @@ mode = "easy"
 depth = 0
 
 [placement]
-# How tasks are put on nodes: "first_fit".
+# How tasks are put on nodes: "first_fit" (nodes in order), "best_fit" (pack:
+# the node left with the fewest free cores) or "spread" (balance: the node with
+# the most free cores).
 strategy = "first_fit"
 """
 

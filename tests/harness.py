@@ -38,9 +38,11 @@ def run_kernel(
     backfill: str,
     order: str = "fcfs",
     on_pass: Callable[[Kernel, int], None] | None = None,
+    placement: str = "first_fit",
 ) -> tuple[list[int], list[int]]:
     """Start and end times (in ``jobs``' order) as the kernel schedules them."""
-    kernel = Kernel(node_capacity(n_nodes, cores_per_node), Policy(order=order, backfill=backfill))
+    policy = Policy(order=order, backfill=backfill, placement=placement)  # type: ignore[arg-type]
+    kernel = Kernel(node_capacity(n_nodes, cores_per_node), policy)
     specs, perm = specs_of(jobs)
     kernel.add_jobs(specs)
     duration = np.array([min(jobs[i].run, jobs[i].walltime) for i in perm], dtype=np.int64)

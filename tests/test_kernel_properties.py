@@ -12,6 +12,7 @@ from tests.reference import RefJob, simulate
 
 MODES = ("none", "easy", "conservative")
 ORDERS = ("fcfs", "sjf", "priority")
+PLACEMENTS = ("first_fit", "best_fit", "spread")
 
 
 @st.composite
@@ -47,13 +48,14 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @SETTINGS
-@given(workloads(), st.sampled_from(MODES), st.sampled_from(ORDERS))
+@given(workloads(), st.sampled_from(MODES), st.sampled_from(ORDERS), st.sampled_from(PLACEMENTS))
 def test_kernel_matches_reference(
-    case: tuple[list[RefJob], int, int], mode: str, order: str
+    case: tuple[list[RefJob], int, int], mode: str, order: str, placement: str
 ) -> None:
+    """One-core tasks make the machine a pool: placement never changes a start time."""
     jobs, n_nodes, cpn = case
     expected = simulate(jobs, n_nodes * cpn, mode, order)
-    assert run_kernel(jobs, n_nodes, cpn, mode, order) == expected
+    assert run_kernel(jobs, n_nodes, cpn, mode, order, placement=placement) == expected
 
 
 @SETTINGS

@@ -114,3 +114,34 @@ def test_impossible_requests_are_refused_at_the_boundary() -> None:
         kernel.add_jobs(np.zeros(1, dtype=np.int64))
     with pytest.raises(IndexError):
         kernel.submit(5, 0)
+
+
+@pytest.mark.parametrize(("placement", "node"), [("first_fit", 0), ("best_fit", 1), ("spread", 2)])
+def test_placement_strategies_choose_their_node(placement: str, node: int) -> None:
+    # Nodes of 3, 2 and 4 cores; a one-task, two-core job. first_fit: the first
+    # node that fits (0); best_fit: the one left fullest (1, no core left);
+    # spread: the one with the most free cores (2).
+    capacity = np.zeros((3, 4), dtype=np.int64)
+    capacity[:, 0] = [3, 2, 4]
+    kernel = Kernel(capacity, Policy(placement=placement))  # type: ignore[arg-type]
+    job = specs([(0, 1, 10)])
+    job["per_task"][0][0] = 2
+    kernel.add_jobs(job)
+    kernel.submit(0, 0)
+    assert kernel.schedule(0) == 1
+    assert kernel.job_allocation(0)[0].tolist() == [node]
+
+
+def test_spread_balances_single_core_jobs_over_nodes() -> None:
+    kernel = Kernel(node_capacity(3, 4), Policy(placement="spread"))
+    kernel.add_jobs(specs([(0, 1, 10)] * 6))
+    for slot in range(6):
+        kernel.submit(slot, 0)
+    assert kernel.schedule(0) == 6
+    assert kernel.free_per_node()[:, 0].tolist() == [2, 2, 2]
+    packed = Kernel(node_capacity(3, 4), Policy(placement="best_fit"))
+    packed.add_jobs(specs([(0, 1, 10)] * 6))
+    for slot in range(6):
+        packed.submit(slot, 0)
+    packed.schedule(0)
+    assert packed.free_per_node()[:, 0].tolist() == [0, 2, 4]

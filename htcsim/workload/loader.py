@@ -8,6 +8,7 @@ from outside. Anything else is a path or a trace name found by the catalog
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from htcsim.model import Workload
@@ -37,6 +38,9 @@ def load_workload(
 ) -> Workload:
     """The default workload, or the SWF log at a path or with a catalog name."""
     if trace is None:
-        return default_workload()
+        workload = default_workload()
+        if max_jobs is not None:
+            workload = replace(workload, jobs=workload.jobs[:max_jobs])
+        return workload
     path = find_trace(trace)
     return read_swf(path, max_procs=max_procs, max_jobs=max_jobs, skip_bad_lines=skip_bad_lines)
