@@ -14,6 +14,7 @@ from htcsim import (
     __version__,
     _process,  # noqa: F401  (tunes the process before numpy and polars load)
 )
+from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
 from htcsim.schedule import SimResult
@@ -60,6 +61,12 @@ def simulate(
     policy_file: Annotated[
         Path | None,
         typer.Option("--policy", help="Policy file (TOML); the options below override it."),
+    ] = None,
+    cluster_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster", help="Cluster file (TOML node types) instead of the log's machine."
+        ),
     ] = None,
     backfill: Annotated[
         str | None,
@@ -111,11 +118,19 @@ def simulate(
         )
     except (SWFError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    _print_loading(workload)
+    cluster = None
+    if cluster_file is not None:
+        from htcsim.cluster import ClusterError, load_cluster
+
+        try:
+            cluster = load_cluster(cluster_file)
+        except ClusterError as exc:
+            raise _fail(str(exc)) from exc
+    _print_loading(workload, cluster)
     summaries = []
     for policy in policies:
         try:
-            result = _run_with_progress(workload, policy)
+            result = _run_with_progress(workload, policy, cluster)
         except KernelInputError as exc:
             raise _fail(str(exc)) from exc
         from htcsim.metrics import summarize
@@ -156,7 +171,9 @@ def _policies(
     return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
 
 
-def _run_with_progress(workload: Workload, policy: Policy) -> SimResult:
+def _run_with_progress(
+    workload: Workload, policy: Policy, cluster: Cluster | None = None
+) -> SimResult:
     from htcsim.sim import simulate as replay
 
     with Progress(
@@ -169,15 +186,22 @@ def _run_with_progress(workload: Workload, policy: Policy) -> SimResult:
         transient=True,
     ) as progress:
         task = progress.add_task("replay", total=2 * len(workload))
-        return replay(workload, policy, progress=lambda n: progress.update(task, completed=n))
+        return replay(
+            workload,
+            policy,
+            cluster=cluster,
+            progress=lambda n: progress.update(task, completed=n),
+        )
 
 
-def _print_loading(workload: Workload) -> None:
+def _print_loading(workload: Workload, cluster: Cluster | None = None) -> None:
     m = workload.machine
-    console.print(
-        f"[bold]{workload.name}[/]: {len(workload):,} jobs on {m.total_cores:,} cores "
-        f"({m.n_nodes} nodes x {m.cores_per_node})"
-    )
+    if cluster is None:
+        nodes = f"{m.total_cores:,} cores ({m.n_nodes} nodes x {m.cores_per_node})"
+    else:
+        kinds = ", ".join(f"{t.count} {t.name} x {t.cores}" for t in cluster.node_types)
+        nodes = f"{cluster.total_cores:,} cores ({kinds})"
+    console.print(f"[bold]{workload.name}[/]: {len(workload):,} jobs on {nodes}")
     for title, counts in (("dropped", workload.dropped), ("changed", workload.changed)):
         if counts:
             parts = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))

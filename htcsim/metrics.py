@@ -88,7 +88,7 @@ def _schedule(result: SimResult) -> _Schedule:
         cores=cores,
         started=started,
         finished=finished,
-        total_cores=result.workload.machine.total_cores,
+        total_cores=result.total_cores,
     )
 
 

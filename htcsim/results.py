@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,9 @@ def build_summary(result: SimResult) -> dict[str, Any]:
             "gpus_per_node": machine.gpus_per_node,
             "total_cores": machine.total_cores,
         },
+        "cluster": None
+        if result.cluster is None
+        else [asdict(node_type) for node_type in result.cluster.node_types],
         "metrics": summarize(result),
         "loading": {
             "dropped": {str(k): int(v) for k, v in sorted(workload.dropped.items())},

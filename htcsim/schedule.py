@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
 
@@ -30,6 +31,14 @@ class SimResult:
     end_s: np.ndarray
     replay_seconds: float = 0.0  # wall-clock time of the event loop
     counters: dict[str, int] = field(default_factory=dict)
+    cluster: Cluster | None = None  # the nodes replayed on, when not the workload's machine
+
+    @property
+    def total_cores(self) -> int:
+        """Cores of the machine the schedule ran on (for utilization)."""
+        if self.cluster is not None:
+            return self.cluster.total_cores
+        return self.workload.machine.total_cores
 
     @property
     def wait_s(self) -> np.ndarray:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import simpy
 
-from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, job_specs, node_capacity
-from htcsim.model import Machine, Workload
+from htcsim.cluster import Cluster
+from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, job_specs
+from htcsim.model import Workload
 from htcsim.policy import Policy
 from htcsim.schedule import SimResult
 
@@ -29,28 +30,24 @@ ProgressCallback = Callable[[int], None]
 PROGRESS_EVERY_STEPS = 1 << 13
 
 
-def cluster_capacity(machine: Machine) -> np.ndarray:
-    """The kernel's node table for a machine of identical nodes."""
-    return node_capacity(
-        machine.n_nodes, machine.cores_per_node, machine.mem_mib_per_node, machine.gpus_per_node
-    )
-
-
 def simulate(
     workload: Workload,
     policy: Policy | None = None,
     *,
     priority: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
+    cluster: Cluster | None = None,
 ) -> SimResult:
     """Replay ``workload`` under ``policy`` and return the schedule.
 
     ``priority`` (one value per job, larger first) is required by the
-    ``priority`` queue order and ignored otherwise.
+    ``priority`` queue order and ignored otherwise. ``cluster`` replaces the
+    workload's machine (identical nodes) by the node types of a cluster file.
     """
     policy = policy or Policy()
     jobs = workload.jobs
-    kernel = Kernel(cluster_capacity(workload.machine), policy)
+    nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
+    kernel = Kernel(nodes.capacity(), policy)
     specs = job_specs(jobs)
     if policy.order == "priority":
         if priority is None or len(priority) != len(jobs):
@@ -77,6 +74,7 @@ def simulate(
         end_s=kernel.end_times(),
         replay_seconds=elapsed,
         counters=kernel.counters,
+        cluster=cluster,
     )
 
 

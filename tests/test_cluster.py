@@ -1,0 +1,104 @@
+"""Cluster files: heterogeneous node types in, a capacity table out, errors naming the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from htcsim.cli import app
+from htcsim.cluster import Cluster, ClusterError, NodeType, load_cluster
+from htcsim.model import Machine
+from htcsim.sim import simulate
+from htcsim.workload.htc import generate_htc
+
+CLUSTER = """
+[[node_type]]
+name = "cpu"
+count = 3
+cores = 8
+mem_mib = 32000
+
+[[node_type]]
+name = "gpu"
+count = 1
+cores = 16
+mem_mib = 64000
+gpus = 4
+"""
+
+
+def test_a_cluster_file_becomes_one_capacity_row_per_node(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text(CLUSTER)
+    cluster = load_cluster(path)
+    assert cluster.n_nodes == 4 and cluster.total_cores == 40
+    assert cluster.capacity().tolist() == [
+        [8, 32000, 0, 0],
+        [8, 32000, 0, 0],
+        [8, 32000, 0, 0],
+        [16, 64000, 4, 0],
+    ]
+    assert cluster.node_type_of().tolist() == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "needs at least one [[node_type]]"),
+        ('[[node_type]]\nname = "a"\ncount = 2\n', "node_type 'a': cores is required"),
+        ('[[node_type]]\nname = "a"\ncount = 0\ncores = 4\n', "'a': count must be an integer >= 1"),
+        ('[[node_type]]\nname = "a"\ncount = 1\ncores = 4\nram = 5\n', "unknown key(s) ram"),
+        (
+            '[[node_type]]\nname = "a"\ncount = 1\ncores = 4\n[[node_type]]\nname = "a"\n'
+            "count = 1\ncores = 2\n",
+            "the name is used twice",
+        ),
+        ("[[node_type]\n", "not valid TOML"),
+    ],
+)
+def test_bad_cluster_files_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ClusterError) as error:
+        load_cluster(path)
+    assert message in str(error.value) and "c.toml" in str(error.value)
+
+
+def test_replay_on_a_cluster_uses_its_cores() -> None:
+    workload = generate_htc(2_000, 2, 8, seed=3, load=0.8)
+    bigger = Cluster((NodeType("a", count=4, cores=8),))
+    on_machine = simulate(workload)
+    on_cluster = simulate(workload, cluster=bigger)
+    assert on_cluster.total_cores == 32 and on_machine.total_cores == 16
+    assert on_cluster.wait_s.mean() <= on_machine.wait_s.mean()
+    same = simulate(workload, cluster=Cluster.from_machine(Machine(2, 8)))
+    np.testing.assert_array_equal(same.start_s, on_machine.start_s)
+
+
+def test_simulate_with_a_cluster_file(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text(CLUSTER)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    swf = tmp_path / "htc.swf"
+    gen = ["generate", "htc", "--jobs", "1000", "--nodes", "2", "--cores", "8", "-o", str(swf)]
+    assert runner.invoke(app, gen).exit_code == 0
+    result = runner.invoke(
+        app, ["simulate", str(swf), "--cluster", str(path), "-o", str(out), "--no-plots"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "40 cores (3 cpu x 8, 1 gpu x 16)" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["name"] for t in summary["cluster"]] == ["cpu", "gpu"]
+
+
+def test_a_job_too_big_for_the_cluster_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text(CLUSTER)
+    result = CliRunner().invoke(app, ["simulate", "--cluster", str(path), "--max-jobs", "50"])
+    assert result.exit_code == 2
+    assert "asks for more than the whole cluster has" in result.output
