@@ -47,11 +47,12 @@ def node_capacity(
     return table
 
 
-def job_specs(jobs: np.ndarray) -> np.ndarray:
+def job_specs(jobs: np.ndarray, *, with_memory: bool = True) -> np.ndarray:
     """Kernel job specs from a workload table (``htcsim.model.JOB_DTYPE``).
 
     The reservation length is the requested time, at least one second (a job
-    asking for 0 s still needs its resources for an instant).
+    asking for 0 s still needs its resources for an instant). ``with_memory``
+    False drops the memory request (a cluster that declares no memory).
     """
     if jobs.dtype != JOB_DTYPE:
         raise KernelInputError(f"expected a JOB_DTYPE table, got {jobs.dtype}")
@@ -63,7 +64,7 @@ def job_specs(jobs: np.ndarray) -> np.ndarray:
     specs["user_idx"] = jobs["user_id"]
     per_task = specs["per_task"]
     per_task[:, 0] = jobs["cores_per_task"]
-    per_task[:, 1] = jobs["mem_mib_per_task"]
+    per_task[:, 1] = jobs["mem_mib_per_task"] if with_memory else 0
     per_task[:, 2] = jobs["gpus_per_task"]
     return specs
 

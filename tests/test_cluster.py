@@ -102,3 +102,17 @@ def test_a_job_too_big_for_the_cluster_is_refused_by_name(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["simulate", "--cluster", str(path), "--max-jobs", "50"])
     assert result.exit_code == 2
     assert "asks for more than the whole cluster has" in result.output
+
+
+def test_memory_requests_count_only_on_a_cluster_with_memory() -> None:
+    # Two one-core jobs asking 3,000 MiB each, one node of 4 cores. With 4,000
+    # MiB declared they run one after the other; with no memory declared (an
+    # SWF machine), side by side.
+    from htcsim.model import Workload, empty_jobs
+
+    jobs = empty_jobs(2, n_tasks=1, walltime_s=100, run_s=100, mem_mib_per_task=3_000)
+    jobs["job_id"] = [1, 2]
+    workload = Workload("mem", jobs, Machine(n_nodes=1, cores_per_node=4))
+    with_memory = Cluster((NodeType("m", count=1, cores=4, mem_mib=4_000),))
+    assert simulate(workload, cluster=with_memory).start_s.tolist() == [0, 100]
+    assert simulate(workload).start_s.tolist() == [0, 0]

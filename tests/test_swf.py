@@ -184,7 +184,7 @@ def test_every_column_is_filled(tmp_path: Path) -> None:
     (job,) = read_swf(swf(tmp_path, text)).jobs
     expected = {
         "job_id": 42, "submit_s": 7, "run_s": 552, "walltime_s": 900, "n_tasks": 5,
-        "cores_per_task": 1, "mem_mib_per_task": 0, "gpus_per_task": 0, "user_id": 13,
+        "cores_per_task": 1, "mem_mib_per_task": 2, "gpus_per_task": 0, "user_id": 13,
         "group_id": 14, "executable_id": 15, "queue_id": 2, "partition_id": 3,
         "status": 0, "preceding_job_id": 41, "think_time_s": 30, "recorded_wait_s": 11,
         "recorded_alloc": 6, "avg_cpu_s": 552.21, "used_mem_kib": 1234.5,

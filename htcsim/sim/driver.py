@@ -47,8 +47,10 @@ def simulate(
     policy = policy or Policy()
     jobs = workload.jobs
     nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
-    kernel = Kernel(nodes.capacity(), policy)
-    specs = job_specs(jobs)
+    capacity = nodes.capacity()
+    kernel = Kernel(capacity, policy)
+    # memory requests count only where the nodes declare memory (SWF machines do not)
+    specs = job_specs(jobs, with_memory=bool(capacity[:, 1].any()))
     if policy.order == "priority":
         if priority is None or len(priority) != len(jobs):
             raise KernelInputError("the 'priority' order needs one priority value per job")

@@ -738,7 +738,11 @@ def read_swf(
     jobs["walltime_s"] = kept(walltime)
     jobs["n_tasks"] = kept(size)
     jobs["cores_per_task"] = 1
-    jobs["mem_mib_per_task"] = 0  # SWF field 10 (KB per processor) is not used yet
+    # SWF field 10: requested memory in KB per processor (-1 unknown), kept as
+    # MiB per task (rounded up); the simulator uses it only on a cluster that
+    # declares memory, so a cores-only replay is unchanged.
+    requested_kib = kept(rows.cols[10][good]).astype(np.int64)
+    jobs["mem_mib_per_task"] = np.where(requested_kib > 0, -(-requested_kib // 1024), 0)
     jobs["gpus_per_task"] = 0
 
     submit = jobs["submit_s"]
