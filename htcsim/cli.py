@@ -111,7 +111,10 @@ def simulate(
     except PolicyError as exc:
         raise _fail(str(exc)) from exc
     if any(policy.order == "priority" for policy in policies):
-        raise _fail("the 'priority' order needs a priority per job (the policy file comes later)")
+        raise _fail(
+            "the 'priority' order needs a priority per job, which only the Python API takes "
+            "for now: htcsim.sim.simulate(workload, policy, priority=...)"
+        )
     try:
         workload = load_workload(
             trace, max_procs=max_procs, max_jobs=max_jobs, skip_bad_lines=skip_bad_lines

@@ -43,7 +43,7 @@ JOB_DTYPE = np.dtype(
 
 @dataclass(frozen=True)
 class Machine:
-    """The cluster a workload is replayed on: identical nodes (heterogeneity comes later).
+    """The machine a log describes: identical nodes (``htcsim.cluster`` describes others).
 
     SWF traces give a processor count (MaxProcs) and a node count (MaxNodes);
     the machine keeps both so a replay is a pool of ``total_cores`` processors

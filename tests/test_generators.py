@@ -304,7 +304,7 @@ def test_htc_rejects_bad_arguments() -> None:
 def test_htc_offered_load(htc50k: Workload) -> None:
     j = htc50k.jobs
     offered = float(j["run_s"].sum()) / (htc50k.machine.total_cores * j["submit_s"][-1])
-    # SE of the estimate ~1% (run-time mean and event count); the bound is the brief's 10%.
+    # SE of the estimate ~1% (run-time mean and event count); the bound allows 10%.
     assert abs(offered - 0.9) < 0.09
     for load in (0.5, 1.2):
         w = generate_htc(50_000, 50, 8, seed=7, load=load)
