@@ -1074,7 +1074,7 @@ cdef class ReplayFeed:
     """
 
     cdef int n
-    cdef int cursor
+    cdef public int cursor  # slots below it have arrived
     cdef int64_t* submit
     cdef int64_t* duration
     cdef int64_t* h_t

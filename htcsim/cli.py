@@ -97,6 +97,13 @@ def simulate(
     max_jobs: Annotated[
         int | None, typer.Option(help="Replay only the first N jobs of the log.")
     ] = None,
+    estimate_sample: Annotated[
+        int,
+        typer.Option(
+            help="Every N-th job: record the start the kernel estimated at submit "
+            "(estimates.csv, error summary); 0 records none."
+        ),
+    ] = 0,
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip malformed SWF lines (counted) instead of stopping.")
     ] = False,
@@ -133,12 +140,20 @@ def simulate(
     summaries = []
     for policy in policies:
         try:
-            result = _run_with_progress(workload, policy, cluster)
+            result = _run_with_progress(workload, policy, cluster, estimate_sample)
         except KernelInputError as exc:
             raise _fail(str(exc)) from exc
-        from htcsim.metrics import summarize
+        from htcsim.metrics import estimate_error_summary, summarize
 
         summaries.append((policy.label, summarize(result)))
+        if estimate_sample > 0:
+            errors = estimate_error_summary(result)
+            if errors:
+                console.print(
+                    f"start estimates ({policy.label}): {int(errors['estimates'])} sampled; "
+                    f"median error {errors['median_error_s'] / 3600:+.2f} h, "
+                    f"90% within {errors['p90_abs_error_s'] / 3600:.2f} h"
+                )
         if out is not None:
             from htcsim.results import write_results
 
@@ -175,7 +190,7 @@ def _policies(
 
 
 def _run_with_progress(
-    workload: Workload, policy: Policy, cluster: Cluster | None = None
+    workload: Workload, policy: Policy, cluster: Cluster | None = None, estimate_sample: int = 0
 ) -> SimResult:
     from htcsim.sim import simulate as replay
 
@@ -193,6 +208,7 @@ def _run_with_progress(
             workload,
             policy,
             cluster=cluster,
+            estimate_sample=estimate_sample,
             progress=lambda n: progress.update(task, completed=n),
         )
 

@@ -367,3 +367,49 @@ def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:
         integral = np.where(k >= 0, cumulative[safe_k] + v[safe_k] * (edges - t[safe_k]), 0.0)
         means[name] = np.diff(integral) / widths
     return pl.DataFrame({"time_s": edges[:-1], **means})
+
+
+def estimate_errors(result: SimResult) -> pl.DataFrame:
+    """Sampled start estimates against the real starts (empty without sampling).
+
+    ``error_s = start_s - estimate_s``: negative when the job started earlier
+    than estimated (jobs usually end before their requested time), positive
+    when later (a job of higher priority arrived, or placement fragmented).
+    """
+    rows = result.estimates
+    if rows is None or len(rows) == 0:
+        return pl.DataFrame(
+            schema={
+                "job_id": pl.Int64,
+                "at_s": pl.Int64,
+                "estimate_s": pl.Int64,
+                "start_s": pl.Int64,
+                "error_s": pl.Int64,
+            }
+        )
+    idx = rows["job_idx"]
+    start = result.start_s[idx]
+    known = rows["estimate_s"] >= 0
+    return pl.DataFrame(
+        {
+            "job_id": result.workload.jobs["job_id"][idx][known],
+            "at_s": rows["at_s"][known],
+            "estimate_s": rows["estimate_s"][known],
+            "start_s": start[known],
+            "error_s": (start - rows["estimate_s"])[known],
+        }
+    )
+
+
+def estimate_error_summary(result: SimResult) -> dict[str, float]:
+    """Median error and 50th/90th percentiles of the absolute error, in seconds."""
+    errors = estimate_errors(result)["error_s"].to_numpy()
+    if errors.size == 0:
+        return {}
+    absolute = np.abs(errors)
+    return {
+        "estimates": float(errors.size),
+        "median_error_s": float(np.median(errors)),
+        "p50_abs_error_s": float(np.percentile(absolute, 50)),
+        "p90_abs_error_s": float(np.percentile(absolute, 90)),
+    }

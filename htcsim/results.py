@@ -33,6 +33,8 @@ from rich.table import Table
 import htcsim
 from htcsim.metrics import (
     Summary,
+    estimate_error_summary,
+    estimate_errors,
     format_duration,
     per_job_table,
     per_user,
@@ -91,6 +93,9 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
         paths["summary.json"].write_text(
             json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
+        if result.estimates is not None:
+            paths["estimates.csv"] = out / "estimates.csv"
+            estimate_errors(result).write_csv(paths["estimates.csv"])
         swf_done.result()
     if plots:
         paths.update(_write_plots(result, out, series))
@@ -134,6 +139,7 @@ def build_summary(result: SimResult) -> dict[str, Any]:
         if result.cluster is None
         else [asdict(node_type) for node_type in result.cluster.node_types],
         "metrics": summarize(result),
+        "start_estimates": estimate_error_summary(result),
         "loading": {
             "dropped": {str(k): int(v) for k, v in sorted(workload.dropped.items())},
             "changed": {str(k): int(v) for k, v in sorted(workload.changed.items())},

@@ -14,6 +14,14 @@ from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
 
+ESTIMATE_DTYPE = np.dtype(
+    [
+        ("job_idx", np.int64),  # row of the job in workload.jobs
+        ("at_s", np.int64),  # when the estimate was asked (the job's submit pass)
+        ("estimate_s", np.int64),  # the kernel's estimated start, -1 if it could never start
+    ]
+)
+
 
 @dataclass(frozen=True)
 class SimResult:
@@ -32,6 +40,7 @@ class SimResult:
     replay_seconds: float = 0.0  # wall-clock time of the event loop
     counters: dict[str, int] = field(default_factory=dict)
     cluster: Cluster | None = None  # the nodes replayed on, when not the workload's machine
+    estimates: np.ndarray | None = None  # ESTIMATE_DTYPE rows, when sampled
 
     @property
     def total_cores(self) -> int:

@@ -80,3 +80,29 @@ def test_time_series_is_reachable_from_the_result() -> None:
     result = simulate(workload_of([(0, 2, 10, 10), (0, 2, 10, 5)], cores=2))
     series = result.time_series()
     assert series["busy_cores"].max() == 2
+
+
+def test_sampled_start_estimates_are_exact_when_runs_match_requests() -> None:
+    # Every job runs exactly its requested time and arrives in FCFS order, so
+    # the profile never changes under a job: each estimate is its real start.
+    from htcsim.metrics import estimate_error_summary, estimate_errors
+
+    rows = [(k, 1 + k % 3, 50 + 10 * (k % 4), 50 + 10 * (k % 4)) for k in range(40)]
+    workload = workload_of(rows, cores=3)
+    plain = simulate(workload, Policy(backfill="conservative"))
+    sampled = simulate(workload, Policy(backfill="conservative"), estimate_sample=1)
+    assert sampled.start_s.tolist() == plain.start_s.tolist()  # sampling decides nothing
+    errors = estimate_errors(sampled)
+    assert errors.height > 10
+    assert errors["error_s"].to_list() == [0] * errors.height
+    assert estimate_error_summary(sampled)["p90_abs_error_s"] == 0
+
+
+def test_estimates_of_jobs_that_end_early_err_on_the_late_side() -> None:
+    from htcsim.metrics import estimate_errors
+
+    workload = generate_lublin(1_500, 32, seed=5, load=0.9)
+    result = simulate(workload, Policy(backfill="easy"), estimate_sample=5)
+    errors = estimate_errors(result)["error_s"].to_numpy()
+    assert errors.size > 50
+    assert np.median(errors) <= 0  # runs end before their requests: starts come early
