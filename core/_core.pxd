@@ -225,6 +225,7 @@ cdef class ClusterState:
     cpdef int schedule(self, int64_t now) except -2
     cdef int _run_pass(self, int64_t now) noexcept nogil
     cdef int _pass_easy(self, int64_t now) noexcept nogil
+    cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil
     cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil
     cdef int _pass_conservative(self, int64_t now) noexcept nogil

@@ -661,7 +661,7 @@ cdef class ClusterState:
 
     cdef int _pass_easy(self, int64_t now) noexcept nogil:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
-        cdef int pos, j, k, head_pos = -1, examined = 0
+        cdef int pos, j, k, head_pos = -1, examined = 0, started
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
                 and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
@@ -688,10 +688,10 @@ cdef class ClusterState:
                 pos += 1
                 continue
             examined += 1
-            if self._fits_now(j):
-                if self._start(j, now) != 0:
-                    return PASS_NO_MEMORY
-                self._tombstone(pos)
+            started = self._start_if_fits(j, now, pos)
+            if started < 0:
+                return PASS_NO_MEMORY
+            if started:
                 pos += 1
                 continue
             head_pos = pos
@@ -719,6 +719,15 @@ cdef class ClusterState:
                     return PASS_NO_MEMORY
             pos += 1
         return PASS_OK
+
+    cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil:
+        """Start job ``j`` (at queue position ``pos``) if it fits now: 1 started, 0 not, -1 error."""
+        if not self._fits_now(j):
+            return 0
+        if self._start(j, now) != 0:
+            return -1
+        self._tombstone(pos)
+        return 1
 
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil:
         """Start ``j`` if it cannot delay the head's reservation (EASY rule)."""
@@ -775,7 +784,7 @@ cdef class ClusterState:
 
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
-        cdef int pos, j, k, examined = 0, built
+        cdef int pos, j, k, examined = 0, built, started
         cdef int64_t t, free_now
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now
@@ -820,10 +829,10 @@ cdef class ClusterState:
                     break
                 self.n_jobs_examined += 1
                 if not built:
-                    if self._fits_now(j):
-                        if self._start(j, now) != 0:
-                            return PASS_NO_MEMORY
-                        self._tombstone(pos)
+                    started = self._start_if_fits(j, now, pos)
+                    if started < 0:
+                        return PASS_NO_MEMORY
+                    if started:
                         pos += 1
                         continue
                     if self._build_profile(now) != 0:
