@@ -131,6 +131,13 @@ cdef class ClusterState:
     cdef int placement
     cdef int bf_depth                  # 0: unlimited; else max queued jobs examined per pass
 
+    # --- per-user limits (0: none) and usage by running jobs ---
+    cdef int64_t max_jobs_per_user
+    cdef int64_t max_cores_per_user
+    cdef int64_t* user_running         # running jobs per user_idx
+    cdef int64_t* user_cores           # cores held by running jobs per user_idx
+    cdef int n_users
+
     # --- nodes ---
     cdef int n_nodes
     cdef int64_t* node_cap             # n_nodes * N_RES
@@ -202,6 +209,7 @@ cdef class ClusterState:
 
     # --- internals (C-level; all nogil, failures are return codes) ---
     cdef int _grow_jobs(self, Py_ssize_t need) noexcept nogil
+    cdef int _grow_users(self, int n) noexcept nogil
     cdef void _check_idx(self, int j) except *
     cdef void _entry_of(self, int j, QEntry* e) noexcept nogil
     cpdef int submit(self, int j, int64_t now) except -1
@@ -225,6 +233,9 @@ cdef class ClusterState:
     cpdef int schedule(self, int64_t now) except -2
     cdef int _run_pass(self, int64_t now) noexcept nogil
     cdef int _pass_easy(self, int64_t now) noexcept nogil
+    cdef int _limits_on(self) noexcept nogil
+    cdef int _over_limit(self, int j) noexcept nogil
+    cdef void _count_user(self, int j, int sign) noexcept nogil
     cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil
     cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil

@@ -148,6 +148,7 @@ cdef class ClusterState:
         free(self.start_s); free(self.end_s); free(self.reserved_s)
         free(self.alloc_off); free(self.alloc_cnt); free(self.alloc)
         free(self.q); free(self.run); free(self.started); free(self.fresh)
+        free(self.user_running); free(self.user_cores)
         prof_release(&self.prof)
         free(self.suffix_min)
 
@@ -171,6 +172,18 @@ cdef class ClusterState:
         self.need_full_pass = 1
         if reorder:
             self._rekey_queue()
+
+    def set_user_limits(self, int64_t max_jobs_per_user, int64_t max_cores_per_user):
+        """Per-user caps on running jobs and on cores held (0: no cap).
+
+        A job that would exceed its user's cap is passed over: it is not the
+        head, gets no reservation, and its reason is UserLimit.
+        """
+        if max_jobs_per_user < 0 or max_cores_per_user < 0:
+            raise ValueError("user limits must be >= 0")
+        self.max_jobs_per_user = max_jobs_per_user
+        self.max_cores_per_user = max_cores_per_user
+        self.need_full_pass = 1
 
     @property
     def n_nodes(self):
@@ -220,7 +233,24 @@ cdef class ClusterState:
             self.alloc_off[j] = 0
             self.alloc_cnt[j] = 0
         self.n_jobs = first + <int>m
+        for k in range(m):
+            if specs[k].user_idx >= self.n_users:
+                if self._grow_users(specs[k].user_idx + 1) != 0:
+                    raise MemoryError()
         return first
+
+    cdef int _grow_users(self, int n) noexcept nogil:
+        cdef int u, cap = self.n_users
+        if _reserve(<void**>&self.user_running, &cap, n, sizeof(int64_t)) != 0:
+            return -1
+        cap = self.n_users
+        if _reserve(<void**>&self.user_cores, &cap, n, sizeof(int64_t)) != 0:
+            return -1
+        for u in range(self.n_users, n):
+            self.user_running[u] = 0
+            self.user_cores[u] = 0
+        self.n_users = n
+        return 0
 
     cdef int _grow_jobs(self, Py_ssize_t need) noexcept nogil:
         cdef int cap
@@ -577,6 +607,7 @@ cdef class ClusterState:
                 self.node_free[self.first_free_node * N_RES + RES_CORES] <= 0)):
             self.first_free_node += 1
         self.job_state[j] = JS_RUNNING
+        self._count_user(j, 1)
         self.start_s[j] = now
         self.reserved_s[j] = -1
         if self._run_insert(j) != 0:
@@ -602,6 +633,7 @@ cdef class ClusterState:
                 self.first_free_node = n
         self.live_alloc -= self.alloc_cnt[j]
         self.alloc_cnt[j] = 0
+        self._count_user(j, -1)
         self._run_remove(j)
         self.need_full_pass = 1
         if self.n_alloc > 4096 and self.n_alloc > 4 * self.live_alloc:
@@ -663,7 +695,7 @@ cdef class ClusterState:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
         cdef int pos, j, k, head_pos = -1, examined = 0, started
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
-                and self.job_state[self.head_idx] == JS_PENDING):
+                and not self._limits_on() and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
             # failed then and still fail (no resources came back, time only moved
             # on), so only the newcomers are candidates, in queue order.
@@ -688,6 +720,9 @@ cdef class ClusterState:
                 pos += 1
                 continue
             examined += 1
+            if self._over_limit(j):  # passed over: never the head, never demand
+                pos += 1
+                continue
             started = self._start_if_fits(j, now, pos)
             if started < 0:
                 return PASS_NO_MEMORY
@@ -715,10 +750,31 @@ cdef class ClusterState:
             if j >= 0:
                 examined += 1
                 self.n_jobs_examined += 1
-                if self._try_backfill(j, now, pos) != PASS_OK:
+                if not self._over_limit(j) and self._try_backfill(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
             pos += 1
         return PASS_OK
+
+    cdef inline int _limits_on(self) noexcept nogil:
+        return self.max_jobs_per_user > 0 or self.max_cores_per_user > 0
+
+    cdef int _over_limit(self, int j) noexcept nogil:
+        """Would starting ``j`` exceed its user's running-jobs or cores cap?"""
+        cdef int u = self.jobs[j].user_idx
+        if u < 0 or u >= self.n_users:
+            return 0
+        if self.max_jobs_per_user > 0 and self.user_running[u] >= self.max_jobs_per_user:
+            return 1
+        if (self.max_cores_per_user > 0 and
+                self.user_cores[u] + self.need[j * N_RES + RES_CORES] > self.max_cores_per_user):
+            return 1
+        return 0
+
+    cdef void _count_user(self, int j, int sign) noexcept nogil:
+        cdef int u = self.jobs[j].user_idx
+        if 0 <= u < self.n_users:
+            self.user_running[u] += sign
+            self.user_cores[u] += sign * self.need[j * N_RES + RES_CORES]
 
     cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil:
         """Start job ``j`` (at queue position ``pos``) if it fits now: 1 started, 0 not, -1 error."""
@@ -787,7 +843,7 @@ cdef class ClusterState:
         cdef int pos, j, k, examined = 0, built, started
         cdef int64_t t, free_now
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
-                and self.bf_depth == 0 and self.min_resv_s > now
+                and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
                 and prof_second_time(&self.prof) > now):
             # Only tail arrivals: every older reservation stands; add theirs.
             prof_set_first_time(&self.prof, now)
@@ -828,6 +884,10 @@ cdef class ClusterState:
                     self.resv_complete = 0
                     break
                 self.n_jobs_examined += 1
+                if self._over_limit(j):  # passed over: no reservation
+                    self.reserved_s[j] = -1
+                    pos += 1
+                    continue
                 if not built:
                     started = self._start_if_fits(j, now, pos)
                     if started < 0:
@@ -876,7 +936,7 @@ cdef class ClusterState:
             if j < 0:
                 continue
             s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
-            if s == NEVER:
+            if s == NEVER or self._over_limit(j):
                 self.reserved_s[j] = -1
                 continue
             self.reserved_s[j] = s
@@ -957,7 +1017,7 @@ cdef class ClusterState:
             i = self.q[pos].job_idx
             if i == j:
                 break
-            if i >= 0:
+            if i >= 0 and not self._over_limit(i):
                 s = prof_earliest(&self.prof, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
                 if s != NEVER:
                     if prof_take(&self.prof, s, s + self.jobs[i].walltime_s,
@@ -977,8 +1037,10 @@ cdef class ClusterState:
             return WHY_HELD
         if self.job_state[j] != JS_PENDING:
             return WHY_NOT_PENDING
-        pos = self.q_begin
-        while pos < self.q_end and self.q[pos].job_idx < 0:
+        if self._over_limit(j):
+            return WHY_USER_LIMIT
+        pos = self.q_begin  # the first job in line that no limit holds back
+        while pos < self.q_end and (self.q[pos].job_idx < 0 or self._over_limit(self.q[pos].job_idx)):
             pos += 1
         if pos < self.q_end and self.q[pos].job_idx == j:
             return WHY_RESOURCES

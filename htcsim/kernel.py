@@ -61,7 +61,12 @@ def job_specs(jobs: np.ndarray, *, with_memory: bool = True) -> np.ndarray:
     specs["submit_s"] = jobs["submit_s"]
     specs["walltime_s"] = np.maximum(jobs["walltime_s"], 1)
     specs["n_tasks"] = jobs["n_tasks"]
-    specs["user_idx"] = jobs["user_id"]
+    # users as dense indices (unknown stays -1): the kernel keeps usage per user
+    users = jobs["user_id"]
+    known = users >= 0
+    dense = np.full(len(jobs), -1, dtype=np.int32)
+    dense[known] = np.unique(users[known], return_inverse=True)[1]
+    specs["user_idx"] = dense
     per_task = specs["per_task"]
     per_task[:, 0] = jobs["cores_per_task"]
     per_task[:, 1] = jobs["mem_mib_per_task"] if with_memory else 0
@@ -110,6 +115,7 @@ class Kernel:
             _core.PLACEMENTS[policy.placement],
             policy.backfill_depth,
         )
+        self._state.set_user_limits(policy.max_running_jobs_per_user, policy.max_cores_per_user)
 
     @property
     def n_jobs(self) -> int:

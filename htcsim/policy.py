@@ -49,11 +49,17 @@ class Policy:
     backfill: BackfillMode = "easy"
     backfill_depth: int = 0
     placement: Placement = "first_fit"
+    max_running_jobs_per_user: int = 0
+    max_cores_per_user: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("order", self.order, ORDERS)
         _check_choice("backfill", self.backfill, BACKFILL_MODES)
         _check_choice("placement", self.placement, PLACEMENTS)
+        for name in ("max_running_jobs_per_user", "max_cores_per_user"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                _fail(name, f"must be an integer >= 0 (0: no limit), got {value!r}")
         if (
             not isinstance(self.backfill_depth, int)
             or isinstance(self.backfill_depth, bool)
@@ -88,6 +94,10 @@ TOML_KEYS: dict[str, dict[str, str]] = {
     "queue": {"order": "order"},
     "backfill": {"mode": "backfill", "depth": "backfill_depth"},
     "placement": {"strategy": "placement"},
+    "limits": {
+        "running_jobs_per_user": "max_running_jobs_per_user",
+        "cores_per_user": "max_cores_per_user",
+    },
 }
 
 _TOML_KEY_OF_FIELD = {
@@ -109,6 +119,13 @@ order = "fcfs"
 mode = "easy"
 # Queued jobs examined per pass; 0 examines them all (Slurm: bf_max_job_test).
 depth = 0
+
+[limits]
+# Per user: running jobs and cores held at once (0: no limit). A job that
+# would exceed its user's limit waits with reason UserLimit; it is never the
+# job others wait behind, and never gets a reservation.
+running_jobs_per_user = 0
+cores_per_user = 0
 
 [placement]
 # How tasks are put on nodes: "first_fit" (nodes in order), "best_fit" (pack:

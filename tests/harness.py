@@ -28,6 +28,7 @@ def specs_of(jobs: list[RefJob]) -> tuple[np.ndarray, np.ndarray]:
         specs[slot]["n_tasks"] = job.cores
         specs[slot]["per_task"][0] = 1
         specs[slot]["priority"] = job.priority
+        specs[slot]["user_idx"] = job.user
     return specs, order
 
 
@@ -39,9 +40,16 @@ def run_kernel(
     order: str = "fcfs",
     on_pass: Callable[[Kernel, int], None] | None = None,
     placement: str = "first_fit",
+    limits: tuple[int, int] = (0, 0),
 ) -> tuple[list[int], list[int]]:
     """Start and end times (in ``jobs``' order) as the kernel schedules them."""
-    policy = Policy(order=order, backfill=backfill, placement=placement)  # type: ignore[arg-type]
+    policy = Policy(
+        order=order,  # type: ignore[arg-type]
+        backfill=backfill,  # type: ignore[arg-type]
+        placement=placement,  # type: ignore[arg-type]
+        max_running_jobs_per_user=limits[0],
+        max_cores_per_user=limits[1],
+    )
     kernel = Kernel(node_capacity(n_nodes, cores_per_node), policy)
     specs, perm = specs_of(jobs)
     kernel.add_jobs(specs)

@@ -22,6 +22,7 @@ Jobs are killed at their requested time, so one runs min(run, walltime).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,24 @@ class RefJob:
     walltime: int  # >= 1
     run: int  # recorded; the job runs min(run, walltime)
     priority: float = 0.0
+    user: int = -1  # -1: no user, no limit applies
+
+
+@dataclass
+class Limits:
+    """Per-user caps (0: none): running jobs, and cores held."""
+
+    jobs: int = 0
+    cores: int = 0
+
+    def over(self, job: RefJob, running: list[RefJob]) -> bool:
+        """Would starting ``job`` exceed its user's cap, given the jobs running?"""
+        if job.user < 0:
+            return False
+        mine = [r for r in running if r.user == job.user]
+        if self.jobs and len(mine) >= self.jobs:
+            return True
+        return bool(self.cores and sum(r.cores for r in mine) + job.cores > self.cores)
 
 
 def sort_key(job: RefJob, order: str) -> tuple[float, int, int]:
@@ -48,7 +67,11 @@ def sort_key(job: RefJob, order: str) -> tuple[float, int, int]:
 
 
 def simulate(
-    jobs: list[RefJob], total_cores: int, backfill: str, order: str = "fcfs"
+    jobs: list[RefJob],
+    total_cores: int,
+    backfill: str,
+    order: str = "fcfs",
+    limits: Limits | None = None,
 ) -> tuple[list[int], list[int]]:
     """Start and end time of every job (same order as ``jobs``)."""
     n = len(jobs)
@@ -71,7 +94,9 @@ def simulate(
             pending.append(arrivals[next_arrival])
             next_arrival += 1
         pending.sort(key=lambda i: sort_key(jobs[i], order))
-        started = schedule_pass(jobs, pending, running, start, free, now, backfill, total_cores)
+        started = schedule_pass(
+            jobs, pending, running, start, free, now, backfill, total_cores, limits or Limits()
+        )
         for j in started:
             pending.remove(j)
             start[j] = now
@@ -89,26 +114,42 @@ def schedule_pass(
     now: int,
     backfill: str,
     total_cores: int,
+    limits: Limits,
 ) -> list[int]:
-    """Jobs to start now, in the order the pass starts them."""
+    """Jobs to start now, in the order the pass starts them.
+
+    A job that would exceed its user's limit is passed over: it starts
+    nothing, is never the head and gets no reservation.
+    """
     req_end = {j: start[j] + jobs[j].walltime for j in running}
+
+    def held_back(j: int) -> bool:
+        return limits.over(jobs[j], [jobs[r] for r in [*running, *started]])
+
     if backfill == "conservative":
-        return _conservative(jobs, queue, req_end, free, now)
-    started: list[int] = []
+        started: list[int] = []
+        return _conservative(jobs, queue, req_end, free, now, held_back, started)
+    started = []
     pos = 0
-    while pos < len(queue) and jobs[queue[pos]].cores <= free:
-        started.append(queue[pos])
-        free -= jobs[queue[pos]].cores
+    head = None
+    while pos < len(queue):
+        j = queue[pos]
         pos += 1
-    if pos == len(queue) or backfill == "none":
+        if held_back(j):
+            continue
+        if jobs[j].cores > free:
+            head = j
+            break
+        started.append(j)
+        free -= jobs[j].cores
+    if head is None or backfill == "none":
         return started
-    head = queue[pos]
     ends = dict(req_end)
     for j in started:
         ends[j] = now + jobs[j].walltime
     shadow, extra = shadow_time(jobs, ends, free, jobs[head].cores, now)
-    for j in queue[pos + 1 :]:
-        if jobs[j].cores > free:
+    for j in queue[pos:]:
+        if jobs[j].cores > free or held_back(j):
             continue
         ends_in_time = now + jobs[j].walltime <= shadow
         if ends_in_time or jobs[j].cores <= extra:
@@ -134,7 +175,13 @@ def shadow_time(
 
 
 def _conservative(
-    jobs: list[RefJob], queue: list[int], req_end: dict[int, int], free: int, now: int
+    jobs: list[RefJob],
+    queue: list[int],
+    req_end: dict[int, int],
+    free: int,
+    now: int,
+    held_back: Callable[[int], bool],
+    started: list[int],
 ) -> list[int]:
     """Each queued job, in order, takes the first breakpoint where it fits for its walltime.
 
@@ -149,8 +196,9 @@ def _conservative(
     # cores released by the running jobs whose requested end is <= each breakpoint
     released = np.concatenate(([0], np.cumsum(sizes)))[np.searchsorted(ends, times, "right")]
     avail = free + released
-    started: list[int] = []
     for j in queue:
+        if held_back(j):
+            continue
         need, wall = jobs[j].cores, jobs[j].walltime
         short = np.concatenate(([0], np.cumsum(avail < need)))
         window_end = np.searchsorted(times, times + wall, side="left")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from htcsim.kernel import Kernel
 from tests.harness import run_kernel
-from tests.reference import RefJob, simulate
+from tests.reference import Limits, RefJob, simulate
 
 MODES = ("none", "easy", "conservative")
 ORDERS = ("fcfs", "sjf", "priority")
@@ -133,3 +133,29 @@ def test_conservative_never_delays_any_reservation(case: tuple[list[RefJob], int
     run_kernel(jobs, n_nodes, cpn, "conservative", "fcfs", on_pass=record)
     for slot, first_promise in promised.items():
         assert started_at[slot] == first_promise, "conservative moved a reservation"
+
+
+@SETTINGS
+@given(
+    workloads(),
+    st.sampled_from(MODES),
+    st.sampled_from(ORDERS),
+    st.integers(0, 2),
+    st.integers(0, 4),
+)
+def test_user_limits_match_the_reference(
+    case: tuple[list[RefJob], int, int],
+    mode: str,
+    order: str,
+    max_jobs: int,
+    max_cores: int,
+) -> None:
+    """Jobs over their user's cap are passed over the same way in both schedulers."""
+    jobs, n_nodes, cpn = case
+    for k, job in enumerate(jobs):
+        job.user = (k * 7 + int(job.walltime)) % 3
+        if max_cores:
+            job.cores = min(job.cores, max_cores)  # a job above the cap could never run
+    expected = simulate(jobs, n_nodes * cpn, mode, order, Limits(max_jobs, max_cores))
+    got = run_kernel(jobs, n_nodes, cpn, mode, order, limits=(max_jobs, max_cores))
+    assert got == expected

@@ -145,3 +145,21 @@ def test_spread_balances_single_core_jobs_over_nodes() -> None:
         packed.submit(slot, 0)
     packed.schedule(0)
     assert packed.free_per_node()[:, 0].tolist() == [0, 2, 4]
+
+
+def test_a_user_at_its_limit_is_passed_over_not_waited_for() -> None:
+    # 4 cores, at most one running job per user. Alice (user 0) runs A; her
+    # next job B is held back by the limit (reason UserLimit) and is not the
+    # head: Bob's C (user 1) starts although it comes after B.
+    kernel = Kernel(node_capacity(4, 1), Policy(max_running_jobs_per_user=1))
+    jobs = specs([(0, 1, 100), (0, 1, 100), (0, 1, 100)])
+    jobs["user_idx"] = [0, 0, 1]
+    kernel.add_jobs(jobs)
+    for slot in range(3):
+        kernel.submit(slot, 0)
+    assert kernel.schedule(0) == 2
+    assert kernel.start_times().tolist() == [0, -1, 0]
+    assert kernel.why_pending(1) == Reason.UserLimit
+    kernel.finish(0, 100)
+    assert kernel.schedule(100) == 1
+    assert kernel.start_times()[1] == 100
