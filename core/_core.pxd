@@ -236,7 +236,7 @@ cdef class ClusterState:
     cdef int _limits_on(self) noexcept nogil
     cdef int _over_limit(self, int j) noexcept nogil
     cdef void _count_user(self, int j, int sign) noexcept nogil
-    cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil
+    cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil
     cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil
     cdef int _pass_conservative(self, int64_t now) noexcept nogil

@@ -38,7 +38,6 @@ JOB_SPEC_DTYPE = np.asarray(<JobSpec[:1]>(&_spec_example)).dtype
 """NumPy dtype of ``JobSpec``, derived from the C struct (one source of truth)."""
 
 N_RESOURCES = N_RES
-PROFILE_BLOCK_SEGMENTS = PROFILE_BLOCK
 RESOURCE_NAMES = ("cores", "mem_mib", "gpus", "scratch_mib")
 ORDERS = {"fcfs": ORDER_FCFS, "sjf": ORDER_SJF, "priority": ORDER_PRIORITY}
 BACKFILLS = {"none": BF_NONE, "easy": BF_EASY, "conservative": BF_CONSERVATIVE}
@@ -316,11 +315,6 @@ cdef class ClusterState:
         if self._submit(j) != 0:
             raise MemoryError()
         return 0
-
-    def submit_many(self, const int32_t[::1] job_idx, int64_t now):
-        cdef Py_ssize_t k
-        for k in range(job_idx.shape[0]):
-            self.submit(job_idx[k], now)
 
     cdef int _submit(self, int j) noexcept nogil:
         cdef QEntry e
@@ -693,7 +687,7 @@ cdef class ClusterState:
 
     cdef int _pass_easy(self, int64_t now) noexcept nogil:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
-        cdef int pos, j, k, head_pos = -1, examined = 0, started
+        cdef int j, k, head_pos, examined = 0, pos
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
                 and not self._limits_on() and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
@@ -713,24 +707,11 @@ cdef class ClusterState:
                     return PASS_NO_MEMORY
             return PASS_OK
         self.n_full_passes += 1
-        pos = self.q_begin
-        while pos < self.q_end:
-            j = self.q[pos].job_idx
-            if j < 0:
-                pos += 1
-                continue
+        head_pos = self._start_in_order(now, &examined)
+        if head_pos == -2:
+            return PASS_NO_MEMORY
+        if head_pos >= 0:
             examined += 1
-            if self._over_limit(j):  # passed over: never the head, never demand
-                pos += 1
-                continue
-            started = self._start_if_fits(j, now, pos)
-            if started < 0:
-                return PASS_NO_MEMORY
-            if started:
-                pos += 1
-                continue
-            head_pos = pos
-            break
         self.n_jobs_examined += examined
         if head_pos < 0:
             self.head_idx = -1
@@ -776,14 +757,32 @@ cdef class ClusterState:
             self.user_running[u] += sign
             self.user_cores[u] += sign * self.need[j * N_RES + RES_CORES]
 
-    cdef int _start_if_fits(self, int j, int64_t now, int pos) noexcept nogil:
-        """Start job ``j`` (at queue position ``pos``) if it fits now: 1 started, 0 not, -1 error."""
-        if not self._fits_now(j):
-            return 0
-        if self._start(j, now) != 0:
-            return -1
-        self._tombstone(pos)
-        return 1
+    cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil:
+        """Start queued jobs in order while they fit, passing over jobs a limit holds back.
+
+        Returns the queue position of the first job that does not fit (not
+        counted in ``examined``), -1 when every job was started or passed
+        over, -2 when out of memory.
+        """
+        cdef int pos = self.q_begin, j
+        while pos < self.q_end:
+            j = self.q[pos].job_idx
+            if j < 0:
+                pos += 1
+                continue
+            if self._over_limit(j):  # passed over: never the head, never reserved
+                examined[0] += 1
+                self.reserved_s[j] = -1
+                pos += 1
+                continue
+            if not self._fits_now(j):
+                return pos
+            if self._start(j, now) != 0:
+                return -2
+            self._tombstone(pos)
+            examined[0] += 1
+            pos += 1
+        return -1
 
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil:
         """Start ``j`` if it cannot delay the head's reservation (EASY rule)."""
@@ -840,8 +839,7 @@ cdef class ClusterState:
 
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
-        cdef int pos, j, k, examined = 0, built, started
-        cdef int64_t t, free_now
+        cdef int pos, j, k, examined = 0
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
                 and prof_second_time(&self.prof) > now):
@@ -864,16 +862,25 @@ cdef class ClusterState:
             return PASS_NO_MEMORY
         # Until a job fails to start, only starts have been made: free resources
         # can only grow with time (running jobs end, started ones end), so a job
-        # that fits now fits for its whole walltime. The profile is built at the
-        # first job that does not start, from the running jobs, which by then
-        # include the ones just started: the same profile a full rebuild gives.
-        built = 0
-        pos = self.q_begin
+        # that fits now fits for its whole walltime, as in EASY's first phase.
+        # The profile is built at the first job that does not start, from the
+        # running jobs, which by then include the ones just started: the same
+        # profile a full rebuild gives.
+        pos = self._start_in_order(now, &examined)
+        self.n_jobs_examined += examined
+        if pos == -2:
+            return PASS_NO_MEMORY
+        if pos == -1 or self.total_free[RES_CORES] < self.suffix_min[pos - self.q_begin]:
+            # all started, or nothing more can start: no profile was needed (the
+            # stored one is stale for incremental passes); reservations on demand
+            self.resv_complete = 0
+            return PASS_OK
+        if self._build_profile(now) != 0:
+            return PASS_NO_MEMORY
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0:
-                free_now = prof_free_now_cores(&self.prof) if built else self.total_free[RES_CORES]
-                if free_now < self.suffix_min[pos - self.q_begin]:
+                if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
                     # No job from here on fits in the cores free now, so none can
                     # start: the decisions are complete. Their reservations are
                     # computed only if someone asks (reservations, estimates).
@@ -886,24 +893,9 @@ cdef class ClusterState:
                 self.n_jobs_examined += 1
                 if self._over_limit(j):  # passed over: no reservation
                     self.reserved_s[j] = -1
-                    pos += 1
-                    continue
-                if not built:
-                    started = self._start_if_fits(j, now, pos)
-                    if started < 0:
-                        return PASS_NO_MEMORY
-                    if started:
-                        pos += 1
-                        continue
-                    if self._build_profile(now) != 0:
-                        return PASS_NO_MEMORY
-                    built = 1
-                if self._reserve_or_start(j, now, pos) != PASS_OK:
+                elif self._reserve_or_start(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
             pos += 1
-        if not built:
-            # no profile was needed; the stored one is stale for incremental passes
-            self.resv_complete = 0
         return PASS_OK
 
     cdef int _fill_suffix_min(self) noexcept nogil:
@@ -1182,7 +1174,7 @@ cdef class ReplayFeed:
             t = self.h_t[0]
         return -1 if t == NEVER else t
 
-    cpdef int apply(self, ClusterState state, int64_t now) except -1:
+    cdef int _apply(self, ClusterState state, int64_t now) except -1:
         """Completions due at ``now``, then arrivals at ``now``, into the state."""
         cdef int j, count = 0
         while self.h_n > 0 and self.h_t[0] <= now:
@@ -1200,12 +1192,12 @@ cdef class ReplayFeed:
     cpdef int64_t step(self, ClusterState state, int64_t now) except -2:
         """One simulation step at ``now``: events, one pass, completions of the
         jobs it started. Returns the next event time (-1: the replay is over)."""
-        self.apply(state, now)
+        self._apply(state, now)
         state.schedule(now)
-        self.record_starts(state, now)
+        self._record_starts(state, now)
         return self.next_time()
 
-    cpdef int record_starts(self, ClusterState state, int64_t now) except -1:
+    cdef int _record_starts(self, ClusterState state, int64_t now) except -1:
         """Schedule the completion of every job the last pass started."""
         cdef int k, j
         for k in range(state.n_started):

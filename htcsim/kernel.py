@@ -154,32 +154,38 @@ class Kernel:
 
     def _validate(self, specs: np.ndarray) -> None:
         per_task = specs["per_task"]
-        checks: list[tuple[np.ndarray, str]] = [
-            (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)"),
-            (per_task[:, 0] < 1, "asks for less than one core per task"),
-            (np.asarray((per_task < 0).any(axis=1)), "asks for a negative amount of a resource"),
-            (specs["walltime_s"] < 1, "has a walltime under one second"),
-        ]
         total = self.capacity.sum(axis=0)
         need = per_task * specs["n_tasks"][:, None]
-        too_big = need > total
-        checks.append((too_big.any(axis=1), "asks for more than the whole cluster has"))
-        biggest_node = self.capacity.max(axis=0)
-        checks.append(((per_task > biggest_node).any(axis=1), "has a task larger than every node"))
-        for bad, what in checks:
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                detail = ""
-                if "cluster" in what or "node" in what:
-                    request = dict(zip(RESOURCES, per_task[k].tolist(), strict=True))
-                    detail = (
-                        f" ({int(specs['n_tasks'][k])} tasks x {request}; cluster total "
-                        f"{dict(zip(RESOURCES, total.tolist(), strict=True))})"
-                    )
-                raise KernelInputError(
-                    f"job {int(specs['job_id'][k])} {what}{detail}; "
-                    f"{int(bad.sum())} job(s) in this batch are affected"
-                )
+        # (which jobs are bad, what is wrong, whether the request vs the cluster explains it)
+        checks: list[tuple[np.ndarray, str, bool]] = [
+            (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)", False),
+            (per_task[:, 0] < 1, "asks for less than one core per task", False),
+            (
+                np.asarray((per_task < 0).any(axis=1)),
+                "asks for a negative amount of a resource",
+                False,
+            ),
+            (specs["walltime_s"] < 1, "has a walltime under one second", False),
+            ((need > total).any(axis=1), "asks for more than the whole cluster has", True),
+            (
+                (per_task > self.capacity.max(axis=0)).any(axis=1),
+                "has a task larger than every node",
+                True,
+            ),
+        ]
+        for bad, what, show_request in checks:
+            if not bad.any():
+                continue
+            k = int(np.flatnonzero(bad)[0])
+            detail = ""
+            if show_request:
+                request = dict(zip(RESOURCES, per_task[k].tolist(), strict=True))
+                cluster = dict(zip(RESOURCES, total.tolist(), strict=True))
+                detail = f" ({int(specs['n_tasks'][k])} tasks x {request}; cluster total {cluster})"
+            raise KernelInputError(
+                f"job {int(specs['job_id'][k])} {what}{detail}; "
+                f"{int(bad.sum())} job(s) in this batch are affected"
+            )
 
     def set_priorities(self, job_idx: np.ndarray, priority: np.ndarray) -> None:
         self._state.set_priorities(
@@ -234,9 +240,11 @@ class ReplayFeed:
         state = kernel._state
         feed = self._feed
         self.next_time = feed.next_time
-        self.apply = lambda now: feed.apply(state, now)
-        self.record_starts = lambda now: feed.record_starts(state, now)
         self._raw = (feed, state)
+
+    def step(self, now: int) -> int:
+        """Events due at ``now``, one pass, the started jobs' completions; the next time."""
+        return int(self._feed.step(self._raw[1], now))
 
     @property
     def raw(self) -> tuple[object, object]:

@@ -55,12 +55,11 @@ def run_kernel(
     kernel.add_jobs(specs)
     duration = np.array([min(jobs[i].run, jobs[i].walltime) for i in perm], dtype=np.int64)
     feed = ReplayFeed(kernel, specs["submit_s"], duration)
-    while (now := feed.next_time()) >= 0:
-        feed.apply(now)
-        kernel.schedule(now)
-        feed.record_starts(now)
+    now = feed.next_time()
+    while now >= 0:
+        at, now = now, feed.step(now)
         if on_pass is not None:
-            on_pass(kernel, now)
+            on_pass(kernel, at)
     start = np.empty(len(jobs), dtype=np.int64)
     end = np.empty(len(jobs), dtype=np.int64)
     start[perm] = kernel.start_times()

@@ -163,3 +163,18 @@ def test_a_user_at_its_limit_is_passed_over_not_waited_for() -> None:
     kernel.finish(0, 100)
     assert kernel.schedule(100) == 1
     assert kernel.start_times()[1] == 100
+
+
+def test_new_priorities_reorder_the_queue() -> None:
+    # 1 core busy until 10; B then C queue. Raising C's priority makes it next.
+    kernel = Kernel(node_capacity(1, 1), Policy(order="priority"))
+    kernel.add_jobs(specs([(0, 1, 10), (1, 1, 10), (2, 1, 10)]))
+    for slot in range(3):
+        kernel.submit(slot, slot)
+        kernel.schedule(slot)
+    assert kernel.pending_jobs().tolist() == [1, 2]
+    kernel.set_priorities(np.array([2]), np.array([5.0]))
+    assert kernel.pending_jobs().tolist() == [2, 1]
+    kernel.finish(0, 10)
+    kernel.schedule(10)
+    assert kernel.start_times().tolist() == [0, -1, 10]

@@ -65,11 +65,8 @@ def simulate(
     duration = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0))
     env = simpy.Environment(initial_time=int(jobs["submit_s"][0]) if len(jobs) else 0)
-    samples: list[tuple[int, int, int]] = []
-    if estimate_sample > 0:
-        env.process(_replay_sampling(env, feed, kernel, estimate_sample, samples, progress))
-    else:
-        env.process(_replay(env, feed, progress))
+    sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
+    env.process(_replay(env, feed, progress, sampler))
     began = time.perf_counter()
     collecting = gc.isenabled()
     gc.disable()  # the loop makes no reference cycles; collections would only cost time
@@ -87,16 +84,21 @@ def simulate(
         replay_seconds=elapsed,
         counters=kernel.counters,
         cluster=cluster,
-        estimates=np.array(samples, dtype=ESTIMATE_DTYPE) if estimate_sample > 0 else None,
+        estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
     )
 
 
 def _replay(
-    env: simpy.Environment, feed: ReplayFeed, progress: ProgressCallback | None
+    env: simpy.Environment,
+    feed: ReplayFeed,
+    progress: ProgressCallback | None,
+    sampler: _EstimateSampler | None = None,
 ) -> Generator[simpy.Event, Any, None]:
-    """The driver process: the hot loop of the simulator (a few C calls a step)."""
+    """The driver process: the hot loop of the simulator (one kernel call a step)."""
     raw_feed, state = feed.raw
-    step = raw_feed.step  # type: ignore[attr-defined]
+    # completions due, arrivals, one scheduling pass, the started jobs'
+    # completions: one call into the kernel per distinct event time
+    step = sampler if sampler is not None else raw_feed.step  # type: ignore[attr-defined]
     timeout = env.timeout
     countdown = PROGRESS_EVERY_STEPS
     clock = int(env.now)
@@ -105,8 +107,6 @@ def _replay(
         if now > clock:
             yield timeout(now - clock)
             clock = now
-        # completions due, arrivals, one scheduling pass, the started jobs'
-        # completions: one call into the kernel per distinct event time
         now = step(state, now)
         countdown -= 1
         if countdown == 0 and progress is not None:
@@ -116,29 +116,21 @@ def _replay(
         progress(raw_feed.n_events)  # type: ignore[attr-defined]
 
 
-def _replay_sampling(
-    env: simpy.Environment,
-    feed: ReplayFeed,
-    kernel: Kernel,
-    every: int,
-    samples: list[tuple[int, int, int]],
-    progress: ProgressCallback | None,
-) -> Generator[simpy.Event, Any, None]:
-    """The driver loop, plus a start estimate for every ``every``-th arrival left pending."""
-    raw_feed, state = feed.raw
-    step = raw_feed.step  # type: ignore[attr-defined]
-    clock = int(env.now)
-    now = raw_feed.next_time()  # type: ignore[attr-defined]
-    while now >= 0:
-        if now > clock:
-            yield env.timeout(now - clock)
-            clock = now
-        arrived_before = raw_feed.cursor  # type: ignore[attr-defined]
-        at = now
-        now = step(state, at)
+class _EstimateSampler:
+    """A step of the feed, then a start estimate for every ``every``-th arrival left pending."""
+
+    def __init__(self, feed: ReplayFeed, kernel: Kernel, every: int) -> None:
+        self._feed = feed.raw[0]
+        self._kernel = kernel
+        self._every = every
+        self.samples: list[tuple[int, int, int]] = []
+
+    def __call__(self, state: object, at: int) -> int:
+        arrived_before = self._feed.cursor  # type: ignore[attr-defined]
+        next_time = int(self._feed.step(state, at))  # type: ignore[attr-defined]
+        every = self._every
         first = -(-arrived_before // every) * every
-        for slot in range(first, raw_feed.cursor, every):  # type: ignore[attr-defined]
-            if kernel.why_pending(slot) in WAITING:
-                samples.append((slot, at, kernel.estimate_start(slot, at)))
-    if progress is not None:
-        progress(raw_feed.n_events)  # type: ignore[attr-defined]
+        for slot in range(first, self._feed.cursor, every):  # type: ignore[attr-defined]
+            if self._kernel.why_pending(slot) in WAITING:
+                self.samples.append((slot, at, self._kernel.estimate_start(slot, at)))
+        return next_time
