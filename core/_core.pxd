@@ -29,6 +29,37 @@ cdef enum:
     ORDER_FCFS = 0      # (submit_s, job_id)
     ORDER_SJF = 1       # (walltime_s, submit_s, job_id)
     ORDER_PRIORITY = 2  # (-priority, submit_s, job_id); priority supplied by the caller
+    ORDER_MULTIFACTOR = 3  # (-priority, ...); priority computed here (age, size, fairshare, QoS, nice)
+
+# Fairshare algorithm.
+cdef enum:
+    FS_CLASSIC = 0      # 2^(-effective usage / normalized shares)
+    FS_FAIR_TREE = 1    # rank of the user in a depth-first walk of groups then users by level fairshare
+
+# Accounting levels (limits, usage) and limit/usage columns.
+cdef enum:
+    LVL_USER = 0
+    LVL_GROUP = 1
+    LVL_QOS = 2
+    N_LVL = 3
+    LIM_JOBS = 0        # running jobs
+    LIM_CORES = 1       # cores held by running jobs
+    LIM_GPUS = 2        # GPUs held by running jobs
+    LIM_QUEUED = 3      # pending jobs considered (the rest wait with the limit as reason)
+    N_LIM = 4
+    N_USE = 3           # usage columns: running jobs, cores, GPUs
+
+# Dependency kinds.
+cdef enum:
+    DEP_AFTERANY = 0
+    DEP_AFTEROK = 1
+    DEP_AFTERNOTOK = 2
+
+# Owner kinds of an advance reservation (same numbering as the levels).
+cdef enum:
+    OWNER_USER = 0
+    OWNER_GROUP = 1
+    OWNER_QOS = 2
 
 # Backfill mode.
 cdef enum:
@@ -86,8 +117,10 @@ ctypedef struct JobSpec:
     int64_t walltime_s      # requested time: reservation length and kill limit (>= 1)
     int64_t per_task[4]     # resources per task, indexed by RES_*
     int32_t n_tasks         # task count (>= 1)
-    int32_t user_idx        # dense user index (-1 unknown); fairshare/limits later
-    double priority         # ORDER_PRIORITY key; larger runs first
+    int32_t user_idx        # dense user index (-1 unknown): fairshare, limits, nice
+    int32_t group_idx       # dense group index (-1 unknown): fairshare tree, limits
+    int32_t qos_idx         # QoS table index (-1: none): QoS factor and limits
+    double priority         # ORDER_PRIORITY / ORDER_MULTIFACTOR key; larger runs first
 
 ctypedef struct QEntry:
     double key              # primary sort key (0 for FCFS)
@@ -119,6 +152,27 @@ ctypedef struct Profile:
     int32_t* order                  # block ids in time order
     int cap_order
 
+ctypedef struct DepEdge:
+    int64_t delay_s         # think time after the parent ends
+    int32_t child
+    int32_t next            # next edge of the same parent, -1 ends the list
+    int32_t kind            # DEP_*
+    int32_t _pad
+
+ctypedef struct TimeHeap:   # binary min-heap of (time, job slot)
+    int64_t* t
+    int32_t* j
+    int n
+    int cap
+
+ctypedef struct AdvanceResv:
+    int64_t start_s
+    int64_t end_s
+    int64_t cap[4]          # capacity of its nodes, summed
+    int32_t owner_kind      # OWNER_*
+    int32_t owner_idx
+    int8_t* on_node         # n_nodes flags
+
 ctypedef struct AllocEntry:
     int32_t node_idx
     int32_t n_tasks
@@ -131,12 +185,67 @@ cdef class ClusterState:
     cdef int placement
     cdef int bf_depth                  # 0: unlimited; else max queued jobs examined per pass
 
-    # --- per-user limits (0: none) and usage by running jobs ---
-    cdef int64_t max_jobs_per_user
-    cdef int64_t max_cores_per_user
-    cdef int64_t* user_running         # running jobs per user_idx
-    cdef int64_t* user_cores           # cores held by running jobs per user_idx
-    cdef int n_users
+    # --- accounting per user, group and QoS: usage of running jobs and limits ---
+    cdef int n_ent[3]                  # entities per level
+    cdef int64_t* ent_use[3]           # n_ent * N_USE
+    cdef int64_t* ent_lim[3]           # n_ent * N_LIM, 0: no limit
+    cdef int32_t* ent_seen[3]          # pending jobs met by the current queue walk
+    cdef int64_t def_lim[3][4]         # limits of entities created later (users, groups)
+    cdef int limits_on
+    cdef int queued_limits_on
+
+    # --- multifactor priority ---
+    cdef double w_age, w_size, w_fs, w_qos
+    cdef int64_t max_age_s
+    cdef int favor_small
+    cdef int64_t prio_interval_s
+    cdef int64_t next_prio_s           # next recomputation
+    cdef double* qos_prio              # per QoS, normalized to [0, 1]
+    cdef double* user_nice             # per user, subtracted from the priority
+    cdef int64_t all_cores             # cores of every node (size factor)
+    cdef public long long n_recomputes
+
+    # --- fairshare ---
+    cdef int fs_algo
+    cdef double fs_half_life_s
+    cdef double* user_share            # raw shares (default 1)
+    cdef double* group_share
+    cdef int32_t* user_group           # the group a user's usage counts in (its first job's)
+    cdef double* user_usage            # decayed core-seconds as of usage_t
+    cdef double* user_acc              # core-seconds of jobs that ended since usage_t
+    cdef double* group_usage
+    cdef double* user_fs               # fairshare factor from the last recomputation
+    cdef int64_t usage_t
+
+    # --- starvation guard ---
+    cdef int64_t starve_limit_s        # 0: off
+    cdef int8_t* starved               # per job: promoted to the front, gets a reservation
+    cdef int32_t* fifo                 # pending jobs in the order they became eligible
+    cdef int64_t* fifo_t               # ... and when (an entry is stale if the job's differs)
+    cdef int fifo_head
+    cdef int fifo_n
+    cdef int fifo_cap
+
+    # --- dependencies and holds ---
+    cdef int32_t* dep_unmet            # parents not yet ended
+    cdef int64_t* dep_ready            # earliest eligibility from ended parents (+ think time)
+    cdef int8_t* dep_doomed            # a dependency can never be satisfied
+    cdef int8_t* dep_cancelled         # cancelled because of it
+    cdef int8_t* hold_why              # while HELD: WHY_DEPENDENCY, WHY_BEGIN_TIME or WHY_HELD
+    cdef int8_t* end_ok                # ended successfully (afterok/afternotok)
+    cdef int64_t* elig_s               # when the job entered the pending queue (age)
+    cdef int32_t* kid_head             # first DepEdge of each parent, -1 none
+    cdef DepEdge* edges
+    cdef int n_edges
+    cdef int cap_edges
+    cdef TimeHeap begin_heap           # held jobs waiting for their think time
+
+    # --- advance reservations ---
+    cdef AdvanceResv* resv
+    cdef int n_resv
+    cdef int cap_resv
+    cdef int n_live_resv               # not yet ended at the last pass
+    cdef int64_t cur_now               # time of the pass in progress
 
     # --- nodes ---
     cdef int n_nodes
@@ -209,12 +318,20 @@ cdef class ClusterState:
 
     # --- internals (C-level; all nogil, failures are return codes) ---
     cdef int _grow_jobs(self, Py_ssize_t need) noexcept nogil
-    cdef int _grow_users(self, int n) noexcept nogil
+    cdef int _grow_ent(self, int lvl, int n) noexcept nogil
     cdef void _check_idx(self, int j) except *
     cdef void _entry_of(self, int j, QEntry* e) noexcept nogil
     cpdef int submit(self, int j, int64_t now) except -1
-    cdef int _submit(self, int j) noexcept nogil
-    cpdef int finish(self, int j, int64_t now) except -1
+    cdef int _arrive(self, int j, int64_t now) noexcept nogil
+    cdef int _submit(self, int j, int64_t now) noexcept nogil
+    cdef int _queue_insert(self, int j) noexcept nogil
+    cpdef int finish(self, int j, int64_t now, int ok=*) except -1
+    cdef int _parent_done(self, int p, int64_t now) noexcept nogil
+    cdef int _release_begin(self, int64_t now) noexcept nogil
+    cdef int _promote_starved(self, int64_t now) noexcept nogil
+    cdef int _node_usable(self, int n, int j) noexcept nogil
+    cdef int _owner_resv(self, int j) noexcept nogil
+    cdef void _expire_resv(self, int64_t now) noexcept nogil
     cpdef int cancel(self, int j, int64_t now) except -1
     cdef int _upper_bound(self, const QEntry* e) noexcept nogil
     cdef int _find_pos(self, int j) noexcept nogil
@@ -226,16 +343,20 @@ cdef class ClusterState:
     cdef int _fits_now(self, int j) noexcept nogil
     cdef int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil
     cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil
-    cdef int _pick_node(self, JobSpec* s, int64_t rem, int64_t* k_out) noexcept nogil
+    cdef int _pick_node(self, int j, int64_t rem, int64_t* k_out) noexcept nogil
     cdef int _start(self, int j, int64_t now) noexcept nogil
-    cdef void _release(self, int j) noexcept nogil
+    cdef void _release(self, int j, int64_t now) noexcept nogil
     cdef void _compact_alloc(self) noexcept nogil
     cpdef int schedule(self, int64_t now) except -2
     cdef int _run_pass(self, int64_t now) noexcept nogil
     cdef int _pass_easy(self, int64_t now) noexcept nogil
     cdef int _limits_on(self) noexcept nogil
     cdef int _over_limit(self, int j) noexcept nogil
+    cdef int _ent(self, int j, int lvl) noexcept nogil
+    cdef int _visit_limit(self, int j) noexcept nogil
+    cdef void _reset_seen(self) noexcept nogil
     cdef void _count_user(self, int j, int sign) noexcept nogil
+    cdef int _pass_easy_profile(self, int64_t now, int head_pos, int examined) noexcept nogil
     cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil
     cdef int _try_backfill(self, int j, int64_t now, int pos) noexcept nogil
     cdef void _compute_shadow(self, int head, int64_t now) noexcept nogil

@@ -25,7 +25,9 @@ No clock is read here and no I/O is done: time is the caller's ``now``.
 
 cimport cython
 from libc.stdint cimport INT64_MAX, int8_t, int32_t, int64_t
-from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.float cimport DBL_MAX
+from libc.math cimport exp2
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
@@ -39,7 +41,12 @@ JOB_SPEC_DTYPE = np.asarray(<JobSpec[:1]>(&_spec_example)).dtype
 
 N_RESOURCES = N_RES
 RESOURCE_NAMES = ("cores", "mem_mib", "gpus", "scratch_mib")
-ORDERS = {"fcfs": ORDER_FCFS, "sjf": ORDER_SJF, "priority": ORDER_PRIORITY}
+ORDERS = {"fcfs": ORDER_FCFS, "sjf": ORDER_SJF, "priority": ORDER_PRIORITY,
+          "multifactor": ORDER_MULTIFACTOR}
+FAIRSHARE_ALGORITHMS = {"classic": FS_CLASSIC, "fair_tree": FS_FAIR_TREE}
+DEPENDENCY_KINDS = {"afterany": DEP_AFTERANY, "afterok": DEP_AFTEROK, "afternotok": DEP_AFTERNOTOK}
+LEVELS = {"user": LVL_USER, "group": LVL_GROUP, "qos": LVL_QOS}
+LIMIT_COLUMNS = ("running_jobs", "cores", "gpus", "queued_jobs")
 BACKFILLS = {"none": BF_NONE, "easy": BF_EASY, "conservative": BF_CONSERVATIVE}
 PLACEMENTS = {"first_fit": PLACE_FIRST_FIT, "best_fit": PLACE_BEST_FIT, "spread": PLACE_SPREAD}
 JOB_STATES = {
@@ -103,6 +110,61 @@ cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
 
 
 include "profile.pxi"
+include "heap.pxi"
+include "priority.pxi"
+
+cdef int _grow_f64(double** p, int n) noexcept nogil:
+    """Reallocate ``*p`` to ``n`` doubles; nonzero when out of memory."""
+    cdef void* q = realloc(p[0], max(n, 1) * sizeof(double))
+    if q == NULL:
+        return 1
+    p[0] = <double*>q
+    return 0
+
+
+cdef int _settle_edge(ClusterState st, int e, int p, int64_t now) noexcept nogil:
+    """Dependency edge ``e`` of parent ``p``, which ended at ``now``.
+
+    Returns the child's slot if it was cancelled here (its dependency can
+    never be met: afterok on a failure, afternotok on a success), -1
+    otherwise, -2 when out of memory. afterany is met by any end, a
+    cancellation included; a cancellation counts as not ok.
+    """
+    cdef int c = st.edges[e].child
+    cdef int kind = st.edges[e].kind
+    cdef int ok = st.end_ok[p]
+    cdef int64_t ready
+    st.dep_unmet[c] -= 1
+    if kind == DEP_AFTERANY or (kind == DEP_AFTEROK and ok) or (kind == DEP_AFTERNOTOK and not ok):
+        ready = now + st.edges[e].delay_s
+        if ready > st.dep_ready[c]:
+            st.dep_ready[c] = ready
+        if (st.dep_unmet[c] == 0 and not st.dep_doomed[c] and st.job_state[c] == JS_HELD
+                and st.hold_why[c] == WHY_DEPENDENCY):
+            if st.dep_ready[c] <= now:
+                if st._submit(c, now) != 0:
+                    return -2
+            else:
+                st.hold_why[c] = WHY_BEGIN_TIME
+                if heap_push(&st.begin_heap, st.dep_ready[c], c) != 0:
+                    return -2
+        return -1
+    if st.dep_doomed[c]:
+        return -1
+    st.dep_doomed[c] = 1
+    if st.job_state[c] == JS_HELD:
+        st.job_state[c] = JS_CANCELLED
+        st.dep_cancelled[c] = 1
+        st.end_s[c] = now
+        st.end_ok[c] = 0
+        return c
+    return -1  # not arrived yet: cancelled when it does
+
+
+cdef int _LIMIT_REASON[3]
+_LIMIT_REASON[LVL_USER] = WHY_USER_LIMIT
+_LIMIT_REASON[LVL_GROUP] = WHY_GROUP_LIMIT
+_LIMIT_REASON[LVL_QOS] = WHY_QOS_LIMIT
 
 
 # ---------------------------------------------------------------- the state
@@ -132,6 +194,13 @@ cdef class ClusterState:
                 self.total_free[r] += node_capacity[n, r]
                 self.total_cap[r] += node_capacity[n, r]
         self.first_free_node = 0
+        for n in range(self.n_nodes):
+            self.all_cores += node_capacity[n, RES_CORES]
+        self.max_age_s = 7 * 86400
+        self.prio_interval_s = 300
+        self.favor_small = 1
+        self.w_age = 1.0
+        self.fs_half_life_s = 7 * 86400.0
         self.order = ORDER_FCFS
         self.backfill = BF_EASY
         self.placement = PLACE_FIRST_FIT
@@ -147,7 +216,20 @@ cdef class ClusterState:
         free(self.start_s); free(self.end_s); free(self.reserved_s)
         free(self.alloc_off); free(self.alloc_cnt); free(self.alloc)
         free(self.q); free(self.run); free(self.started); free(self.fresh)
-        free(self.user_running); free(self.user_cores)
+        cdef int lvl, k
+        for lvl in range(N_LVL):
+            free(self.ent_use[lvl]); free(self.ent_lim[lvl]); free(self.ent_seen[lvl])
+        free(self.qos_prio); free(self.user_nice); free(self.user_share); free(self.group_share)
+        free(self.user_group); free(self.user_usage); free(self.user_acc); free(self.user_fs)
+        free(self.group_usage)
+        free(self.starved); free(self.fifo); free(self.fifo_t)
+        free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
+        free(self.hold_why); free(self.end_ok); free(self.elig_s); free(self.kid_head)
+        free(self.edges)
+        heap_release(&self.begin_heap)
+        for k in range(self.n_resv):
+            free(self.resv[k].on_node)
+        free(self.resv)
         prof_release(&self.prof)
         free(self.suffix_min)
 
@@ -155,7 +237,7 @@ cdef class ClusterState:
 
     def configure(self, int order, int backfill, int placement, int bf_depth):
         """Set the policy knobs; the next pass rescans everything."""
-        if order not in (ORDER_FCFS, ORDER_SJF, ORDER_PRIORITY):
+        if order not in (ORDER_FCFS, ORDER_SJF, ORDER_PRIORITY, ORDER_MULTIFACTOR):
             raise ValueError(f"unknown order code {order}")
         if backfill not in (BF_NONE, BF_EASY, BF_CONSERVATIVE):
             raise ValueError(f"unknown backfill code {backfill}")
@@ -172,17 +254,249 @@ cdef class ClusterState:
         if reorder:
             self._rekey_queue()
 
-    def set_user_limits(self, int64_t max_jobs_per_user, int64_t max_cores_per_user):
-        """Per-user caps on running jobs and on cores held (0: no cap).
+    def set_limits(self, int level, const int64_t[::1] limits):
+        """Caps of every user (level 0) or group (1): running jobs, cores, GPUs,
+        queued jobs (LIMIT_COLUMNS; 0: no cap).
 
-        A job that would exceed its user's cap is passed over: it is not the
-        head, gets no reservation, and its reason is UserLimit.
+        A job that would exceed a cap is passed over: it is not the head, gets
+        no reservation, is not counted as demand, and its reason names the
+        level (UserLimit, GroupLimit, QOSLimit).
         """
-        if max_jobs_per_user < 0 or max_cores_per_user < 0:
-            raise ValueError("user limits must be >= 0")
-        self.max_jobs_per_user = max_jobs_per_user
-        self.max_cores_per_user = max_cores_per_user
+        cdef int e, m
+        if level not in (LVL_USER, LVL_GROUP):
+            raise ValueError("limits for every entity apply to users (0) or groups (1)")
+        if limits.shape[0] != N_LIM:
+            raise ValueError(f"limits need {N_LIM} values {LIMIT_COLUMNS}")
+        for m in range(N_LIM):
+            if limits[m] < 0:
+                raise ValueError("limits must be >= 0")
+            self.def_lim[level][m] = limits[m]
+            for e in range(self.n_ent[level]):
+                self.ent_lim[level][e * N_LIM + m] = limits[m]
+        self._limits_changed()
+
+    def set_qos(self, const double[::1] priority, const int64_t[:, ::1] limits):
+        """The QoS table: normalized priority (0..1) and caps (as set_limits) per QoS."""
+        cdef int q, m, n = <int>priority.shape[0]
+        if limits.shape[0] != n or limits.shape[1] != N_LIM:
+            raise ValueError(f"QoS limits must have shape ({n}, {N_LIM})")
+        if self._grow_ent(LVL_QOS, n) != 0:
+            raise MemoryError()
+        for q in range(n):
+            self.qos_prio[q] = priority[q]
+            for m in range(N_LIM):
+                if limits[q, m] < 0:
+                    raise ValueError("QoS limits must be >= 0")
+                self.ent_lim[LVL_QOS][q * N_LIM + m] = limits[q, m]
+        self._limits_changed()
+
+    def _limits_changed(self):
+        cdef int lvl, e, m
+        self.limits_on = 0
+        self.queued_limits_on = 0
+        for lvl in range(N_LVL):
+            for e in range(self.n_ent[lvl]):
+                for m in range(N_LIM):
+                    if self.ent_lim[lvl][e * N_LIM + m] > 0:
+                        self.limits_on = 1
+                        if m == LIM_QUEUED:
+                            self.queued_limits_on = 1
+            for m in range(N_LIM):
+                if lvl < LVL_QOS and self.def_lim[lvl][m] > 0:
+                    self.limits_on = 1
+                    if m == LIM_QUEUED:
+                        self.queued_limits_on = 1
         self.need_full_pass = 1
+
+    def set_priority(self, double w_age, double w_size, double w_fairshare, double w_qos,
+                     int64_t max_age_s, bint favor_small, int64_t interval_s):
+        """Multifactor weights; recomputed every ``interval_s`` (ORDER_MULTIFACTOR)."""
+        if max_age_s < 1 or interval_s < 1:
+            raise ValueError("max_age_s and interval_s must be >= 1")
+        self.w_age = w_age
+        self.w_size = w_size
+        self.w_fs = w_fairshare
+        self.w_qos = w_qos
+        self.max_age_s = max_age_s
+        self.favor_small = favor_small
+        self.prio_interval_s = interval_s
+        self.next_prio_s = -NEVER
+        self.need_full_pass = 1
+
+    def set_fairshare(self, int algorithm, double half_life_s,
+                      const double[::1] user_share, const double[::1] group_share):
+        """Fairshare algorithm, usage half-life (0: no decay) and raw shares."""
+        cdef int k
+        if algorithm not in (FS_CLASSIC, FS_FAIR_TREE):
+            raise ValueError(f"unknown fairshare algorithm {algorithm}")
+        if half_life_s < 0:
+            raise ValueError("half_life_s must be >= 0")
+        if (self._grow_ent(LVL_USER, <int>user_share.shape[0]) != 0
+                or self._grow_ent(LVL_GROUP, <int>group_share.shape[0]) != 0):
+            raise MemoryError()
+        for k in range(user_share.shape[0]):
+            if not user_share[k] > 0:
+                raise ValueError(f"user {k}: shares must be > 0")
+            self.user_share[k] = user_share[k]
+        for k in range(group_share.shape[0]):
+            if not group_share[k] > 0:
+                raise ValueError(f"group {k}: shares must be > 0")
+            self.group_share[k] = group_share[k]
+        self.fs_algo = algorithm
+        self.fs_half_life_s = half_life_s
+        self.next_prio_s = -NEVER
+
+    def set_nice(self, const double[::1] user_nice):
+        """Per-user nice values, subtracted from the multifactor priority."""
+        cdef int k
+        if self._grow_ent(LVL_USER, <int>user_nice.shape[0]) != 0:
+            raise MemoryError()
+        for k in range(user_nice.shape[0]):
+            self.user_nice[k] = user_nice[k]
+        self.next_prio_s = -NEVER
+
+    def set_starvation_limit(self, int64_t limit_s):
+        """A job pending longer than ``limit_s`` goes to the front and gets a
+        reservation, whatever the backfill mode (0: off)."""
+        if limit_s < 0:
+            raise ValueError("the starvation limit must be >= 0")
+        self.starve_limit_s = limit_s
+        self.need_full_pass = 1
+
+    def priority_factors(self, int j, int64_t now):
+        """(priority, {factor: normalized value}) of job ``j`` at ``now``, as sprio.
+
+        Fairshare is the factor of the last recomputation (usage is not
+        brought up to ``now``), as a real scheduler shows it between runs.
+        """
+        self._check_idx(j)
+        cdef double f[5]
+        cdef double p = _mf_priority(self, j, now, f)
+        return p, {FACTOR_NAMES[k]: f[k] for k in range(N_FACTORS)}
+
+    def weights(self):
+        return {"age": self.w_age, "size": self.w_size, "fairshare": self.w_fs,
+                "qos": self.w_qos, "nice": -1.0}
+
+    def usage(self, int level):
+        """Running jobs, cores, GPUs held per entity of a level, shape (n, 3) (a copy)."""
+        if level < 0 or level >= N_LVL:
+            raise ValueError("level must be 0 (user), 1 (group) or 2 (qos)")
+        out = np.zeros((self.n_ent[level], N_USE), dtype=np.int64)
+        cdef int64_t[:, ::1] v = out
+        if self.n_ent[level]:
+            memcpy(&v[0, 0], self.ent_use[level], self.n_ent[level] * N_USE * sizeof(int64_t))
+        return out
+
+    def fairshare_usage(self):
+        """(decayed core-seconds per user as of the last recomputation, factor per user)."""
+        cdef int u, n = self.n_ent[LVL_USER]
+        used = np.empty(n, dtype=np.float64)
+        factor = np.empty(n, dtype=np.float64)
+        for u in range(n):
+            used[u] = self.user_usage[u]
+            factor[u] = self.user_fs[u]
+        return used, factor
+
+    def add_dependencies(self, const int32_t[::1] child, const int32_t[::1] parent,
+                         const int32_t[::1] kind, const int64_t[::1] delay_s):
+        """Child waits for parent (DEP_*), then ``delay_s`` of think time.
+
+        The child must not be submitted yet. Checks of cycles and of unknown
+        jobs are the caller's (``htcsim.kernel``).
+        """
+        cdef Py_ssize_t k, m = child.shape[0]
+        cdef int c, p
+        if parent.shape[0] != m or kind.shape[0] != m or delay_s.shape[0] != m:
+            raise ValueError("child, parent, kind and delay_s must have the same length")
+        for k in range(m):
+            c = child[k]
+            p = parent[k]
+            self._check_idx(c)
+            self._check_idx(p)
+            if self.job_state[c] != JS_NEW:
+                raise ValueError(f"job slot {c} is already submitted: too late for a dependency")
+            if kind[k] not in (DEP_AFTERANY, DEP_AFTEROK, DEP_AFTERNOTOK):
+                raise ValueError(f"unknown dependency kind {kind[k]}")
+            if delay_s[k] < 0:
+                raise ValueError("think time must be >= 0")
+            if p == c:
+                raise ValueError(f"job slot {c} depends on itself")
+            if _reserve(<void**>&self.edges, &self.cap_edges, self.n_edges + 1,
+                        sizeof(DepEdge)) != 0:
+                raise MemoryError()
+            self.edges[self.n_edges].child = c
+            self.edges[self.n_edges].kind = kind[k]
+            self.edges[self.n_edges].delay_s = delay_s[k]
+            self.edges[self.n_edges].next = self.kid_head[p]
+            self.edges[self.n_edges]._pad = 0
+            self.kid_head[p] = self.n_edges
+            self.n_edges += 1
+            self.dep_unmet[c] += 1
+            if self.job_state[p] == JS_ENDED or self.job_state[p] == JS_CANCELLED:
+                # the parent is done already: settle this edge now
+                _settle_edge(self, self.n_edges - 1, p, self.end_s[p])
+
+    def hold(self, int j):
+        """Hold a pending or not yet submitted job (reason Held) until ``release``."""
+        self._check_idx(j)
+        cdef int pos
+        if self.job_state[j] == JS_PENDING:
+            pos = self._find_pos(j)
+            self._tombstone(pos)
+            self.need_full_pass = 1
+        elif self.job_state[j] != JS_NEW and not (self.job_state[j] == JS_HELD):
+            raise ValueError(f"job slot {j} is not pending")
+        if self.job_state[j] == JS_HELD and self.hold_why[j] != WHY_HELD:
+            raise ValueError(f"job slot {j} is waiting for a dependency; hold it after")
+        self.job_state[j] = JS_HELD
+        self.hold_why[j] = WHY_HELD
+
+    def release(self, int j, int64_t now):
+        """Release a held job: it goes (back) to the pending queue."""
+        self._check_idx(j)
+        if self.job_state[j] != JS_HELD or self.hold_why[j] != WHY_HELD:
+            raise ValueError(f"job slot {j} is not held")
+        self.job_state[j] = JS_NEW
+        if self._arrive(j, now) != 0:
+            raise MemoryError()
+
+    def add_reservation(self, int64_t start_s, int64_t end_s, const int8_t[::1] on_node,
+                        int owner_kind, int owner_idx):
+        """Reserve the flagged nodes over [start_s, end_s) for a user, group or QoS.
+
+        Jobs of the owner may run there within the window; other jobs may use
+        those nodes only if they end (by their requested time) before it starts.
+        """
+        cdef int n, r
+        cdef AdvanceResv* R
+        if end_s <= start_s:
+            raise ValueError("a reservation must end after it starts")
+        if on_node.shape[0] != self.n_nodes:
+            raise ValueError(f"on_node needs one flag per node ({self.n_nodes})")
+        if owner_kind not in (OWNER_USER, OWNER_GROUP, OWNER_QOS):
+            raise ValueError(f"unknown owner kind {owner_kind}")
+        if _reserve(<void**>&self.resv, &self.cap_resv, self.n_resv + 1, sizeof(AdvanceResv)) != 0:
+            raise MemoryError()
+        R = &self.resv[self.n_resv]
+        R.start_s = start_s
+        R.end_s = end_s
+        R.owner_kind = owner_kind
+        R.owner_idx = owner_idx
+        R.on_node = <int8_t*>malloc(max(self.n_nodes, 1))
+        if R.on_node == NULL:
+            raise MemoryError()
+        for r in range(N_RES):
+            R.cap[r] = 0
+        for n in range(self.n_nodes):
+            R.on_node[n] = 1 if on_node[n] else 0
+            if on_node[n]:
+                for r in range(N_RES):
+                    R.cap[r] += self.node_cap[n * N_RES + r]
+        self.n_resv += 1
+        self.n_live_resv += 1
+        self.need_full_pass = 1
+        return self.n_resv - 1
 
     @property
     def n_nodes(self):
@@ -231,24 +545,73 @@ cdef class ClusterState:
             self.reserved_s[j] = -1
             self.alloc_off[j] = 0
             self.alloc_cnt[j] = 0
+            self.starved[j] = 0
+            self.dep_unmet[j] = 0
+            self.dep_ready[j] = -NEVER
+            self.dep_doomed[j] = 0
+            self.dep_cancelled[j] = 0
+            self.hold_why[j] = WHY_NONE
+            self.end_ok[j] = 0
+            self.elig_s[j] = -1
+            self.kid_head[j] = -1
         self.n_jobs = first + <int>m
         for k in range(m):
-            if specs[k].user_idx >= self.n_users:
-                if self._grow_users(specs[k].user_idx + 1) != 0:
-                    raise MemoryError()
+            if (self._grow_ent(LVL_USER, specs[k].user_idx + 1) != 0
+                    or self._grow_ent(LVL_GROUP, specs[k].group_idx + 1) != 0
+                    or self._grow_ent(LVL_QOS, specs[k].qos_idx + 1) != 0):
+                raise MemoryError()
+            if specs[k].user_idx >= 0 and self.user_group[specs[k].user_idx] < 0:
+                self.user_group[specs[k].user_idx] = specs[k].group_idx
         return first
 
-    cdef int _grow_users(self, int n) noexcept nogil:
-        cdef int u, cap = self.n_users
-        if _reserve(<void**>&self.user_running, &cap, n, sizeof(int64_t)) != 0:
-            return -1
-        cap = self.n_users
-        if _reserve(<void**>&self.user_cores, &cap, n, sizeof(int64_t)) != 0:
-            return -1
-        for u in range(self.n_users, n):
-            self.user_running[u] = 0
-            self.user_cores[u] = 0
-        self.n_users = n
+    cdef int _grow_ent(self, int lvl, int n) noexcept nogil:
+        """At least ``n`` users, groups or QoS; new ones get the default limits."""
+        cdef int e, m, old = self.n_ent[lvl]
+        cdef void* p
+        if n <= old:
+            return 0
+        p = realloc(self.ent_use[lvl], n * N_USE * sizeof(int64_t))
+        if p == NULL: return -1
+        self.ent_use[lvl] = <int64_t*>p
+        p = realloc(self.ent_lim[lvl], n * N_LIM * sizeof(int64_t))
+        if p == NULL: return -1
+        self.ent_lim[lvl] = <int64_t*>p
+        p = realloc(self.ent_seen[lvl], n * sizeof(int32_t))
+        if p == NULL: return -1
+        self.ent_seen[lvl] = <int32_t*>p
+        for e in range(old, n):
+            for m in range(N_USE):
+                self.ent_use[lvl][e * N_USE + m] = 0
+            for m in range(N_LIM):
+                self.ent_lim[lvl][e * N_LIM + m] = self.def_lim[lvl][m] if lvl != LVL_QOS else 0
+            self.ent_seen[lvl][e] = 0
+        if lvl == LVL_USER:
+            if (_grow_f64(&self.user_nice, n) or _grow_f64(&self.user_share, n)
+                    or _grow_f64(&self.user_usage, n) or _grow_f64(&self.user_acc, n)
+                    or _grow_f64(&self.user_fs, n)):
+                return -1
+            p = realloc(self.user_group, n * sizeof(int32_t))
+            if p == NULL: return -1
+            self.user_group = <int32_t*>p
+            for e in range(old, n):
+                self.user_nice[e] = 0.0
+                self.user_share[e] = 1.0
+                self.user_usage[e] = 0.0
+                self.user_acc[e] = 0.0
+                self.user_fs[e] = 1.0
+                self.user_group[e] = -1
+        elif lvl == LVL_GROUP:
+            if _grow_f64(&self.group_share, n) or _grow_f64(&self.group_usage, n):
+                return -1
+            for e in range(old, n):
+                self.group_share[e] = 1.0
+                self.group_usage[e] = 0.0
+        else:
+            if _grow_f64(&self.qos_prio, n):
+                return -1
+            for e in range(old, n):
+                self.qos_prio[e] = 0.0
+        self.n_ent[lvl] = n
         return 0
 
     cdef int _grow_jobs(self, Py_ssize_t need) noexcept nogil:
@@ -273,6 +636,24 @@ cdef class ClusterState:
         if _reserve(<void**>&self.alloc_off, &cap, need, sizeof(int32_t)) != 0: return -1
         cap = self.cap_jobs
         if _reserve(<void**>&self.alloc_cnt, &cap, need, sizeof(int32_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.starved, &cap, need, sizeof(int8_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.dep_unmet, &cap, need, sizeof(int32_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.dep_ready, &cap, need, sizeof(int64_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.dep_doomed, &cap, need, sizeof(int8_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.dep_cancelled, &cap, need, sizeof(int8_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.hold_why, &cap, need, sizeof(int8_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.end_ok, &cap, need, sizeof(int8_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.elig_s, &cap, need, sizeof(int64_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.kid_head, &cap, need, sizeof(int32_t)) != 0: return -1
         self.cap_jobs = cap
         return 0
 
@@ -294,7 +675,9 @@ cdef class ClusterState:
 
     cdef void _entry_of(self, int j, QEntry* e) noexcept nogil:
         cdef JobSpec* s = &self.jobs[j]
-        if self.order == ORDER_FCFS:
+        if self.starved[j]:
+            e.key = -DBL_MAX  # the starvation guard: before every other job
+        elif self.order == ORDER_FCFS:
             e.key = 0.0
         elif self.order == ORDER_SJF:
             e.key = <double>s.walltime_s
@@ -308,15 +691,60 @@ cdef class ClusterState:
     # ------------------------------------------------------------ events
 
     cpdef int submit(self, int j, int64_t now) except -1:
-        """A job enters the pending queue."""
+        """A job arrives: pending, or held while a dependency or its think time is unmet."""
         self._check_idx(j)
         if self.job_state[j] != JS_NEW:
             raise ValueError(f"job slot {j} was already submitted")
-        if self._submit(j) != 0:
+        if self._arrive(j, now) != 0:
             raise MemoryError()
         return 0
 
-    cdef int _submit(self, int j) noexcept nogil:
+    cdef int _arrive(self, int j, int64_t now) noexcept nogil:
+        if self.dep_doomed[j]:
+            # a parent already ended in a way its dependency excludes
+            self.job_state[j] = JS_CANCELLED
+            self.dep_cancelled[j] = 1
+            self.end_s[j] = now
+            self.end_ok[j] = 0
+            return self._parent_done(j, now)
+        if self.dep_unmet[j] > 0:
+            self.job_state[j] = JS_HELD
+            self.hold_why[j] = WHY_DEPENDENCY
+            return 0
+        if self.dep_ready[j] > now:
+            self.job_state[j] = JS_HELD
+            self.hold_why[j] = WHY_BEGIN_TIME
+            return heap_push(&self.begin_heap, self.dep_ready[j], j)
+        return self._submit(j, now)
+
+    cdef int _submit(self, int j, int64_t now) noexcept nogil:
+        """Job ``j`` becomes eligible at ``now``: into the pending queue."""
+        cdef QEntry e
+        cdef double f[5]
+        self.elig_s[j] = now
+        self.hold_why[j] = WHY_NONE
+        if self.order == ORDER_MULTIFACTOR:
+            self.jobs[j].priority = _mf_priority(self, j, now, f)
+        if self.starve_limit_s > 0:
+            if (_reserve(<void**>&self.fifo, &self.fifo_cap, self.fifo_n + 1, sizeof(int32_t)) != 0):
+                return -1
+            self.fifo_t = <int64_t*>realloc(self.fifo_t, self.fifo_cap * sizeof(int64_t))
+            if self.fifo_t == NULL:
+                return -1
+            self.fifo[self.fifo_n] = j
+            self.fifo_t[self.fifo_n] = now
+            self.fifo_n += 1
+        if self._queue_insert(j) != 0:
+            return -1
+        self._entry_of(j, &e)
+        if _reserve(<void**>&self.fresh, &self.cap_fresh, self.n_fresh + 1, sizeof(QEntry)) != 0:
+            return -1
+        self.fresh[self.n_fresh] = e
+        self.n_fresh += 1
+        return 0
+
+    cdef int _queue_insert(self, int j) noexcept nogil:
+        """Put pending job ``j`` at its place in the queue."""
         cdef QEntry e
         cdef int pos
         self._entry_of(j, &e)
@@ -332,10 +760,6 @@ cdef class ClusterState:
         self.q_end += 1
         self.n_pending += 1
         self.job_state[j] = JS_PENDING
-        if _reserve(<void**>&self.fresh, &self.cap_fresh, self.n_fresh + 1, sizeof(QEntry)) != 0:
-            return -1
-        self.fresh[self.n_fresh] = e
-        self.n_fresh += 1
         # Does an older queued job see this arrival? Then incremental passes are off.
         if self.backfill == BF_CONSERVATIVE:
             if pos != self.q_end - 1:
@@ -344,24 +768,28 @@ cdef class ClusterState:
             self.need_full_pass = 1
         return 0
 
-    cpdef int finish(self, int j, int64_t now) except -1:
-        """A running job ended (completed, failed, killed): release its resources."""
+    cpdef int finish(self, int j, int64_t now, int ok=1) except -1:
+        """A running job ended: release its resources. ``ok`` 0: it failed (for
+        afterok/afternotok dependents)."""
         self._check_idx(j)
         if self.job_state[j] != JS_RUNNING:
             raise ValueError(f"job slot {j} is not running")
-        self._release(j)
+        self._release(j, now)
         self.job_state[j] = JS_ENDED
         self.end_s[j] = now
+        self.end_ok[j] = 1 if ok else 0
+        if self.kid_head[j] >= 0:
+            if self._parent_done(j, now) != 0:
+                raise MemoryError()
         return 0
 
     cpdef int cancel(self, int j, int64_t now) except -1:
-        """Cancel a pending or running job. Returns the state it was in."""
+        """Cancel a job in any state but ended. Returns the state it was in."""
         self._check_idx(j)
         cdef int was = self.job_state[j]
         cdef int pos
         if was == JS_RUNNING:
-            self._release(j)
-            self.end_s[j] = now
+            self._release(j, now)
         elif was == JS_PENDING:
             pos = self._find_pos(j)
             self._tombstone(pos)
@@ -372,7 +800,119 @@ cdef class ClusterState:
         else:
             raise ValueError(f"job slot {j} has already ended")
         self.job_state[j] = JS_CANCELLED
+        self.end_s[j] = now
+        self.end_ok[j] = 0
+        if self.kid_head[j] >= 0:
+            if self._parent_done(j, now) != 0:
+                raise MemoryError()
         return was
+
+    cdef int _parent_done(self, int p, int64_t now) noexcept nogil:
+        """Job ``p`` ended or was cancelled: settle its dependents' edges,
+        cancelling (transitively) those whose dependency can never be met."""
+        cdef int32_t* stack = NULL
+        cdef int n = 0, cap = 0, e, x, c, rc = 0
+        if _reserve(<void**>&stack, &cap, 1, sizeof(int32_t)) != 0:
+            return -1
+        stack[n] = p
+        n += 1
+        while n > 0:
+            n -= 1
+            x = stack[n]
+            e = self.kid_head[x]
+            while e >= 0:
+                c = _settle_edge(self, e, x, now)
+                if c == -2:
+                    rc = -1
+                elif c >= 0:  # cancelled: its own dependents settle in turn
+                    if _reserve(<void**>&stack, &cap, n + 1, sizeof(int32_t)) != 0:
+                        free(stack)
+                        return -1
+                    stack[n] = c
+                    n += 1
+                e = self.edges[e].next
+        free(stack)
+        return rc
+
+    cdef int _release_begin(self, int64_t now) noexcept nogil:
+        """Held jobs whose think time is over enter the queue."""
+        cdef int j
+        while self.begin_heap.n > 0 and self.begin_heap.t[0] <= now:
+            j = heap_pop(&self.begin_heap)
+            if self.job_state[j] == JS_HELD and self.hold_why[j] == WHY_BEGIN_TIME:
+                if self._submit(j, now) != 0:
+                    return -1
+        return 0
+
+    cdef int _promote_starved(self, int64_t now) noexcept nogil:
+        """Jobs eligible for longer than the limit move to the front of the queue."""
+        cdef int j, pos
+        while self.fifo_head < self.fifo_n:
+            j = self.fifo[self.fifo_head]
+            if (self.job_state[j] != JS_PENDING or self.starved[j]
+                    or self.elig_s[j] != self.fifo_t[self.fifo_head]):
+                self.fifo_head += 1
+                continue
+            if now - self.elig_s[j] <= self.starve_limit_s:
+                break
+            pos = self._find_pos(j)
+            self._tombstone(pos)
+            self.starved[j] = 1
+            if self._queue_insert(j) != 0:
+                return -1
+            self.need_full_pass = 1
+            self.fifo_head += 1
+        if self.fifo_head > 1024 and 2 * self.fifo_head > self.fifo_n:
+            memmove(self.fifo, &self.fifo[self.fifo_head], (self.fifo_n - self.fifo_head) * sizeof(int32_t))
+            memmove(self.fifo_t, &self.fifo_t[self.fifo_head],
+                    (self.fifo_n - self.fifo_head) * sizeof(int64_t))
+            self.fifo_n -= self.fifo_head
+            self.fifo_head = 0
+        return 0
+
+    cdef int _owner_resv(self, int j) noexcept nogil:
+        """The advance reservation whose window job ``j`` may use now, or -1."""
+        cdef int k, owner
+        cdef AdvanceResv* R
+        for k in range(self.n_resv):
+            R = &self.resv[k]
+            if R.start_s > self.cur_now or self.cur_now + self.jobs[j].walltime_s > R.end_s:
+                continue
+            if R.owner_kind == OWNER_USER:
+                owner = self.jobs[j].user_idx
+            elif R.owner_kind == OWNER_GROUP:
+                owner = self.jobs[j].group_idx
+            else:
+                owner = self.jobs[j].qos_idx
+            if owner >= 0 and owner == R.owner_idx:
+                return k
+        return -1
+
+    cdef int _node_usable(self, int n, int j) noexcept nogil:
+        """Advance reservations: may job ``j`` put tasks on node ``n`` now?
+
+        A job inside its own reservation's window runs on that reservation's
+        nodes only; any other job may use a reserved node only if it ends (by
+        its requested time) before the reservation starts.
+        """
+        cdef int k, mine = self._owner_resv(j)
+        cdef AdvanceResv* R
+        if mine >= 0:
+            return self.resv[mine].on_node[n]
+        for k in range(self.n_resv):
+            R = &self.resv[k]
+            if R.end_s > self.cur_now and R.on_node[n] and self.cur_now + self.jobs[j].walltime_s > R.start_s:
+                return 0
+        return 1
+
+    cdef void _expire_resv(self, int64_t now) noexcept nogil:
+        cdef int k, live = 0
+        for k in range(self.n_resv):
+            if self.resv[k].end_s > now:
+                live += 1
+        if live != self.n_live_resv:
+            self.need_full_pass = 1
+        self.n_live_resv = live
 
     def set_node_state(self, int node, int state):
         """Change a node's state; only UP nodes take new work or count as free."""
@@ -503,10 +1043,12 @@ cdef class ClusterState:
         cdef JobSpec* s = &self.jobs[j]
         if not _ge(self.total_free, &self.need[j * N_RES]):
             return 0
-        if self.simple[j]:
+        if self.simple[j] and self.n_live_resv == 0:
             return 1
         for n in range(self.first_free_node, self.n_nodes):
             if self.node_state[n] != NODE_UP:
+                continue
+            if self.n_live_resv and not self._node_usable(n, j):
                 continue
             k = s.n_tasks
             for r in range(N_RES):
@@ -542,13 +1084,16 @@ cdef class ClusterState:
             self.total_free[r] -= k * s.per_task[r]
         return 0
 
-    cdef int _pick_node(self, JobSpec* s, int64_t rem, int64_t* k_out) noexcept nogil:
+    cdef int _pick_node(self, int j, int64_t rem, int64_t* k_out) noexcept nogil:
         """best_fit: the node left with the fewest free cores; spread: the node with
         the most free cores. Ties go to the lowest index. -1 if none can take a task."""
         cdef int n, best = -1
         cdef int64_t k, score, best_score = 0
+        cdef JobSpec* s = &self.jobs[j]
         for n in range(self.first_free_node, self.n_nodes):
             if self.node_state[n] != NODE_UP:
+                continue
+            if self.n_live_resv and not self._node_usable(n, j):
                 continue
             k = self._tasks_fit(n, s, rem)
             if k <= 0:
@@ -579,6 +1124,8 @@ cdef class ClusterState:
                     break
                 if self.node_state[n] != NODE_UP:
                     continue
+                if self.n_live_resv and not self._node_usable(n, j):
+                    continue
                 k = self._tasks_fit(n, s, rem)
                 if k <= 0:
                     continue
@@ -587,7 +1134,7 @@ cdef class ClusterState:
                 rem -= k
         else:
             while rem > 0:
-                n = self._pick_node(s, rem, &k)
+                n = self._pick_node(j, rem, &k)
                 if n < 0:
                     return -1
                 if self._take_on_node(s, n, k) != 0:
@@ -613,8 +1160,9 @@ cdef class ClusterState:
         self.n_started += 1
         return 0
 
-    cdef void _release(self, int j) noexcept nogil:
+    cdef void _release(self, int j, int64_t now) noexcept nogil:
         cdef int a, n, r
+        _mf_usage_at_end(self, j, now)
         cdef int64_t k
         for a in range(self.alloc_off[j], self.alloc_off[j] + self.alloc_cnt[j]):
             n = self.alloc[a].node_idx
@@ -675,6 +1223,19 @@ cdef class ClusterState:
 
     cdef int _run_pass(self, int64_t now) noexcept nogil:
         cdef int rc
+        self.cur_now = now
+        if self.begin_heap.n > 0 and self.begin_heap.t[0] <= now:
+            if self._release_begin(now) != 0:
+                return PASS_NO_MEMORY
+        if self.n_live_resv:
+            self._expire_resv(now)
+        if self.order == ORDER_MULTIFACTOR and now >= self.next_prio_s:
+            if _mf_recompute(self, now) != 0:
+                return PASS_NO_MEMORY
+        if self.starve_limit_s > 0 and self.fifo_head < self.fifo_n:
+            if self._promote_starved(now) != 0:
+                return PASS_NO_MEMORY
+        self._reset_seen()
         if self.backfill == BF_CONSERVATIVE:
             rc = self._pass_conservative(now)
         else:
@@ -689,7 +1250,8 @@ cdef class ClusterState:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
         cdef int j, k, head_pos, examined = 0, pos
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
-                and not self._limits_on() and self.job_state[self.head_idx] == JS_PENDING):
+                and not self._limits_on() and self.n_live_resv == 0
+                and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
             # failed then and still fail (no resources came back, time only moved
             # on), so only the newcomers are candidates, in queue order.
@@ -720,6 +1282,13 @@ cdef class ClusterState:
         self.head_entry = self.q[head_pos]
         if self.backfill == BF_NONE:
             return PASS_OK
+        pos = head_pos + 1
+        while pos < self.q_end and self.q[pos].job_idx < 0:
+            pos += 1
+        if self.n_live_resv or (pos < self.q_end and self.starved[self.q[pos].job_idx]):
+            # starved jobs beyond the head, or advance reservations: more than
+            # one reservation to respect, so backfill against a profile
+            return self._pass_easy_profile(now, head_pos, examined)
         self._compute_shadow(self.head_idx, now)
         pos = head_pos + 1
         while pos < self.q_end:
@@ -731,31 +1300,141 @@ cdef class ClusterState:
             if j >= 0:
                 examined += 1
                 self.n_jobs_examined += 1
-                if not self._over_limit(j) and self._try_backfill(j, now, pos) != PASS_OK:
+                if not self._visit_limit(j) and self._try_backfill(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
             pos += 1
         return PASS_OK
 
+    cdef int _pass_easy_profile(self, int64_t now, int head_pos, int examined) noexcept nogil:
+        """EASY with several reservations: the head's and every starved job's
+        (they sort first), plus the advance reservations' windows; any other
+        job starts only if it fits now for its whole requested time in the
+        profile left, so it delays none of them.
+
+        Starting a job that fits in the profile is at least as permissive as
+        the classic shadow/extra rule, and still never delays a reservation.
+        """
+        cdef int pos = head_pos, j, first = 1
+        cdef int64_t t
+        self.need_full_pass = 1  # no shadow for incremental passes to build on
+        self.shadow_s = NEVER
+        if self._build_profile(now) != 0:
+            return PASS_NO_MEMORY
+        while pos < self.q_end:
+            j = self.q[pos].job_idx
+            if j < 0:
+                pos += 1
+                continue
+            if not first and not self.starved[j]:
+                break
+            if not first:
+                examined += 1
+                self.n_jobs_examined += 1
+            if first or not self._visit_limit(j):
+                if self._reserve_or_start(j, now, pos) != PASS_OK:
+                    return PASS_NO_MEMORY
+                if first:
+                    t = self.reserved_s[j]
+                    self.shadow_s = NEVER if t < 0 else t
+                    self.reserved_s[j] = -1  # EASY keeps no per-job reservations
+            first = 0
+            pos += 1
+        pos = head_pos + 1
+        while pos < self.q_end:
+            if self.total_free[RES_CORES] <= 0:
+                break
+            if self.bf_depth > 0 and examined >= self.bf_depth:
+                break
+            j = self.q[pos].job_idx
+            if j >= 0 and not self.starved[j]:
+                examined += 1
+                self.n_jobs_examined += 1
+                if not self._visit_limit(j):
+                    if self._owner_resv(j) >= 0:
+                        if self._fits_now(j):
+                            if self._start(j, now) != 0:
+                                return PASS_NO_MEMORY
+                            self._tombstone(pos)
+                    elif (self._fits_now(j) and prof_earliest(&self.prof, &self.need[j * N_RES],
+                                                              self.jobs[j].walltime_s, now) == now):
+                        if self._start(j, now) != 0:
+                            return PASS_NO_MEMORY
+                        self._tombstone(pos)
+                        if prof_take(&self.prof, now, now + self.jobs[j].walltime_s,
+                                     &self.need[j * N_RES]) != 0:
+                            return PASS_NO_MEMORY
+            pos += 1
+        return PASS_OK
+
     cdef inline int _limits_on(self) noexcept nogil:
-        return self.max_jobs_per_user > 0 or self.max_cores_per_user > 0
+        return self.limits_on
+
+    cdef inline int _ent(self, int j, int lvl) noexcept nogil:
+        if lvl == LVL_USER:
+            return self.jobs[j].user_idx
+        if lvl == LVL_GROUP:
+            return self.jobs[j].group_idx
+        return self.jobs[j].qos_idx
 
     cdef int _over_limit(self, int j) noexcept nogil:
-        """Would starting ``j`` exceed its user's running-jobs or cores cap?"""
-        cdef int u = self.jobs[j].user_idx
-        if u < 0 or u >= self.n_users:
+        """The reason (UserLimit, GroupLimit, QOSLimit) why starting ``j`` would
+        exceed a cap on running jobs, cores or GPUs; 0 if none would be."""
+        cdef int lvl, e
+        cdef int64_t* lim
+        cdef int64_t* use
+        if not self.limits_on:
             return 0
-        if self.max_jobs_per_user > 0 and self.user_running[u] >= self.max_jobs_per_user:
-            return 1
-        if (self.max_cores_per_user > 0 and
-                self.user_cores[u] + self.need[j * N_RES + RES_CORES] > self.max_cores_per_user):
-            return 1
+        for lvl in range(N_LVL):
+            e = self._ent(j, lvl)
+            if e < 0 or e >= self.n_ent[lvl]:
+                continue
+            lim = &self.ent_lim[lvl][e * N_LIM]
+            use = &self.ent_use[lvl][e * N_USE]
+            if ((lim[LIM_JOBS] > 0 and use[0] >= lim[LIM_JOBS])
+                    or (lim[LIM_CORES] > 0
+                        and use[1] + self.need[j * N_RES + RES_CORES] > lim[LIM_CORES])
+                    or (lim[LIM_GPUS] > 0
+                        and use[2] + self.need[j * N_RES + RES_GPUS] > lim[LIM_GPUS])):
+                return _LIMIT_REASON[lvl]
         return 0
 
+    cdef int _visit_limit(self, int j) noexcept nogil:
+        """As _over_limit, plus the queued-jobs caps: ``j`` is met by the current
+        queue walk (reset by _reset_seen) and only the first N of an entity's
+        pending jobs in queue order are considered."""
+        cdef int lvl, e, why = 0
+        cdef int64_t cap
+        if not self.limits_on:
+            return 0
+        if self.queued_limits_on:
+            for lvl in range(N_LVL):
+                e = self._ent(j, lvl)
+                if e < 0 or e >= self.n_ent[lvl]:
+                    continue
+                cap = self.ent_lim[lvl][e * N_LIM + LIM_QUEUED]
+                if cap > 0 and self.ent_seen[lvl][e] >= cap and why == 0:
+                    why = _LIMIT_REASON[lvl]
+                self.ent_seen[lvl][e] += 1
+            if why:
+                return why
+        return self._over_limit(j)
+
+    cdef void _reset_seen(self) noexcept nogil:
+        cdef int lvl
+        if self.queued_limits_on:
+            for lvl in range(N_LVL):
+                if self.n_ent[lvl]:
+                    memset(self.ent_seen[lvl], 0, self.n_ent[lvl] * sizeof(int32_t))
+
     cdef void _count_user(self, int j, int sign) noexcept nogil:
-        cdef int u = self.jobs[j].user_idx
-        if 0 <= u < self.n_users:
-            self.user_running[u] += sign
-            self.user_cores[u] += sign * self.need[j * N_RES + RES_CORES]
+        """Running jobs, cores and GPUs held, per user, group and QoS."""
+        cdef int lvl, e
+        for lvl in range(N_LVL):
+            e = self._ent(j, lvl)
+            if 0 <= e < self.n_ent[lvl]:
+                self.ent_use[lvl][e * N_USE] += sign
+                self.ent_use[lvl][e * N_USE + 1] += sign * self.need[j * N_RES + RES_CORES]
+                self.ent_use[lvl][e * N_USE + 2] += sign * self.need[j * N_RES + RES_GPUS]
 
     cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil:
         """Start queued jobs in order while they fit, passing over jobs a limit holds back.
@@ -770,7 +1449,7 @@ cdef class ClusterState:
             if j < 0:
                 pos += 1
                 continue
-            if self._over_limit(j):  # passed over: never the head, never reserved
+            if self._visit_limit(j):  # passed over: never the head, never reserved
                 examined[0] += 1
                 self.reserved_s[j] = -1
                 pos += 1
@@ -842,6 +1521,7 @@ cdef class ClusterState:
         cdef int pos, j, k, examined = 0
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
+                and self.n_live_resv == 0
                 and prof_second_time(&self.prof) > now):
             # Only tail arrivals: every older reservation stands; add theirs.
             prof_set_first_time(&self.prof, now)
@@ -891,7 +1571,7 @@ cdef class ClusterState:
                     self.resv_complete = 0
                     break
                 self.n_jobs_examined += 1
-                if self._over_limit(j):  # passed over: no reservation
+                if self._visit_limit(j):  # passed over: no reservation
                     self.reserved_s[j] = -1
                 elif self._reserve_or_start(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
@@ -923,12 +1603,16 @@ cdef class ClusterState:
         if self._build_profile(now) != 0:
             return -1
         self.min_resv_s = NEVER
+        self._reset_seen()
         for pos in range(self.q_begin, self.q_end):
             j = self.q[pos].job_idx
             if j < 0:
                 continue
+            if self._visit_limit(j) or self._owner_resv(j) >= 0:
+                self.reserved_s[j] = -1
+                continue
             s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
-            if s == NEVER or self._over_limit(j):
+            if s == NEVER:
                 self.reserved_s[j] = -1
                 continue
             self.reserved_s[j] = s
@@ -940,7 +1624,16 @@ cdef class ClusterState:
         return 0
 
     cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil:
-        cdef int64_t s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
+        cdef int64_t s
+        if self.n_live_resv and self._owner_resv(j) >= 0:
+            # inside its own advance reservation: only those nodes, outside the profile
+            self.reserved_s[j] = -1
+            if self._fits_now(j):
+                if self._start(j, now) != 0:
+                    return PASS_NO_MEMORY
+                self._tombstone(pos if pos >= 0 else self._find_pos(j))
+            return PASS_OK
+        s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
         if s == NEVER:
             self.reserved_s[j] = -1
             return PASS_OK
@@ -958,7 +1651,8 @@ cdef class ClusterState:
 
     cdef int _build_profile(self, int64_t now) noexcept nogil:
         """Free resources over time from the running jobs' requested ends."""
-        cdef int i = 0, r, j
+        cdef int i = 0, r, j, k
+        cdef AdvanceResv* R
         cdef int64_t t
         cdef int64_t cur[4]
         prof_clear(&self.prof)
@@ -981,6 +1675,13 @@ cdef class ClusterState:
                 i += 1
             if prof_append(&self.prof, t, cur) != 0:
                 return -1
+        # advance reservations: their nodes are not free for others over the window
+        # (counted whole, even where running jobs hold part of them: pessimistic)
+        for k in range(self.n_resv):
+            R = &self.resv[k]
+            if R.end_s > now:
+                if prof_take(&self.prof, R.start_s if R.start_s > now else now, R.end_s, R.cap) != 0:
+                    return -1
         return 0
 
     # ------------------------------------------------------------ queries
@@ -1002,14 +1703,16 @@ cdef class ClusterState:
         if (self.backfill == BF_CONSERVATIVE and self.resv_complete and self.reserved_s[j] >= 0
                 and not self.need_full_pass):
             return max(self.reserved_s[j], now)
+        self.cur_now = now
         if self._build_profile(now) != 0:
             raise MemoryError()
+        self._reset_seen()
         pos = self.q_begin
         while pos < self.q_end:
             i = self.q[pos].job_idx
             if i == j:
                 break
-            if i >= 0 and not self._over_limit(i):
+            if i >= 0 and not self._visit_limit(i) and self._owner_resv(i) < 0:
                 s = prof_earliest(&self.prof, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
                 if s != NEVER:
                     if prof_take(&self.prof, s, s + self.jobs[i].walltime_s,
@@ -1022,21 +1725,71 @@ cdef class ClusterState:
         return -1 if s == NEVER else s
 
     def why_pending(self, int j):
-        """Reason code (REASONS) for a job that is not running."""
+        """Reason code (REASONS) for a job that is not running, as of the last pass.
+
+        Held: Dependency (a parent has not ended), BeginTime (think time after
+        it), Held (on hold). Pending: NodeDown when the nodes up could never
+        hold it; a limit (UserLimit, GroupLimit, QOSLimit) that holds it back;
+        Resources for the first job in line, Reservation instead when free
+        resources would fit it but for an advance reservation; Priority for
+        the others (BackfillDepth beyond the backfill depth).
+        """
         self._check_idx(j)
-        cdef int pos
+        cdef int pos, i, why, first = -1, examined = 0, r, live
         if self.job_state[j] == JS_HELD:
-            return WHY_HELD
+            return self.hold_why[j]
         if self.job_state[j] != JS_PENDING:
             return WHY_NOT_PENDING
-        if self._over_limit(j):
-            return WHY_USER_LIMIT
-        pos = self.q_begin  # the first job in line that no limit holds back
-        while pos < self.q_end and (self.q[pos].job_idx < 0 or self._over_limit(self.q[pos].job_idx)):
+        for r in range(N_RES):
+            if self.need[j * N_RES + r] > self.total_cap[r]:
+                return WHY_NODE_DOWN
+        self._reset_seen()
+        pos = self.q_begin
+        while pos < self.q_end:
+            i = self.q[pos].job_idx
+            if i >= 0:
+                examined += 1
+                why = self._visit_limit(i)
+                if i == j:
+                    if why:
+                        return why
+                    break
+                if not why and first < 0:
+                    first = i
             pos += 1
-        if pos < self.q_end and self.q[pos].job_idx == j:
+        if first < 0:
+            if self.n_live_resv and not self._fits_now(j):
+                live = self.n_live_resv
+                self.n_live_resv = 0
+                why = WHY_RESERVATION if self._fits_now(j) else WHY_RESOURCES
+                self.n_live_resv = live
+                return why
             return WHY_RESOURCES
+        if self.bf_depth > 0 and examined > self.bf_depth and self.backfill != BF_NONE:
+            return WHY_BACKFILL_DEPTH
         return WHY_PRIORITY
+
+    def dependency_cancelled(self):
+        """Per slot: 1 if the job was cancelled because a dependency can never be met."""
+        out = np.empty(self.n_jobs, dtype=np.int8)
+        cdef int8_t[::1] v = out
+        if self.n_jobs:
+            memcpy(&v[0], self.dep_cancelled, self.n_jobs * sizeof(int8_t))
+        return out
+
+    def priorities(self):
+        """Per slot: the priority key as last set or computed (a copy)."""
+        out = np.empty(self.n_jobs, dtype=np.float64)
+        cdef double[::1] v = out
+        cdef int k
+        for k in range(self.n_jobs):
+            v[k] = self.jobs[k].priority
+        return out
+
+    def next_wakeup(self):
+        """When a held job's think time ends (it needs a pass then); -1 none."""
+        cdef int64_t t = heap_top_time(&self.begin_heap)
+        return -1 if t == NEVER else t
 
     def started_jobs(self):
         """Slot indices started by the last pass, in start order (a copy)."""
@@ -1094,6 +1847,11 @@ cdef class ClusterState:
                 raise MemoryError()
         return self._copy_i64(2)
 
+    def state_of(self, int j):
+        """JOB_STATES code of one job (no copy of the table)."""
+        self._check_idx(j)
+        return self.job_state[j]
+
     def job_states(self):
         out = np.empty(self.n_jobs, dtype=np.int8)
         cdef int8_t[::1] v = out
@@ -1130,59 +1888,63 @@ cdef class ClusterState:
 cdef class ReplayFeed:
     """Arrivals and completions of a trace replay, for one SimPy driver process.
 
-    The simulator knows what the kernel must not: each job's actual run time.
-    This feed keeps the arrival cursor and a binary heap of completion times
-    (ties by slot index) in C, so that a step of the simulation is a handful
-    of calls whatever the queue length.
+    The simulator knows what the kernel must not: each job's actual run time
+    and whether it succeeds. This feed keeps the arrival cursor and a binary
+    heap of completion times (ties by slot index) in C, so that a step of the
+    simulation is a handful of calls whatever the queue length.
     """
 
     cdef int n
     cdef public int cursor  # slots below it have arrived
     cdef int64_t* submit
     cdef int64_t* duration
-    cdef int64_t* h_t
-    cdef int32_t* h_j
-    cdef int h_n
-    cdef int h_cap
+    cdef int8_t* ok
+    cdef TimeHeap done
     cdef public long long n_events
 
-    def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s):
+    def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
+                  const int8_t[::1] ok=None):
         cdef Py_ssize_t k
         if submit_s.shape[0] != duration_s.shape[0]:
             raise ValueError("submit_s and duration_s must have the same length")
+        if ok is not None and ok.shape[0] != submit_s.shape[0]:
+            raise ValueError("ok needs one flag per job")
         self.n = <int>submit_s.shape[0]
         self.submit = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
         self.duration = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
-        if self.submit == NULL or self.duration == NULL:
+        self.ok = <int8_t*>malloc(max(self.n, 1) * sizeof(int8_t))
+        if self.submit == NULL or self.duration == NULL or self.ok == NULL:
             raise MemoryError()
         for k in range(self.n):
             if k > 0 and submit_s[k] < submit_s[k - 1]:
                 raise ValueError(f"submit times must be sorted (slot {k})")
             self.submit[k] = submit_s[k]
             self.duration[k] = duration_s[k]
+            self.ok[k] = 1 if ok is None else (1 if ok[k] else 0)
         self.cursor = 0
 
     def __dealloc__(self):
-        free(self.submit); free(self.duration); free(self.h_t); free(self.h_j)
+        free(self.submit); free(self.duration); free(self.ok)
+        heap_release(&self.done)
 
     cpdef int64_t next_time(self):
-        """Time of the next arrival or completion; -1 when the replay is over."""
+        """Time of the next arrival or completion; -1 when there is none."""
         cdef int64_t t = NEVER
         if self.cursor < self.n:
             t = self.submit[self.cursor]
-        if self.h_n > 0 and self.h_t[0] < t:
-            t = self.h_t[0]
+        if self.done.n > 0 and self.done.t[0] < t:
+            t = self.done.t[0]
         return -1 if t == NEVER else t
 
     cdef int _apply(self, ClusterState state, int64_t now) except -1:
         """Completions due at ``now``, then arrivals at ``now``, into the state."""
         cdef int j, count = 0
-        while self.h_n > 0 and self.h_t[0] <= now:
-            j = self._pop()
-            state.finish(j, now)
+        while self.done.n > 0 and self.done.t[0] <= now:
+            j = heap_pop(&self.done)
+            state.finish(j, now, self.ok[j])
             count += 1
         while self.cursor < self.n and self.submit[self.cursor] <= now:
-            if state._submit(self.cursor) != 0:
+            if state._arrive(self.cursor, now) != 0:
                 raise MemoryError()
             self.cursor += 1
             count += 1
@@ -1191,64 +1953,23 @@ cdef class ReplayFeed:
 
     cpdef int64_t step(self, ClusterState state, int64_t now) except -2:
         """One simulation step at ``now``: events, one pass, completions of the
-        jobs it started. Returns the next event time (-1: the replay is over)."""
+        jobs it started. Returns the next time something happens: an event,
+        or a held job's think time ending (-1: the replay is over)."""
+        cdef int64_t t, w
         self._apply(state, now)
         state.schedule(now)
         self._record_starts(state, now)
-        return self.next_time()
+        t = self.next_time()
+        w = heap_top_time(&state.begin_heap)
+        if w != NEVER and (t < 0 or w < t):
+            return w
+        return t
 
     cdef int _record_starts(self, ClusterState state, int64_t now) except -1:
         """Schedule the completion of every job the last pass started."""
         cdef int k, j
         for k in range(state.n_started):
             j = state.started[k]
-            if self._push(now + self.duration[j], j) != 0:
+            if heap_push(&self.done, now + self.duration[j], j) != 0:
                 raise MemoryError()
         return state.n_started
-
-    cdef int _push(self, int64_t t, int32_t j) noexcept nogil:
-        cdef int i, parent, cap = self.h_cap
-        if _reserve(<void**>&self.h_t, &cap, self.h_n + 1, sizeof(int64_t)) != 0:
-            return -1
-        cap = self.h_cap
-        if _reserve(<void**>&self.h_j, &cap, self.h_n + 1, sizeof(int32_t)) != 0:
-            return -1
-        self.h_cap = cap
-        i = self.h_n
-        self.h_n += 1
-        while i > 0:
-            parent = (i - 1) >> 1
-            if self.h_t[parent] < t or (self.h_t[parent] == t and self.h_j[parent] < j):
-                break
-            self.h_t[i] = self.h_t[parent]
-            self.h_j[i] = self.h_j[parent]
-            i = parent
-        self.h_t[i] = t
-        self.h_j[i] = j
-        return 0
-
-    cdef int32_t _pop(self) noexcept nogil:
-        cdef int32_t top = self.h_j[0]
-        cdef int64_t t
-        cdef int32_t j
-        cdef int i = 0, c
-        self.h_n -= 1
-        if self.h_n == 0:
-            return top
-        t = self.h_t[self.h_n]
-        j = self.h_j[self.h_n]
-        while True:
-            c = 2 * i + 1
-            if c >= self.h_n:
-                break
-            if c + 1 < self.h_n and (self.h_t[c + 1] < self.h_t[c] or
-                                     (self.h_t[c + 1] == self.h_t[c] and self.h_j[c + 1] < self.h_j[c])):
-                c += 1
-            if self.h_t[c] > t or (self.h_t[c] == t and self.h_j[c] > j):
-                break
-            self.h_t[i] = self.h_t[c]
-            self.h_j[i] = self.h_j[c]
-            i = c
-        self.h_t[i] = t
-        self.h_j[i] = j
-        return top

@@ -23,7 +23,7 @@ cdef inline ProfileBlock* _blk(Profile* P, int pos) noexcept nogil:
 cdef inline int _seg_ge(ProfileBlock* b, int i, const int64_t* need) noexcept nogil:
     cdef int r
     for r in range(N_RES):
-        if b.f[i * N_RES + r] + b.add[r] < need[r]:
+        if need[r] > 0 and b.f[i * N_RES + r] + b.add[r] < need[r]:
             return 0
     return 1
 
@@ -43,7 +43,7 @@ cdef inline int _blk_may_fit(ProfileBlock* b, const int64_t* need) noexcept nogi
     """Some segment of the block might hold ``need`` (exact for one resource)."""
     cdef int r
     for r in range(N_RES):
-        if b.hi[r] + b.add[r] < need[r]:
+        if need[r] > 0 and b.hi[r] + b.add[r] < need[r]:
             return 0
     return 1
 
@@ -52,7 +52,7 @@ cdef inline int _blk_all_fit(ProfileBlock* b, const int64_t* need) noexcept nogi
     """Every segment of the block holds ``need``."""
     cdef int r
     for r in range(N_RES):
-        if b.lo[r] + b.add[r] < need[r]:
+        if need[r] > 0 and b.lo[r] + b.add[r] < need[r]:
             return 0
     return 1
 

@@ -75,7 +75,10 @@ def simulate(
         ),
     ] = None,
     order: Annotated[
-        str | None, typer.Option(help=f"Queue order: {', '.join(ORDERS[:2])} [default: fcfs].")
+        str | None,
+        typer.Option(
+            help=f"Queue order: {', '.join(o for o in ORDERS if o != 'priority')} [default: fcfs]."
+        ),
     ] = None,
     placement: Annotated[
         str | None,
@@ -107,6 +110,17 @@ def simulate(
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip malformed SWF lines (counted) instead of stopping.")
     ] = False,
+    explain_job: Annotated[
+        int | None,
+        typer.Option(
+            "--explain",
+            help="Show one job's priority factors (as sprio) instead of a summary: "
+            "at --at, or at the pass that started it.",
+        ),
+    ] = None,
+    at_s: Annotated[
+        int | None, typer.Option("--at", help="With --explain: the moment (seconds, trace time).")
+    ] = None,
 ) -> None:
     """Replay a workload under a policy and print a summary (one column per backfill mode)."""
     from htcsim.kernel import KernelInputError
@@ -136,6 +150,9 @@ def simulate(
             cluster = load_cluster(cluster_file)
         except ClusterError as exc:
             raise _fail(str(exc)) from exc
+    if explain_job is not None:
+        _explain(workload, policies[0], explain_job, at_s, cluster)
+        return
     _print_loading(workload, cluster)
     summaries = []
     for policy in policies:
@@ -163,6 +180,29 @@ def simulate(
     from htcsim.results import summary_table
 
     console.print(summary_table(summaries))
+
+
+def _explain(
+    workload: Workload, policy: Policy, job_id: int, at_s: int | None, cluster: Cluster | None
+) -> None:
+    """Print one job's priority factors at a moment of the replay, as sprio."""
+    from htcsim.kernel import KernelInputError
+    from htcsim.sim import explain
+
+    try:
+        why = explain(workload, policy, job_id, at_s, cluster=cluster)
+    except KernelInputError as exc:
+        raise _fail(str(exc)) from exc
+    place = "" if why.queue_position is None else f", #{why.queue_position + 1} in the queue"
+    console.print(
+        f"job {why.job_id} at t={why.at_s} s: {why.state} (reason {why.reason}{place}); "
+        f"policy {policy.label}"
+    )
+    table = Table("factor", "value (0..1)", "weight x value")
+    for name, value in why.factors.items():
+        table.add_row(name, f"{value:.4f}", f"{why.weighted[name]:+.2f}")
+    table.add_row("[bold]priority[/]", "", f"[bold]{why.priority:.2f}[/]")
+    console.print(table)
 
 
 def _policies(

@@ -16,6 +16,19 @@ uses the identical nodes of the workload's ``Machine`` (an SWF header).
     cores = 32
     mem_mib = 256000
     gpus = 4
+
+An advance reservation sets nodes aside for a time window, for the jobs of one
+user, group (workload ids, SWF fields 12 and 13) or QoS (a name of the
+policy's [[qos]] tables); other jobs may use those nodes only if they end, by
+their requested time, before the window opens::
+
+    [[reservation]]
+    name = "campaign"
+    start_s = 86400          # seconds from the workload's origin
+    end_s = 172800
+    node_type = "gpu"        # optional: the first ``count`` nodes of this type
+    count = 4                # optional: default every node (of the type)
+    qos = "critical"         # or user = 17, or group = 3
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from htcsim.model import Machine
 
 N_RESOURCES = 4  # cores, mem_mib, gpus, scratch_mib: the kernel's resource vector
 _NODE_TYPE_KEYS = ("name", "count", "cores", "mem_mib", "gpus", "scratch_mib")
+_RESERVATION_KEYS = ("name", "start_s", "end_s", "node_type", "count", "user", "group", "qos")
 
 
 class ClusterError(ValueError):
@@ -50,10 +64,34 @@ class NodeType:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """Nodes set aside over [start_s, end_s) for one user, group or QoS."""
+
+    name: str
+    start_s: int
+    end_s: int
+    owner: str  # "user", "group" or "qos"
+    owner_name: str  # workload id of the user or group, or the QoS name
+    node_type: str | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
 class Cluster:
     """Node types in order; node k of the kernel is the k-th node of this list."""
 
     node_types: tuple[NodeType, ...]
+    reservations: tuple[Reservation, ...] = ()
+
+    def reservation_nodes(self, reservation: Reservation) -> np.ndarray:
+        """Node indices of a reservation: the first ``count`` of its type (or of all)."""
+        types = self.node_type_of()
+        if reservation.node_type is None:
+            nodes = np.arange(len(types))
+        else:
+            index = [t.name for t in self.node_types].index(reservation.node_type)
+            nodes = np.flatnonzero(types == index)
+        return nodes if reservation.count is None else nodes[: reservation.count]
 
     @property
     def n_nodes(self) -> int:
@@ -92,10 +130,10 @@ class Cluster:
 
 def cluster_from_mapping(data: dict[str, Any], source: str = "cluster") -> Cluster:
     """A Cluster from parsed TOML, with errors naming the node type and key."""
-    unknown = set(data) - {"node_type"}
+    unknown = set(data) - {"node_type", "reservation"}
     if unknown:
         raise ClusterError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (known: node_type)"
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (known: node_type, reservation)"
         )
     entries = data.get("node_type")
     if not isinstance(entries, list) or not entries:
@@ -130,7 +168,56 @@ def cluster_from_mapping(data: dict[str, Any], source: str = "cluster") -> Clust
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ClusterError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
         types.append(NodeType(**entry))
-    return Cluster(tuple(types))
+    reservations = tuple(
+        _reservation(entry, k, types, source) for k, entry in enumerate(data.get("reservation", []))
+    )
+    return Cluster(tuple(types), reservations)
+
+
+def _reservation(entry: object, k: int, types: list[NodeType], source: str) -> Reservation:
+    """One [[reservation]] table, checked against the node types."""
+    if not isinstance(entry, dict):
+        raise ClusterError(f"{source}: each reservation must be a table")
+    where = f"{source}: reservation {entry.get('name', k + 1)!r}"
+    extra = set(entry) - set(_RESERVATION_KEYS)
+    if extra:
+        raise ClusterError(
+            f"{where}: unknown key(s) {', '.join(sorted(extra))} "
+            f"(known: {', '.join(_RESERVATION_KEYS)})"
+        )
+    for key in ("start_s", "end_s"):
+        value = entry.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ClusterError(f"{where}: {key} must be an integer (seconds), got {value!r}")
+    if entry["end_s"] <= entry["start_s"]:
+        raise ClusterError(f"{where}: end_s must be after start_s")
+    owners = [key for key in ("user", "group", "qos") if key in entry]
+    if len(owners) != 1:
+        raise ClusterError(f"{where}: needs exactly one of user, group or qos")
+    owner = owners[0]
+    node_type = entry.get("node_type")
+    pool = sum(t.count for t in types)
+    if node_type is not None:
+        named = {t.name: t for t in types}
+        if node_type not in named:
+            raise ClusterError(
+                f"{where}: node_type {node_type!r} is not a node type ({', '.join(named)})"
+            )
+        pool = named[node_type].count
+    count = entry.get("count")
+    if count is not None and (
+        not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= pool
+    ):
+        raise ClusterError(f"{where}: count must be an integer in 1..{pool}, got {count!r}")
+    return Reservation(
+        name=str(entry.get("name", f"reservation{k + 1}")),
+        start_s=entry["start_s"],
+        end_s=entry["end_s"],
+        owner=owner,
+        owner_name=str(entry[owner]),
+        node_type=node_type,
+        count=count,
+    )
 
 
 def load_cluster(path: str | Path) -> Cluster:

@@ -47,12 +47,29 @@ def node_capacity(
     return table
 
 
-def job_specs(jobs: np.ndarray, *, with_memory: bool = True) -> np.ndarray:
+def dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dense index per row, -1 where unknown; the sorted distinct known ids).
+
+    Row k's entity is ``distinct[dense[k]]``: the kernel keeps usage and
+    limits per dense index; a policy names entities by their ids.
+    """
+    known = ids >= 0
+    dense = np.full(len(ids), -1, dtype=np.int32)
+    distinct, inverse = np.unique(ids[known], return_inverse=True)
+    dense[known] = inverse
+    return dense, distinct
+
+
+def job_specs(
+    jobs: np.ndarray, *, with_memory: bool = True, policy: Policy | None = None
+) -> np.ndarray:
     """Kernel job specs from a workload table (``htcsim.model.JOB_DTYPE``).
 
     The reservation length is the requested time, at least one second (a job
     asking for 0 s still needs its resources for an instant). ``with_memory``
     False drops the memory request (a cluster that declares no memory).
+    Users and groups become dense indices (``dense_ids``); the queue number
+    becomes the index of the policy's QoS that lists it (-1: none).
     """
     if jobs.dtype != JOB_DTYPE:
         raise KernelInputError(f"expected a JOB_DTYPE table, got {jobs.dtype}")
@@ -61,12 +78,12 @@ def job_specs(jobs: np.ndarray, *, with_memory: bool = True) -> np.ndarray:
     specs["submit_s"] = jobs["submit_s"]
     specs["walltime_s"] = np.maximum(jobs["walltime_s"], 1)
     specs["n_tasks"] = jobs["n_tasks"]
-    # users as dense indices (unknown stays -1): the kernel keeps usage per user
-    users = jobs["user_id"]
-    known = users >= 0
-    dense = np.full(len(jobs), -1, dtype=np.int32)
-    dense[known] = np.unique(users[known], return_inverse=True)[1]
-    specs["user_idx"] = dense
+    specs["user_idx"] = dense_ids(jobs["user_id"])[0]
+    specs["group_idx"] = dense_ids(jobs["group_id"])[0]
+    specs["qos_idx"] = -1
+    for index, qos in enumerate(policy.qos if policy is not None else ()):
+        if qos.queues:
+            specs["qos_idx"][np.isin(jobs["queue_id"], qos.queues)] = index
     per_task = specs["per_task"]
     per_task[:, 0] = jobs["cores_per_task"]
     per_task[:, 1] = jobs["mem_mib_per_task"] if with_memory else 0
@@ -106,16 +123,64 @@ class Kernel:
         self.end_times = self._state.end_times
         self.reservations = self._state.reservations
         self.job_allocation = self._state.job_allocation
+        self.dependency_cancelled = self._state.dependency_cancelled
+        self.priorities = self._state.priorities
+        self.next_wakeup = self._state.next_wakeup
 
     def configure(self, policy: Policy) -> None:
+        """Apply every knob of ``policy`` that does not name a user or group."""
         self.policy = policy
-        self._state.configure(
+        state = self._state
+        state.configure(
             _core.ORDERS[policy.order],
             _core.BACKFILLS[policy.backfill],
             _core.PLACEMENTS[policy.placement],
             policy.backfill_depth,
         )
-        self._state.set_user_limits(policy.max_running_jobs_per_user, policy.max_cores_per_user)
+        state.set_limits(0, np.array(policy.limits_of("user"), dtype=np.int64))
+        state.set_limits(1, np.array(policy.limits_of("group"), dtype=np.int64))
+        top = max((q.priority for q in policy.qos), default=0.0)
+        state.set_qos(
+            np.array([q.priority / top if top > 0 else 0.0 for q in policy.qos], dtype=np.float64),
+            np.array([q.limits for q in policy.qos], dtype=np.int64).reshape(-1, 4),
+        )
+        state.set_priority(
+            policy.priority_weight_age,
+            policy.priority_weight_size,
+            policy.priority_weight_fairshare,
+            policy.priority_weight_qos,
+            policy.priority_max_age_s,
+            policy.priority_favor == "small",
+            policy.priority_interval_s,
+        )
+        state.set_starvation_limit(policy.starvation_limit_s)
+
+    def set_accounts(self, user_ids: np.ndarray, group_ids: np.ndarray) -> None:
+        """Name the dense users and groups (``dense_ids``) so that the policy's
+        shares and nice values reach them; names the policy gives that the
+        workload does not have are ignored (a policy serves many workloads)."""
+        policy = self.policy
+        user_names = {str(int(u)): k for k, u in enumerate(user_ids)}
+        group_names = {str(int(g)): k for k, g in enumerate(group_ids)}
+        user_share = np.ones(len(user_ids), dtype=np.float64)
+        group_share = np.ones(len(group_ids), dtype=np.float64)
+        nice = np.zeros(len(user_ids), dtype=np.float64)
+        for name, value in policy.user_shares:
+            if name in user_names:
+                user_share[user_names[name]] = value
+        for name, value in policy.group_shares:
+            if name in group_names:
+                group_share[group_names[name]] = value
+        for name, value in policy.nice:
+            if name in user_names:
+                nice[user_names[name]] = value
+        self._state.set_fairshare(
+            _core.FAIRSHARE_ALGORITHMS[policy.fairshare_algorithm],
+            float(policy.fairshare_half_life_s),
+            user_share,
+            group_share,
+        )
+        self._state.set_nice(nice)
 
     @property
     def n_jobs(self) -> int:
@@ -193,6 +258,72 @@ class Kernel:
             np.ascontiguousarray(priority, dtype=np.float64),
         )
 
+    def add_dependencies(
+        self,
+        child: np.ndarray,
+        parent: np.ndarray,
+        kind: np.ndarray | str = "afterany",
+        delay_s: np.ndarray | int = 0,
+    ) -> None:
+        """Child slots wait for parent slots (afterany, afterok, afternotok), then
+        ``delay_s`` of think time. Rejects, naming the jobs, a slot out of
+        range, a dependency on itself and any cycle."""
+        child = np.ascontiguousarray(child, dtype=np.int32)
+        parent = np.ascontiguousarray(parent, dtype=np.int32)
+        n = len(child)
+        if isinstance(kind, str):
+            if kind not in DEPENDENCY_KINDS:
+                raise KernelInputError(
+                    f"unknown dependency kind {kind!r} (known: {', '.join(DEPENDENCY_KINDS)})"
+                )
+            kinds = np.full(n, DEPENDENCY_KINDS[kind], dtype=np.int32)
+        else:
+            kinds = np.ascontiguousarray(kind, dtype=np.int32)
+        delays = np.ascontiguousarray(np.broadcast_to(delay_s, (n,)), dtype=np.int64)
+        bad = (child < 0) | (child >= self.n_jobs) | (parent < 0) | (parent >= self.n_jobs)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise KernelInputError(
+                f"dependency {int(child[k])} -> {int(parent[k])} names an unknown job slot"
+            )
+        if (delays < 0).any():
+            k = int(np.flatnonzero(delays < 0)[0])
+            raise KernelInputError(f"job slot {int(child[k])} has a negative think time")
+        check_acyclic(child, parent, self.n_jobs)
+        self._state.add_dependencies(child, parent, kinds, delays)
+
+    def hold(self, job_idx: int) -> None:
+        self._state.hold(int(job_idx))
+
+    def release(self, job_idx: int, now: int) -> None:
+        self._state.release(int(job_idx), int(now))
+
+    def add_reservation(
+        self, start_s: int, end_s: int, nodes: np.ndarray, owner: str, owner_idx: int
+    ) -> int:
+        """Reserve ``nodes`` (indices) over [start_s, end_s) for a user, group or QoS."""
+        flags = np.zeros(len(self.capacity), dtype=np.int8)
+        flags[np.asarray(nodes, dtype=np.int64)] = 1
+        if owner not in _core.LEVELS:
+            raise KernelInputError(f"a reservation's owner is a user, group or qos, not {owner!r}")
+        return int(
+            self._state.add_reservation(
+                int(start_s), int(end_s), flags, _core.LEVELS[owner], int(owner_idx)
+            )
+        )
+
+    def priority_factors(self, job_idx: int, now: int) -> tuple[float, dict[str, float]]:
+        """(priority, normalized factors) of a job at ``now`` (see ``explain``)."""
+        priority, factors = self._state.priority_factors(int(job_idx), int(now))
+        return float(priority), dict(factors)
+
+    def fairshare_usage(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._state.fairshare_usage()
+
+    def usage(self, level: str) -> np.ndarray:
+        """Running jobs, cores and GPUs held now per user, group or qos (dense index)."""
+        return self._state.usage(_core.LEVELS[level])
+
     def set_node_state(self, node_idx: int, state: NodeState) -> None:
         self._state.set_node_state(int(node_idx), int(state))
 
@@ -202,6 +333,9 @@ class Kernel:
 
     def why_pending(self, job_idx: int) -> Reason:
         return Reason(self._state.why_pending(int(job_idx)))
+
+    def state_of(self, job_idx: int) -> JobState:
+        return JobState(self._state.state_of(int(job_idx)))
 
     def job_states(self) -> np.ndarray:
         return self._state.job_states()
@@ -219,6 +353,33 @@ class Kernel:
         return self._state.shadow()
 
 
+DEPENDENCY_KINDS: dict[str, int] = dict(_core.DEPENDENCY_KINDS)
+
+
+def check_acyclic(child: np.ndarray, parent: np.ndarray, n_jobs: int) -> None:
+    """Reject a dependency cycle, naming the jobs in it (strongly connected
+    components of the dependency graph, computed by SciPy)."""
+    if len(child) == 0:
+        return
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    loops = child == parent
+    if loops.any():
+        raise KernelInputError(f"job slot {int(child[loops][0])} depends on itself")
+    graph = coo_matrix(
+        (np.ones(len(child), dtype=np.int8), (parent, child)), shape=(n_jobs, n_jobs)
+    ).tocsr()
+    n_comp, labels = connected_components(graph, directed=True, connection="strong")
+    if n_comp == n_jobs:
+        return
+    sizes = np.bincount(labels)
+    members = np.flatnonzero(labels == int(np.argmax(sizes)))
+    shown = ", ".join(str(int(m)) for m in members[:10])
+    more = "" if len(members) <= 10 else f" (and {len(members) - 10} more)"
+    raise KernelInputError(f"dependency cycle between job slots {shown}{more}")
+
+
 class ReplayFeed:
     """Arrivals and completions of a replay (see ``_core.ReplayFeed``).
 
@@ -226,7 +387,13 @@ class ReplayFeed:
     submit order, starting from an empty kernel.
     """
 
-    def __init__(self, kernel: Kernel, submit_s: np.ndarray, duration_s: np.ndarray) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        submit_s: np.ndarray,
+        duration_s: np.ndarray,
+        ok: np.ndarray | None = None,
+    ) -> None:
         if kernel.n_jobs != len(submit_s):
             raise KernelInputError(
                 f"the feed has {len(submit_s)} jobs but the kernel holds {kernel.n_jobs}"
@@ -236,6 +403,7 @@ class ReplayFeed:
         self._feed = _core.ReplayFeed(
             np.ascontiguousarray(submit_s, dtype=np.int64),
             np.ascontiguousarray(duration_s, dtype=np.int64),
+            None if ok is None else np.ascontiguousarray(ok, dtype=np.int8),
         )
         state = kernel._state
         feed = self._feed

@@ -1,25 +1,37 @@
 """The scheduling policy: the one artifact that flows from tuning to production.
 
 A ``Policy`` is frozen and validated on construction, so that an invalid
-value is reported where it was written, never deep inside a replay.
+value is reported where it was written, never deep inside a replay. Users,
+groups and queues are named as the workload names them (SWF: the numbers of
+fields 12, 13 and 15, written as TOML keys such as ``"17"``).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 
-Order = Literal["fcfs", "sjf", "priority"]
+Order = Literal["fcfs", "sjf", "priority", "multifactor"]
 BackfillMode = Literal["none", "easy", "conservative"]
 Placement = Literal["first_fit", "best_fit", "spread"]
+FairshareAlgorithm = Literal["classic", "fair_tree"]
+Favor = Literal["small", "large"]
 
-ORDERS: tuple[str, ...] = ("fcfs", "sjf", "priority")
+ORDERS: tuple[str, ...] = ("fcfs", "sjf", "priority", "multifactor")
 BACKFILL_MODES: tuple[str, ...] = ("none", "easy", "conservative")
 PLACEMENTS: tuple[str, ...] = ("first_fit", "best_fit", "spread")
+FAIRSHARE_ALGORITHMS: tuple[str, ...] = ("classic", "fair_tree")
+FAVORS: tuple[str, ...] = ("small", "large")
+LIMIT_NAMES: tuple[str, ...] = ("running_jobs", "cores", "gpus", "queued_jobs")
+"""What a limit caps, in the kernel's column order."""
+
+Shares = tuple[tuple[str, float], ...]
+"""(name, value) pairs: a mapping kept hashable inside the frozen Policy."""
 
 
 class PolicyError(ValueError):
@@ -32,48 +44,171 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True)
-class Policy:
-    """How the kernel orders the queue, backfills and places jobs.
+class QoS:
+    """A quality of service: a priority factor and caps shared by all its jobs.
 
-    ``order``: queue order; ``fcfs`` by submit time, ``sjf`` by requested time,
-    ``priority`` by a priority supplied per job (larger first). Ties always end
-    on (submit time, job id).
-    ``backfill``: ``none`` (strict order), ``easy`` (one reservation for the
-    first job that does not fit) or ``conservative`` (a reservation for every
-    queued job).
-    ``backfill_depth``: how many queued jobs one pass examines (0: all), as
-    Slurm's ``bf_max_job_test``; a named variant, off by default.
+    ``queues`` lists the workload's queue numbers (SWF field 15) that map to
+    it; a job of no listed queue has no QoS (factor 0, no QoS caps).
+    """
+
+    name: str
+    priority: float = 0.0
+    queues: tuple[int, ...] = ()
+    running_jobs: int = 0
+    cores: int = 0
+    gpus: int = 0
+    queued_jobs: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", tuple(self.queues))
+        where = f"qos {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            _fail("qos.name", "must be a non-empty string")
+        if not _is_number(self.priority) or self.priority < 0:
+            _fail(f"{where} priority", f"must be a number >= 0, got {self.priority!r}")
+        for queue in self.queues:
+            if not isinstance(queue, int) or isinstance(queue, bool):
+                _fail(f"{where} queues", f"must be integers, got {queue!r}")
+        for name in LIMIT_NAMES:
+            _check_count(f"{where} {name}", getattr(self, name))
+
+    @property
+    def limits(self) -> tuple[int, int, int, int]:
+        return (self.running_jobs, self.cores, self.gpus, self.queued_jobs)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the kernel orders the queue, backfills, limits and places jobs.
+
+    ``order``: ``fcfs`` by submit time, ``sjf`` by requested time, ``priority``
+    by a priority supplied per job, ``multifactor`` by the weighted factors
+    below (as Slurm's priority/multifactor), recomputed every
+    ``priority_interval_s``. Ties always end on (submit time, job id).
+    ``backfill``: ``none``, ``easy`` (one reservation, for the first job that
+    does not fit) or ``conservative`` (a reservation for every queued job);
+    ``backfill_depth`` caps the jobs one pass examines (0: all).
+    ``starvation_limit_s``: a job pending longer goes to the front of the
+    queue and gets a reservation even under EASY (0: off).
+    Limits (0: none) hold a job back with UserLimit/GroupLimit/QOSLimit.
     """
 
     order: Order = "fcfs"
     backfill: BackfillMode = "easy"
     backfill_depth: int = 0
+    starvation_limit_s: int = 0
     placement: Placement = "first_fit"
+    # multifactor priority
+    priority_weight_age: float = 1000.0
+    priority_weight_size: float = 0.0
+    priority_weight_fairshare: float = 0.0
+    priority_weight_qos: float = 0.0
+    priority_max_age_s: int = 7 * 86400
+    priority_favor: Favor = "small"
+    priority_interval_s: int = 300
+    nice: Shares = ()
+    # fairshare
+    fairshare_algorithm: FairshareAlgorithm = "classic"
+    fairshare_half_life_s: int = 7 * 86400
+    user_shares: Shares = ()
+    group_shares: Shares = ()
+    qos: tuple[QoS, ...] = ()
+    # limits per user and per group
     max_running_jobs_per_user: int = 0
     max_cores_per_user: int = 0
+    max_gpus_per_user: int = 0
+    max_queued_jobs_per_user: int = 0
+    max_running_jobs_per_group: int = 0
+    max_cores_per_group: int = 0
+    max_gpus_per_group: int = 0
+    max_queued_jobs_per_group: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("order", self.order, ORDERS)
         _check_choice("backfill", self.backfill, BACKFILL_MODES)
         _check_choice("placement", self.placement, PLACEMENTS)
-        for name in ("max_running_jobs_per_user", "max_cores_per_user"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                _fail(name, f"must be an integer >= 0 (0: no limit), got {value!r}")
-        if (
-            not isinstance(self.backfill_depth, int)
-            or isinstance(self.backfill_depth, bool)
-            or self.backfill_depth < 0
+        _check_choice("fairshare_algorithm", self.fairshare_algorithm, FAIRSHARE_ALGORITHMS)
+        _check_choice("priority_favor", self.priority_favor, FAVORS)
+        for name in (
+            "backfill_depth",
+            "starvation_limit_s",
+            "fairshare_half_life_s",
+            *(f"max_{what}_per_{who}" for who in ("user", "group") for what in LIMIT_NAMES),
         ):
-            _fail("backfill_depth", f"must be an integer >= 0, got {self.backfill_depth!r}")
+            _check_count(name, getattr(self, name))
+        for name in ("priority_max_age_s", "priority_interval_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(name, f"must be an integer >= 1, got {value!r}")
+        for name in (
+            "priority_weight_age",
+            "priority_weight_size",
+            "priority_weight_fairshare",
+            "priority_weight_qos",
+        ):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                _fail(name, f"must be a number >= 0, got {value!r}")
+        for name, positive in (("nice", False), ("user_shares", True), ("group_shares", True)):
+            object.__setattr__(self, name, _pairs(name, getattr(self, name), positive))
+        qos = tuple(self.qos)
+        object.__setattr__(self, "qos", qos)
+        seen: dict[int, str] = {}
+        for entry in qos:
+            if not isinstance(entry, QoS):
+                _fail("qos", f"entries must be QoS, got {entry!r}")
+            for queue in entry.queues:
+                if queue in seen:
+                    _fail("qos", f"queue {queue} maps to both {seen[queue]!r} and {entry.name!r}")
+                seen[queue] = entry.name
+        if len({entry.name for entry in qos}) != len(qos):
+            _fail("qos", "names must be unique")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-ready values: mappings as dicts, QoS as a list of dicts."""
+        values = asdict(self)
+        for name in ("nice", "user_shares", "group_shares"):
+            values[name] = dict(values[name])
+        values["qos"] = [{**asdict(q), "queues": list(q.queues)} for q in self.qos]
+        return values
 
     @property
     def label(self) -> str:
         """Short name for tables and plots, e.g. ``fcfs+easy``."""
         return f"{self.order}+{self.backfill}"
+
+    def limits_of(self, who: str) -> tuple[int, int, int, int]:
+        """The caps of every user or group, in the kernel's column order."""
+        return tuple(getattr(self, f"max_{what}_per_{who}") for what in LIMIT_NAMES)  # type: ignore[return-value]
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))  # type: ignore[arg-type]
+    )
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        _fail(name, f"must be an integer >= 0 (0: none), got {value!r}")
+
+
+def _pairs(name: str, value: object, positive: bool) -> Shares:
+    items = value.items() if isinstance(value, dict) else value
+    out: list[tuple[str, float]] = []
+    try:
+        for key, amount in items:  # type: ignore[union-attr,attr-defined]
+            if not _is_number(amount) or (positive and amount <= 0):
+                need = "a number > 0" if positive else "a number"
+                _fail(name, f"value of {key!r} must be {need}, got {amount!r}")
+            out.append((str(key), float(amount)))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, PolicyError):
+            raise
+        _fail(name, f"must map names to numbers, got {value!r}")
+    return tuple(sorted(out))
 
 
 def _check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -89,28 +224,53 @@ def _fail(field: str, reason: str) -> None:
 #
 # The file groups the fields by what they govern; each TOML key maps to one
 # Policy field. Unknown sections or keys are errors (a typo must not silently
-# fall back to a default).
+# fall back to a default). ``[[qos]]`` is a list of tables, one per QoS.
 TOML_KEYS: dict[str, dict[str, str]] = {
     "queue": {"order": "order"},
-    "backfill": {"mode": "backfill", "depth": "backfill_depth"},
-    "placement": {"strategy": "placement"},
-    "limits": {
-        "running_jobs_per_user": "max_running_jobs_per_user",
-        "cores_per_user": "max_cores_per_user",
+    "backfill": {
+        "mode": "backfill",
+        "depth": "backfill_depth",
+        "starvation_limit_s": "starvation_limit_s",
     },
+    "priority": {
+        "weight_age": "priority_weight_age",
+        "weight_size": "priority_weight_size",
+        "weight_fairshare": "priority_weight_fairshare",
+        "weight_qos": "priority_weight_qos",
+        "max_age_s": "priority_max_age_s",
+        "favor": "priority_favor",
+        "interval_s": "priority_interval_s",
+        "nice": "nice",
+    },
+    "fairshare": {
+        "algorithm": "fairshare_algorithm",
+        "half_life_s": "fairshare_half_life_s",
+        "users": "user_shares",
+        "groups": "group_shares",
+    },
+    "limits": {
+        f"{what}_per_{who}": f"max_{what}_per_{who}"
+        for who in ("user", "group")
+        for what in LIMIT_NAMES
+    },
+    "placement": {"strategy": "placement"},
 }
+_MAPPING_FIELDS = {"nice", "user_shares", "group_shares"}
+_QOS_KEYS = tuple(f.name for f in fields(QoS))
 
 _TOML_KEY_OF_FIELD = {
     field: f"{section}.{key}" for section, keys in TOML_KEYS.items() for key, field in keys.items()
 }
 
 DEFAULT_POLICY_TOML = """\
-# htcsim scheduling policy. The simulator (htcsim simulate --policy FILE) and,
-# later, the live agent read this same file.
+# htcsim scheduling policy. The simulator (htcsim simulate --policy FILE) and
+# the live agent read this same file. Users, groups and queues are named as
+# the workload names them (SWF: the numbers of fields 12, 13 and 15, as "17").
 
 [queue]
 # Order of the pending queue: "fcfs" (submit time), "sjf" (requested time),
-# "priority" (a priority per job). Ties break on submit time, then job id.
+# "priority" (a priority given per job) or "multifactor" (the [priority]
+# factors below). Ties break on submit time, then job id.
 order = "fcfs"
 
 [backfill]
@@ -119,13 +279,60 @@ order = "fcfs"
 mode = "easy"
 # Queued jobs examined per pass; 0 examines them all (Slurm: bf_max_job_test).
 depth = 0
+# Starvation guard: a job pending longer than this many seconds goes to the
+# front of the queue and gets a reservation, even under EASY (0: off).
+starvation_limit_s = 0
+
+[priority]
+# Multifactor priority (order = "multifactor"), as Slurm's: each factor is
+# normalized to [0, 1] and weighted; nice is subtracted as it is.
+weight_age = 1000.0        # time eligible, capped at max_age_s
+weight_size = 0.0          # cores asked, relative to the cluster
+weight_fairshare = 0.0     # the user's fairshare factor
+weight_qos = 0.0           # the QoS's priority over the highest QoS priority
+max_age_s = 604800
+favor = "small"            # size factor favors "small" or "large" jobs
+interval_s = 300           # seconds between recomputations of every priority
+
+[priority.nice]
+# user = nice value subtracted from that user's priorities, e.g. "17" = 100.0
+
+[fairshare]
+# "classic": 2^(-effective usage / share); "fair_tree": users ranked by
+# groups then users, each by share over usage (Slurm's fair tree).
+algorithm = "classic"
+half_life_s = 604800       # usage (core-seconds) halves every this many seconds; 0: never
+
+[fairshare.users]
+# user = shares within the user's group (default 1), e.g. "17" = 2.0
+
+[fairshare.groups]
+# group = shares among groups (default 1)
+
+# One [[qos]] table per QoS: a priority factor and caps for all its jobs;
+# queues lists the workload queue numbers that map to it. For example:
+# [[qos]]
+# name = "high"
+# priority = 100.0
+# queues = [1]
+# running_jobs = 0
+# cores = 0
+# gpus = 0
+# queued_jobs = 0
 
 [limits]
-# Per user: running jobs and cores held at once (0: no limit). A job that
-# would exceed its user's limit waits with reason UserLimit; it is never the
-# job others wait behind, and never gets a reservation.
+# Caps per user and per group (0: none): running jobs, cores and GPUs held at
+# once, and pending jobs considered. A job beyond a cap waits with reason
+# UserLimit or GroupLimit; it is never the job others wait behind, never
+# gets a reservation and is not counted as demand.
 running_jobs_per_user = 0
 cores_per_user = 0
+gpus_per_user = 0
+queued_jobs_per_user = 0
+running_jobs_per_group = 0
+cores_per_group = 0
+gpus_per_group = 0
+queued_jobs_per_group = 0
 
 [placement]
 # How tasks are put on nodes: "first_fit" (nodes in order), "best_fit" (pack:
@@ -137,25 +344,51 @@ strategy = "first_fit"
 
 def policy_from_mapping(data: dict[str, Any], source: str = "policy") -> Policy:
     """A Policy from parsed TOML, naming ``source`` and the key in every error."""
-    fields: dict[str, Any] = {}
-    for section, values in data.items():
+    values: dict[str, Any] = {}
+    for section, content in data.items():
+        if section == "qos":
+            values["qos"] = _qos_from_toml(content, source)
+            continue
         if section not in TOML_KEYS:
-            known = ", ".join(f"[{name}]" for name in TOML_KEYS)
+            known = ", ".join([f"[{name}]" for name in TOML_KEYS] + ["[[qos]]"])
             raise PolicyError(f"{source}: unknown section [{section}] (known: {known})")
-        if not isinstance(values, dict):
+        if not isinstance(content, dict):
             raise PolicyError(f"{source}: {section} must be a [{section}] table")
-        for key, value in values.items():
+        for key, value in content.items():
             if key not in TOML_KEYS[section]:
                 known = ", ".join(TOML_KEYS[section])
                 raise PolicyError(f"{source}: unknown key {section}.{key} (known: {known})")
-            fields[TOML_KEYS[section][key]] = value
+            name = TOML_KEYS[section][key]
+            if name in _MAPPING_FIELDS and not isinstance(value, dict):
+                raise PolicyError(f"{source}: {section}.{key} must be a [{section}.{key}] table")
+            values[name] = value
     try:
-        return Policy(**fields)
+        return Policy(**values)
     except PolicyError as exc:
         key = _TOML_KEY_OF_FIELD.get(exc.field or "", exc.field)
         raise PolicyError(
             f"{source}: {key} {exc.reason}", field=exc.field, reason=exc.reason
         ) from exc
+
+
+def _qos_from_toml(content: object, source: str) -> tuple[QoS, ...]:
+    if not isinstance(content, list):
+        raise PolicyError(f"{source}: qos must be a list of [[qos]] tables")
+    out = []
+    for k, table in enumerate(content):
+        where = f"{source}: [[qos]] #{k + 1}"
+        if not isinstance(table, dict):
+            raise PolicyError(f"{where} must be a table")
+        for key in table:
+            if key not in _QOS_KEYS:
+                raise PolicyError(f"{where}: unknown key {key} (known: {', '.join(_QOS_KEYS)})")
+        if "name" not in table:
+            raise PolicyError(f"{where}: needs a name")
+        try:
+            out.append(QoS(**table))
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: {exc}", field=exc.field, reason=exc.reason) from exc
+    return tuple(out)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -175,12 +408,25 @@ def load_policy(path: str | Path) -> Policy:
 def policy_to_toml(policy: Policy) -> str:
     """The TOML text of a policy (every field, grouped as in the file format)."""
     values = policy.to_dict()
-    data = {
-        section: {key: values[field] for key, field in keys.items()}
-        for section, keys in TOML_KEYS.items()
-    }
+    data: dict[str, Any] = {}
+    for section, keys in TOML_KEYS.items():
+        data[section] = {key: values[name] for key, name in keys.items()}
+    if policy.qos:
+        data["qos"] = values["qos"]
     return tomli_w.dumps(data)
 
 
 def save_policy(policy: Policy, path: str | Path) -> None:
     Path(path).write_text(policy_to_toml(policy), encoding="utf-8")
+
+
+__all__ = [
+    "DEFAULT_POLICY_TOML",
+    "Policy",
+    "PolicyError",
+    "QoS",
+    "load_policy",
+    "policy_from_mapping",
+    "policy_to_toml",
+    "save_policy",
+]

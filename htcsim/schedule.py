@@ -41,6 +41,7 @@ class SimResult:
     counters: dict[str, int] = field(default_factory=dict)
     cluster: Cluster | None = None  # the nodes replayed on, when not the workload's machine
     estimates: np.ndarray | None = None  # ESTIMATE_DTYPE rows, when sampled
+    cancelled: np.ndarray | None = None  # bool per job: a dependency could never be met
 
     @property
     def total_cores(self) -> int:

@@ -14,6 +14,7 @@ from htcsim.policy import (
     DEFAULT_POLICY_TOML,
     Policy,
     PolicyError,
+    QoS,
     load_policy,
     policy_from_mapping,
     save_policy,
@@ -27,7 +28,20 @@ def test_the_documented_default_is_the_default_policy() -> None:
 
 
 def test_save_then_load_gives_the_same_policy(tmp_path: Path) -> None:
-    policy = Policy(order="sjf", backfill="conservative", backfill_depth=50)
+    policy = Policy(
+        order="multifactor",
+        backfill="conservative",
+        backfill_depth=50,
+        starvation_limit_s=86400,
+        priority_weight_fairshare=5000.0,
+        nice=(("7", 100.0),),
+        user_shares=(("3", 2.0), ("4", 1.0)),
+        group_shares=(("1", 3.0),),
+        fairshare_algorithm="fair_tree",
+        qos=(QoS("high", priority=100.0, queues=(1, 2), running_jobs=4),),
+        max_gpus_per_group=8,
+        max_queued_jobs_per_user=100,
+    )
     save_policy(policy, tmp_path / "p.toml")
     assert load_policy(tmp_path / "p.toml") == policy
 
@@ -37,9 +51,27 @@ def test_save_then_load_gives_the_same_policy(tmp_path: Path) -> None:
     [
         ('[backfill]\nmode = "eazy"\n', "p.toml: backfill.mode must be one of none, easy"),
         ("[backfill]\ndepth = -1\n", "p.toml: backfill.depth must be an integer >= 0"),
-        ("[backfill]\ndepht = 3\n", "p.toml: unknown key backfill.depht (known: mode, depth)"),
-        ('[fairshare]\nhalf_life = "7d"\n', "p.toml: unknown section [fairshare]"),
-        ('[queue]\norder = "lifo"\n', "p.toml: queue.order must be one of fcfs, sjf, priority"),
+        (
+            "[backfill]\ndepht = 3\n",
+            "p.toml: unknown key backfill.depht (known: mode, depth, starvation_limit_s)",
+        ),
+        ('[fairshare]\nhalf_life = "7d"\n', "p.toml: unknown key fairshare.half_life"),
+        ("[fairshre]\nhalf_life_s = 7\n", "p.toml: unknown section [fairshre]"),
+        ("[priority]\nweight_age = -1\n", "p.toml: priority.weight_age must be a number >= 0"),
+        (
+            '[fairshare.users]\n"3" = 0\n',
+            "p.toml: fairshare.users value of '3' must be a number > 0",
+        ),
+        ("[fairshare]\nusers = 3\n", "p.toml: fairshare.users must be a [fairshare.users] table"),
+        ('[[qos]]\nname = "hi"\nprioritee = 3\n', "p.toml: [[qos]] #1: unknown key prioritee"),
+        (
+            '[[qos]]\nname = "a"\nqueues = [1]\n[[qos]]\nname = "b"\nqueues = [1]\n',
+            "p.toml: qos queue 1 maps to both 'a' and 'b'",
+        ),
+        (
+            '[queue]\norder = "lifo"\n',
+            "p.toml: queue.order must be one of fcfs, sjf, priority, multifactor",
+        ),
         ("[queue\n", "p.toml: not valid TOML"),
     ],
 )

@@ -13,13 +13,22 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
 
 from htcsim.cluster import Cluster
-from htcsim.kernel import Kernel, KernelInputError, Reason, ReplayFeed, job_specs
+from htcsim.kernel import (
+    JobState,
+    Kernel,
+    KernelInputError,
+    Reason,
+    ReplayFeed,
+    dense_ids,
+    job_specs,
+)
 from htcsim.model import Workload
 from htcsim.policy import Policy
 from htcsim.schedule import ESTIMATE_DTYPE, SimResult
@@ -29,6 +38,25 @@ ProgressCallback = Callable[[int], None]
 
 PROGRESS_EVERY_STEPS = 1 << 13
 WAITING = (Reason["Resources"], Reason["Priority"])
+_DONE_WAITING = (JobState["RUNNING"], JobState["ENDED"], JobState["CANCELLED"])
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The priority of one job at one moment of a replay, factor by factor (as sprio).
+
+    ``factors`` are normalized to [0, 1] (nice is the raw value);
+    ``weighted`` are the terms of the sum: weight x factor (minus nice).
+    """
+
+    job_id: int
+    at_s: int
+    state: str
+    reason: str
+    priority: float
+    factors: dict[str, float]
+    weighted: dict[str, float]
+    queue_position: int | None  # 0 = first in line; None when not pending
 
 
 def simulate(
@@ -50,23 +78,104 @@ def simulate(
     result's ``estimates`` then calibrate the estimate against the real start.
     Decisions are the same with or without sampling.
     """
-    policy = policy or Policy()
+    kernel, feed = _prepare(workload, policy or Policy(), priority, cluster)
+    policy = kernel.policy
+    env = simpy.Environment(
+        initial_time=int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
+    )
+    sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
+    elapsed = _run(env, feed, progress, sampler)
+    start_s = kernel.start_times()
+    end_s = kernel.end_times()
+    end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
+    return SimResult(
+        workload=workload,
+        policy=policy,
+        start_s=start_s,
+        end_s=end_s,
+        cancelled=kernel.dependency_cancelled().astype(bool),
+        replay_seconds=elapsed,
+        counters=kernel.counters,
+        cluster=cluster,
+        estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
+    )
+
+
+def explain(
+    workload: Workload,
+    policy: Policy,
+    job_id: int,
+    at_s: int | None = None,
+    *,
+    cluster: Cluster | None = None,
+) -> Explanation:
+    """Replay up to ``at_s`` (default: the pass that starts the job) and give
+    the job's priority factors then, with its state, reason and queue place."""
+    rows = np.flatnonzero(workload.jobs["job_id"] == job_id)
+    if len(rows) == 0:
+        raise KernelInputError(f"job {job_id} is not in the workload {workload.name}")
+    slot = int(rows[0])
+    kernel, feed = _prepare(workload, policy, None, cluster)
+    env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
+    until = _Until(feed, kernel, slot, at_s)
+    _run(env, feed, None, until)
+    at = until.at if at_s is None else at_s
+    priority, factors = kernel.priority_factors(slot, at)
+    weights = {
+        "age": policy.priority_weight_age,
+        "size": policy.priority_weight_size,
+        "fairshare": policy.priority_weight_fairshare,
+        "qos": policy.priority_weight_qos,
+        "nice": -1.0,
+    }
+    pending = kernel.pending_jobs()
+    place = np.flatnonzero(pending == slot)
+    return Explanation(
+        job_id=job_id,
+        at_s=at,
+        state=kernel.state_of(slot).name.lower(),
+        reason=kernel.why_pending(slot).name,
+        priority=priority,
+        factors=factors,
+        weighted={name: weights[name] * value for name, value in factors.items()},
+        queue_position=int(place[0]) if len(place) else None,
+    )
+
+
+def _prepare(
+    workload: Workload, policy: Policy, priority: np.ndarray | None, cluster: Cluster | None
+) -> tuple[Kernel, ReplayFeed]:
+    """A kernel holding the workload's jobs, accounts, dependencies and
+    reservations, and the feed that replays it."""
     jobs = workload.jobs
     nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
     # memory requests count only where the nodes declare memory (SWF machines do not)
-    specs = job_specs(jobs, with_memory=bool(capacity[:, 1].any()))
+    specs = job_specs(jobs, with_memory=bool(capacity[:, 1].any()), policy=policy)
     if policy.order == "priority":
         if priority is None or len(priority) != len(jobs):
             raise KernelInputError("the 'priority' order needs one priority value per job")
         specs["priority"] = priority
     kernel.add_jobs(specs)
+    kernel.set_accounts(dense_ids(jobs["user_id"])[1], dense_ids(jobs["group_id"])[1])
+    child, parent, think = workload_dependencies(jobs)
+    if len(child):
+        kernel.add_dependencies(child, parent, "afterany", think)
+    _add_reservations(kernel, nodes, jobs, policy)
     duration = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
-    feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0))
-    env = simpy.Environment(initial_time=int(jobs["submit_s"][0]) if len(jobs) else 0)
-    sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
-    env.process(_replay(env, feed, progress, sampler))
+    feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
+    return kernel, feed
+
+
+def _run(
+    env: simpy.Environment,
+    feed: ReplayFeed,
+    progress: ProgressCallback | None,
+    step: Callable[[object, int], int] | None,
+) -> float:
+    """Run the driver process to the end; the wall-clock seconds it took."""
+    env.process(_replay(env, feed, progress, step))
     began = time.perf_counter()
     collecting = gc.isenabled()
     gc.disable()  # the loop makes no reference cycles; collections would only cost time
@@ -75,30 +184,78 @@ def simulate(
     finally:
         if collecting:
             gc.enable()
-    elapsed = time.perf_counter() - began
-    return SimResult(
-        workload=workload,
-        policy=policy,
-        start_s=kernel.start_times(),
-        end_s=kernel.end_times(),
-        replay_seconds=elapsed,
-        counters=kernel.counters,
-        cluster=cluster,
-        estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
-    )
+    return time.perf_counter() - began
+
+
+def workload_dependencies(jobs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(child row, parent row, think time) from SWF's preceding job (field 17)
+    and think time (field 18): the child waits for the parent to end, then the
+    think time (afterany + delay). A preceding job that is not in the workload
+    is an error naming both jobs."""
+    has = jobs["preceding_job_id"] > 0
+    if not has.any():
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    child = np.flatnonzero(has)
+    wanted = jobs["preceding_job_id"][child]
+    order = np.argsort(jobs["job_id"], kind="stable")
+    ids = jobs["job_id"][order]
+    at = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
+    missing = ids[at] != wanted
+    if missing.any():
+        k = int(np.flatnonzero(missing)[0])
+        raise KernelInputError(
+            f"job {int(jobs['job_id'][child[k]])} follows job {int(wanted[k])}, "
+            f"which is not in the workload ({int(missing.sum())} such reference(s))"
+        )
+    parent = order[at]
+    think = np.maximum(jobs["think_time_s"][child], 0)
+    return child, parent, think
+
+
+def _add_reservations(kernel: Kernel, nodes: Cluster, jobs: np.ndarray, policy: Policy) -> None:
+    """The cluster's advance reservations, their owners as the kernel indexes them."""
+    for reservation in nodes.reservations:
+        if reservation.owner == "qos":
+            names = [q.name for q in policy.qos]
+            if reservation.owner_name not in names:
+                raise KernelInputError(
+                    f"reservation {reservation.name!r}: qos {reservation.owner_name!r} "
+                    f"is not in the policy ({', '.join(names) or 'no [[qos]] tables'})"
+                )
+            owner_idx = names.index(reservation.owner_name)
+        else:
+            column = "user_id" if reservation.owner == "user" else "group_id"
+            distinct = dense_ids(jobs[column])[1]
+            found = np.flatnonzero(distinct == int(reservation.owner_name))
+            owner_idx = int(found[0]) if len(found) else -2  # no job of that owner: nodes just idle
+        kernel.add_reservation(
+            reservation.start_s,
+            reservation.end_s,
+            nodes.reservation_nodes(reservation),
+            reservation.owner,
+            owner_idx,
+        )
+
+
+def succeeded(jobs: np.ndarray) -> np.ndarray:
+    """Whether each job ends well, for afterok/afternotok dependents: not
+    logged as failed (0) or cancelled (5), and not killed at its requested time."""
+    failed = (jobs["status"] == 0) | (jobs["status"] == 5) | (jobs["run_s"] > jobs["walltime_s"])
+    return ~failed
 
 
 def _replay(
     env: simpy.Environment,
     feed: ReplayFeed,
     progress: ProgressCallback | None,
-    sampler: _EstimateSampler | None = None,
+    custom_step: Callable[[object, int], int] | None = None,
 ) -> Generator[simpy.Event, Any, None]:
     """The driver process: the hot loop of the simulator (one kernel call a step)."""
     raw_feed, state = feed.raw
     # completions due, arrivals, one scheduling pass, the started jobs'
     # completions: one call into the kernel per distinct event time
-    step = sampler if sampler is not None else raw_feed.step  # type: ignore[attr-defined]
+    step = custom_step if custom_step is not None else raw_feed.step  # type: ignore[attr-defined]
     timeout = env.timeout
     countdown = PROGRESS_EVERY_STEPS
     clock = int(env.now)
@@ -114,6 +271,26 @@ def _replay(
             progress(raw_feed.n_events)  # type: ignore[attr-defined]
     if progress is not None:
         progress(raw_feed.n_events)  # type: ignore[attr-defined]
+
+
+class _Until:
+    """A step of the feed, until ``at_s`` is passed or (no ``at_s``) the job started."""
+
+    def __init__(self, feed: ReplayFeed, kernel: Kernel, slot: int, at_s: int | None) -> None:
+        self._feed = feed.raw[0]
+        self._kernel = kernel
+        self._slot = slot
+        self._at_s = at_s
+        self.at = at_s if at_s is not None else 0
+
+    def __call__(self, state: object, now: int) -> int:
+        if self._at_s is not None and now > self._at_s:
+            return -1
+        self.at = now
+        next_time = int(self._feed.step(state, now))  # type: ignore[attr-defined]
+        if self._at_s is None and self._kernel.state_of(self._slot) in _DONE_WAITING:
+            return -1
+        return next_time
 
 
 class _EstimateSampler:
