@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from benchmarks.conftest import log_path
+from htcsim.policy import Policy, save_policy
 
 CASES = [
     ("HPC2N-2002-2.2-cln", "easy", 202_871),
@@ -58,6 +60,39 @@ def test_whole_process_replay(
     benchmark.extra_info["jobs_per_second"] = round(n_jobs / best)
     benchmark.extra_info["peak_rss_mib"] = max(peaks)
     print(f"\n{stem} {backfill}: {n_jobs / best:,.0f} jobs/s whole-process, peak {max(peaks)} MiB")
+
+
+MULTIFACTOR = Policy(
+    order="multifactor",
+    backfill="easy",
+    priority_weight_age=1_000.0,
+    priority_weight_fairshare=10_000.0,
+    priority_weight_size=100.0,
+)
+
+
+@pytest.mark.parametrize("algorithm", ["classic", "fair_tree"])
+def test_multifactor_fairshare_next_to_easy(
+    benchmark, trace_dir: Path, tmp_path: Path, algorithm: str
+) -> None:
+    """HPC2N under multifactor priority + fairshare + EASY, and plain EASY in the same run."""
+    log = log_path(trace_dir, "HPC2N-2002-2.2-cln")
+    policy_file = tmp_path / "policy.toml"
+    save_policy(replace(MULTIFACTOR, fairshare_algorithm=algorithm), policy_file)  # type: ignore[arg-type]
+    base = ["simulate", str(log), "--out", str(tmp_path / "out"), "--no-plots"]
+    plain = min(run_cli(base)[0] for _ in range(3))
+    benchmark.pedantic(
+        lambda: run_cli([*base, "--policy", str(policy_file)]), rounds=3, iterations=1
+    )
+    n_jobs = 202_871
+    best = benchmark.stats.stats.min
+    benchmark.extra_info["jobs_per_second"] = round(n_jobs / best)
+    benchmark.extra_info["plain_easy_jobs_per_second"] = round(n_jobs / plain)
+    print(
+        f"
+HPC2N multifactor+fairshare ({algorithm}) + EASY: {n_jobs / best:,.0f} jobs/s "
+        f"whole-process; plain EASY in the same run: {n_jobs / plain:,.0f} jobs/s"
+    )
 
 
 def test_whole_process_with_plots(benchmark, trace_dir: Path, tmp_path: Path) -> None:

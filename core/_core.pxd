@@ -216,6 +216,8 @@ cdef class ClusterState:
     cdef double* group_usage
     cdef double* user_fs               # fairshare factor from the last recomputation
     cdef int64_t usage_t
+    cdef void* fs_keys                 # fair tree: users in the last walk order (re-sorted by insertion)
+    cdef int fs_keys_n
 
     # --- starvation guard ---
     cdef int64_t starve_limit_s        # 0: off

@@ -221,7 +221,7 @@ cdef class ClusterState:
             free(self.ent_use[lvl]); free(self.ent_lim[lvl]); free(self.ent_seen[lvl])
         free(self.qos_prio); free(self.user_nice); free(self.user_share); free(self.group_share)
         free(self.user_group); free(self.user_usage); free(self.user_acc); free(self.user_fs)
-        free(self.group_usage)
+        free(self.group_usage); free(self.fs_keys)
         free(self.starved); free(self.fifo); free(self.fifo_t)
         free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
         free(self.hold_why); free(self.end_ok); free(self.elig_s); free(self.kid_head)
@@ -362,6 +362,12 @@ cdef class ClusterState:
             raise ValueError("the starvation limit must be >= 0")
         self.starve_limit_s = limit_s
         self.need_full_pass = 1
+
+    def recompute_priorities(self, int64_t now):
+        """Bring usage and fairshare up to ``now`` and recompute every pending job's
+        priority now (a pass does it by itself every interval)."""
+        if _mf_recompute(self, now) != 0:
+            raise MemoryError()
 
     def priority_factors(self, int j, int64_t now):
         """(priority, {factor: normalized value}) of job ``j`` at ``now``, as sprio.
@@ -1229,7 +1235,9 @@ cdef class ClusterState:
                 return PASS_NO_MEMORY
         if self.n_live_resv:
             self._expire_resv(now)
-        if self.order == ORDER_MULTIFACTOR and now >= self.next_prio_s:
+        if self.order == ORDER_MULTIFACTOR and now >= self.next_prio_s and self.n_pending > 0:
+            # (an empty queue has nothing to order: the first pass with a
+            # pending job recomputes, usage included)
             if _mf_recompute(self, now) != 0:
                 return PASS_NO_MEMORY
         if self.starve_limit_s > 0 and self.fifo_head < self.fifo_n:

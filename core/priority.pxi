@@ -91,6 +91,18 @@ cdef int _fs_key_cmp(const void* a, const void* b) noexcept nogil:
     return x.user - y.user
 
 
+cdef void _insertion_sort(_FsKey* keys, int n) noexcept nogil:
+    cdef int i, k
+    cdef _FsKey x
+    for i in range(1, n):
+        x = keys[i]
+        k = i - 1
+        while k >= 0 and _fs_key_cmp(&keys[k], &x) > 0:
+            keys[k + 1] = keys[k]
+            k -= 1
+        keys[k + 1] = x
+
+
 cdef inline double _level_fs(double share_norm, double usage_norm) noexcept nogil:
     """Slurm's level fairshare S/U (no usage ranks above any usage)."""
     if usage_norm <= 0.0:
@@ -137,19 +149,28 @@ cdef int _mf_fairshare(ClusterState st) noexcept nogil:
             u_eff = u_user + (g_usage[g] / total - u_user) * (st.user_share[u] / g_ushares[g])
             st.user_fs[u] = exp2(-u_eff / s_user) if s_user > 0 else 0.0
     else:
-        keys = <_FsKey*>malloc(nu * sizeof(_FsKey))
-        if keys == NULL:
-            free(g_usage); free(g_share); free(g_ushares)
-            return -1
-        for u in range(nu):
+        # The walk order changes little between recomputations: keep the last
+        # one and re-sort it by insertion (near-linear on nearly sorted keys).
+        if st.fs_keys_n != nu:
+            free(st.fs_keys)
+            st.fs_keys = malloc(nu * sizeof(_FsKey))
+            if st.fs_keys == NULL:
+                st.fs_keys_n = 0
+                free(g_usage); free(g_share); free(g_ushares)
+                return -1
+            st.fs_keys_n = nu
+            for u in range(nu):
+                (<_FsKey*>st.fs_keys)[u].user = u
+        keys = <_FsKey*>st.fs_keys
+        for k in range(nu):
+            u = keys[k].user
             g = st.user_group[u] + 1
-            keys[u].group = g
-            keys[u].user = u
-            keys[u].group_lf = _level_fs(g_share[g] / gshares,
+            keys[k].group = g
+            keys[k].group_lf = _level_fs(g_share[g] / gshares,
                                          g_usage[g] / total if total > 0 else 0.0)
-            keys[u].user_lf = _level_fs(st.user_share[u] / g_ushares[g],
+            keys[k].user_lf = _level_fs(st.user_share[u] / g_ushares[g],
                                         st.user_usage[u] / g_usage[g] if g_usage[g] > 0 else 0.0)
-        qsort(keys, nu, sizeof(_FsKey), _fs_key_cmp)
+        _insertion_sort(keys, nu)
         # rank from the top; users whose (group, user) level fairshares tie share a rank
         rank = nu
         for k in range(nu):
@@ -157,7 +178,6 @@ cdef int _mf_fairshare(ClusterState st) noexcept nogil:
                           or keys[k].user_lf != keys[k - 1].user_lf):
                 rank = nu - k
             st.user_fs[keys[k].user] = <double>rank / <double>nu
-        free(keys)
     free(g_usage); free(g_share); free(g_ushares)
     return 0
 

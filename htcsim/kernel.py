@@ -312,6 +312,10 @@ class Kernel:
             )
         )
 
+    def recompute_priorities(self, now: int) -> None:
+        """Usage, fairshare and every pending priority brought to ``now`` (multifactor)."""
+        self._state.recompute_priorities(int(now))
+
     def priority_factors(self, job_idx: int, now: int) -> tuple[float, dict[str, float]]:
         """(priority, normalized factors) of a job at ``now`` (see ``explain``)."""
         priority, factors = self._state.priority_factors(int(job_idx), int(now))

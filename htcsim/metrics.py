@@ -189,6 +189,7 @@ def summarize(result: SimResult) -> Summary:
     * ``utilization = sum(run * cores over F) / (total_cores * makespan_s)``
     * ``throughput_jobs_per_h = |F| / (makespan_s / 3600)``
     * ``n_killed_at_walltime``: jobs in F whose recorded run exceeded the request
+    * ``n_cancelled``: jobs cancelled because a dependency could never be met
     * ``replay_s``: wall-clock seconds of the event loop; ``jobs_per_second =
       n_jobs / replay_s``, the replay speed
 
@@ -221,6 +222,7 @@ def summarize(result: SimResult) -> Summary:
         "n_killed_at_walltime": int(
             np.count_nonzero(np.asarray(result.killed_at_walltime, dtype=bool) & s.finished)
         ),
+        "n_cancelled": 0 if result.cancelled is None else int(np.count_nonzero(result.cancelled)),
         "replay_s": replay_s,
         "jobs_per_second": _ratio(n_jobs, replay_s),
     }

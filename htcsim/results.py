@@ -186,6 +186,7 @@ _ROWS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("makespan_s", "makespan", format_duration),
     ("throughput_jobs_per_h", "throughput", lambda v: f"{v:,.1f} jobs/h"),
     ("n_killed_at_walltime", "killed at walltime", _count),
+    ("n_cancelled", "cancelled (dependency never met)", _count),
     ("replay_s", "replay time (wall clock)", lambda v: f"{v:,.2f} s"),
     ("jobs_per_second", "replay speed", lambda v: f"{v:,.0f} jobs/s"),
 )

@@ -104,3 +104,16 @@ def test_a_bad_policy_file_stops_simulate_with_its_message(tmp_path: Path) -> No
     result = runner.invoke(app, ["simulate", "--policy", str(path)])
     assert result.exit_code == 2
     assert "backfill.mode must be one of" in result.output
+
+
+def test_the_readme_examples_load() -> None:
+    """The policy and cluster files shown in the README are valid as written."""
+    from htcsim.cluster import cluster_from_mapping
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", readme, re.S)]
+    policies = [policy_from_mapping(b, "README") for b in blocks if "queue" in b]
+    clusters = [cluster_from_mapping(b, "README") for b in blocks if "node_type" in b]
+    assert [p.label for p in policies] == ["multifactor+easy"]
+    assert policies[0].qos[0].queues == (1,) and dict(policies[0].nice) == {"17": 500.0}
+    assert clusters[0].reservations[0].owner == "qos"
