@@ -120,6 +120,7 @@ ctypedef struct JobSpec:
     int32_t user_idx        # dense user index (-1 unknown): fairshare, limits, nice
     int32_t group_idx       # dense group index (-1 unknown): fairshare tree, limits
     int32_t qos_idx         # QoS table index (-1: none): QoS factor and limits
+    int32_t part_idx        # partition (0 when the cluster has one): the nodes it may use
     double priority         # ORDER_PRIORITY / ORDER_MULTIFACTOR key; larger runs first
 
 ctypedef struct QEntry:
@@ -258,6 +259,14 @@ cdef class ClusterState:
     cdef int64_t total_cap[4]          # over UP nodes
     cdef int first_free_node           # no UP node below it has a free core
 
+    # --- partitions (disjoint node sets; one by default) ---
+    cdef int n_part
+    cdef int32_t* node_part            # partition of each node
+    cdef int64_t* part_free            # n_part * N_RES over UP nodes (kept when n_part > 1)
+    cdef int64_t* part_cap
+    cdef int cur_part                  # partition of the pass (or query) in progress
+    cdef int64_t* tf                   # free resources of cur_part (total_free when one partition)
+
     # --- jobs (slots, growable) ---
     cdef int n_jobs
     cdef int cap_jobs
@@ -333,6 +342,10 @@ cdef class ClusterState:
     cdef int _promote_starved(self, int64_t now) noexcept nogil
     cdef int _node_usable(self, int n, int j) noexcept nogil
     cdef int _owner_resv(self, int j) noexcept nogil
+    cdef int _in_part(self, int j) noexcept nogil
+    cdef void _set_part(self, int p) noexcept nogil
+    cdef int64_t* _free_of(self, int j) noexcept nogil
+    cdef int _pass_partition(self, int64_t now) noexcept nogil
     cdef void _expire_resv(self, int64_t now) noexcept nogil
     cpdef int cancel(self, int j, int64_t now) except -1
     cdef int _upper_bound(self, const QEntry* e) noexcept nogil
@@ -367,3 +380,4 @@ cdef class ClusterState:
     cdef int _build_profile(self, int64_t now) noexcept nogil
     cdef int _fill_suffix_min(self) noexcept nogil
     cdef int _complete_reservations(self) noexcept nogil
+    cdef int _reserve_partition(self, int64_t now) noexcept nogil

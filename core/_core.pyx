@@ -194,6 +194,11 @@ cdef class ClusterState:
                 self.total_free[r] += node_capacity[n, r]
                 self.total_cap[r] += node_capacity[n, r]
         self.first_free_node = 0
+        self.n_part = 1
+        self.node_part = <int32_t*>calloc(max(self.n_nodes, 1), sizeof(int32_t))
+        if self.node_part == NULL:
+            raise MemoryError()
+        self.tf = &self.total_free[0]
         for n in range(self.n_nodes):
             self.all_cores += node_capacity[n, RES_CORES]
         self.max_age_s = 7 * 86400
@@ -223,6 +228,7 @@ cdef class ClusterState:
         free(self.user_group); free(self.user_usage); free(self.user_acc); free(self.user_fs)
         free(self.group_usage); free(self.fs_keys)
         free(self.starved); free(self.fifo); free(self.fifo_t)
+        free(self.node_part); free(self.part_free); free(self.part_cap)
         free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
         free(self.hold_why); free(self.end_ok); free(self.elig_s); free(self.kid_head)
         free(self.edges)
@@ -253,6 +259,48 @@ cdef class ClusterState:
         self.need_full_pass = 1
         if reorder:
             self._rekey_queue()
+
+    def set_partitions(self, const int32_t[::1] node_part):
+        """Split the nodes into disjoint partitions (node_part[n] = its partition).
+
+        A job runs only on the nodes of its partition (JobSpec.part_idx); each
+        partition is scheduled as its own machine (its own head job and
+        reservations) over the one queue, limits and fairshare.
+        """
+        cdef int n, r, p, n_part = 1
+        if node_part.shape[0] != self.n_nodes:
+            raise ValueError(f"node_part needs one entry per node ({self.n_nodes})")
+        for n in range(self.n_nodes):
+            if node_part[n] < 0:
+                raise ValueError(f"node {n}: partition must be >= 0")
+            if node_part[n] + 1 > n_part:
+                n_part = node_part[n] + 1
+        if self.n_run or self.n_pending:
+            raise ValueError("partitions are set before any job is submitted")
+        free(self.part_free); free(self.part_cap)
+        self.part_free = <int64_t*>calloc(n_part * N_RES, sizeof(int64_t))
+        self.part_cap = <int64_t*>calloc(n_part * N_RES, sizeof(int64_t))
+        if self.part_free == NULL or self.part_cap == NULL:
+            raise MemoryError()
+        for n in range(self.n_nodes):
+            p = node_part[n]
+            self.node_part[n] = p
+            if self.node_state[n] == NODE_UP:
+                for r in range(N_RES):
+                    self.part_free[p * N_RES + r] += self.node_free[n * N_RES + r]
+                    self.part_cap[p * N_RES + r] += self.node_cap[n * N_RES + r]
+        self.n_part = n_part
+        self._set_part(0)
+        self.need_full_pass = 1
+
+    def partition_capacity(self):
+        """Capacity of the UP nodes per partition, shape (n_partitions, N_RES)."""
+        out = np.empty((self.n_part, N_RES), dtype=np.int64)
+        cdef int p, r
+        for p in range(self.n_part):
+            for r in range(N_RES):
+                out[p, r] = self.total_cap[r] if self.n_part == 1 else self.part_cap[p * N_RES + r]
+        return out
 
     def set_limits(self, int level, const int64_t[::1] limits):
         """Caps of every user (level 0) or group (1): running jobs, cores, GPUs,
@@ -444,17 +492,15 @@ cdef class ClusterState:
                 _settle_edge(self, self.n_edges - 1, p, self.end_s[p])
 
     def hold(self, int j):
-        """Hold a pending or not yet submitted job (reason Held) until ``release``."""
+        """Hold a pending job (reason Held) until ``release``; it leaves the queue."""
         self._check_idx(j)
         cdef int pos
-        if self.job_state[j] == JS_PENDING:
-            pos = self._find_pos(j)
-            self._tombstone(pos)
-            self.need_full_pass = 1
-        elif self.job_state[j] != JS_NEW and not (self.job_state[j] == JS_HELD):
-            raise ValueError(f"job slot {j} is not pending")
-        if self.job_state[j] == JS_HELD and self.hold_why[j] != WHY_HELD:
-            raise ValueError(f"job slot {j} is waiting for a dependency; hold it after")
+        if self.job_state[j] != JS_PENDING:
+            raise ValueError(f"job slot {j} is not pending: only a pending job can be held")
+        pos = self._find_pos(j)
+        self._tombstone(pos)
+        self.need_full_pass = 1
+        self.starved[j] = 0
         self.job_state[j] = JS_HELD
         self.hold_why[j] = WHY_HELD
 
@@ -929,14 +975,21 @@ cdef class ClusterState:
         cdef int r
         cdef int was_up = self.node_state[node] == NODE_UP
         cdef int is_up = state == NODE_UP
+        cdef int p = self.node_part[node]
         if was_up != is_up:
             for r in range(N_RES):
                 if is_up:
                     self.total_free[r] += self.node_free[node * N_RES + r]
                     self.total_cap[r] += self.node_cap[node * N_RES + r]
+                    if self.n_part > 1:
+                        self.part_free[p * N_RES + r] += self.node_free[node * N_RES + r]
+                        self.part_cap[p * N_RES + r] += self.node_cap[node * N_RES + r]
                 else:
                     self.total_free[r] -= self.node_free[node * N_RES + r]
                     self.total_cap[r] -= self.node_cap[node * N_RES + r]
+                    if self.n_part > 1:
+                        self.part_free[p * N_RES + r] -= self.node_free[node * N_RES + r]
+                        self.part_cap[p * N_RES + r] -= self.node_cap[node * N_RES + r]
         self.node_state[node] = <int8_t>state
         if is_up and node < self.first_free_node:
             self.first_free_node = node
@@ -1047,12 +1100,14 @@ cdef class ClusterState:
         cdef int n, r
         cdef int64_t k, placeable = 0, per
         cdef JobSpec* s = &self.jobs[j]
-        if not _ge(self.total_free, &self.need[j * N_RES]):
+        if not _ge(self._free_of(j), &self.need[j * N_RES]):
             return 0
         if self.simple[j] and self.n_live_resv == 0:
             return 1
         for n in range(self.first_free_node, self.n_nodes):
             if self.node_state[n] != NODE_UP:
+                continue
+            if self.n_part > 1 and self.node_part[n] != s.part_idx:
                 continue
             if self.n_live_resv and not self._node_usable(n, j):
                 continue
@@ -1088,6 +1143,9 @@ cdef class ClusterState:
         for r in range(N_RES):
             self.node_free[n * N_RES + r] -= k * s.per_task[r]
             self.total_free[r] -= k * s.per_task[r]
+        if self.n_part > 1:
+            for r in range(N_RES):
+                self.part_free[self.node_part[n] * N_RES + r] -= k * s.per_task[r]
         return 0
 
     cdef int _pick_node(self, int j, int64_t rem, int64_t* k_out) noexcept nogil:
@@ -1098,6 +1156,8 @@ cdef class ClusterState:
         cdef JobSpec* s = &self.jobs[j]
         for n in range(self.first_free_node, self.n_nodes):
             if self.node_state[n] != NODE_UP:
+                continue
+            if self.n_part > 1 and self.node_part[n] != s.part_idx:
                 continue
             if self.n_live_resv and not self._node_usable(n, j):
                 continue
@@ -1129,6 +1189,8 @@ cdef class ClusterState:
                 if rem == 0:
                     break
                 if self.node_state[n] != NODE_UP:
+                    continue
+                if self.n_part > 1 and self.node_part[n] != s.part_idx:
                     continue
                 if self.n_live_resv and not self._node_usable(n, j):
                     continue
@@ -1177,6 +1239,8 @@ cdef class ClusterState:
                 self.node_free[n * N_RES + r] += k * self.jobs[j].per_task[r]
                 if self.node_state[n] == NODE_UP:
                     self.total_free[r] += k * self.jobs[j].per_task[r]
+                    if self.n_part > 1:
+                        self.part_free[self.node_part[n] * N_RES + r] += k * self.jobs[j].per_task[r]
             if n < self.first_free_node and self.node_state[n] == NODE_UP:
                 self.first_free_node = n
         self.live_alloc -= self.alloc_cnt[j]
@@ -1244,7 +1308,9 @@ cdef class ClusterState:
             if self._promote_starved(now) != 0:
                 return PASS_NO_MEMORY
         self._reset_seen()
-        if self.backfill == BF_CONSERVATIVE:
+        if self.n_part > 1:
+            rc = self._pass_partition(now)
+        elif self.backfill == BF_CONSERVATIVE:
             rc = self._pass_conservative(now)
         else:
             rc = self._pass_easy(now)
@@ -1254,11 +1320,41 @@ cdef class ClusterState:
             self._compact_queue()
         return rc
 
+    cdef int _pass_partition(self, int64_t now) noexcept nogil:
+        """One pass per partition, each over its own nodes and its own jobs of the queue."""
+        cdef int p, rc
+        for p in range(self.n_part):
+            self._set_part(p)
+            self.need_full_pass = 1
+            if self.backfill == BF_CONSERVATIVE:
+                rc = self._pass_conservative(now)
+            else:
+                rc = self._pass_easy(now)
+            if rc != PASS_OK:
+                return rc
+        self._set_part(0)
+        return PASS_OK
+
+    cdef inline int _in_part(self, int j) noexcept nogil:
+        return self.n_part == 1 or self.jobs[j].part_idx == self.cur_part
+
+    cdef void _set_part(self, int p) noexcept nogil:
+        self.cur_part = p
+        if self.n_part == 1:
+            self.tf = &self.total_free[0]
+        else:
+            self.tf = &self.part_free[p * N_RES]
+
+    cdef inline int64_t* _free_of(self, int j) noexcept nogil:
+        if self.n_part == 1:
+            return &self.total_free[0]
+        return &self.part_free[self.jobs[j].part_idx * N_RES]
+
     cdef int _pass_easy(self, int64_t now) noexcept nogil:
         """FCFS-order starts, then (EASY) backfill around the head's reservation."""
         cdef int j, k, head_pos, examined = 0, pos
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
-                and not self._limits_on() and self.n_live_resv == 0
+                and not self._limits_on() and self.n_live_resv == 0 and self.n_part == 1
                 and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
             # failed then and still fail (no resources came back, time only moved
@@ -1267,7 +1363,7 @@ cdef class ClusterState:
                 return PASS_OK
             qsort(self.fresh, self.n_fresh, sizeof(QEntry), _qsort_cmp)
             for k in range(self.n_fresh):
-                if self.total_free[RES_CORES] <= 0:
+                if self.tf[RES_CORES] <= 0:
                     break
                 j = self.fresh[k].job_idx
                 if self.job_state[j] != JS_PENDING:
@@ -1291,7 +1387,7 @@ cdef class ClusterState:
         if self.backfill == BF_NONE:
             return PASS_OK
         pos = head_pos + 1
-        while pos < self.q_end and self.q[pos].job_idx < 0:
+        while pos < self.q_end and (self.q[pos].job_idx < 0 or not self._in_part(self.q[pos].job_idx)):
             pos += 1
         if self.n_live_resv or (pos < self.q_end and self.starved[self.q[pos].job_idx]):
             # starved jobs beyond the head, or advance reservations: more than
@@ -1300,12 +1396,12 @@ cdef class ClusterState:
         self._compute_shadow(self.head_idx, now)
         pos = head_pos + 1
         while pos < self.q_end:
-            if self.total_free[RES_CORES] <= 0:
+            if self.tf[RES_CORES] <= 0:
                 break
             if self.bf_depth > 0 and examined >= self.bf_depth:
                 break
             j = self.q[pos].job_idx
-            if j >= 0:
+            if j >= 0 and self._in_part(j):
                 examined += 1
                 self.n_jobs_examined += 1
                 if not self._visit_limit(j) and self._try_backfill(j, now, pos) != PASS_OK:
@@ -1330,7 +1426,7 @@ cdef class ClusterState:
             return PASS_NO_MEMORY
         while pos < self.q_end:
             j = self.q[pos].job_idx
-            if j < 0:
+            if j < 0 or not self._in_part(j):
                 pos += 1
                 continue
             if not first and not self.starved[j]:
@@ -1349,12 +1445,12 @@ cdef class ClusterState:
             pos += 1
         pos = head_pos + 1
         while pos < self.q_end:
-            if self.total_free[RES_CORES] <= 0:
+            if self.tf[RES_CORES] <= 0:
                 break
             if self.bf_depth > 0 and examined >= self.bf_depth:
                 break
             j = self.q[pos].job_idx
-            if j >= 0 and not self.starved[j]:
+            if j >= 0 and not self.starved[j] and self._in_part(j):
                 examined += 1
                 self.n_jobs_examined += 1
                 if not self._visit_limit(j):
@@ -1454,7 +1550,7 @@ cdef class ClusterState:
         cdef int pos = self.q_begin, j
         while pos < self.q_end:
             j = self.q[pos].job_idx
-            if j < 0:
+            if j < 0 or not self._in_part(j):
                 pos += 1
                 continue
             if self._visit_limit(j):  # passed over: never the head, never reserved
@@ -1500,7 +1596,7 @@ cdef class ClusterState:
         cdef int i = 0, r, j
         cdef int64_t* need = &self.need[head * N_RES]
         for r in range(N_RES):
-            avail[r] = self.total_free[r]
+            avail[r] = self.tf[r]
         if _ge(avail, need):
             self.shadow_s = now
             for r in range(N_RES):
@@ -1510,8 +1606,9 @@ cdef class ClusterState:
             t = self.run[i].end_req_s
             while i < self.n_run and self.run[i].end_req_s == t:
                 j = self.run[i].job_idx
-                for r in range(N_RES):
-                    avail[r] += self.need[j * N_RES + r]
+                if self._in_part(j):
+                    for r in range(N_RES):
+                        avail[r] += self.need[j * N_RES + r]
                 i += 1
             if _ge(avail, need):
                 self.shadow_s = t if t > now else now
@@ -1529,7 +1626,7 @@ cdef class ClusterState:
         cdef int pos, j, k, examined = 0
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
-                and self.n_live_resv == 0
+                and self.n_live_resv == 0 and self.n_part == 1
                 and prof_second_time(&self.prof) > now):
             # Only tail arrivals: every older reservation stands; add theirs.
             prof_set_first_time(&self.prof, now)
@@ -1558,7 +1655,7 @@ cdef class ClusterState:
         self.n_jobs_examined += examined
         if pos == -2:
             return PASS_NO_MEMORY
-        if pos == -1 or self.total_free[RES_CORES] < self.suffix_min[pos - self.q_begin]:
+        if pos == -1 or self.tf[RES_CORES] < self.suffix_min[pos - self.q_begin]:
             # all started, or nothing more can start: no profile was needed (the
             # stored one is stale for incremental passes); reservations on demand
             self.resv_complete = 0
@@ -1567,7 +1664,7 @@ cdef class ClusterState:
             return PASS_NO_MEMORY
         while pos < self.q_end:
             j = self.q[pos].job_idx
-            if j >= 0:
+            if j >= 0 and self._in_part(j):
                 if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
                     # No job from here on fits in the cores free now, so none can
                     # start: the decisions are complete. Their reservations are
@@ -1594,7 +1691,7 @@ cdef class ClusterState:
             return -1
         for p in range(self.q_end - 1, self.q_begin - 1, -1):
             j = self.q[p].job_idx
-            if j >= 0 and self.need[j * N_RES + RES_CORES] < m:
+            if j >= 0 and self._in_part(j) and self.need[j * N_RES + RES_CORES] < m:
                 m = self.need[j * N_RES + RES_CORES]
             self.suffix_min[p - self.q_begin] = m
         return 0
@@ -1606,15 +1703,28 @@ cdef class ClusterState:
         include the ones that pass started) gives the profile that pass had;
         each pending job then takes its slot in queue order, starting nothing.
         """
-        cdef int pos, j
+        cdef int pos, j, p
         cdef int64_t s, now = self.last_pass_now
-        if self._build_profile(now) != 0:
-            return -1
         self.min_resv_s = NEVER
         self._reset_seen()
+        for p in range(self.n_part):
+            self._set_part(p)
+            if self._reserve_partition(now) != 0:
+                self._set_part(0)
+                return -1
+        self._set_part(0)
+        self.resv_complete = 1
+        return 0
+
+    cdef int _reserve_partition(self, int64_t now) noexcept nogil:
+        """_complete_reservations for the jobs of the current partition."""
+        cdef int pos, j
+        cdef int64_t s
+        if self._build_profile(now) != 0:
+            return -1
         for pos in range(self.q_begin, self.q_end):
             j = self.q[pos].job_idx
-            if j < 0:
+            if j < 0 or not self._in_part(j):
                 continue
             if self._visit_limit(j) or self._owner_resv(j) >= 0:
                 self.reserved_s[j] = -1
@@ -1628,7 +1738,6 @@ cdef class ClusterState:
                 self.min_resv_s = s
             if prof_take(&self.prof, s, s + self.jobs[j].walltime_s, &self.need[j * N_RES]) != 0:
                 return -1
-        self.resv_complete = 1
         return 0
 
     cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil:
@@ -1659,18 +1768,20 @@ cdef class ClusterState:
 
     cdef int _build_profile(self, int64_t now) noexcept nogil:
         """Free resources over time from the running jobs' requested ends."""
-        cdef int i = 0, r, j, k
+        cdef int i = 0, r, j, k, n
         cdef AdvanceResv* R
         cdef int64_t t
         cdef int64_t cur[4]
+        cdef int64_t cap[4]
         prof_clear(&self.prof)
         for r in range(N_RES):
-            cur[r] = self.total_free[r]
+            cur[r] = self.tf[r]
         # running jobs already past their requested end count as free now
         while i < self.n_run and self.run[i].end_req_s <= now:
             j = self.run[i].job_idx
-            for r in range(N_RES):
-                cur[r] += self.need[j * N_RES + r]
+            if self._in_part(j):
+                for r in range(N_RES):
+                    cur[r] += self.need[j * N_RES + r]
             i += 1
         if prof_append(&self.prof, now, cur) != 0:
             return -1
@@ -1678,8 +1789,9 @@ cdef class ClusterState:
             t = self.run[i].end_req_s
             while i < self.n_run and self.run[i].end_req_s == t:
                 j = self.run[i].job_idx
-                for r in range(N_RES):
-                    cur[r] += self.need[j * N_RES + r]
+                if self._in_part(j):
+                    for r in range(N_RES):
+                        cur[r] += self.need[j * N_RES + r]
                 i += 1
             if prof_append(&self.prof, t, cur) != 0:
                 return -1
@@ -1688,7 +1800,14 @@ cdef class ClusterState:
         for k in range(self.n_resv):
             R = &self.resv[k]
             if R.end_s > now:
-                if prof_take(&self.prof, R.start_s if R.start_s > now else now, R.end_s, R.cap) != 0:
+                for r in range(N_RES):
+                    cap[r] = R.cap[r] if self.n_part == 1 else 0
+                if self.n_part > 1:  # only the reserved nodes of this partition
+                    for n in range(self.n_nodes):
+                        if R.on_node[n] and self.node_part[n] == self.cur_part:
+                            for r in range(N_RES):
+                                cap[r] += self.node_cap[n * N_RES + r]
+                if prof_take(&self.prof, R.start_s if R.start_s > now else now, R.end_s, cap) != 0:
                     return -1
         return 0
 
@@ -1702,7 +1821,7 @@ cdef class ClusterState:
         reservation, as Slurm's start estimate does. -1 if it never fits.
         """
         self._check_idx(j)
-        cdef int pos, i
+        cdef int pos, i, rc
         cdef int64_t s
         if self.job_state[j] == JS_RUNNING or self.job_state[j] == JS_ENDED:
             return self.start_s[j]
@@ -1712,7 +1831,10 @@ cdef class ClusterState:
                 and not self.need_full_pass):
             return max(self.reserved_s[j], now)
         self.cur_now = now
-        if self._build_profile(now) != 0:
+        self._set_part(self.jobs[j].part_idx if self.n_part > 1 else 0)
+        rc = self._build_profile(now)
+        self._set_part(0)
+        if rc != 0:
             raise MemoryError()
         self._reset_seen()
         pos = self.q_begin
@@ -1720,7 +1842,8 @@ cdef class ClusterState:
             i = self.q[pos].job_idx
             if i == j:
                 break
-            if i >= 0 and not self._visit_limit(i) and self._owner_resv(i) < 0:
+            if (i >= 0 and self.jobs[i].part_idx == self.jobs[j].part_idx
+                    and not self._visit_limit(i) and self._owner_resv(i) < 0):
                 s = prof_earliest(&self.prof, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
                 if s != NEVER:
                     if prof_take(&self.prof, s, s + self.jobs[i].walltime_s,
@@ -1749,13 +1872,14 @@ cdef class ClusterState:
         if self.job_state[j] != JS_PENDING:
             return WHY_NOT_PENDING
         for r in range(N_RES):
-            if self.need[j * N_RES + r] > self.total_cap[r]:
+            if self.need[j * N_RES + r] > (self.total_cap[r] if self.n_part == 1 else
+                                           self.part_cap[self.jobs[j].part_idx * N_RES + r]):
                 return WHY_NODE_DOWN
         self._reset_seen()
         pos = self.q_begin
         while pos < self.q_end:
             i = self.q[pos].job_idx
-            if i >= 0:
+            if i >= 0 and self.jobs[i].part_idx == self.jobs[j].part_idx:
                 examined += 1
                 why = self._visit_limit(i)
                 if i == j:
@@ -1952,7 +2076,8 @@ cdef class ReplayFeed:
             state.finish(j, now, self.ok[j])
             count += 1
         while self.cursor < self.n and self.submit[self.cursor] <= now:
-            if state._arrive(self.cursor, now) != 0:
+            # (a job cancelled before its submit time never arrives)
+            if state.job_state[self.cursor] == JS_NEW and state._arrive(self.cursor, now) != 0:
                 raise MemoryError()
             self.cursor += 1
             count += 1

@@ -17,6 +17,21 @@ uses the identical nodes of the workload's ``Machine`` (an SWF header).
     mem_mib = 256000
     gpus = 4
 
+Partitions split the node types into disjoint sets; a job runs only on the
+nodes of its partition, chosen by its workload partition number (SWF field
+16) among ``ids``; a job of no listed number goes to the first partition.
+Each partition is scheduled as a machine of its own::
+
+    [[partition]]
+    name = "batch"
+    node_types = ["cpu"]
+    ids = [1]
+
+    [[partition]]
+    name = "gpu"
+    node_types = ["gpu"]
+    ids = [2]
+
 An advance reservation sets nodes aside for a time window, for the jobs of one
 user, group (workload ids, SWF fields 12 and 13) or QoS (a name of the
 policy's [[qos]] tables); other jobs may use those nodes only if they end, by
@@ -44,6 +59,7 @@ from htcsim.model import Machine
 
 N_RESOURCES = 4  # cores, mem_mib, gpus, scratch_mib: the kernel's resource vector
 _NODE_TYPE_KEYS = ("name", "count", "cores", "mem_mib", "gpus", "scratch_mib")
+_PARTITION_KEYS = ("name", "node_types", "ids")
 _RESERVATION_KEYS = ("name", "start_s", "end_s", "node_type", "count", "user", "group", "qos")
 
 
@@ -61,6 +77,15 @@ class NodeType:
     mem_mib: int = 0
     gpus: int = 0
     scratch_mib: int = 0
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Node types scheduled together; jobs of the listed workload partition numbers."""
+
+    name: str
+    node_types: tuple[str, ...]
+    ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,23 @@ class Cluster:
 
     node_types: tuple[NodeType, ...]
     reservations: tuple[Reservation, ...] = ()
+    partitions: tuple[Partition, ...] = ()
+
+    def node_partition(self) -> np.ndarray:
+        """Partition index of every node (all 0 without partitions)."""
+        if not self.partitions:
+            return np.zeros(self.n_nodes, dtype=np.int32)
+        of_type = {name: k for k, p in enumerate(self.partitions) for name in p.node_types}
+        per_type = np.array([of_type[t.name] for t in self.node_types], dtype=np.int32)
+        return per_type[self.node_type_of()]
+
+    def job_partition(self, partition_ids: np.ndarray) -> np.ndarray:
+        """Partition index of every job from its workload partition number (unlisted: 0)."""
+        out = np.zeros(len(partition_ids), dtype=np.int32)
+        for k, partition in enumerate(self.partitions):
+            if partition.ids:
+                out[np.isin(partition_ids, partition.ids)] = k
+        return out
 
     def reservation_nodes(self, reservation: Reservation) -> np.ndarray:
         """Node indices of a reservation: the first ``count`` of its type (or of all)."""
@@ -130,10 +172,11 @@ class Cluster:
 
 def cluster_from_mapping(data: dict[str, Any], source: str = "cluster") -> Cluster:
     """A Cluster from parsed TOML, with errors naming the node type and key."""
-    unknown = set(data) - {"node_type", "reservation"}
+    unknown = set(data) - {"node_type", "reservation", "partition"}
     if unknown:
         raise ClusterError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (known: node_type, reservation)"
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))} "
+            "(known: node_type, partition, reservation)"
         )
     entries = data.get("node_type")
     if not isinstance(entries, list) or not entries:
@@ -171,7 +214,62 @@ def cluster_from_mapping(data: dict[str, Any], source: str = "cluster") -> Clust
     reservations = tuple(
         _reservation(entry, k, types, source) for k, entry in enumerate(data.get("reservation", []))
     )
-    return Cluster(tuple(types), reservations)
+    partitions = _partitions(data.get("partition", []), types, source)
+    return Cluster(tuple(types), reservations, partitions)
+
+
+def _partitions(entries: object, types: list[NodeType], source: str) -> tuple[Partition, ...]:
+    """[[partition]] tables: every node type in exactly one, numbers in at most one."""
+    if not isinstance(entries, list):
+        raise ClusterError(f"{source}: partition must be a list of [[partition]] tables")
+    names = [t.name for t in types]
+    owner: dict[str, str] = {}
+    owner_of_id: dict[int, str] = {}
+    out = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ClusterError(f"{source}: each partition must be a table")
+        where = f"{source}: partition {entry.get('name', k + 1)!r}"
+        extra = set(entry) - set(_PARTITION_KEYS)
+        if extra:
+            raise ClusterError(
+                f"{where}: unknown key(s) {', '.join(sorted(extra))} "
+                f"(known: {', '.join(_PARTITION_KEYS)})"
+            )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ClusterError(f"{where}: name must be a non-empty string")
+        members = entry.get("node_types")
+        if not isinstance(members, list) or not members:
+            raise ClusterError(f"{where}: node_types must list at least one node type")
+        for member in members:
+            if member not in names:
+                raise ClusterError(
+                    f"{where}: node type {member!r} is not defined ({', '.join(names)})"
+                )
+            if member in owner:
+                raise ClusterError(
+                    f"{where}: node type {member!r} is already in partition {owner[member]!r}"
+                )
+            owner[member] = name
+        ids = entry.get("ids", [])
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise ClusterError(f"{where}: ids must be a list of integers (SWF partition numbers)")
+        for i in ids:
+            if i in owner_of_id:
+                raise ClusterError(f"{where}: id {i} is already in partition {owner_of_id[i]!r}")
+            owner_of_id[i] = name
+        out.append(Partition(name=name, node_types=tuple(members), ids=tuple(ids)))
+    if out:
+        left = [n for n in names if n not in owner]
+        if left:
+            raise ClusterError(
+                f"{source}: node type(s) {', '.join(left)} belong to no partition "
+                "(with partitions, every node type is in one)"
+            )
+    return tuple(out)
 
 
 def _reservation(entry: object, k: int, types: list[NodeType], source: str) -> Reservation:

@@ -110,6 +110,7 @@ class Kernel:
             node = int(np.argwhere(capacity < 0)[0, 0])
             raise KernelInputError(f"node {node} has a negative capacity")
         self.capacity = capacity
+        self.node_part = np.zeros(len(capacity), dtype=np.int32)
         self.policy = policy or Policy()
         self._state = _core.ClusterState(capacity)
         self.configure(self.policy)
@@ -217,9 +218,33 @@ class Kernel:
         self._validate(specs)
         return int(self._state.add_jobs(specs))
 
+    def set_partitions(self, node_part: np.ndarray) -> None:
+        """Disjoint partitions: node n belongs to partition ``node_part[n]``; a job
+        runs only on its partition's nodes (``part_idx``), and each partition is
+        scheduled as a machine of its own. Before any job is added."""
+        node_part = np.ascontiguousarray(node_part, dtype=np.int32)
+        if self.n_jobs:
+            raise KernelInputError("partitions are set before any job is added")
+        self._state.set_partitions(node_part)
+        self.node_part = node_part
+
     def _validate(self, specs: np.ndarray) -> None:
         per_task = specs["per_task"]
-        total = self.capacity.sum(axis=0)
+        n_part = int(self.node_part.max()) + 1
+        part = specs["part_idx"]
+        bad_part = (part < 0) | (part >= n_part)
+        if bad_part.any():
+            k = int(np.flatnonzero(bad_part)[0])
+            raise KernelInputError(
+                f"job {int(specs['job_id'][k])} names partition {int(part[k])}, "
+                f"but the cluster has {n_part}"
+            )
+        part_total = np.stack(
+            [self.capacity[self.node_part == p].sum(axis=0) for p in range(n_part)]
+        )
+        part_max = np.stack([self.capacity[self.node_part == p].max(axis=0) for p in range(n_part)])
+        total = part_total[part]
+        biggest = part_max[part]
         need = per_task * specs["n_tasks"][:, None]
         # (which jobs are bad, what is wrong, whether the request vs the cluster explains it)
         checks: list[tuple[np.ndarray, str, bool]] = [
@@ -231,12 +256,14 @@ class Kernel:
                 False,
             ),
             (specs["walltime_s"] < 1, "has a walltime under one second", False),
-            ((need > total).any(axis=1), "asks for more than the whole cluster has", True),
             (
-                (per_task > self.capacity.max(axis=0)).any(axis=1),
-                "has a task larger than every node",
+                (need > total).any(axis=1),
+                "asks for more than the whole cluster has"
+                if n_part == 1
+                else "asks for more than its partition has",
                 True,
             ),
+            ((per_task > biggest).any(axis=1), "has a task larger than every node", True),
         ]
         for bad, what, show_request in checks:
             if not bad.any():
@@ -245,8 +272,9 @@ class Kernel:
             detail = ""
             if show_request:
                 request = dict(zip(RESOURCES, per_task[k].tolist(), strict=True))
-                cluster = dict(zip(RESOURCES, total.tolist(), strict=True))
-                detail = f" ({int(specs['n_tasks'][k])} tasks x {request}; cluster total {cluster})"
+                cluster = dict(zip(RESOURCES, total[k].tolist(), strict=True))
+                where = "cluster" if n_part == 1 else f"partition {int(part[k])}"
+                detail = f" ({int(specs['n_tasks'][k])} tasks x {request}; {where} total {cluster})"
             raise KernelInputError(
                 f"job {int(specs['job_id'][k])} {what}{detail}; "
                 f"{int(bad.sum())} job(s) in this batch are affected"

@@ -151,8 +151,11 @@ def _prepare(
     nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
+    if nodes.partitions:
+        kernel.set_partitions(nodes.node_partition())
     # memory requests count only where the nodes declare memory (SWF machines do not)
     specs = job_specs(jobs, with_memory=bool(capacity[:, 1].any()), policy=policy)
+    specs["part_idx"] = nodes.job_partition(jobs["partition_id"])
     if policy.order == "priority":
         if priority is None or len(priority) != len(jobs):
             raise KernelInputError("the 'priority' order needs one priority value per job")
