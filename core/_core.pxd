@@ -370,6 +370,8 @@ cdef class ClusterState:
     cdef int _ent(self, int j, int lvl) noexcept nogil
     cdef int _visit_limit(self, int j) noexcept nogil
     cdef void _reset_seen(self) noexcept nogil
+    cdef void _unsee(self, int j) noexcept nogil
+    cdef int64_t _wakeup(self) noexcept nogil
     cdef void _count_user(self, int j, int sign) noexcept nogil
     cdef int _pass_easy_profile(self, int64_t now, int head_pos, int examined) noexcept nogil
     cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil

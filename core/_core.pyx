@@ -1217,6 +1217,8 @@ cdef class ClusterState:
             self.first_free_node += 1
         self.job_state[j] = JS_RUNNING
         self._count_user(j, 1)
+        if self.queued_limits_on:
+            self._unsee(j)
         self.start_s[j] = now
         self.reserved_s[j] = -1
         if self._run_insert(j) != 0:
@@ -1523,6 +1525,14 @@ cdef class ClusterState:
                 return why
         return self._over_limit(j)
 
+    cdef void _unsee(self, int j) noexcept nogil:
+        """A job met by the walk has started: it no longer counts as queued."""
+        cdef int lvl, e
+        for lvl in range(N_LVL):
+            e = self._ent(j, lvl)
+            if 0 <= e < self.n_ent[lvl] and self.ent_seen[lvl][e] > 0:
+                self.ent_seen[lvl][e] -= 1
+
     cdef void _reset_seen(self) noexcept nogil:
         cdef int lvl
         if self.queued_limits_on:
@@ -1768,9 +1778,9 @@ cdef class ClusterState:
 
     cdef int _build_profile(self, int64_t now) noexcept nogil:
         """Free resources over time from the running jobs' requested ends."""
-        cdef int i = 0, r, j, k, n
+        cdef int i = 0, r, j, k, n, a
         cdef AdvanceResv* R
-        cdef int64_t t
+        cdef int64_t t, ws
         cdef int64_t cur[4]
         cdef int64_t cap[4]
         prof_clear(&self.prof)
@@ -1795,19 +1805,36 @@ cdef class ClusterState:
                 i += 1
             if prof_append(&self.prof, t, cur) != 0:
                 return -1
-        # advance reservations: their nodes are not free for others over the window
-        # (counted whole, even where running jobs hold part of them: pessimistic)
+        # Advance reservations: over the window, what is free on the reserved nodes
+        # is not free for others -- what is free there now, and what running jobs
+        # release there before the window ends, from their requested end on.
         for k in range(self.n_resv):
             R = &self.resv[k]
-            if R.end_s > now:
+            if R.end_s <= now:
+                continue
+            ws = R.start_s if R.start_s > now else now
+            for r in range(N_RES):
+                cap[r] = 0
+            for n in range(self.n_nodes):
+                if (R.on_node[n] and self.node_state[n] == NODE_UP
+                        and (self.n_part == 1 or self.node_part[n] == self.cur_part)):
+                    for r in range(N_RES):
+                        cap[r] += self.node_free[n * N_RES + r]
+            if prof_take(&self.prof, ws, R.end_s, cap) != 0:
+                return -1
+            for i in range(self.n_run):
+                j = self.run[i].job_idx
+                t = self.run[i].end_req_s
+                if t >= R.end_s or not self._in_part(j):
+                    continue
                 for r in range(N_RES):
-                    cap[r] = R.cap[r] if self.n_part == 1 else 0
-                if self.n_part > 1:  # only the reserved nodes of this partition
-                    for n in range(self.n_nodes):
-                        if R.on_node[n] and self.node_part[n] == self.cur_part:
-                            for r in range(N_RES):
-                                cap[r] += self.node_cap[n * N_RES + r]
-                if prof_take(&self.prof, R.start_s if R.start_s > now else now, R.end_s, cap) != 0:
+                    cap[r] = 0
+                for a in range(self.alloc_off[j], self.alloc_off[j] + self.alloc_cnt[j]):
+                    n = self.alloc[a].node_idx
+                    if R.on_node[n] and self.node_state[n] == NODE_UP:
+                        for r in range(N_RES):
+                            cap[r] += self.alloc[a].n_tasks * self.jobs[j].per_task[r]
+                if prof_take(&self.prof, t if t > ws else ws, R.end_s, cap) != 0:
                     return -1
         return 0
 
@@ -1919,9 +1946,22 @@ cdef class ClusterState:
         return out
 
     def next_wakeup(self):
-        """When a held job's think time ends (it needs a pass then); -1 none."""
-        cdef int64_t t = heap_top_time(&self.begin_heap)
+        """When a pass is needed though no job event happens: a held job's think
+        time ends, or an advance reservation's window opens or closes; -1 none."""
+        cdef int64_t t = self._wakeup()
         return -1 if t == NEVER else t
+
+    cdef int64_t _wakeup(self) noexcept nogil:
+        cdef int64_t t = heap_top_time(&self.begin_heap)
+        cdef int k
+        cdef AdvanceResv* R
+        for k in range(self.n_resv):
+            R = &self.resv[k]
+            if R.start_s > self.cur_now and R.start_s < t:
+                t = R.start_s
+            elif R.end_s > self.cur_now and R.end_s < t:
+                t = R.end_s
+        return t
 
     def started_jobs(self):
         """Slot indices started by the last pass, in start order (a copy)."""
@@ -2093,7 +2133,7 @@ cdef class ReplayFeed:
         state.schedule(now)
         self._record_starts(state, now)
         t = self.next_time()
-        w = heap_top_time(&state.begin_heap)
+        w = state._wakeup()
         if w != NEVER and (t < 0 or w < t):
             return w
         return t

@@ -111,6 +111,8 @@ class Kernel:
             raise KernelInputError(f"node {node} has a negative capacity")
         self.capacity = capacity
         self.node_part = np.zeros(len(capacity), dtype=np.int32)
+        self._dep_child = np.empty(0, dtype=np.int32)
+        self._dep_parent = np.empty(0, dtype=np.int32)
         self.policy = policy or Policy()
         self._state = _core.ClusterState(capacity)
         self.configure(self.policy)
@@ -317,8 +319,12 @@ class Kernel:
         if (delays < 0).any():
             k = int(np.flatnonzero(delays < 0)[0])
             raise KernelInputError(f"job slot {int(child[k])} has a negative think time")
-        check_acyclic(child, parent, self.n_jobs)
+        # a cycle may close through edges of earlier calls: check them all together
+        all_child = np.concatenate([self._dep_child, child])
+        all_parent = np.concatenate([self._dep_parent, parent])
+        check_acyclic(all_child, all_parent, self.n_jobs)
         self._state.add_dependencies(child, parent, kinds, delays)
+        self._dep_child, self._dep_parent = all_child, all_parent
 
     def hold(self, job_idx: int) -> None:
         self._state.hold(int(job_idx))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from htcsim.cli import app
-from htcsim.cluster import Cluster, ClusterError, NodeType, load_cluster
+from htcsim.cluster import Cluster, ClusterError, NodeType, Reservation, load_cluster
 from htcsim.model import Machine
 from htcsim.sim import simulate
 from htcsim.workload.htc import generate_htc
@@ -116,3 +116,75 @@ def test_memory_requests_count_only_on_a_cluster_with_memory() -> None:
     with_memory = Cluster((NodeType("m", count=1, cores=4, mem_mib=4_000),))
     assert simulate(workload, cluster=with_memory).start_s.tolist() == [0, 100]
     assert simulate(workload).start_s.tolist() == [0, 0]
+
+
+RESERVATION = """
+[[reservation]]
+name = "campaign"
+start_s = 86400
+end_s = 172800
+node_type = "gpu"
+count = 1
+user = 17
+
+[[reservation]]
+start_s = 0
+end_s = 3600
+qos = "debug"
+"""
+
+
+def test_reservations_load_with_their_owner_and_nodes(tmp_path: Path) -> None:
+    """The first reservation names a node type and a count, the second neither:
+    every node, and a default name from its position."""
+    path = tmp_path / "cluster.toml"
+    path.write_text(CLUSTER + RESERVATION)
+    cluster = load_cluster(path)
+    campaign, second = cluster.reservations
+    assert campaign == Reservation(
+        name="campaign",
+        start_s=86400,
+        end_s=172800,
+        owner="user",
+        owner_name="17",
+        node_type="gpu",
+        count=1,
+    )
+    assert cluster.reservation_nodes(campaign).tolist() == [3]
+    assert (second.name, second.owner, second.owner_name) == ("reservation2", "qos", "debug")
+    assert cluster.reservation_nodes(second).tolist() == [0, 1, 2, 3]
+
+
+def reservation_table(**values: object) -> str:
+    """One [[reservation]] table named "r" over [0, 100) for user 1, with changes
+    (None drops a key)."""
+    table: dict[str, object] = {"name": "r", "start_s": 0, "end_s": 100, "user": 1}
+    table.update(values)
+    lines = [f"{key} = {json.dumps(value)}" for key, value in table.items() if value is not None]
+    return "\n[[reservation]]\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"owner": "x"}, "reservation 'r': unknown key(s) owner (known: name, start_s"),
+        ({"end_s": 0}, "reservation 'r': end_s must be after start_s"),
+        ({"end_s": -5}, "reservation 'r': end_s must be after start_s"),
+        ({"group": 3}, "reservation 'r': needs exactly one of user, group or qos"),
+        ({"user": None}, "reservation 'r': needs exactly one of user, group or qos"),
+        ({"node_type": "tpu"}, "reservation 'r': node_type 'tpu' is not a node type (cpu, gpu)"),
+        ({"node_type": "gpu", "count": 2}, "reservation 'r': count must be an integer in 1..1"),
+        ({"count": 5}, "reservation 'r': count must be an integer in 1..4, got 5"),
+        ({"count": 0}, "reservation 'r': count must be an integer in 1..4, got 0"),
+        ({"start_s": None}, "reservation 'r': start_s must be an integer (seconds), got None"),
+        ({"end_s": "later"}, "reservation 'r': end_s must be an integer (seconds), got 'later'"),
+    ],
+)
+def test_bad_reservations_are_named(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(CLUSTER + reservation_table(**changes))
+    with pytest.raises(ClusterError) as error:
+        load_cluster(path)
+    assert message in str(error.value) and "c.toml" in str(error.value)
