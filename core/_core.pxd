@@ -294,10 +294,16 @@ cdef class ClusterState:
     cdef int n_pending
     cdef int n_tomb
 
-    # --- running set ---
+    # --- running set: a sorted array with tombstones, plus an unsorted buffer of
+    # recent starts, merged only when someone iterates in order (_run_sorted) ---
     cdef RunEntry* run
-    cdef int n_run
+    cdef int n_run                     # running jobs (live entries of run and run_buf)
+    cdef int run_len                   # entries of run, tombstones included
     cdef int cap_run
+    cdef RunEntry* run_buf
+    cdef int n_buf
+    cdef int cap_buf
+    cdef int32_t* run_pos              # per job: index in run, or -(k + 1) for run_buf[k]
 
     # --- decisions of the last pass ---
     cdef int32_t* started
@@ -355,6 +361,7 @@ cdef class ClusterState:
     cdef void _rekey_queue(self) noexcept nogil
     cdef int _run_insert(self, int j) noexcept nogil
     cdef void _run_remove(self, int j) noexcept nogil
+    cdef int _run_sorted(self) noexcept nogil
     cdef int _fits_now(self, int j) noexcept nogil
     cdef int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil
     cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil

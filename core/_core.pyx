@@ -100,6 +100,15 @@ cdef int _qsort_cmp(const void* a, const void* b) noexcept nogil:
     return (<const QEntry*>a).job_idx - (<const QEntry*>b).job_idx
 
 
+cdef int _run_cmp(const void* a, const void* b) noexcept nogil:
+    """Running-set order: (end_req_s, job_idx)."""
+    cdef const RunEntry* x = <const RunEntry*>a
+    cdef const RunEntry* y = <const RunEntry*>b
+    if x.end_req_s != y.end_req_s:
+        return -1 if x.end_req_s < y.end_req_s else 1
+    return x.job_idx - y.job_idx
+
+
 cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
     """have >= want on every resource."""
     cdef int r
@@ -229,6 +238,7 @@ cdef class ClusterState:
         free(self.group_usage); free(self.fs_keys)
         free(self.starved); free(self.fifo); free(self.fifo_t)
         free(self.node_part); free(self.part_free); free(self.part_cap)
+        free(self.run_buf); free(self.run_pos)
         free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
         free(self.hold_why); free(self.end_ok); free(self.elig_s); free(self.kid_head)
         free(self.edges)
@@ -706,6 +716,8 @@ cdef class ClusterState:
         if _reserve(<void**>&self.elig_s, &cap, need, sizeof(int64_t)) != 0: return -1
         cap = self.cap_jobs
         if _reserve(<void**>&self.kid_head, &cap, need, sizeof(int32_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.run_pos, &cap, need, sizeof(int32_t)) != 0: return -1
         self.cap_jobs = cap
         return 0
 
@@ -1059,39 +1071,60 @@ cdef class ClusterState:
     # ------------------------------------------------------------ running set
 
     cdef int _run_insert(self, int j) noexcept nogil:
-        cdef RunEntry e
-        cdef int lo = 0, hi = self.n_run, mid
-        e.end_req_s = self.start_s[j] + self.jobs[j].walltime_s
-        e.job_idx = j
-        e._pad = 0
-        if _reserve(<void**>&self.run, &self.cap_run, self.n_run + 1, sizeof(RunEntry)) != 0:
+        """A started job joins the unsorted buffer: O(1), whatever runs already."""
+        if _reserve(<void**>&self.run_buf, &self.cap_buf, self.n_buf + 1, sizeof(RunEntry)) != 0:
             return -1
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if (self.run[mid].end_req_s < e.end_req_s or
-                    (self.run[mid].end_req_s == e.end_req_s and self.run[mid].job_idx < j)):
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < self.n_run:
-            memmove(&self.run[lo + 1], &self.run[lo], (self.n_run - lo) * sizeof(RunEntry))
-        self.run[lo] = e
+        self.run_buf[self.n_buf].end_req_s = self.start_s[j] + self.jobs[j].walltime_s
+        self.run_buf[self.n_buf].job_idx = j
+        self.run_buf[self.n_buf]._pad = 0
+        self.run_pos[j] = -(self.n_buf + 1)
+        self.n_buf += 1
         self.n_run += 1
         return 0
 
     cdef void _run_remove(self, int j) noexcept nogil:
-        cdef int64_t t = self.start_s[j] + self.jobs[j].walltime_s
-        cdef int lo = 0, hi = self.n_run, mid
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if (self.run[mid].end_req_s < t or
-                    (self.run[mid].end_req_s == t and self.run[mid].job_idx < j)):
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < self.n_run - 1:
-            memmove(&self.run[lo], &self.run[lo + 1], (self.n_run - lo - 1) * sizeof(RunEntry))
+        """An ended job leaves: a tombstone in the array, or a swap in the buffer."""
+        cdef int pos = self.run_pos[j], k, moved
+        if pos >= 0:
+            self.run[pos].job_idx = -1
+        else:
+            k = -pos - 1
+            self.n_buf -= 1
+            if k != self.n_buf:
+                self.run_buf[k] = self.run_buf[self.n_buf]
+                moved = self.run_buf[k].job_idx
+                self.run_pos[moved] = -(k + 1)
         self.n_run -= 1
+
+    cdef int _run_sorted(self) noexcept nogil:
+        """Make run[0:n_run] exactly the running jobs sorted by (end_req_s, job_idx):
+        sort the buffer, merge it with the array's live entries. 0, or -1."""
+        cdef int i = 0, b = 0, k = 0
+        cdef RunEntry* out
+        if self.n_buf == 0 and self.run_len == self.n_run:
+            return 0
+        qsort(self.run_buf, self.n_buf, sizeof(RunEntry), _run_cmp)
+        out = <RunEntry*>malloc(max(self.n_run, 1) * sizeof(RunEntry))
+        if out == NULL:
+            return -1
+        while i < self.run_len or b < self.n_buf:
+            if i < self.run_len and self.run[i].job_idx < 0:
+                i += 1
+                continue
+            if b >= self.n_buf or (i < self.run_len and _run_cmp(&self.run[i], &self.run_buf[b]) < 0):
+                out[k] = self.run[i]
+                i += 1
+            else:
+                out[k] = self.run_buf[b]
+                b += 1
+            self.run_pos[out[k].job_idx] = k
+            k += 1
+        free(self.run)
+        self.run = out
+        self.cap_run = max(self.n_run, 1)
+        self.run_len = k
+        self.n_buf = 0
+        return 0
 
     # ------------------------------------------------------------ placement
 
@@ -1256,7 +1289,10 @@ cdef class ClusterState:
     cdef void _compact_alloc(self) noexcept nogil:
         """Rewrite the allocation pool with only the running jobs' entries."""
         cdef int i, j, a, dst = 0
-        cdef AllocEntry* tmp = <AllocEntry*>malloc(max(self.live_alloc, 1) * sizeof(AllocEntry))
+        cdef AllocEntry* tmp
+        if self._run_sorted() != 0:
+            return
+        tmp = <AllocEntry*>malloc(max(self.live_alloc, 1) * sizeof(AllocEntry))
         if tmp == NULL:
             return
         for i in range(self.n_run):
@@ -1612,6 +1648,11 @@ cdef class ClusterState:
             for r in range(N_RES):
                 self.extra[r] = avail[r] - need[r]
             return
+        if self._run_sorted() != 0:  # out of memory: no shadow, nothing backfills past it
+            self.shadow_s = now
+            for r in range(N_RES):
+                self.extra[r] = 0
+            return
         while i < self.n_run:
             t = self.run[i].end_req_s
             while i < self.n_run and self.run[i].end_req_s == t:
@@ -1784,6 +1825,8 @@ cdef class ClusterState:
         cdef int64_t cur[4]
         cdef int64_t cap[4]
         prof_clear(&self.prof)
+        if self._run_sorted() != 0:
+            return -1
         for r in range(N_RES):
             cur[r] = self.tf[r]
         # running jobs already past their requested end count as free now

@@ -51,6 +51,8 @@ cdef void _mf_accrue(ClusterState st, int64_t now) noexcept nogil:
     for u in range(st.n_ent[LVL_USER]):
         st.user_usage[u] = st.user_usage[u] * decay + st.user_acc[u]
         st.user_acc[u] = 0.0
+    if st._run_sorted() != 0:
+        return
     for i in range(st.n_run):
         j = st.run[i].job_idx
         u = st.jobs[j].user_idx
