@@ -315,6 +315,7 @@ cdef class ClusterState:
     cdef int head_idx                  # EASY: job holding the reservation, -1 none
     cdef QEntry head_entry
     cdef int64_t shadow_s
+    cdef int easy_profile              # the last EASY pass used a profile (no shadow to build on)
     cdef int64_t extra[4]
     cdef QEntry* fresh                 # jobs submitted since the last pass (their queue keys)
     cdef int n_fresh

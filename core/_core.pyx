@@ -109,6 +109,61 @@ cdef int _run_cmp(const void* a, const void* b) noexcept nogil:
     return x.job_idx - y.job_idx
 
 
+cdef inline int _qless(const QEntry* a, const QEntry* b) noexcept nogil:
+    cdef int c = _qcmp(a, b)
+    if c != 0:
+        return c < 0
+    return a.job_idx < b.job_idx
+
+
+cdef void _merge_sort(QEntry* a, QEntry* tmp, int n) noexcept nogil:
+    """Sort by queue order: insertion sort below 24 entries, else halves merged;
+    an already ordered pair of halves costs one comparison (re-sorts of a queue
+    whose order barely changed are near-linear)."""
+    cdef int i, k, h, l, r
+    cdef QEntry x
+    if n < 24:
+        for i in range(1, n):
+            x = a[i]
+            k = i - 1
+            while k >= 0 and _qless(&x, &a[k]):
+                a[k + 1] = a[k]
+                k -= 1
+            a[k + 1] = x
+        return
+    h = n >> 1
+    _merge_sort(a, tmp, h)
+    _merge_sort(&a[h], tmp, n - h)
+    if not _qless(&a[h], &a[h - 1]):
+        return
+    memcpy(tmp, a, h * sizeof(QEntry))
+    l = 0
+    r = h
+    k = 0
+    while l < h and r < n:
+        if _qless(&a[r], &tmp[l]):
+            a[k] = a[r]
+            r += 1
+        else:
+            a[k] = tmp[l]
+            l += 1
+        k += 1
+    while l < h:
+        a[k] = tmp[l]
+        l += 1
+        k += 1
+
+
+cdef int _sort_entries(QEntry* a, int n) noexcept nogil:
+    """Sort queue entries (stable merge sort with a half-size buffer). 0, or -1."""
+    cdef QEntry* tmp = <QEntry*>malloc(max(n // 2 + 1, 1) * sizeof(QEntry))
+    if tmp == NULL:
+        return -1
+    _merge_sort(a, tmp, n)
+    free(tmp)
+    return 0
+
+
 cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
     """have >= want on every resource."""
     cdef int r
@@ -1065,7 +1120,8 @@ cdef class ClusterState:
         self._compact_queue()
         for p in range(self.q_end):
             self._entry_of(self.q[p].job_idx, &self.q[p])
-        qsort(self.q, self.q_end, sizeof(QEntry), _qsort_cmp)
+        if _sort_entries(self.q, self.q_end) != 0:
+            qsort(self.q, self.q_end, sizeof(QEntry), _qsort_cmp)  # no memory for the buffer
         self.need_full_pass = 1
 
     # ------------------------------------------------------------ running set
@@ -1393,6 +1449,7 @@ cdef class ClusterState:
         cdef int j, k, head_pos, examined = 0, pos
         if (not self.need_full_pass and self.head_idx >= 0 and self.bf_depth == 0
                 and not self._limits_on() and self.n_live_resv == 0 and self.n_part == 1
+                and not self.easy_profile
                 and self.job_state[self.head_idx] == JS_PENDING):
             # Only arrivals since the last pass, all behind the head: older jobs
             # failed then and still fail (no resources came back, time only moved
@@ -1431,6 +1488,7 @@ cdef class ClusterState:
             # starved jobs beyond the head, or advance reservations: more than
             # one reservation to respect, so backfill against a profile
             return self._pass_easy_profile(now, head_pos, examined)
+        self.easy_profile = 0
         self._compute_shadow(self.head_idx, now)
         pos = head_pos + 1
         while pos < self.q_end:
@@ -1458,7 +1516,7 @@ cdef class ClusterState:
         """
         cdef int pos = head_pos, j, first = 1
         cdef int64_t t
-        self.need_full_pass = 1  # no shadow for incremental passes to build on
+        self.easy_profile = 1  # no shadow for incremental passes to build on
         self.shadow_s = NEVER
         if self._build_profile(now) != 0:
             return PASS_NO_MEMORY
