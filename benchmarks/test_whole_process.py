@@ -78,7 +78,8 @@ def test_multifactor_fairshare_next_to_easy(
     """HPC2N under multifactor priority + fairshare + EASY, and plain EASY in the same run."""
     log = log_path(trace_dir, "HPC2N-2002-2.2-cln")
     policy_file = tmp_path / "policy.toml"
-    save_policy(replace(MULTIFACTOR, fairshare_algorithm=algorithm), policy_file)  # type: ignore[arg-type]
+    policy = replace(MULTIFACTOR, fairshare_algorithm=algorithm)  # type: ignore[arg-type]
+    save_policy(policy, policy_file)
     base = ["simulate", str(log), "--out", str(tmp_path / "out"), "--no-plots"]
     plain = min(run_cli(base)[0] for _ in range(3))
     benchmark.pedantic(
@@ -89,8 +90,7 @@ def test_multifactor_fairshare_next_to_easy(
     benchmark.extra_info["jobs_per_second"] = round(n_jobs / best)
     benchmark.extra_info["plain_easy_jobs_per_second"] = round(n_jobs / plain)
     print(
-        f"
-HPC2N multifactor+fairshare ({algorithm}) + EASY: {n_jobs / best:,.0f} jobs/s "
+        f"\nHPC2N multifactor+fairshare ({algorithm}) + EASY: {n_jobs / best:,.0f} jobs/s "
         f"whole-process; plain EASY in the same run: {n_jobs / plain:,.0f} jobs/s"
     )
 
