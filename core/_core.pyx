@@ -1732,7 +1732,7 @@ cdef class ClusterState:
 
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
-        cdef int pos, j, k, examined = 0
+        cdef int pos, j, k, head, examined = 0
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
                 and self.n_live_resv == 0 and self.n_part == 1
@@ -1771,6 +1771,7 @@ cdef class ClusterState:
             return PASS_OK
         if self._build_profile(now) != 0:
             return PASS_NO_MEMORY
+        head = pos
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0 and self._in_part(j):
@@ -1785,8 +1786,9 @@ cdef class ClusterState:
                     self.resv_complete = 0
                     break
                 self.n_jobs_examined += 1
-                if self._visit_limit(j):  # passed over: no reservation
-                    self.reserved_s[j] = -1
+                # (the first job here was met, and counted, by _start_in_order)
+                if (self._over_limit(j) if pos == head else self._visit_limit(j)):
+                    self.reserved_s[j] = -1  # passed over: no reservation
                 elif self._reserve_or_start(j, now, pos) != PASS_OK:
                     return PASS_NO_MEMORY
             pos += 1

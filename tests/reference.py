@@ -1,8 +1,10 @@
 """A slow, obvious scheduler that the compiled kernel must agree with.
 
-Pure Python, a pool of cores, no incremental tricks: every pass looks at the
-whole queue and rebuilds everything from scratch. It implements the
-semantics of ARCHITECTURE.md literally:
+Pure Python, a pool of cores, no incremental tricks: every step looks at the
+whole job list and rebuilds everything from scratch (which jobs have ended,
+which dependencies are met, which jobs are queued, in which order, which are
+held back by a limit). It implements the semantics of ARCHITECTURE.md and of
+the kernel notes literally:
 
 * events at one instant are applied together (completions, then arrivals),
   then one pass runs; a job that ends the instant it starts (run 0) ends in a
@@ -16,18 +18,48 @@ semantics of ARCHITECTURE.md literally:
   fits for its whole requested time given the reservations before it; a
   job whose reservation is now starts now.
 
+Queue order: ``fcfs`` (submit time, job id), ``sjf`` (walltime first),
+``priority`` (the given priority, larger first); ties end on (submit, id).
+
+Dependencies (``RefJob.deps``: parent index, kind, think time): a job whose
+parents have not all ended is held; ``afterany`` is met by any end (a
+cancellation included), ``afterok`` by an end with ``ok``, ``afternotok`` by
+an end without it (a cancellation counts as not ok). Once every parent has
+ended and every dependency is met, the job is eligible at
+max(submit, parent end + think time over its dependencies); a pass runs at
+that instant and the job is queued with its *submit time* as its FCFS key.
+A job one of whose dependencies can never be met is cancelled (it never
+starts) at max(its submit, the end of the first parent that ruled it out); a
+cancellation is an end (not ok) for its own dependents, so it spreads.
+
+Limits (``Limits``, 0: none) per user and per group: running jobs and cores
+held by running jobs (including the jobs started earlier in the same pass),
+and queued jobs: only the first N pending jobs of a user (group) in queue
+order are considered, a job that the same pass started no longer counting as
+pending. A job held back by a limit is passed over: it starts nothing, is
+never the head and gets no reservation.
+
 Jobs are killed at their requested time, so one runs min(run, walltime).
+
+Worked example of a dependency (2 cores, ``none``): A (2 cores, 10 s) and B
+(1 core, 10 s, afterok on A, think time 5) submitted at 0; C (2 cores, 10 s)
+at 1. t=0: A starts, B is held. t=1: C waits for A's cores. t=10: A ends
+well; C starts; B is held until 15. t=15: B is queued (its key is its submit
+time 0, ahead of C's) but C holds both cores. t=20: C ends, B starts. Had A
+failed, B would have been cancelled at 10.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 INF = math.inf
+
+DEP_KINDS: tuple[str, ...] = ("afterany", "afterok", "afternotok")
 
 
 @dataclass
@@ -38,24 +70,70 @@ class RefJob:
     walltime: int  # >= 1
     run: int  # recorded; the job runs min(run, walltime)
     priority: float = 0.0
-    user: int = -1  # -1: no user, no limit applies
+    user: int = -1  # -1: no user, no user limit applies
+    group: int = -1  # -1: no group, no group limit applies
+    # (parent index in the job list, kind in DEP_KINDS, think time in seconds)
+    deps: list[tuple[int, str, int]] = field(default_factory=list)
+    ok: bool = True  # whether it ends well when it ends (afterok / afternotok)
+
+
+@dataclass
+class RefResult:
+    start: list[int]  # -1: never started
+    end: list[int]  # -1: never ended; a cancelled job's end is its cancellation
+    cancelled: list[bool]  # cancelled because a dependency can never be met
 
 
 @dataclass
 class Limits:
-    """Per-user caps (0: none): running jobs, and cores held."""
+    """Caps (0: none) per user and per group.
+
+    ``jobs``/``cores``: running jobs and cores held by a user; ``queued``: only
+    the first ``queued`` pending jobs of a user (queue order) are considered.
+    The ``group_`` fields are the same caps per group.
+    """
 
     jobs: int = 0
     cores: int = 0
+    queued: int = 0
+    group_jobs: int = 0
+    group_cores: int = 0
+    group_queued: int = 0
 
     def over(self, job: RefJob, running: list[RefJob]) -> bool:
-        """Would starting ``job`` exceed its user's cap, given the jobs running?"""
-        if job.user < 0:
-            return False
-        mine = [r for r in running if r.user == job.user]
-        if self.jobs and len(mine) >= self.jobs:
-            return True
-        return bool(self.cores and sum(r.cores for r in mine) + job.cores > self.cores)
+        """Would starting ``job`` exceed a cap of its user or group, given the jobs running?"""
+        for who, max_jobs, max_cores in (
+            ("user", self.jobs, self.cores),
+            ("group", self.group_jobs, self.group_cores),
+        ):
+            mine = _same_entity(job, running, who)
+            if mine is None:
+                continue
+            if max_jobs and len(mine) >= max_jobs:
+                return True
+            if max_cores and sum(r.cores for r in mine) + job.cores > max_cores:
+                return True
+        return False
+
+    def beyond_queue(self, job: RefJob, ahead: list[RefJob]) -> bool:
+        """Is ``job`` past the first N pending jobs of its user or group?
+
+        ``ahead``: the jobs before it in queue order still pending (not started
+        by this pass).
+        """
+        for who, max_queued in (("user", self.queued), ("group", self.group_queued)):
+            mine = _same_entity(job, ahead, who)
+            if mine is not None and max_queued and len(mine) >= max_queued:
+                return True
+        return False
+
+
+def _same_entity(job: RefJob, others: list[RefJob], who: str) -> list[RefJob] | None:
+    """The jobs of ``others`` with ``job``'s user (group); None when it has none."""
+    mine = getattr(job, who)
+    if mine < 0:
+        return None
+    return [o for o in others if getattr(o, who) == mine]
 
 
 def sort_key(job: RefJob, order: str) -> tuple[float, int, int]:
@@ -66,6 +144,11 @@ def sort_key(job: RefJob, order: str) -> tuple[float, int, int]:
     return (-job.priority, job.submit, job.job_id)
 
 
+def dependency_met(kind: str, ok: bool) -> bool:
+    """Does a parent's end (``ok``: it ended well) meet a dependency of ``kind``?"""
+    return kind == "afterany" or (kind == "afterok") == ok
+
+
 def simulate(
     jobs: list[RefJob],
     total_cores: int,
@@ -73,36 +156,143 @@ def simulate(
     order: str = "fcfs",
     limits: Limits | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Start and end time of every job (same order as ``jobs``)."""
+    """Start and end time of every job (same order as ``jobs``); -1: never."""
+    result = simulate_detailed(jobs, total_cores, backfill, order, limits)
+    return result.start, result.end
+
+
+def simulate_detailed(
+    jobs: list[RefJob],
+    total_cores: int,
+    backfill: str,
+    order: str = "fcfs",
+    limits: Limits | None = None,
+) -> RefResult:
+    """Start, end and dependency cancellation of every job (same order as ``jobs``).
+
+    Each step is one instant: completions, then arrivals and everything the
+    dependencies imply (recomputed from scratch), then one pass. Steps happen
+    at every submit time, every completion and every time a held job's think
+    time ends (where the kernel's driver wakes up).
+    """
+    limits = limits or Limits()
     n = len(jobs)
     start = [-1] * n
     end = [-1] * n
-    arrivals = sorted(range(n), key=lambda i: (jobs[i].submit, i))
-    next_arrival = 0
-    pending: list[int] = []
     running: dict[int, int] = {}  # job -> actual end
-    free = total_cores
-    while next_arrival < n or running:
-        t_arr = jobs[arrivals[next_arrival]].submit if next_arrival < n else INF
-        t_end = min(running.values()) if running else INF
-        now = int(min(t_arr, t_end))
-        for j in sorted(i for i, e in running.items() if e <= now):
+    if not any(job.deps for job in jobs):
+        return _without_dependencies(jobs, total_cores, backfill, order, limits)
+    now: float = min((job.submit for job in jobs), default=INF)
+    while now < INF:
+        t = int(now)
+        for j in sorted(i for i, e in running.items() if e <= t):
             del running[j]
-            end[j] = now
-            free += jobs[j].cores
-        while next_arrival < n and jobs[arrivals[next_arrival]].submit <= now:
-            pending.append(arrivals[next_arrival])
-            next_arrival += 1
-        pending.sort(key=lambda i: sort_key(jobs[i], order))
-        started = schedule_pass(
-            jobs, pending, running, start, free, now, backfill, total_cores, limits or Limits()
-        )
+            end[j] = t
+        status = dependency_status(jobs, start, end, t)
+        queue = [j for j in range(n) if status[j][0] == "eligible" and status[j][1] <= t]
+        queue.sort(key=lambda i: sort_key(jobs[i], order))
+        free = total_cores - sum(jobs[j].cores for j in running)
+        for j in schedule_pass(jobs, queue, running, start, free, t, backfill, limits):
+            start[j] = t
+            running[j] = t + min(jobs[j].run, jobs[j].walltime)
+        later = [job.submit for job in jobs if job.submit > t]
+        later += list(running.values())  # a run-0 job started now ends now: another step
+        later += [s[1] for s in status if s[0] == "eligible" and s[1] > t]
+        now = min(later, default=INF)
+    status = dependency_status(jobs, start, end, INF)
+    cancelled = [s[0] == "cancelled" for s in status]
+    for j, s in enumerate(status):
+        if s[0] == "cancelled":
+            end[j] = int(s[1])
+    return RefResult(start, end, cancelled)
+
+
+def _without_dependencies(
+    jobs: list[RefJob], total_cores: int, backfill: str, order: str, limits: Limits
+) -> RefResult:
+    """The same steps when no job has a dependency: the queue is simply the jobs
+    submitted and not started (so long real logs replay in reasonable time)."""
+    n = len(jobs)
+    start = [-1] * n
+    end = [-1] * n
+    running: dict[int, int] = {}
+    arrivals = sorted(range(n), key=lambda i: (jobs[i].submit, i))
+    nxt = 0
+    pending: list[int] = []
+    now: float = jobs[arrivals[0]].submit if n else INF
+    while now < INF:
+        t = int(now)
+        for j in sorted(i for i, e in running.items() if e <= t):
+            del running[j]
+            end[j] = t
+        while nxt < n and jobs[arrivals[nxt]].submit <= t:
+            pending.append(arrivals[nxt])
+            nxt += 1
+        queue = sorted(pending, key=lambda i: sort_key(jobs[i], order))
+        free = total_cores - sum(jobs[j].cores for j in running)
+        started = schedule_pass(jobs, queue, running, start, free, t, backfill, limits)
         for j in started:
-            pending.remove(j)
-            start[j] = now
-            running[j] = now + min(jobs[j].run, jobs[j].walltime)
-            free -= jobs[j].cores
-    return start, end
+            start[j] = t
+            running[j] = t + min(jobs[j].run, jobs[j].walltime)
+        if started:
+            done = set(started)
+            pending = [j for j in pending if j not in done]
+        later = list(running.values())
+        if nxt < n:
+            later.append(jobs[arrivals[nxt]].submit)
+        now = min(later, default=INF)
+    return RefResult(start, end, [False] * n)
+
+
+def dependency_status(
+    jobs: list[RefJob], start: list[int], end: list[int], now: float
+) -> list[tuple[str, float]]:
+    """Per job, as of ``now``: ("started", start), ("cancelled", when),
+    ("eligible", from when: possibly later than now), ("held", inf) while a
+    parent has not ended, or ("future", submit) when not submitted yet.
+
+    Computed from scratch from the start and end times recorded so far; a
+    cancelled job's end is its cancellation (not ok), so cancellation spreads.
+    """
+    if not any(job.deps for job in jobs):  # no dependency anywhere: the plain states
+        return [
+            ("started", start[j])
+            if start[j] >= 0
+            else (("future", job.submit) if job.submit > now else ("eligible", job.submit))
+            for j, job in enumerate(jobs)
+        ]
+    memo: dict[int, tuple[str, float]] = {}
+
+    def outcome(j: int) -> tuple[float, bool] | None:
+        """(end time, ok) of job ``j`` if it ended or was cancelled by ``now``."""
+        if start[j] >= 0:
+            return (end[j], jobs[j].ok) if end[j] >= 0 else None
+        state, when = status_of(j)
+        return (when, False) if state == "cancelled" else None
+
+    def status_of(j: int) -> tuple[str, float]:
+        if j in memo:
+            return memo[j]
+        job = jobs[j]
+        if start[j] >= 0:
+            memo[j] = ("started", start[j])
+        elif job.submit > now:
+            memo[j] = ("future", job.submit)
+        else:
+            ends = [(outcome(p), kind, delay) for p, kind, delay in job.deps]
+            ruled_out = [
+                o[0] for o, kind, _ in ends if o is not None and not dependency_met(kind, o[1])
+            ]
+            if ruled_out:
+                memo[j] = ("cancelled", max(job.submit, min(ruled_out)))
+            elif any(o is None for o, _, _ in ends):
+                memo[j] = ("held", INF)
+            else:
+                ready = [o[0] + delay for o, _, delay in ends if o is not None]
+                memo[j] = ("eligible", max([job.submit, *ready]))
+        return memo[j]
+
+    return [status_of(j) for j in range(len(jobs))]
 
 
 def schedule_pass(
@@ -113,23 +303,24 @@ def schedule_pass(
     free: int,
     now: int,
     backfill: str,
-    total_cores: int,
     limits: Limits,
 ) -> list[int]:
     """Jobs to start now, in the order the pass starts them.
 
-    A job that would exceed its user's limit is passed over: it starts
-    nothing, is never the head and gets no reservation.
+    A job that would exceed a limit of its user or group is passed over: it
+    starts nothing, is never the head and gets no reservation.
     """
     req_end = {j: start[j] + jobs[j].walltime for j in running}
+    started: list[int] = []
 
     def held_back(j: int) -> bool:
-        return limits.over(jobs[j], [jobs[r] for r in [*running, *started]])
+        ahead = [jobs[i] for i in queue[: queue.index(j)] if i not in started]
+        return limits.beyond_queue(jobs[j], ahead) or limits.over(
+            jobs[j], [jobs[r] for r in [*running, *started]]
+        )
 
     if backfill == "conservative":
-        started: list[int] = []
         return _conservative(jobs, queue, req_end, free, now, held_back, started)
-    started = []
     pos = 0
     head = None
     while pos < len(queue):
