@@ -186,16 +186,27 @@ cdef int _mf_fairshare(ClusterState st) noexcept nogil:
 
 cdef int _mf_recompute(ClusterState st, int64_t now) noexcept nogil:
     """Usage, fairshare factors and every pending job's priority; the queue re-sorted."""
-    cdef int p, j
+    cdef int p, j, ordered = 1
     cdef double f[5]
     _mf_accrue(st, now)
     if _mf_fairshare(st) != 0:
         return -1
-    for p in range(st.q_begin, st.q_end):
+    st._compact_queue()
+    for p in range(st.q_end):
         j = st.q[p].job_idx
-        if j >= 0:
-            st.jobs[j].priority = _mf_priority(st, j, now, f)
-    st._rekey_queue()
+        st.jobs[j].priority = _mf_priority(st, j, now, f)
+        st._entry_of(j, &st.q[p])
+        if p > 0 and _qsort_cmp(&st.q[p - 1], &st.q[p]) > 0:
+            ordered = 0
+    if not ordered:
+        # the order changed: re-sort, and the next pass looks at every job again
+        if _sort_entries(st.q, st.q_end) != 0:
+            qsort(st.q, st.q_end, sizeof(QEntry), _qsort_cmp)
+        st.need_full_pass = 1
+    elif st.head_idx >= 0 and st.job_state[st.head_idx] == JS_PENDING:
+        # same order: only the keys moved and the last pass's decisions hold;
+        # arrivals are compared with the head by its new key
+        st._entry_of(st.head_idx, &st.head_entry)
     st.n_recomputes += 1
     st.next_prio_s = now + st.prio_interval_s
     return 0
