@@ -237,6 +237,8 @@ cdef class ClusterState:
     cdef int8_t* hold_why              # while HELD: WHY_DEPENDENCY, WHY_BEGIN_TIME or WHY_HELD
     cdef int8_t* end_ok                # ended successfully (afterok/afternotok)
     cdef int64_t* elig_s               # when the job entered the pending queue (age)
+    cdef int32_t* requeues             # times the job was requeued (its node failed)
+    cdef int64_t* lost_s               # run seconds lost to those failures
     cdef int32_t* kid_head             # first DepEdge of each parent, -1 none
     cdef DepEdge* edges
     cdef int n_edges

@@ -293,7 +293,7 @@ cdef class ClusterState:
         free(self.group_usage); free(self.fs_keys)
         free(self.starved); free(self.fifo); free(self.fifo_t)
         free(self.node_part); free(self.part_free); free(self.part_cap)
-        free(self.run_buf); free(self.run_pos)
+        free(self.run_buf); free(self.run_pos); free(self.requeues); free(self.lost_s)
         free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
         free(self.hold_why); free(self.end_ok); free(self.elig_s); free(self.kid_head)
         free(self.edges)
@@ -671,6 +671,8 @@ cdef class ClusterState:
             self.end_ok[j] = 0
             self.elig_s[j] = -1
             self.kid_head[j] = -1
+            self.requeues[j] = 0
+            self.lost_s[j] = 0
         self.n_jobs = first + <int>m
         for k in range(m):
             if (self._grow_ent(LVL_USER, specs[k].user_idx + 1) != 0
@@ -773,6 +775,10 @@ cdef class ClusterState:
         if _reserve(<void**>&self.kid_head, &cap, need, sizeof(int32_t)) != 0: return -1
         cap = self.cap_jobs
         if _reserve(<void**>&self.run_pos, &cap, need, sizeof(int32_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.requeues, &cap, need, sizeof(int32_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.lost_s, &cap, need, sizeof(int64_t)) != 0: return -1
         self.cap_jobs = cap
         return 0
 
@@ -1032,6 +1038,47 @@ cdef class ClusterState:
         if live != self.n_live_resv:
             self.need_full_pass = 1
         self.n_live_resv = live
+
+    def fail_node(self, int node, int64_t now):
+        """Node ``node`` fails at ``now``: it goes DOWN and every job with a task
+        on it is requeued -- its resources are released on all its nodes, it
+        goes back to the pending queue (eligible now, its queue key unchanged),
+        and the run time it had is counted as lost. Returns the requeued slots."""
+        if node < 0 or node >= self.n_nodes:
+            raise IndexError(f"node {node} out of range")
+        cdef int i, a, j, k = 0
+        if self._run_sorted() != 0:
+            raise MemoryError()
+        hit = np.empty(self.n_run, dtype=np.int32)
+        cdef int32_t[::1] v = hit
+        for i in range(self.n_run):
+            j = self.run[i].job_idx
+            for a in range(self.alloc_off[j], self.alloc_off[j] + self.alloc_cnt[j]):
+                if self.alloc[a].node_idx == node:
+                    v[k] = j
+                    k += 1
+                    break
+        for i in range(k):
+            j = v[i]
+            self._release(j, now)
+            self.lost_s[j] += now - self.start_s[j]
+            self.requeues[j] += 1
+            self.start_s[j] = -1
+            if self._submit(j, now) != 0:
+                raise MemoryError()
+        self.set_node_state(node, NODE_DOWN)
+        return hit[:k].copy()
+
+    def requeue_counts(self):
+        """(times requeued, run seconds lost) per slot (copies)."""
+        counts = np.empty(self.n_jobs, dtype=np.int32)
+        lost = np.empty(self.n_jobs, dtype=np.int64)
+        cdef int32_t[::1] vc = counts
+        cdef int64_t[::1] vl = lost
+        if self.n_jobs:
+            memcpy(&vc[0], self.requeues, self.n_jobs * sizeof(int32_t))
+            memcpy(&vl[0], self.lost_s, self.n_jobs * sizeof(int64_t))
+        return counts, lost
 
     def set_node_state(self, int node, int state):
         """Change a node's state; only UP nodes take new work or count as free."""
@@ -2216,6 +2263,9 @@ cdef class ReplayFeed:
         cdef int j, count = 0
         while self.done.n > 0 and self.done.t[0] <= now:
             j = heap_pop(&self.done)
+            # a job requeued (its node failed) left a completion that no longer holds
+            if state.job_state[j] != JS_RUNNING or state.start_s[j] + self.duration[j] != now:
+                continue
             state.finish(j, now, self.ok[j])
             count += 1
         while self.cursor < self.n and self.submit[self.cursor] <= now:

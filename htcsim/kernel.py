@@ -362,6 +362,14 @@ class Kernel:
         """Running jobs, cores and GPUs held now per user, group or qos (dense index)."""
         return self._state.usage(_core.LEVELS[level])
 
+    def fail_node(self, node_idx: int, now: int) -> np.ndarray:
+        """The node goes down; the jobs on it are requeued (slots returned)."""
+        return self._state.fail_node(int(node_idx), int(now))
+
+    def requeue_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times requeued, run seconds lost) per slot."""
+        return self._state.requeue_counts()
+
     def set_node_state(self, node_idx: int, state: NodeState) -> None:
         self._state.set_node_state(int(node_idx), int(state))
 

@@ -1,0 +1,67 @@
+"""A node fails under running jobs: they are requeued, and the lost run time is counted.
+
+Hand-computed: 2 one-core nodes, FCFS + EASY. A (submit 0, run 100) lands on
+node 0, B (submit 0, run 100) on node 1, C (submit 5, run 50) waits. Node 0
+fails at 30: A goes back to the queue, keeping its place (submit 0) ahead of
+C, with 30 s of run lost. B ends at 100 and A restarts on node 1 (node 0 is
+down), ending at 200; then C runs 200-250. A's first completion (due at 100)
+no longer holds and is ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from htcsim.kernel import JOB_SPEC_DTYPE, JobState, Kernel, NodeState, ReplayFeed, node_capacity
+from htcsim.policy import Policy
+
+
+def test_jobs_on_a_failed_node_are_requeued_and_restart() -> None:
+    specs = np.zeros(3, dtype=JOB_SPEC_DTYPE)
+    specs["job_id"] = [1, 2, 3]
+    specs["submit_s"] = [0, 0, 5]
+    specs["walltime_s"] = 1_000
+    specs["n_tasks"] = 1
+    specs["per_task"][:, 0] = 1
+    specs["user_idx"] = specs["group_idx"] = specs["qos_idx"] = -1
+    kernel = Kernel(node_capacity(2, 1), Policy())
+    kernel.add_jobs(specs)
+    feed = ReplayFeed(kernel, specs["submit_s"], np.array([100, 100, 50]))
+    failed: list[int] = []
+    now = feed.next_time()
+    while now >= 0:
+        if now > 30 and not failed:
+            failed = kernel.fail_node(0, 30).tolist()
+            now = feed.step(30)
+            assert kernel.why_pending(0).name == "Resources"
+            continue
+        now = feed.step(now)
+    assert failed == [0]
+    assert kernel.start_times().tolist() == [100, 0, 200]
+    assert kernel.end_times().tolist() == [200, 100, 250]
+    counts, lost = kernel.requeue_counts()
+    assert counts.tolist() == [1, 0, 0]
+    assert lost.tolist() == [30, 0, 0]
+    assert kernel.node_states().tolist() == [NodeState["DOWN"], NodeState["UP"]]
+    assert (kernel.job_states() == JobState["ENDED"]).all()
+    assert kernel.job_allocation(0)[0].tolist() == []  # ended: nothing held
+
+
+def test_a_failed_node_releases_every_node_of_a_spanning_job() -> None:
+    """A 3-task job over nodes 0-2; node 1 fails: the job is requeued and nodes 0
+    and 2 are free again at once, node 1 is down."""
+    specs = np.zeros(1, dtype=JOB_SPEC_DTYPE)
+    specs["job_id"] = 1
+    specs["walltime_s"] = 100
+    specs["n_tasks"] = 3
+    specs["per_task"][:, 0] = 1
+    specs["user_idx"] = specs["group_idx"] = specs["qos_idx"] = -1
+    kernel = Kernel(node_capacity(3, 1), Policy())
+    kernel.add_jobs(specs)
+    kernel.submit(0, 0)
+    kernel.schedule(0)
+    assert kernel.fail_node(1, 10).tolist() == [0]
+    assert kernel.free_per_node()[:, 0].tolist() == [1, 1, 1]
+    assert kernel.free_total()[0] == 2  # node 1 is down
+    assert kernel.state_of(0) == JobState["PENDING"]
+    assert kernel.why_pending(0).name == "NodeDown"
