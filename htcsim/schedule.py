@@ -42,6 +42,8 @@ class SimResult:
     cluster: Cluster | None = None  # the nodes replayed on, when not the workload's machine
     estimates: np.ndarray | None = None  # ESTIMATE_DTYPE rows, when sampled
     cancelled: np.ndarray | None = None  # bool per job: a dependency could never be met
+    requeues: np.ndarray | None = None  # per job: times requeued because its node failed
+    lost_s: np.ndarray | None = None  # per job: run seconds lost to those failures
 
     @property
     def total_cores(self) -> int:

@@ -65,3 +65,47 @@ def test_a_failed_node_releases_every_node_of_a_spanning_job() -> None:
     assert kernel.free_total()[0] == 2  # node 1 is down
     assert kernel.state_of(0) == JobState["PENDING"]
     assert kernel.why_pending(0).name == "NodeDown"
+
+
+def test_a_failure_trace_through_the_simulator() -> None:
+    """The same case as the first test, driven by simulate(failures=...): node 0
+    fails at 30 for 500 s (so it is still down when A restarts at 100 on node 1)."""
+    from htcsim.model import Machine, Workload, empty_jobs
+    from htcsim.sim import simulate
+    from htcsim.sim.driver import FAILURE_DTYPE
+
+    jobs = empty_jobs(3)
+    jobs["job_id"] = [1, 2, 3]
+    jobs["submit_s"] = [0, 0, 5]
+    jobs["run_s"] = [100, 100, 50]
+    jobs["walltime_s"] = 1_000
+    jobs["n_tasks"] = 1
+    jobs["cores_per_task"] = 1
+    workload = Workload(name="fail", jobs=jobs, machine=Machine(2, 1))
+    failures = np.array([(30, 0, 500)], dtype=FAILURE_DTYPE)
+    result = simulate(workload, Policy(), failures=failures)
+    assert result.start_s.tolist() == [100, 0, 200]
+    assert result.end_s.tolist() == [200, 100, 250]
+    assert result.requeues is not None and result.requeues.tolist() == [1, 0, 0]
+    assert result.lost_s is not None and result.lost_s.tolist() == [30, 0, 0]
+
+
+def test_a_repaired_node_takes_work_again() -> None:
+    """One node: A runs 0-100; the node fails at 10 for 40 s: A restarts at 50
+    (the repair wakes the replay up although no job event happens then)."""
+    from htcsim.model import Machine, Workload, empty_jobs
+    from htcsim.sim import simulate
+    from htcsim.sim.driver import FAILURE_DTYPE
+
+    jobs = empty_jobs(1)
+    jobs["job_id"] = 1
+    jobs["run_s"] = 100
+    jobs["walltime_s"] = 1_000
+    jobs["n_tasks"] = 1
+    jobs["cores_per_task"] = 1
+    workload = Workload(name="repair", jobs=jobs, machine=Machine(1, 1))
+    failures = np.array([(10, 0, 40)], dtype=FAILURE_DTYPE)
+    result = simulate(workload, Policy(), failures=failures)
+    assert result.start_s.tolist() == [50]
+    assert result.end_s.tolist() == [150]
+    assert result.lost_s is not None and result.lost_s.tolist() == [10]

@@ -24,6 +24,7 @@ from htcsim.kernel import (
     JobState,
     Kernel,
     KernelInputError,
+    NodeState,
     Reason,
     ReplayFeed,
     dense_ids,
@@ -67,6 +68,7 @@ def simulate(
     progress: ProgressCallback | None = None,
     cluster: Cluster | None = None,
     estimate_sample: int = 0,
+    failures: np.ndarray | None = None,
 ) -> SimResult:
     """Replay ``workload`` under ``policy`` and return the schedule.
 
@@ -83,8 +85,13 @@ def simulate(
     env = simpy.Environment(
         initial_time=int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
     )
+    if failures is not None and len(failures) and estimate_sample > 0:
+        raise KernelInputError("estimate sampling and node failures cannot be combined yet")
     sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
-    elapsed = _run(env, feed, progress, sampler)
+    step: Callable[[object, int], int] | None = sampler
+    if failures is not None and len(failures):
+        step = _NodeFailures(feed, kernel, failures)
+    elapsed = _run(env, feed, progress, step)
     start_s = kernel.start_times()
     end_s = kernel.end_times()
     end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
@@ -98,7 +105,65 @@ def simulate(
         counters=kernel.counters,
         cluster=cluster,
         estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
+        requeues=kernel.requeue_counts()[0],
+        lost_s=kernel.requeue_counts()[1],
     )
+
+
+FAILURE_DTYPE = np.dtype([("time_s", np.int64), ("node", np.int64), ("duration_s", np.int64)])
+"""A node failure: when, which node (kernel index), and how long until it is back up."""
+
+
+class _NodeFailures:
+    """A step of the feed with node failures and repairs applied first.
+
+    At a failure the node goes down and its jobs are requeued (``fail_node``);
+    ``duration_s`` later it comes back up (overlapping outages of one node end
+    at the last repair). The returned next time includes the next failure or
+    repair, so the replay wakes up for them.
+    """
+
+    def __init__(self, feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> None:
+        failures = np.asarray(failures, dtype=FAILURE_DTYPE)
+        bad = (failures["node"] < 0) | (failures["node"] >= len(kernel.capacity))
+        bad |= failures["duration_s"] <= 0
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise KernelInputError(
+                f"failure #{k + 1} (time {int(failures['time_s'][k])}): node must be in "
+                f"0..{len(kernel.capacity) - 1} and duration_s > 0"
+            )
+        self._feed = feed.raw[0]
+        self._kernel = kernel
+        # (time, 1 = failure / 0 = repair, node, its repair time): at one instant,
+        # repairs come first
+        events = [
+            (int(f["time_s"]), 1, int(f["node"]), int(f["time_s"] + f["duration_s"]))
+            for f in failures
+        ]
+        events += [(int(f["time_s"] + f["duration_s"]), 0, int(f["node"]), 0) for f in failures]
+        self._events = sorted(events)
+        self._next = 0
+        self._up_at = np.full(len(kernel.capacity), -1, dtype=np.int64)  # -1: up
+
+    def __call__(self, state: object, now: int) -> int:
+        events = self._events
+        while self._next < len(events) and events[self._next][0] <= now:
+            t, failing, node, repair_s = events[self._next]
+            self._next += 1
+            if failing:
+                if self._up_at[node] < 0:
+                    self._kernel.fail_node(node, now)
+                self._up_at[node] = max(repair_s, self._up_at[node])
+            elif self._up_at[node] >= 0 and t >= self._up_at[node]:
+                self._kernel.set_node_state(node, NodeState["UP"])
+                self._up_at[node] = -1
+        next_time = int(self._feed.step(state, now))  # type: ignore[attr-defined]
+        if self._next < len(events):
+            upcoming = events[self._next][0]
+            if next_time < 0 or upcoming < next_time:
+                return upcoming
+        return next_time
 
 
 def explain(
