@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -121,6 +122,14 @@ def simulate(
     at_s: Annotated[
         int | None, typer.Option("--at", help="With --explain: the moment (seconds, trace time).")
     ] = None,
+    failures_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--failures",
+            help="Node failure trace (CSV time_s,node,duration_s): jobs on a failed node "
+            "are requeued.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a workload under a policy and print a summary (one column per backfill mode)."""
     from htcsim.kernel import KernelInputError
@@ -150,6 +159,14 @@ def simulate(
             cluster = load_cluster(cluster_file)
         except ClusterError as exc:
             raise _fail(str(exc)) from exc
+    failures = None
+    if failures_file is not None:
+        from htcsim.failures import FailureTraceError, load_failures
+
+        try:
+            failures = load_failures(failures_file)
+        except FailureTraceError as exc:
+            raise _fail(str(exc)) from exc
     if explain_job is not None:
         _explain(workload, policies[0], explain_job, at_s, cluster)
         return
@@ -157,7 +174,7 @@ def simulate(
     summaries = []
     for policy in policies:
         try:
-            result = _run_with_progress(workload, policy, cluster, estimate_sample)
+            result = _run_with_progress(workload, policy, cluster, estimate_sample, failures)
         except KernelInputError as exc:
             raise _fail(str(exc)) from exc
         from htcsim.metrics import estimate_error_summary, summarize
@@ -230,7 +247,11 @@ def _policies(
 
 
 def _run_with_progress(
-    workload: Workload, policy: Policy, cluster: Cluster | None = None, estimate_sample: int = 0
+    workload: Workload,
+    policy: Policy,
+    cluster: Cluster | None = None,
+    estimate_sample: int = 0,
+    failures: np.ndarray | None = None,
 ) -> SimResult:
     from htcsim.sim import simulate as replay
 
@@ -249,6 +270,7 @@ def _run_with_progress(
             policy,
             cluster=cluster,
             estimate_sample=estimate_sample,
+            failures=failures,
             progress=lambda n: progress.update(task, completed=n),
         )
 

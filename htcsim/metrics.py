@@ -190,6 +190,8 @@ def summarize(result: SimResult) -> Summary:
     * ``throughput_jobs_per_h = |F| / (makespan_s / 3600)``
     * ``n_killed_at_walltime``: jobs in F whose recorded run exceeded the request
     * ``n_cancelled``: jobs cancelled because a dependency could never be met
+    * ``n_requeued``: requeues after node failures; ``lost_core_h``: the core-hours
+      those failures threw away (run time since each lost start x cores)
     * ``replay_s``: wall-clock seconds of the event loop; ``jobs_per_second =
       n_jobs / replay_s``, the replay speed
 
@@ -223,6 +225,10 @@ def summarize(result: SimResult) -> Summary:
             np.count_nonzero(np.asarray(result.killed_at_walltime, dtype=bool) & s.finished)
         ),
         "n_cancelled": 0 if result.cancelled is None else int(np.count_nonzero(result.cancelled)),
+        "n_requeued": 0 if result.requeues is None else int(np.sum(result.requeues)),
+        "lost_core_h": 0.0
+        if result.lost_s is None
+        else float(np.sum(result.lost_s * s.cores)) / SECONDS_PER_HOUR,
         "replay_s": replay_s,
         "jobs_per_second": _ratio(n_jobs, replay_s),
     }

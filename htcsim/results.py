@@ -187,6 +187,8 @@ _ROWS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("throughput_jobs_per_h", "throughput", lambda v: f"{v:,.1f} jobs/h"),
     ("n_killed_at_walltime", "killed at walltime", _count),
     ("n_cancelled", "cancelled (dependency never met)", _count),
+    ("n_requeued", "requeued (node failure)", _count),
+    ("lost_core_h", "core-hours lost to failures", lambda v: f"{v:,.1f}"),
     ("replay_s", "replay time (wall clock)", lambda v: f"{v:,.2f} s"),
     ("jobs_per_second", "replay speed", lambda v: f"{v:,.0f} jobs/s"),
 )

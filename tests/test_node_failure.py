@@ -10,8 +10,13 @@ no longer holds and is ignored.
 
 from __future__ import annotations
 
-import numpy as np
+import re
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from htcsim.failures import FailureTraceError, load_failures
 from htcsim.kernel import JOB_SPEC_DTYPE, JobState, Kernel, NodeState, ReplayFeed, node_capacity
 from htcsim.policy import Policy
 
@@ -70,9 +75,9 @@ def test_a_failed_node_releases_every_node_of_a_spanning_job() -> None:
 def test_a_failure_trace_through_the_simulator() -> None:
     """The same case as the first test, driven by simulate(failures=...): node 0
     fails at 30 for 500 s (so it is still down when A restarts at 100 on node 1)."""
+    from htcsim.failures import FAILURE_DTYPE
     from htcsim.model import Machine, Workload, empty_jobs
     from htcsim.sim import simulate
-    from htcsim.sim.driver import FAILURE_DTYPE
 
     jobs = empty_jobs(3)
     jobs["job_id"] = [1, 2, 3]
@@ -93,9 +98,9 @@ def test_a_failure_trace_through_the_simulator() -> None:
 def test_a_repaired_node_takes_work_again() -> None:
     """One node: A runs 0-100; the node fails at 10 for 40 s: A restarts at 50
     (the repair wakes the replay up although no job event happens then)."""
+    from htcsim.failures import FAILURE_DTYPE
     from htcsim.model import Machine, Workload, empty_jobs
     from htcsim.sim import simulate
-    from htcsim.sim.driver import FAILURE_DTYPE
 
     jobs = empty_jobs(1)
     jobs["job_id"] = 1
@@ -109,3 +114,32 @@ def test_a_repaired_node_takes_work_again() -> None:
     assert result.start_s.tolist() == [50]
     assert result.end_s.tolist() == [150]
     assert result.lost_s is not None and result.lost_s.tolist() == [10]
+
+
+def test_simulate_with_a_failure_trace_file(tmp_path: Path) -> None:
+    """The CLI reads the CSV, replays with it and reports requeues and lost work."""
+    from typer.testing import CliRunner
+
+    from htcsim.cli import app
+
+    trace = tmp_path / "failures.csv"
+    trace.write_text("time_s,node,duration_s\n1000,0,3600\n5000,3,600\n")
+    result = CliRunner().invoke(app, ["simulate", "--max-jobs", "300", "--failures", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert "requeued (node failure)" in result.output
+    assert "core-hours lost to failures" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("time,node,duration_s\n1,0,5\n", "missing column(s) time_s"),
+        ("time_s,node,duration_s\n1,0,5\n2,x,5\n", "failures.csv:3: node 'x' is not an integer"),
+        ("time_s,node,duration_s\n1,0,0\n", "failures.csv:2: duration_s must be >= 1"),
+    ],
+)
+def test_a_bad_failure_trace_names_the_row(tmp_path: Path, text: str, message: str) -> None:
+    trace = tmp_path / "failures.csv"
+    trace.write_text(text)
+    with pytest.raises(FailureTraceError, match=re.escape(message)):
+        load_failures(trace)

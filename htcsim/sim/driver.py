@@ -20,6 +20,7 @@ import numpy as np
 import simpy
 
 from htcsim.cluster import Cluster
+from htcsim.failures import FAILURE_DTYPE
 from htcsim.kernel import (
     JobState,
     Kernel,
@@ -108,10 +109,6 @@ def simulate(
         requeues=kernel.requeue_counts()[0],
         lost_s=kernel.requeue_counts()[1],
     )
-
-
-FAILURE_DTYPE = np.dtype([("time_s", np.int64), ("node", np.int64), ("duration_s", np.int64)])
-"""A node failure: when, which node (kernel index), and how long until it is back up."""
 
 
 class _NodeFailures:
