@@ -130,6 +130,14 @@ def simulate(
             "are requeued.",
         ),
     ] = None,
+    mtbf_h: Annotated[
+        float | None,
+        typer.Option("--mtbf", help="Random node failures: mean time between failures (hours)."),
+    ] = None,
+    mttr_h: Annotated[
+        float, typer.Option("--mttr", help="With --mtbf: mean time to repair (hours).")
+    ] = 1.0,
+    failure_seed: Annotated[int, typer.Option(help="With --mtbf: the random seed.")] = 1,
 ) -> None:
     """Replay a workload under a policy and print a summary (one column per backfill mode)."""
     from htcsim.kernel import KernelInputError
@@ -167,6 +175,10 @@ def simulate(
             failures = load_failures(failures_file)
         except FailureTraceError as exc:
             raise _fail(str(exc)) from exc
+    if mtbf_h is not None:
+        if failures is not None:
+            raise _fail("give either --failures or --mtbf, not both")
+        failures = _random_failures(workload, cluster, mtbf_h, mttr_h, failure_seed)
     if explain_job is not None:
         _explain(workload, policies[0], explain_job, at_s, cluster)
         return
@@ -197,6 +209,23 @@ def simulate(
     from htcsim.results import summary_table
 
     console.print(summary_table(summaries))
+
+
+def _random_failures(
+    workload: Workload, cluster: Cluster | None, mtbf_h: float, mttr_h: float, seed: int
+) -> np.ndarray:
+    """Seeded MTBF/MTTR failures of every node over the workload's span."""
+    from htcsim.failures import failure_model
+
+    if not mtbf_h > 0 or not mttr_h > 0:
+        raise _fail("--mtbf and --mttr must be positive (hours)")
+    jobs = workload.jobs
+    first = int(jobs["submit_s"].min()) if len(jobs) else 0
+    span = int(jobs["submit_s"].max() + jobs["walltime_s"].max()) - first if len(jobs) else 1
+    n_nodes = cluster.n_nodes if cluster is not None else workload.machine.n_nodes
+    return failure_model(
+        n_nodes, mtbf_h * 3600.0, mttr_h * 3600.0, max(span, 1), seed=seed, start_s=first
+    )
 
 
 def _explain(

@@ -51,3 +51,30 @@ def load_failures(path: str | Path) -> np.ndarray:
             row = int(below[0])
             raise FailureTraceError(f"{path}:{row + 2}: {column} must be >= {low}")
     return np.sort(out, order="time_s", kind="stable")
+
+
+def failure_model(
+    n_nodes: int, mtbf_s: float, mttr_s: float, horizon_s: int, *, seed: int, start_s: int = 0
+) -> np.ndarray:
+    """Failures of ``n_nodes`` independent nodes over [start_s, start_s + horizon_s).
+
+    Each node alternates up times drawn from an exponential law of mean
+    ``mtbf_s`` and repair times of mean ``mttr_s`` (at least one second), the
+    classic alternating-renewal model; ``seed`` fixes every draw. Sorted by time.
+    """
+    if n_nodes <= 0 or not mtbf_s > 0 or not mttr_s > 0 or horizon_s <= 0:
+        raise ValueError("n_nodes, mtbf_s, mttr_s and horizon_s must be positive")
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[int, int, int]] = []
+    for node in range(n_nodes):
+        t = float(start_s)
+        end = start_s + horizon_s
+        while True:
+            t += rng.exponential(mtbf_s)
+            if t >= end:
+                break
+            repair = max(1, round(rng.exponential(mttr_s)))
+            rows.append((int(t), node, repair))
+            t += repair
+    out = np.array(rows, dtype=FAILURE_DTYPE)
+    return np.sort(out, order="time_s", kind="stable")

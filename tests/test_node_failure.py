@@ -143,3 +143,43 @@ def test_a_bad_failure_trace_names_the_row(tmp_path: Path, text: str, message: s
     trace.write_text(text)
     with pytest.raises(FailureTraceError, match=re.escape(message)):
         load_failures(trace)
+
+
+def test_the_failure_model_is_seeded_and_has_the_asked_means() -> None:
+    """Alternating exponential up and repair times: same seed, same failures; over
+    a long horizon the mean repair and the failure rate match the parameters."""
+    from htcsim.failures import failure_model
+
+    a = failure_model(50, mtbf_s=10_000.0, mttr_s=500.0, horizon_s=10_000_000, seed=3)
+    b = failure_model(50, mtbf_s=10_000.0, mttr_s=500.0, horizon_s=10_000_000, seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, failure_model(50, 10_000.0, 500.0, 10_000_000, seed=4))
+    assert (np.diff(a["time_s"]) >= 0).all()
+    assert abs(a["duration_s"].mean() - 500) < 25
+    # one failure per (mtbf + mttr) seconds per node, on average
+    expected = 50 * 10_000_000 / 10_500
+    assert abs(len(a) - expected) < 0.05 * expected
+    # a node's next failure comes after its previous repair
+    for node in (0, 17, 49):
+        mine = a[a["node"] == node]
+        assert (mine["time_s"][1:] >= mine["time_s"][:-1] + mine["duration_s"][:-1]).all()
+
+
+def test_random_failures_from_the_command_line(tmp_path: Path) -> None:
+    """--mtbf/--mttr draw seeded failures for every node; the same seed, the same table."""
+    from typer.testing import CliRunner
+
+    from htcsim.cli import app
+
+    args = ["simulate", "KTH-SP2", "--max-jobs", "2000", "--mtbf", "100", "--mttr", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    requeued = [line for line in first.output.splitlines() if "requeued" in line]
+    assert requeued and not requeued[0].rstrip(" │").endswith(" 0")
+    again = CliRunner().invoke(app, args)
+    assert [line for line in again.output.splitlines() if "requeued" in line] == requeued
+    trace = tmp_path / "f.csv"
+    trace.write_text("time_s,node,duration_s\n1,0,5\n")
+    both = CliRunner().invoke(app, [*args, "--failures", str(trace)])
+    assert both.exit_code == 2
+    assert "either --failures or --mtbf" in both.output
