@@ -350,6 +350,7 @@ cdef class ClusterState:
     cdef int _release_begin(self, int64_t now) noexcept nogil
     cdef int _promote_starved(self, int64_t now) noexcept nogil
     cdef int _node_usable(self, int n, int j) noexcept nogil
+    cdef int _may_use(self, int n, int j) noexcept nogil
     cdef int _owner_resv(self, int j) noexcept nogil
     cdef int _in_part(self, int j) noexcept nogil
     cdef void _set_part(self, int p) noexcept nogil

@@ -995,6 +995,15 @@ cdef class ClusterState:
             self.fifo_head = 0
         return 0
 
+    cdef inline int _may_use(self, int n, int j) noexcept nogil:
+        """May job ``j`` put tasks on node ``n`` now: up, in its partition, not
+        kept from it by an advance reservation."""
+        if self.node_state[n] != NODE_UP:
+            return 0
+        if self.n_part > 1 and self.node_part[n] != self.jobs[j].part_idx:
+            return 0
+        return not self.n_live_resv or self._node_usable(n, j)
+
     cdef int _owner_resv(self, int j) noexcept nogil:
         """The advance reservation whose window job ``j`` may use now, or -1."""
         cdef int k, owner
@@ -1241,11 +1250,7 @@ cdef class ClusterState:
         if self.simple[j] and self.n_live_resv == 0:
             return 1
         for n in range(self.first_free_node, self.n_nodes):
-            if self.node_state[n] != NODE_UP:
-                continue
-            if self.n_part > 1 and self.node_part[n] != s.part_idx:
-                continue
-            if self.n_live_resv and not self._node_usable(n, j):
+            if not self._may_use(n, j):
                 continue
             k = s.n_tasks
             for r in range(N_RES):
@@ -1291,11 +1296,7 @@ cdef class ClusterState:
         cdef int64_t k, score, best_score = 0
         cdef JobSpec* s = &self.jobs[j]
         for n in range(self.first_free_node, self.n_nodes):
-            if self.node_state[n] != NODE_UP:
-                continue
-            if self.n_part > 1 and self.node_part[n] != s.part_idx:
-                continue
-            if self.n_live_resv and not self._node_usable(n, j):
+            if not self._may_use(n, j):
                 continue
             k = self._tasks_fit(n, s, rem)
             if k <= 0:
@@ -1324,11 +1325,7 @@ cdef class ClusterState:
             for n in range(self.first_free_node, self.n_nodes):
                 if rem == 0:
                     break
-                if self.node_state[n] != NODE_UP:
-                    continue
-                if self.n_part > 1 and self.node_part[n] != s.part_idx:
-                    continue
-                if self.n_live_resv and not self._node_usable(n, j):
+                if not self._may_use(n, j):
                     continue
                 k = self._tasks_fit(n, s, rem)
                 if k <= 0:

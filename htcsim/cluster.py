@@ -227,15 +227,7 @@ def _partitions(entries: object, types: list[NodeType], source: str) -> tuple[Pa
     owner_of_id: dict[int, str] = {}
     out = []
     for k, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ClusterError(f"{source}: each partition must be a table")
-        where = f"{source}: partition {entry.get('name', k + 1)!r}"
-        extra = set(entry) - set(_PARTITION_KEYS)
-        if extra:
-            raise ClusterError(
-                f"{where}: unknown key(s) {', '.join(sorted(extra))} "
-                f"(known: {', '.join(_PARTITION_KEYS)})"
-            )
+        where = _where(entry, k, "partition", _PARTITION_KEYS, source)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise ClusterError(f"{where}: name must be a non-empty string")
@@ -272,17 +264,23 @@ def _partitions(entries: object, types: list[NodeType], source: str) -> tuple[Pa
     return tuple(out)
 
 
-def _reservation(entry: object, k: int, types: list[NodeType], source: str) -> Reservation:
-    """One [[reservation]] table, checked against the node types."""
+def _where(entry: object, k: int, kind: str, keys: tuple[str, ...], source: str) -> str:
+    """Check that a [[kind]] entry is a table of known keys; how errors name it."""
     if not isinstance(entry, dict):
-        raise ClusterError(f"{source}: each reservation must be a table")
-    where = f"{source}: reservation {entry.get('name', k + 1)!r}"
-    extra = set(entry) - set(_RESERVATION_KEYS)
+        raise ClusterError(f"{source}: each {kind} must be a table")
+    where = f"{source}: {kind} {entry.get('name', k + 1)!r}"
+    extra = set(entry) - set(keys)
     if extra:
         raise ClusterError(
-            f"{where}: unknown key(s) {', '.join(sorted(extra))} "
-            f"(known: {', '.join(_RESERVATION_KEYS)})"
+            f"{where}: unknown key(s) {', '.join(sorted(extra))} (known: {', '.join(keys)})"
         )
+    return where
+
+
+def _reservation(entry: object, k: int, types: list[NodeType], source: str) -> Reservation:
+    """One [[reservation]] table, checked against the node types."""
+    where = _where(entry, k, "reservation", _RESERVATION_KEYS, source)
+    assert isinstance(entry, dict)
     for key in ("start_s", "end_s"):
         value = entry.get(key)
         if not isinstance(value, int) or isinstance(value, bool):
