@@ -99,12 +99,21 @@ cdef enum:
     WHY_NOT_PENDING = 11
     WHY_BACKFILL_DEPTH = 12  # beyond the backfill depth limit
 
-# Node states.
+# Node states. An UP node is idle (no task) or allocated; a DRAINING node takes
+# no new task and goes OFF when its last task ends; OFF nodes are not
+# provisioned (the autoscaler's pool) and cost nothing.
 cdef enum:
     NODE_UP = 0
     NODE_BOOTING = 1
     NODE_DRAINING = 2
     NODE_DOWN = 3
+    NODE_OFF = 4
+    N_NODE_STATES = 5
+
+# What happens to a job whose node fails.
+cdef enum:
+    FAIL_REQUEUE = 0    # back to the queue (up to max_retries times), from its last checkpoint
+    FAIL_END = 1        # ends, failed (as Slurm's NODE_FAIL)
 
 # Pass return codes (negative: failure, reported without raising in nogil code).
 cdef enum:
@@ -174,6 +183,13 @@ ctypedef struct AdvanceResv:
     int32_t owner_idx
     int8_t* on_node         # n_nodes flags
 
+ctypedef struct JobFifo:   # jobs in the order they became eligible (stale entries skipped)
+    int32_t* j
+    int64_t* t
+    int head
+    int n
+    int cap
+
 ctypedef struct AllocEntry:
     int32_t node_idx
     int32_t n_tasks
@@ -238,7 +254,12 @@ cdef class ClusterState:
     cdef int8_t* end_ok                # ended successfully (afterok/afternotok)
     cdef int64_t* elig_s               # when the job entered the pending queue (age)
     cdef int32_t* requeues             # times the job was requeued (its node failed)
-    cdef int64_t* lost_s               # run seconds lost to those failures
+    cdef int64_t* lost_s               # run seconds lost to node failures (since the last checkpoint)
+    cdef int64_t* ckpt_s               # checkpoint interval (0: none)
+    cdef int64_t* done_s               # run seconds saved by checkpoints: not run again
+    cdef int8_t* node_failed           # ended because its node failed (FAIL_END or out of retries)
+    cdef int fail_mode                 # FAIL_*
+    cdef int max_retries               # requeues allowed per job (-1: no limit)
     cdef int32_t* kid_head             # first DepEdge of each parent, -1 none
     cdef DepEdge* edges
     cdef int n_edges
@@ -260,6 +281,49 @@ cdef class ClusterState:
     cdef int64_t total_free[4]         # over UP nodes
     cdef int64_t total_cap[4]          # over UP nodes
     cdef int first_free_node           # no UP node below it has a free core
+    cdef int32_t* node_tasks           # tasks placed on each node
+    cdef int64_t* idle_since           # UP with no task since then; -1 otherwise
+    cdef int64_t* ready_s              # BOOTING until then; -1 otherwise
+    cdef int64_t* on_since             # provisioned (not OFF) since; -1 when OFF
+    cdef int64_t* on_acc_s             # provisioned seconds of closed intervals
+    cdef int n_in_state[5]             # nodes per NODE_* state
+    cdef int n_busy_up                 # UP nodes with at least one task
+    cdef int64_t run_cores             # cores held by running jobs
+    cdef double on_rate                # price per hour of the provisioned nodes
+
+    # --- node types and the autoscaler (one decision per pass, from the kernel) ---
+    cdef int n_types
+    cdef int32_t* node_type            # type of each node (nodes of a type are contiguous)
+    cdef int32_t* type_first           # first node of each type
+    cdef int32_t* type_end             # one past its last node
+    cdef int64_t* type_cap             # n_types * N_RES: one node's capacity
+    cdef double* type_price            # per node and hour
+    cdef int32_t* type_prov            # provisioned (not OFF) nodes per type
+    cdef int32_t* type_booting         # BOOTING nodes per type
+    cdef int8_t* as_scaled             # the autoscaler manages this type
+    cdef int32_t* as_min
+    cdef int32_t* as_max
+    cdef int64_t* as_last_s            # last action on the type (cooldown)
+    cdef int64_t* as_demand            # scratch: n_types * N_RES
+    cdef int32_t* as_room              # scratch: nodes the type may still add now
+    cdef int8_t* as_full               # scratch: the demand gathered already fills the room
+    cdef int as_on
+    cdef int as_step                   # most nodes added per type and decision
+    cdef int64_t as_wait_s             # pending demand waits this long before it counts
+    cdef int64_t as_idle_s             # an idle node leaves after this long
+    cdef int64_t as_boot_s             # boot delay
+    cdef int64_t as_cooldown_s         # between two actions on one type
+    cdef int64_t as_up_next            # next time scale-up could act (wakeup)
+    cdef int64_t as_down_next          # lower bound of the next time an idle node may leave
+    cdef JobFifo as_fifo               # pending jobs by eligibility (the demand that waited)
+    cdef int32_t* as_booted            # nodes booted by the last decision
+    cdef int n_as_booted
+    cdef int cap_as_booted
+    cdef int32_t* as_stopped           # nodes powered off by the last decision
+    cdef int n_as_stopped
+    cdef int cap_as_stopped
+    cdef public long long n_boots
+    cdef public long long n_shutdowns
 
     # --- partitions (disjoint node sets; one by default) ---
     cdef int n_part
@@ -383,6 +447,9 @@ cdef class ClusterState:
     cdef void _reset_seen(self) noexcept nogil
     cdef void _unsee(self, int j) noexcept nogil
     cdef int64_t _wakeup(self) noexcept nogil
+    cdef int _fail_job(self, int j, int64_t now) noexcept nogil
+    cdef void _free_types(self)
+    cdef void _alloc_types(self, int n_types) except *
     cdef void _count_user(self, int j, int sign) noexcept nogil
     cdef int _pass_easy_profile(self, int64_t now, int head_pos, int examined) noexcept nogil
     cdef int _start_in_order(self, int64_t now, int* examined) noexcept nogil

@@ -60,7 +60,15 @@ REASONS = {
     "Reservation": WHY_RESERVATION, "NodeDown": WHY_NODE_DOWN, "Held": WHY_HELD,
     "NotPending": WHY_NOT_PENDING, "BackfillDepth": WHY_BACKFILL_DEPTH,
 }
-NODE_STATES = {"up": NODE_UP, "booting": NODE_BOOTING, "draining": NODE_DRAINING, "down": NODE_DOWN}
+NODE_STATES = {"up": NODE_UP, "booting": NODE_BOOTING, "draining": NODE_DRAINING, "down": NODE_DOWN,
+               "off": NODE_OFF}
+FAIL_MODES = {"requeue": FAIL_REQUEUE, "fail": FAIL_END}
+SERIES_COLUMNS = (
+    "time_s", "pending", "running", "used_cores", "up_cores", "nodes_idle", "nodes_allocated",
+    "nodes_booting", "nodes_draining", "nodes_down", "nodes_off",
+)
+cdef enum:
+    SERIES_COLS = 11
 
 
 # ---------------------------------------------------------------- small helpers
@@ -175,6 +183,7 @@ cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
 
 include "profile.pxi"
 include "heap.pxi"
+include "nodes.pxi"
 include "priority.pxi"
 
 cdef int _grow_f64(double** p, int n) noexcept nogil:
@@ -258,6 +267,26 @@ cdef class ClusterState:
                 self.total_free[r] += node_capacity[n, r]
                 self.total_cap[r] += node_capacity[n, r]
         self.first_free_node = 0
+        cdef int m = max(self.n_nodes, 1)
+        self.node_tasks = <int32_t*>calloc(m, sizeof(int32_t))
+        self.idle_since = <int64_t*>calloc(m, sizeof(int64_t))
+        self.ready_s = <int64_t*>malloc(m * sizeof(int64_t))
+        self.on_since = <int64_t*>calloc(m, sizeof(int64_t))
+        self.on_acc_s = <int64_t*>calloc(m, sizeof(int64_t))
+        self.node_type = <int32_t*>calloc(m, sizeof(int32_t))
+        if (self.node_tasks == NULL or self.idle_since == NULL or self.ready_s == NULL
+                or self.on_since == NULL or self.on_acc_s == NULL or self.node_type == NULL):
+            raise MemoryError()
+        for n in range(self.n_nodes):
+            self.ready_s[n] = -1
+        self.n_in_state[NODE_UP] = self.n_nodes
+        self.max_retries = -1
+        self.as_down_next = NEVER
+        self.as_up_next = NEVER
+        self._alloc_types(1)
+        self.type_first[0] = 0
+        self.type_end[0] = self.n_nodes
+        self.type_prov[0] = self.n_nodes
         self.n_part = 1
         self.node_part = <int32_t*>calloc(max(self.n_nodes, 1), sizeof(int32_t))
         if self.node_part == NULL:
@@ -281,6 +310,12 @@ cdef class ClusterState:
 
     def __dealloc__(self):
         free(self.node_cap); free(self.node_free); free(self.node_state)
+        free(self.node_tasks); free(self.idle_since); free(self.ready_s); free(self.on_since)
+        free(self.on_acc_s); free(self.node_type)
+        self._free_types()
+        fifo_release(&self.as_fifo)
+        free(self.as_booted); free(self.as_stopped)
+        free(self.ckpt_s); free(self.done_s); free(self.node_failed)
         free(self.jobs); free(self.need); free(self.simple); free(self.job_state)
         free(self.start_s); free(self.end_s); free(self.reserved_s)
         free(self.alloc_off); free(self.alloc_cnt); free(self.alloc)
@@ -673,6 +708,9 @@ cdef class ClusterState:
             self.kid_head[j] = -1
             self.requeues[j] = 0
             self.lost_s[j] = 0
+            self.ckpt_s[j] = 0
+            self.done_s[j] = 0
+            self.node_failed[j] = 0
         self.n_jobs = first + <int>m
         for k in range(m):
             if (self._grow_ent(LVL_USER, specs[k].user_idx + 1) != 0
@@ -779,6 +817,12 @@ cdef class ClusterState:
         if _reserve(<void**>&self.requeues, &cap, need, sizeof(int32_t)) != 0: return -1
         cap = self.cap_jobs
         if _reserve(<void**>&self.lost_s, &cap, need, sizeof(int64_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.ckpt_s, &cap, need, sizeof(int64_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.done_s, &cap, need, sizeof(int64_t)) != 0: return -1
+        cap = self.cap_jobs
+        if _reserve(<void**>&self.node_failed, &cap, need, sizeof(int8_t)) != 0: return -1
         self.cap_jobs = cap
         return 0
 
@@ -859,6 +903,8 @@ cdef class ClusterState:
             self.fifo[self.fifo_n] = j
             self.fifo_t[self.fifo_n] = now
             self.fifo_n += 1
+        if self.as_on and fifo_push(&self.as_fifo, j, now) != 0:
+            return -1
         if self._queue_insert(j) != 0:
             return -1
         self._entry_of(j, &e)
@@ -1050,12 +1096,16 @@ cdef class ClusterState:
 
     def fail_node(self, int node, int64_t now):
         """Node ``node`` fails at ``now``: it goes DOWN and every job with a task
-        on it is requeued -- its resources are released on all its nodes, it
-        goes back to the pending queue (eligible now, its queue key unchanged),
-        and the run time it had is counted as lost. Returns the requeued slots."""
+        on it loses its run since its last checkpoint. Under FAIL_REQUEUE (and
+        retries left) the job is requeued -- resources released on all its
+        nodes, back in the pending queue at its place, eligible now, its
+        requested time less the checkpointed work; otherwise it ends, failed.
+        An OFF node cannot fail. Returns the slots hit."""
         if node < 0 or node >= self.n_nodes:
             raise IndexError(f"node {node} out of range")
         cdef int i, a, j, k = 0
+        if self.node_state[node] == NODE_OFF:
+            return np.empty(0, dtype=np.int32)
         if self._run_sorted() != 0:
             raise MemoryError()
         hit = np.empty(self.n_run, dtype=np.int32)
@@ -1067,16 +1117,35 @@ cdef class ClusterState:
                     v[k] = j
                     k += 1
                     break
+        _node_to(self, node, NODE_DOWN, now)  # (before the releases: it must not go OFF or idle)
         for i in range(k):
-            j = v[i]
-            self._release(j, now)
-            self.lost_s[j] += now - self.start_s[j]
-            self.requeues[j] += 1
-            self.start_s[j] = -1
-            if self._submit(j, now) != 0:
+            if self._fail_job(v[i], now) != 0:
                 raise MemoryError()
-        self.set_node_state(node, NODE_DOWN)
         return hit[:k].copy()
+
+    cdef int _fail_job(self, int j, int64_t now) noexcept nogil:
+        """Running job ``j`` lost its node at ``now``: requeue it from its last
+        checkpoint, or end it failed (out of retries, or FAIL_END)."""
+        cdef int64_t run = now - self.start_s[j]
+        cdef int64_t saved = 0
+        self._release(j, now)
+        if self.fail_mode == FAIL_END or (0 <= self.max_retries <= self.requeues[j]):
+            self.lost_s[j] += run
+            self.job_state[j] = JS_ENDED
+            self.end_s[j] = now
+            self.end_ok[j] = 0
+            self.node_failed[j] = 1
+            if self.kid_head[j] >= 0:
+                return self._parent_done(j, now)
+            return 0
+        if self.ckpt_s[j] > 0:
+            saved = (run // self.ckpt_s[j]) * self.ckpt_s[j]
+        self.lost_s[j] += run - saved
+        self.done_s[j] += saved
+        self.jobs[j].walltime_s = max(self.jobs[j].walltime_s - saved, 1)
+        self.requeues[j] += 1
+        self.start_s[j] = -1
+        return self._submit(j, now)
 
     def requeue_counts(self):
         """(times requeued, run seconds lost) per slot (copies)."""
@@ -1089,34 +1158,230 @@ cdef class ClusterState:
             memcpy(&vl[0], self.lost_s, self.n_jobs * sizeof(int64_t))
         return counts, lost
 
-    def set_node_state(self, int node, int state):
-        """Change a node's state; only UP nodes take new work or count as free."""
+    def checkpoint_state(self):
+        """(run seconds saved by checkpoints, ended by a node failure) per slot (copies)."""
+        saved = np.empty(self.n_jobs, dtype=np.int64)
+        failed = np.empty(self.n_jobs, dtype=np.int8)
+        cdef int64_t[::1] vs = saved
+        cdef int8_t[::1] vf = failed
+        if self.n_jobs:
+            memcpy(&vs[0], self.done_s, self.n_jobs * sizeof(int64_t))
+            memcpy(&vf[0], self.node_failed, self.n_jobs * sizeof(int8_t))
+        return saved, failed
+
+    def configure_failures(self, int mode, int max_retries):
+        """What a node failure does to its jobs: FAIL_REQUEUE (at most
+        ``max_retries`` times per job, -1 no limit) or FAIL_END."""
+        if mode not in (FAIL_REQUEUE, FAIL_END):
+            raise ValueError(f"unknown failure mode {mode}")
+        if max_retries < -1:
+            raise ValueError("max_retries must be >= 0, or -1 for no limit")
+        self.fail_mode = mode
+        self.max_retries = max_retries
+
+    def set_checkpoints(self, const int32_t[::1] job_idx, const int64_t[::1] interval_s):
+        """Jobs that checkpoint every ``interval_s`` seconds of run (0: never)."""
+        cdef Py_ssize_t k
+        if job_idx.shape[0] != interval_s.shape[0]:
+            raise ValueError("one interval per job")
+        for k in range(job_idx.shape[0]):
+            self._check_idx(job_idx[k])
+            if interval_s[k] < 0:
+                raise ValueError(f"job slot {job_idx[k]}: checkpoint interval must be >= 0")
+            self.ckpt_s[job_idx[k]] = interval_s[k]
+
+    def set_node_state(self, int node, int state, int64_t now=-1):
+        """Change a node's state (at ``now``; default: the last pass's time);
+        only UP nodes take new work or count as free. Use drain_node to drain."""
         if node < 0 or node >= self.n_nodes:
             raise IndexError(f"node {node} out of range")
-        if state not in (NODE_UP, NODE_BOOTING, NODE_DRAINING, NODE_DOWN):
+        if state not in (NODE_UP, NODE_BOOTING, NODE_DRAINING, NODE_DOWN, NODE_OFF):
             raise ValueError(f"unknown node state {state}")
-        cdef int r
-        cdef int was_up = self.node_state[node] == NODE_UP
-        cdef int is_up = state == NODE_UP
-        cdef int p = self.node_part[node]
-        if was_up != is_up:
+        if state == NODE_OFF and self.node_tasks[node] > 0:
+            raise ValueError(f"node {node} has running tasks: drain it instead")
+        _node_to(self, node, state, self.last_pass_now if now < 0 else now)
+        if state == NODE_DRAINING and self.node_tasks[node] == 0:
+            _node_to(self, node, NODE_OFF, self.last_pass_now if now < 0 else now)
+
+    def drain_node(self, int node, int64_t now):
+        """Drain node ``node``: it takes no new task and goes OFF when its last
+        task ends (at once if it has none). Returns its new state."""
+        if node < 0 or node >= self.n_nodes:
+            raise IndexError(f"node {node} out of range")
+        if self.node_state[node] in (NODE_UP, NODE_BOOTING):
+            _node_to(self, node, NODE_DRAINING, now)
+        if self.node_state[node] == NODE_DRAINING and self.node_tasks[node] == 0:
+            _node_to(self, node, NODE_OFF, now)
+        return self.node_state[node]
+
+    cdef void _free_types(self):
+        free(self.type_first); free(self.type_end); free(self.type_cap); free(self.type_price)
+        free(self.type_prov); free(self.type_booting); free(self.as_scaled); free(self.as_min)
+        free(self.as_max); free(self.as_last_s); free(self.as_demand); free(self.as_room)
+        free(self.as_full)
+
+    cdef void _alloc_types(self, int n_types) except *:
+        self._free_types()
+        cdef int m = max(n_types, 1)
+        self.n_types = n_types
+        self.type_first = <int32_t*>calloc(m, sizeof(int32_t))
+        self.type_end = <int32_t*>calloc(m, sizeof(int32_t))
+        self.type_cap = <int64_t*>calloc(m * N_RES, sizeof(int64_t))
+        self.type_price = <double*>calloc(m, sizeof(double))
+        self.type_prov = <int32_t*>calloc(m, sizeof(int32_t))
+        self.type_booting = <int32_t*>calloc(m, sizeof(int32_t))
+        self.as_scaled = <int8_t*>calloc(m, sizeof(int8_t))
+        self.as_min = <int32_t*>calloc(m, sizeof(int32_t))
+        self.as_max = <int32_t*>calloc(m, sizeof(int32_t))
+        self.as_last_s = <int64_t*>calloc(m, sizeof(int64_t))
+        self.as_demand = <int64_t*>calloc(m * N_RES, sizeof(int64_t))
+        self.as_room = <int32_t*>calloc(m, sizeof(int32_t))
+        self.as_full = <int8_t*>calloc(m, sizeof(int8_t))
+        if (self.type_first == NULL or self.type_end == NULL or self.type_cap == NULL
+                or self.type_price == NULL or self.type_prov == NULL or self.type_booting == NULL
+                or self.as_scaled == NULL or self.as_min == NULL or self.as_max == NULL
+                or self.as_last_s == NULL or self.as_demand == NULL or self.as_room == NULL
+                or self.as_full == NULL):
+            raise MemoryError()
+
+    def set_node_types(self, const int32_t[::1] node_type, const double[::1] price_per_hour):
+        """Node types: node_type[n] is node n's type (types are contiguous runs of
+        nodes, in type order, of identical capacity); price_per_hour per type."""
+        cdef int n, t, r, n_types = <int>price_per_hour.shape[0]
+        if node_type.shape[0] != self.n_nodes:
+            raise ValueError(f"node_type needs one entry per node ({self.n_nodes})")
+        if n_types < 1:
+            raise ValueError("at least one node type")
+        for n in range(self.n_nodes):
+            if not 0 <= node_type[n] < n_types:
+                raise ValueError(f"node {n}: type {node_type[n]} out of range")
+            if n > 0 and node_type[n] < node_type[n - 1]:
+                raise ValueError("the nodes of a type must be contiguous, types in order")
+        if self.n_run or self.n_pending or self.as_on:
+            raise ValueError("node types are set before any job is submitted or autoscaling")
+        for t in range(n_types):
+            if price_per_hour[t] < 0:
+                raise ValueError(f"node type {t}: price must be >= 0")
+        self._alloc_types(n_types)
+        for t in range(n_types):
+            self.type_price[t] = price_per_hour[t]
+            self.type_first[t] = self.n_nodes
+        self.on_rate = 0.0
+        for n in range(self.n_nodes):
+            t = node_type[n]
+            self.node_type[n] = t
+            if self.type_first[t] > n:
+                self.type_first[t] = n
+                for r in range(N_RES):
+                    self.type_cap[t * N_RES + r] = self.node_cap[n * N_RES + r]
+            self.type_end[t] = n + 1
             for r in range(N_RES):
-                if is_up:
-                    self.total_free[r] += self.node_free[node * N_RES + r]
-                    self.total_cap[r] += self.node_cap[node * N_RES + r]
-                    if self.n_part > 1:
-                        self.part_free[p * N_RES + r] += self.node_free[node * N_RES + r]
-                        self.part_cap[p * N_RES + r] += self.node_cap[node * N_RES + r]
-                else:
-                    self.total_free[r] -= self.node_free[node * N_RES + r]
-                    self.total_cap[r] -= self.node_cap[node * N_RES + r]
-                    if self.n_part > 1:
-                        self.part_free[p * N_RES + r] -= self.node_free[node * N_RES + r]
-                        self.part_cap[p * N_RES + r] -= self.node_cap[node * N_RES + r]
-        self.node_state[node] = <int8_t>state
-        if is_up and node < self.first_free_node:
-            self.first_free_node = node
-        self.need_full_pass = 1
+                if self.node_cap[n * N_RES + r] != self.type_cap[t * N_RES + r]:
+                    raise ValueError(f"node {n}: capacity differs from the other nodes of type {t}")
+            if self.node_state[n] != NODE_OFF:
+                self.type_prov[t] += 1
+                self.on_rate += self.type_price[t]
+            if self.node_state[n] == NODE_BOOTING:
+                self.type_booting[t] += 1
+        for t in range(n_types):
+            if self.type_first[t] == self.n_nodes:
+                self.type_first[t] = self.type_end[t] = 0
+
+    def configure_autoscale(self, const int8_t[::1] scaled, const int32_t[::1] min_nodes,
+                            const int32_t[::1] max_nodes, int64_t wait_s, int64_t idle_s,
+                            int64_t boot_s, int64_t cooldown_s, int step, int64_t now=0):
+        """Let the autoscaler manage the node types with ``scaled`` set, between
+        ``min_nodes`` and ``max_nodes`` (at most the type's node count). The
+        nodes of a managed type beyond its min go OFF now. Call it before any
+        job is submitted (the demand is tracked from submission on)."""
+        cdef int t, n, count
+        if scaled.shape[0] != self.n_types or min_nodes.shape[0] != self.n_types \
+                or max_nodes.shape[0] != self.n_types:
+            raise ValueError(f"one entry per node type ({self.n_types})")
+        if wait_s < 0 or idle_s < 0 or boot_s < 0 or cooldown_s < 0 or step < 1:
+            raise ValueError("times must be >= 0 and step >= 1")
+        if self.n_run or self.n_pending:
+            raise ValueError("autoscaling is configured before any job is submitted")
+        for t in range(self.n_types):
+            count = self.type_end[t] - self.type_first[t]
+            if scaled[t] and not 0 <= min_nodes[t] <= max_nodes[t] <= count:
+                raise ValueError(f"node type {t}: need 0 <= min <= max <= {count} nodes")
+        self.as_on = 0
+        for t in range(self.n_types):
+            self.as_scaled[t] = scaled[t]
+            self.as_min[t] = min_nodes[t]
+            self.as_max[t] = max_nodes[t]
+            self.as_last_s[t] = -NEVER
+            if scaled[t]:
+                self.as_on = 1
+                for n in range(self.type_first[t] + min_nodes[t], self.type_end[t]):
+                    _node_to(self, n, NODE_OFF, now)
+        self.as_wait_s = wait_s
+        self.as_idle_s = idle_s
+        self.as_boot_s = boot_s
+        self.as_cooldown_s = cooldown_s
+        self.as_step = step
+        self.as_down_next = -NEVER  # scan at the first decision
+        self.as_up_next = NEVER
+
+    def autoscale(self, int64_t now):
+        """One autoscaler decision at ``now`` (after a pass): (nodes booted,
+        nodes powered off). Booted nodes are BOOTING until complete_boots (the
+        simulator) or node_up (a live agent) -- UP at once without a boot delay."""
+        self.cur_now = now
+        if _autoscale(self, now) != 0:
+            raise MemoryError()
+        booted = np.empty(self.n_as_booted, dtype=np.int32)
+        stopped = np.empty(self.n_as_stopped, dtype=np.int32)
+        cdef int k
+        for k in range(self.n_as_booted):
+            booted[k] = self.as_booted[k]
+        for k in range(self.n_as_stopped):
+            stopped[k] = self.as_stopped[k]
+        return booted, stopped
+
+    def complete_boots(self, int64_t now):
+        """Booting nodes whose boot delay has passed by ``now`` come UP."""
+        _complete_boots(self, now)
+
+    def start_clock(self, int64_t t0):
+        """Provisioned time (cost) counts from ``t0`` for the nodes not OFF; idle
+        clocks start there too."""
+        cdef int n
+        for n in range(self.n_nodes):
+            self.on_acc_s[n] = 0
+            if self.node_state[n] != NODE_OFF:
+                self.on_since[n] = t0
+            if self.node_state[n] == NODE_UP and self.node_tasks[n] == 0:
+                self.idle_since[n] = t0
+
+    def node_seconds(self, int64_t now):
+        """Provisioned seconds of each node up to ``now`` (the cost basis)."""
+        out = np.empty(self.n_nodes, dtype=np.int64)
+        cdef int64_t[::1] v = out
+        cdef int n
+        for n in range(self.n_nodes):
+            v[n] = self.on_acc_s[n] + (now - self.on_since[n] if self.on_since[n] >= 0 else 0)
+        return out
+
+    def node_counts(self):
+        """Nodes per lifecycle state: dict idle, allocated, booting, draining, down, off."""
+        return {
+            "idle": self.n_in_state[NODE_UP] - self.n_busy_up,
+            "allocated": self.n_busy_up,
+            "booting": self.n_in_state[NODE_BOOTING],
+            "draining": self.n_in_state[NODE_DRAINING],
+            "down": self.n_in_state[NODE_DOWN],
+            "off": self.n_in_state[NODE_OFF],
+        }
+
+    def tasks_per_node(self):
+        """Tasks placed on each node (a copy)."""
+        out = np.empty(self.n_nodes, dtype=np.int32)
+        cdef int32_t[::1] v = out
+        if self.n_nodes:
+            memcpy(&v[0], self.node_tasks, self.n_nodes * sizeof(int32_t))
+        return out
 
     # ------------------------------------------------------------ queue internals
 
@@ -1281,6 +1546,10 @@ cdef class ClusterState:
         self.alloc[self.n_alloc].node_idx = n
         self.alloc[self.n_alloc].n_tasks = <int32_t>k
         self.n_alloc += 1
+        if self.node_tasks[n] == 0:
+            self.idle_since[n] = -1
+            self.n_busy_up += 1  # (only UP nodes take tasks)
+        self.node_tasks[n] += <int32_t>k
         for r in range(N_RES):
             self.node_free[n * N_RES + r] -= k * s.per_task[r]
             self.total_free[r] -= k * s.per_task[r]
@@ -1349,6 +1618,7 @@ cdef class ClusterState:
                 self.node_free[self.first_free_node * N_RES + RES_CORES] <= 0)):
             self.first_free_node += 1
         self.job_state[j] = JS_RUNNING
+        self.run_cores += self.need[j * N_RES + RES_CORES]
         self._count_user(j, 1)
         if self.queued_limits_on:
             self._unsee(j)
@@ -1378,6 +1648,14 @@ cdef class ClusterState:
                         self.part_free[self.node_part[n] * N_RES + r] += k * self.jobs[j].per_task[r]
             if n < self.first_free_node and self.node_state[n] == NODE_UP:
                 self.first_free_node = n
+            self.node_tasks[n] -= <int32_t>k
+            if self.node_tasks[n] == 0:
+                if self.node_state[n] == NODE_UP:
+                    self.n_busy_up -= 1
+                    _mark_idle(self, n, now)
+                elif self.node_state[n] == NODE_DRAINING:
+                    _node_to(self, n, NODE_OFF, now)  # drained: it leaves
+        self.run_cores -= self.need[j * N_RES + RES_CORES]
         self.live_alloc -= self.alloc_cnt[j]
         self.alloc_cnt[j] = 0
         self._count_user(j, -1)
@@ -2108,7 +2386,8 @@ cdef class ClusterState:
                 t = R.start_s
             elif R.end_s > self.cur_now and R.end_s < t:
                 t = R.end_s
-        return t
+        cdef int64_t a = _autoscale_wakeup(self)
+        return a if a < t else t
 
     def started_jobs(self):
         """Slot indices started by the last pass, in start order (a copy)."""
@@ -2220,6 +2499,13 @@ cdef class ReplayFeed:
     cdef int8_t* ok
     cdef TimeHeap done
     cdef public long long n_events
+    # time series: one row per distinct step time at least series_dt apart
+    cdef int64_t* rows
+    cdef double* rate
+    cdef int n_rows
+    cdef int cap_rows
+    cdef int cap_rate
+    cdef public int64_t series_dt    # -1: no series
 
     def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
                   const int8_t[::1] ok=None):
@@ -2241,9 +2527,11 @@ cdef class ReplayFeed:
             self.duration[k] = duration_s[k]
             self.ok[k] = 1 if ok is None else (1 if ok[k] else 0)
         self.cursor = 0
+        self.series_dt = -1
 
     def __dealloc__(self):
         free(self.submit); free(self.duration); free(self.ok)
+        free(self.rows); free(self.rate)
         heap_release(&self.done)
 
     cpdef int64_t next_time(self):
@@ -2261,7 +2549,8 @@ cdef class ReplayFeed:
         while self.done.n > 0 and self.done.t[0] <= now:
             j = heap_pop(&self.done)
             # a job requeued (its node failed) left a completion that no longer holds
-            if state.job_state[j] != JS_RUNNING or state.start_s[j] + self.duration[j] != now:
+            if (state.job_state[j] != JS_RUNNING
+                    or state.start_s[j] + self.duration[j] - state.done_s[j] != now):
                 continue
             state.finish(j, now, self.ok[j])
             count += 1
@@ -2280,19 +2569,69 @@ cdef class ReplayFeed:
         or a held job's think time ending (-1: the replay is over)."""
         cdef int64_t t, w
         self._apply(state, now)
+        _complete_boots(state, now)
         state.schedule(now)
         self._record_starts(state, now)
+        if state.as_on:
+            if _autoscale(state, now) != 0:
+                raise MemoryError()
+            if state.n_as_booted and state.as_boot_s == 0:  # up at once: use them now
+                state.schedule(now)
+                self._record_starts(state, now)
+        if self.series_dt >= 0:
+            self._record_row(state, now)
         t = self.next_time()
+        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
+            return -1  # every job has ended: nothing left for the autoscaler to serve
         w = state._wakeup()
         if w != NEVER and (t < 0 or w < t):
             return w
         return t
+
+    cdef int _record_row(self, ClusterState state, int64_t now) except -1:
+        """The state after the step at ``now`` as one time-series row (replacing
+        the last row when it is less than series_dt old)."""
+        cdef int64_t* row
+        cdef int cap
+        if self.n_rows == 0 or now - self.rows[(self.n_rows - 1) * SERIES_COLS] >= max(self.series_dt, 1):
+            cap = self.cap_rows
+            if _reserve(<void**>&self.rows, &cap, self.n_rows + 1, SERIES_COLS * sizeof(int64_t)) != 0:
+                raise MemoryError()
+            if _reserve(<void**>&self.rate, &self.cap_rate, self.n_rows + 1, sizeof(double)) != 0:
+                raise MemoryError()
+            self.cap_rows = cap
+            self.n_rows += 1
+        row = &self.rows[(self.n_rows - 1) * SERIES_COLS]
+        row[0] = now
+        row[1] = state.n_pending
+        row[2] = state.n_run
+        row[3] = state.run_cores
+        row[4] = state.total_cap[RES_CORES]
+        row[5] = state.n_in_state[NODE_UP] - state.n_busy_up
+        row[6] = state.n_busy_up
+        row[7] = state.n_in_state[NODE_BOOTING]
+        row[8] = state.n_in_state[NODE_DRAINING]
+        row[9] = state.n_in_state[NODE_DOWN]
+        row[10] = state.n_in_state[NODE_OFF]
+        self.rate[self.n_rows - 1] = state.on_rate
+        return 0
+
+    def series(self):
+        """(rows, price per hour): the recorded time series, columns SERIES_COLUMNS."""
+        out = np.empty((self.n_rows, SERIES_COLS), dtype=np.int64)
+        rate = np.empty(self.n_rows, dtype=np.float64)
+        cdef int64_t[:, ::1] v = out
+        cdef double[::1] vr = rate
+        if self.n_rows:
+            memcpy(&v[0, 0], self.rows, self.n_rows * SERIES_COLS * sizeof(int64_t))
+            memcpy(&vr[0], self.rate, self.n_rows * sizeof(double))
+        return out, rate
 
     cdef int _record_starts(self, ClusterState state, int64_t now) except -1:
         """Schedule the completion of every job the last pass started."""
         cdef int k, j
         for k in range(state.n_started):
             j = state.started[k]
-            if heap_push(&self.done, now + self.duration[j], j) != 0:
+            if heap_push(&self.done, now + self.duration[j] - state.done_s[j], j) != 0:
                 raise MemoryError()
         return state.n_started

@@ -16,6 +16,10 @@ uses the identical nodes of the workload's ``Machine`` (an SWF header).
     cores = 32
     mem_mib = 256000
     gpus = 4
+    price_per_hour = 2.5     # money per node and hour it is provisioned (default 0)
+
+With autoscaling (the policy's ``[autoscale]``), a type's node count is its
+default max: the pool the autoscaler boots nodes from.
 
 Partitions split the node types into disjoint sets; a job runs only on the
 nodes of its partition, chosen by its workload partition number (SWF field
@@ -49,7 +53,7 @@ their requested time, before the window opens::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +62,7 @@ import numpy as np
 from htcsim.model import Machine
 
 N_RESOURCES = 4  # cores, mem_mib, gpus, scratch_mib: the kernel's resource vector
-_NODE_TYPE_KEYS = ("name", "count", "cores", "mem_mib", "gpus", "scratch_mib")
+_NODE_TYPE_KEYS = ("name", "count", "cores", "mem_mib", "gpus", "scratch_mib", "price_per_hour")
 _PARTITION_KEYS = ("name", "node_types", "ids")
 _RESERVATION_KEYS = ("name", "start_s", "end_s", "node_type", "count", "user", "group", "qos")
 
@@ -69,7 +73,7 @@ class ClusterError(ValueError):
 
 @dataclass(frozen=True)
 class NodeType:
-    """``count`` identical nodes."""
+    """``count`` identical nodes, costing ``price_per_hour`` each while provisioned."""
 
     name: str
     count: int
@@ -77,6 +81,7 @@ class NodeType:
     mem_mib: int = 0
     gpus: int = 0
     scratch_mib: int = 0
+    price_per_hour: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,18 @@ class Cluster:
         ]
         return np.ascontiguousarray(np.vstack(rows), dtype=np.int64)
 
+    def with_counts(self, counts: dict[str, int]) -> Cluster:
+        """The same cluster with some node types resized (an autoscaling pool);
+        reservations and partitions keep naming the types."""
+        types = tuple(
+            replace(t, count=counts[t.name]) if t.name in counts else t for t in self.node_types
+        )
+        return replace(self, node_types=types)
+
+    def prices(self) -> np.ndarray:
+        """Price per node and hour of each node type."""
+        return np.array([t.price_per_hour for t in self.node_types], dtype=np.float64)
+
     def node_type_of(self) -> np.ndarray:
         """Index into ``node_types`` for every node."""
         return np.repeat(np.arange(len(self.node_types)), [t.count for t in self.node_types])
@@ -205,12 +222,15 @@ def cluster_from_mapping(data: dict[str, Any], source: str = "cluster") -> Clust
         if entry["name"] in names:
             raise ClusterError(f"{where}: the name is used twice")
         names.add(entry["name"])
-        for key in _NODE_TYPE_KEYS[1:]:
+        price = entry.get("price_per_hour", 0.0)
+        if not isinstance(price, int | float) or isinstance(price, bool) or not price >= 0:
+            raise ClusterError(f"{where}: price_per_hour must be a number >= 0, got {price!r}")
+        for key in _NODE_TYPE_KEYS[1:-1]:
             value = entry.get(key, 0)
             minimum = 1 if key in ("count", "cores") else 0
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ClusterError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
-        types.append(NodeType(**entry))
+        types.append(NodeType(**{**entry, "price_per_hour": float(price)}))
     reservations = tuple(
         _reservation(entry, k, types, source) for k, entry in enumerate(data.get("reservation", []))
     )

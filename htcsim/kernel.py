@@ -27,6 +27,9 @@ N_RESOURCES: int = int(_core.N_RESOURCES)
 NEVER = -1
 """Returned by estimates for a job that can never start on the current nodes."""
 
+SERIES_COLUMNS: tuple[str, ...] = tuple(_core.SERIES_COLUMNS)
+"""Columns of the replay's recorded time series (ReplayFeed.series)."""
+
 JobState = IntEnum("JobState", {k.upper(): v for k, v in _core.JOB_STATES.items()})  # type: ignore[misc]
 Reason = IntEnum("Reason", dict(_core.REASONS))  # type: ignore[misc]
 NodeState = IntEnum("NodeState", {k.upper(): v for k, v in _core.NODE_STATES.items()})  # type: ignore[misc]
@@ -157,6 +160,73 @@ class Kernel:
             policy.priority_interval_s,
         )
         state.set_starvation_limit(policy.starvation_limit_s)
+        state.configure_failures(_core.FAIL_MODES[policy.on_node_failure], policy.max_retries or -1)
+
+    def set_node_types(self, node_type: np.ndarray, price_per_hour: np.ndarray) -> None:
+        """Node n is of type node_type[n] (contiguous runs, identical capacity);
+        a provisioned node of type t costs price_per_hour[t]."""
+        self._state.set_node_types(
+            np.ascontiguousarray(node_type, dtype=np.int32),
+            np.ascontiguousarray(price_per_hour, dtype=np.float64),
+        )
+
+    def configure_autoscale(
+        self, bounds: list[tuple[int, int]], policy: Policy, now: int = 0
+    ) -> None:
+        """Let the kernel's autoscaler manage every node type, (min, max) nodes
+        each (max at most the type's count: its pool); the timing knobs come
+        from the policy. Nodes beyond each min are OFF from ``now``."""
+        low = np.array([b[0] for b in bounds], dtype=np.int32)
+        high = np.array([b[1] for b in bounds], dtype=np.int32)
+        try:
+            self._state.configure_autoscale(
+                np.ones(len(bounds), dtype=np.int8),
+                low,
+                high,
+                policy.autoscale_wait_s,
+                policy.autoscale_idle_s,
+                policy.autoscale_boot_delay_s,
+                policy.autoscale_cooldown_s,
+                policy.autoscale_step,
+                now,
+            )
+        except ValueError as exc:
+            raise KernelInputError(f"autoscale: {exc}") from exc
+
+    def autoscale(self, now: int) -> tuple[np.ndarray, np.ndarray]:
+        """One autoscaler decision after a pass: (nodes booted, nodes powered off)."""
+        return self._state.autoscale(int(now))
+
+    def complete_boots(self, now: int) -> None:
+        self._state.complete_boots(int(now))
+
+    def drain_node(self, node_idx: int, now: int) -> NodeState:
+        """No new work on the node; it goes OFF when its last job ends."""
+        return NodeState(self._state.drain_node(int(node_idx), int(now)))
+
+    def start_clock(self, t0: int) -> None:
+        """Provisioned time (cost) and idle time count from ``t0``."""
+        self._state.start_clock(int(t0))
+
+    def node_seconds(self, now: int) -> np.ndarray:
+        """Seconds each node has been provisioned (not OFF) up to ``now``."""
+        return self._state.node_seconds(int(now))
+
+    def node_counts(self) -> dict[str, int]:
+        """Nodes per lifecycle state: idle, allocated, booting, draining, down, off."""
+        return self._state.node_counts()
+
+    def set_checkpoints(self, job_idx: np.ndarray, interval_s: np.ndarray) -> None:
+        """Jobs that checkpoint every ``interval_s`` seconds of run (0: never):
+        after a node failure they restart from their last checkpoint."""
+        self._state.set_checkpoints(
+            np.ascontiguousarray(job_idx, dtype=np.int32),
+            np.ascontiguousarray(interval_s, dtype=np.int64),
+        )
+
+    def checkpoint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(run seconds saved by checkpoints, ended by a node failure) per slot."""
+        return self._state.checkpoint_state()
 
     def set_accounts(self, user_ids: np.ndarray, group_ids: np.ndarray) -> None:
         """Name the dense users and groups (``dense_ids``) so that the policy's
@@ -204,6 +274,8 @@ class Kernel:
             "passes": int(self._state.n_passes),
             "full_passes": int(self._state.n_full_passes),
             "jobs_examined": int(self._state.n_jobs_examined),
+            "node_boots": int(self._state.n_boots),
+            "node_shutdowns": int(self._state.n_shutdowns),
         }
 
     def add_jobs(self, specs: np.ndarray) -> int:
@@ -363,15 +435,17 @@ class Kernel:
         return self._state.usage(_core.LEVELS[level])
 
     def fail_node(self, node_idx: int, now: int) -> np.ndarray:
-        """The node goes down; the jobs on it are requeued (slots returned)."""
+        """The node goes down; the jobs on it are requeued from their last
+        checkpoint, or end failed (policy ``on_node_failure``, ``max_retries``);
+        the slots hit are returned."""
         return self._state.fail_node(int(node_idx), int(now))
 
     def requeue_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(times requeued, run seconds lost) per slot."""
         return self._state.requeue_counts()
 
-    def set_node_state(self, node_idx: int, state: NodeState) -> None:
-        self._state.set_node_state(int(node_idx), int(state))
+    def set_node_state(self, node_idx: int, state: NodeState, now: int = -1) -> None:
+        self._state.set_node_state(int(node_idx), int(state), int(now))
 
     def estimate_start(self, job_idx: int, now: int) -> int:
         """Estimated start time of a job from the reservation profile (NEVER: -1)."""
@@ -455,6 +529,14 @@ class ReplayFeed:
         feed = self._feed
         self.next_time = feed.next_time
         self._raw = (feed, state)
+
+    def record_series(self, every_s: int = 0) -> None:
+        """Record the state after each step (at most one row per ``every_s``)."""
+        self._feed.series_dt = int(every_s)
+
+    def series(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows with columns SERIES_COLUMNS, price per hour of the provisioned nodes)."""
+        return self._feed.series()
 
     def step(self, now: int) -> int:
         """Events due at ``now``, one pass, the started jobs' completions; the next time."""

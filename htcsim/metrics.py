@@ -192,6 +192,16 @@ def summarize(result: SimResult) -> Summary:
     * ``n_cancelled``: jobs cancelled because a dependency could never be met
     * ``n_requeued``: requeues after node failures; ``lost_core_h``: the core-hours
       those failures threw away (run time since each lost start x cores)
+    * ``n_node_failed``: jobs ended failed because their node failed (no retry
+      left, or ``on_node_failure = "fail"``); ``saved_core_h``: core-hours that
+      checkpoints kept from being run again after failures
+    * ``node_hours``: the sum over nodes of the time each was provisioned (not
+      powered off), from the first submit to the end of the replay; ``cost``:
+      the same weighted by each node type's price per hour;
+      ``mean_nodes_provisioned = node_hours / span``;
+      ``provisioned_utilization = sum(run * cores over F) / provisioned core-seconds``
+      (equal to ``utilization`` for a fixed fleet with no failures)
+    * ``node_boots``, ``node_shutdowns``: the autoscaler's actions
     * ``replay_s``: wall-clock seconds of the event loop; ``jobs_per_second =
       n_jobs / replay_s``, the replay speed
 
@@ -229,9 +239,81 @@ def summarize(result: SimResult) -> Summary:
         "lost_core_h": 0.0
         if result.lost_s is None
         else float(np.sum(result.lost_s * s.cores)) / SECONDS_PER_HOUR,
+        **_failure_figures(result, s.cores),
+        **_node_figures(result, busy_core_s),
         "replay_s": replay_s,
         "jobs_per_second": _ratio(n_jobs, replay_s),
     }
+
+
+def _failure_figures(result: SimResult, cores: np.ndarray) -> Summary:
+    return {
+        "n_node_failed": 0
+        if result.node_failed is None
+        else int(np.count_nonzero(result.node_failed)),
+        "saved_core_h": 0.0
+        if result.saved_s is None
+        else float(np.sum(result.saved_s * cores)) / SECONDS_PER_HOUR,
+    }
+
+
+def _node_figures(result: SimResult, busy_core_s: int) -> Summary:
+    """Provisioned node time and its cost (see ``node_usage``)."""
+    nan = float("nan")
+    if result.node_seconds is None or result.pool is None:
+        return {
+            "node_hours": nan,
+            "cost": nan,
+            "mean_nodes_provisioned": nan,
+            "provisioned_utilization": nan,
+            "node_boots": int(result.counters.get("node_boots", 0)),
+            "node_shutdowns": int(result.counters.get("node_shutdowns", 0)),
+        }
+    usage = node_usage(result)
+    seconds = np.asarray(result.node_seconds, dtype=np.int64)
+    cores = result.pool.capacity()[:, 0]
+    span = seconds.max() if len(seconds) else 0
+    if result.node_series is not None and result.node_series.height:
+        span = int(result.node_series["time_s"][-1] - result.node_series["time_s"][0])
+    node_h = float(usage["node_hours"].sum())
+    return {
+        "node_hours": node_h,
+        "cost": float(usage["cost"].sum()),
+        "mean_nodes_provisioned": _ratio(node_h, span / SECONDS_PER_HOUR),
+        "provisioned_utilization": _ratio(busy_core_s, float(np.sum(seconds * cores))),
+        "node_boots": int(result.counters.get("node_boots", 0)),
+        "node_shutdowns": int(result.counters.get("node_shutdowns", 0)),
+    }
+
+
+def node_usage(result: SimResult) -> pl.DataFrame:
+    """Per node type: nodes in the pool, node-hours provisioned, price per
+    node-hour and cost (node-hours x price)."""
+    if result.node_seconds is None or result.pool is None:
+        return pl.DataFrame(
+            schema={
+                "node_type": pl.String(),
+                "nodes": pl.Int64(),
+                "node_hours": pl.Float64(),
+                "price_per_hour": pl.Float64(),
+                "cost": pl.Float64(),
+            }
+        )
+    types = result.pool.node_types
+    seconds = np.bincount(
+        result.pool.node_type_of(), weights=result.node_seconds, minlength=len(types)
+    )
+    hours = seconds / SECONDS_PER_HOUR
+    price = result.pool.prices()
+    return pl.DataFrame(
+        {
+            "node_type": [t.name for t in types],
+            "nodes": [t.count for t in types],
+            "node_hours": hours,
+            "price_per_hour": price,
+            "cost": hours * price,
+        }
+    )
 
 
 def _makespan(s: _Schedule) -> float:
@@ -330,7 +412,7 @@ def time_series(result: SimResult) -> pl.DataFrame:
         return np.cumsum(np.add.reduceat(delta[order], first))
 
     busy = level(d_busy)
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "time_s": t_sorted[first],
             "busy_cores": busy,
@@ -340,6 +422,39 @@ def time_series(result: SimResult) -> pl.DataFrame:
         },
         schema=TIME_SERIES_SCHEMA,
     )
+    if result.node_series is None or result.node_series.height == 0:
+        return frame
+    return _with_nodes(frame, result.node_series)
+
+
+NODE_COLUMNS = (
+    "nodes_idle",
+    "nodes_allocated",
+    "nodes_booting",
+    "nodes_draining",
+    "nodes_down",
+    "nodes_off",
+)
+
+
+def _with_nodes(frame: pl.DataFrame, nodes: pl.DataFrame) -> pl.DataFrame:
+    """The event series joined with the kernel's node series on the union of
+    their times (each carried forward): nodes by state, ``nodes_up``
+    (provisioned), ``cost_per_h`` and the cumulative ``node_hours`` and ``cost``."""
+    dt_h = (nodes["time_s"].shift(-1) - nodes["time_s"]).fill_null(0) / SECONDS_PER_HOUR
+    up = nodes.select(pl.sum_horizontal(NODE_COLUMNS[:-1])).to_series()
+    nodes = nodes.select(
+        "time_s",
+        *NODE_COLUMNS,
+        pl.Series("nodes_up", up),
+        "cost_per_h",
+        # value at row i: accrued before time_s[i]
+        pl.Series("node_hours", (up * dt_h).cum_sum().shift(1).fill_null(0.0)),
+        pl.Series("cost", (nodes["cost_per_h"] * dt_h).cum_sum().shift(1).fill_null(0.0)),
+    )
+    times = pl.concat([frame.select("time_s"), nodes.select("time_s")]).unique().sort("time_s")
+    joined = times.join_asof(frame, on="time_s").join_asof(nodes, on="time_s")
+    return joined.with_columns(pl.col(c).fill_null(0) for c in joined.columns if c != "time_s")
 
 
 def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:

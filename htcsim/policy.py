@@ -21,12 +21,14 @@ BackfillMode = Literal["none", "easy", "conservative"]
 Placement = Literal["first_fit", "best_fit", "spread"]
 FairshareAlgorithm = Literal["classic", "fair_tree"]
 Favor = Literal["small", "large"]
+FailureAction = Literal["requeue", "fail"]
 
 ORDERS: tuple[str, ...] = ("fcfs", "sjf", "priority", "multifactor")
 BACKFILL_MODES: tuple[str, ...] = ("none", "easy", "conservative")
 PLACEMENTS: tuple[str, ...] = ("first_fit", "best_fit", "spread")
 FAIRSHARE_ALGORITHMS: tuple[str, ...] = ("classic", "fair_tree")
 FAVORS: tuple[str, ...] = ("small", "large")
+FAILURE_ACTIONS: tuple[str, ...] = ("requeue", "fail")
 LIMIT_NAMES: tuple[str, ...] = ("running_jobs", "cores", "gpus", "queued_jobs")
 """What a limit caps, in the kernel's column order."""
 
@@ -91,6 +93,11 @@ class Policy:
     ``starvation_limit_s``: a job pending longer goes to the front of the
     queue and gets a reservation even under EASY (0: off).
     Limits (0: none) hold a job back with UserLimit/GroupLimit/QOSLimit.
+    ``autoscale``: the kernel boots and powers off nodes between a min and a
+    max per node type (``autoscale_node_min``/``_max`` by type name, else
+    ``autoscale_min_nodes``/``_max_nodes``; a max of 0 is the type's count).
+    ``on_node_failure``: a job whose node fails is requeued (at most
+    ``max_retries`` times, 0: no limit) or ends failed.
     """
 
     order: Order = "fcfs"
@@ -122,6 +129,20 @@ class Policy:
     max_cores_per_group: int = 0
     max_gpus_per_group: int = 0
     max_queued_jobs_per_group: int = 0
+    # autoscaling
+    autoscale: bool = False
+    autoscale_min_nodes: int = 0
+    autoscale_max_nodes: int = 0
+    autoscale_node_min: Shares = ()
+    autoscale_node_max: Shares = ()
+    autoscale_wait_s: int = 600
+    autoscale_boot_delay_s: int = 300
+    autoscale_idle_s: int = 1800
+    autoscale_cooldown_s: int = 300
+    autoscale_step: int = 16
+    # node failures
+    on_node_failure: FailureAction = "requeue"
+    max_retries: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("order", self.order, ORDERS)
@@ -129,7 +150,20 @@ class Policy:
         _check_choice("placement", self.placement, PLACEMENTS)
         _check_choice("fairshare_algorithm", self.fairshare_algorithm, FAIRSHARE_ALGORITHMS)
         _check_choice("priority_favor", self.priority_favor, FAVORS)
+        _check_choice("on_node_failure", self.on_node_failure, FAILURE_ACTIONS)
+        if not isinstance(self.autoscale, bool):
+            _fail("autoscale", f"must be true or false, got {self.autoscale!r}")
+        step = self.autoscale_step
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            _fail("autoscale_step", f"must be an integer >= 1, got {self.autoscale_step!r}")
         for name in (
+            "max_retries",
+            "autoscale_min_nodes",
+            "autoscale_max_nodes",
+            "autoscale_wait_s",
+            "autoscale_boot_delay_s",
+            "autoscale_idle_s",
+            "autoscale_cooldown_s",
             "backfill_depth",
             "starvation_limit_s",
             "fairshare_half_life_s",
@@ -151,6 +185,14 @@ class Policy:
                 _fail(name, f"must be a number >= 0, got {value!r}")
         for name, positive in (("nice", False), ("user_shares", True), ("group_shares", True)):
             object.__setattr__(self, name, _pairs(name, getattr(self, name), positive))
+        for name in ("autoscale_node_min", "autoscale_node_max"):
+            pairs = _pairs(name, getattr(self, name), False)
+            for key, value in pairs:
+                if value < 0 or value != int(value):
+                    _fail(name, f"value of {key!r} must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, pairs)
+        if self.autoscale_max_nodes and self.autoscale_min_nodes > self.autoscale_max_nodes:
+            _fail("autoscale_min_nodes", "must not exceed autoscale_max_nodes")
         qos = tuple(self.qos)
         object.__setattr__(self, "qos", qos)
         seen: dict[int, str] = {}
@@ -167,7 +209,7 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: mappings as dicts, QoS as a list of dicts."""
         values = asdict(self)
-        for name in ("nice", "user_shares", "group_shares"):
+        for name in (*_MAPPING_FIELDS,):
             values[name] = dict(values[name])
         values["qos"] = [{**asdict(q), "queues": list(q.queues)} for q in self.qos]
         return values
@@ -176,6 +218,19 @@ class Policy:
     def label(self) -> str:
         """Short name for tables and plots, e.g. ``fcfs+easy``."""
         return f"{self.order}+{self.backfill}"
+
+    def autoscale_bounds(self, type_name: str, count: int) -> tuple[int, int]:
+        """(min, max) nodes of one node type when autoscaling; ``count`` is the
+        type's node count in the cluster (the max when none is given)."""
+        low = dict(self.autoscale_node_min).get(type_name, self.autoscale_min_nodes)
+        high = dict(self.autoscale_node_max).get(type_name, self.autoscale_max_nodes) or count
+        if low > high:
+            raise PolicyError(
+                f"autoscale: node type {type_name!r} has min {int(low)} above max {int(high)}",
+                field="autoscale_node_min",
+                reason=f"node type {type_name!r}: min above max",
+            )
+        return int(low), int(high)
 
     def limits_of(self, who: str) -> tuple[int, int, int, int]:
         """The caps of every user or group, in the kernel's column order."""
@@ -254,8 +309,27 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         for what in LIMIT_NAMES
     },
     "placement": {"strategy": "placement"},
+    "autoscale": {
+        "enabled": "autoscale",
+        "min_nodes": "autoscale_min_nodes",
+        "max_nodes": "autoscale_max_nodes",
+        "scale_up_wait_s": "autoscale_wait_s",
+        "boot_delay_s": "autoscale_boot_delay_s",
+        "idle_s": "autoscale_idle_s",
+        "cooldown_s": "autoscale_cooldown_s",
+        "step": "autoscale_step",
+        "min": "autoscale_node_min",
+        "max": "autoscale_node_max",
+    },
+    "failures": {"on_node_failure": "on_node_failure", "max_retries": "max_retries"},
 }
-_MAPPING_FIELDS = {"nice", "user_shares", "group_shares"}
+_MAPPING_FIELDS = {
+    "nice",
+    "user_shares",
+    "group_shares",
+    "autoscale_node_min",
+    "autoscale_node_max",
+}
 _QOS_KEYS = tuple(f.name for f in fields(QoS))
 
 _TOML_KEY_OF_FIELD = {
@@ -339,6 +413,34 @@ queued_jobs_per_group = 0
 # the node left with the fewest free cores) or "spread" (balance: the node with
 # the most free cores).
 strategy = "first_fit"
+
+[autoscale]
+# The node pool follows the demand: nodes boot when pending jobs that could run
+# on a new node (not held by dependencies, limits or their reservation) have
+# waited scale_up_wait_s, as many as that demand needs (at most step per node
+# type and decision); a node idle for idle_s is drained and powered off; a
+# node type takes no new action for cooldown_s after one.
+enabled = false
+min_nodes = 0              # per node type, unless [autoscale.min] names it
+max_nodes = 0              # per node type, unless [autoscale.max] names it; 0: its count
+scale_up_wait_s = 600
+boot_delay_s = 300
+idle_s = 1800
+cooldown_s = 300
+step = 16
+
+[autoscale.min]
+# node type name = its min, e.g. cpu = 2
+
+[autoscale.max]
+# node type name = its max, e.g. cpu = 240
+
+[failures]
+# A job whose node fails is "requeue"d (from its last checkpoint, if it has
+# one) or ends as failed ("fail"); max_retries caps the requeues per job
+# (0: no limit), after which it fails.
+on_node_failure = "requeue"
+max_retries = 0
 """
 
 

@@ -11,7 +11,9 @@ Layout of ``out_dir``::
 
     jobs.parquet, jobs.csv   metrics.per_job_table
     users.csv                metrics.per_user
-    timeseries.parquet       metrics.time_series (one row per event time)
+    timeseries.parquet       metrics.time_series (one row per event time; with the
+                             kernel's node states and cost when recorded)
+    nodes.csv                metrics.node_usage: node-hours and cost per node type
     summary.json             metrics.summarize + provenance (see build_summary)
     schedule.swf             the simulated schedule as an SWF log
     wait.png, utilization.png, queue.png   (unless plots=False)
@@ -36,6 +38,7 @@ from htcsim.metrics import (
     estimate_error_summary,
     estimate_errors,
     format_duration,
+    node_usage,
     per_job_table,
     per_user,
     summarize,
@@ -93,6 +96,9 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
         paths["summary.json"].write_text(
             json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
+        if result.node_seconds is not None:
+            paths["nodes.csv"] = out / "nodes.csv"
+            node_usage(result).write_csv(paths["nodes.csv"])
         if result.estimates is not None:
             paths["estimates.csv"] = out / "estimates.csv"
             estimate_errors(result).write_csv(paths["estimates.csv"])

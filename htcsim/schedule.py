@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
@@ -44,10 +45,18 @@ class SimResult:
     cancelled: np.ndarray | None = None  # bool per job: a dependency could never be met
     requeues: np.ndarray | None = None  # per job: times requeued because its node failed
     lost_s: np.ndarray | None = None  # per job: run seconds lost to those failures
+    saved_s: np.ndarray | None = None  # per job: run seconds checkpoints saved from failures
+    node_failed: np.ndarray | None = None  # bool per job: ended failed because its node failed
+    pool: Cluster | None = None  # the node pool the kernel held (autoscaling: each type's max)
+    node_seconds: np.ndarray | None = None  # per pool node: seconds provisioned (cost basis)
+    node_series: pl.DataFrame | None = None  # kernel state after each step (SERIES_COLUMNS)
 
     @property
     def total_cores(self) -> int:
-        """Cores of the machine the schedule ran on (for utilization)."""
+        """Cores of the machine the schedule ran on (for utilization); with
+        autoscaling, of the whole pool the autoscaler could boot."""
+        if self.pool is not None:
+            return self.pool.total_cores
         if self.cluster is not None:
             return self.cluster.total_cores
         return self.workload.machine.total_cores

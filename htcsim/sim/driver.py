@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import simpy
 
 from htcsim.cluster import Cluster
 from htcsim.failures import FAILURE_DTYPE
 from htcsim.kernel import (
+    SERIES_COLUMNS,
     JobState,
     Kernel,
     KernelInputError,
@@ -70,6 +72,8 @@ def simulate(
     cluster: Cluster | None = None,
     estimate_sample: int = 0,
     failures: np.ndarray | None = None,
+    checkpoint_s: int | np.ndarray = 0,
+    series_every_s: int | None = 0,
 ) -> SimResult:
     """Replay ``workload`` under ``policy`` and return the schedule.
 
@@ -80,12 +84,30 @@ def simulate(
     after the pass at its submit time, when it expects the job to start: the
     result's ``estimates`` then calibrate the estimate against the real start.
     Decisions are the same with or without sampling.
+    ``failures`` (FAILURE_DTYPE rows) fail nodes; ``checkpoint_s`` (one
+    interval for every job, or one per job; 0: none) lets a requeued job
+    restart from its last checkpoint. With the policy's ``[autoscale]`` the
+    node pool is each type's max and the kernel's autoscaler runs after
+    every pass. ``series_every_s`` records the kernel's state (queue, nodes
+    by state, cost rate) after each step at least that far apart (None: not
+    at all).
     """
     kernel, feed = _prepare(workload, policy or Policy(), priority, cluster)
     policy = kernel.policy
-    env = simpy.Environment(
-        initial_time=int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
-    )
+    t0 = int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
+    pool = _pool(workload, policy, cluster)
+    if policy.autoscale:
+        bounds = [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types]
+        kernel.configure_autoscale(bounds, policy, t0)
+    kernel.start_clock(t0)
+    if np.any(np.asarray(checkpoint_s) != 0):
+        interval = np.broadcast_to(np.asarray(checkpoint_s, dtype=np.int64), len(workload.jobs))
+        if (interval < 0).any():
+            raise KernelInputError("checkpoint intervals must be >= 0 seconds")
+        kernel.set_checkpoints(np.arange(len(interval), dtype=np.int32), interval)
+    if series_every_s is not None:
+        feed.record_series(series_every_s)
+    env = simpy.Environment(initial_time=t0)
     if failures is not None and len(failures) and estimate_sample > 0:
         raise KernelInputError("estimate sampling and node failures cannot be combined yet")
     sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
@@ -93,6 +115,7 @@ def simulate(
     if failures is not None and len(failures):
         step = _NodeFailures(feed, kernel, failures)
     elapsed = _run(env, feed, progress, step)
+    end_time = int(env.now)
     start_s = kernel.start_times()
     end_s = kernel.end_times()
     end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
@@ -108,7 +131,30 @@ def simulate(
         estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
         requeues=kernel.requeue_counts()[0],
         lost_s=kernel.requeue_counts()[1],
+        saved_s=kernel.checkpoint_state()[0],
+        node_failed=kernel.checkpoint_state()[1].astype(bool),
+        pool=pool,
+        node_seconds=kernel.node_seconds(end_time),
+        node_series=None if series_every_s is None else _node_series(feed),
     )
+
+
+def _pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cluster:
+    """The nodes the kernel holds: the cluster, each type resized to its
+    autoscaling max when the policy autoscales."""
+    nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
+    if not policy.autoscale:
+        return nodes
+    return nodes.with_counts(
+        {t.name: policy.autoscale_bounds(t.name, t.count)[1] for t in nodes.node_types}
+    )
+
+
+def _node_series(feed: ReplayFeed) -> pl.DataFrame:
+    """The kernel's recorded series: queue, running, cores, nodes by state, cost rate."""
+    rows, rate = feed.series()
+    frame = pl.DataFrame(rows, schema=list(SERIES_COLUMNS), orient="row")
+    return frame.with_columns(pl.Series("cost_per_h", rate))
 
 
 class _NodeFailures:
@@ -150,12 +196,17 @@ class _NodeFailures:
             self._next += 1
             if failing:
                 if self._up_at[node] < 0:
+                    if self._kernel.node_states()[node] == NodeState["OFF"]:
+                        continue  # a powered-off node cannot fail
                     self._kernel.fail_node(node, now)
                 self._up_at[node] = max(repair_s, self._up_at[node])
             elif self._up_at[node] >= 0 and t >= self._up_at[node]:
-                self._kernel.set_node_state(node, NodeState["UP"])
+                if self._kernel.node_states()[node] == NodeState["DOWN"]:
+                    self._kernel.set_node_state(node, NodeState["UP"], now)
                 self._up_at[node] = -1
         next_time = int(self._feed.step(state, now))  # type: ignore[attr-defined]
+        if next_time < 0 and (self._kernel.job_states() >= JobState["ENDED"]).all():
+            return -1  # every job has ended: later failures change nothing
         if self._next < len(events):
             upcoming = events[self._next][0]
             if next_time < 0 or upcoming < next_time:
@@ -178,7 +229,14 @@ def explain(
         raise KernelInputError(f"job {job_id} is not in the workload {workload.name}")
     slot = int(rows[0])
     kernel, feed = _prepare(workload, policy, None, cluster)
-    env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
+    t0 = int(workload.jobs["submit_s"][0])
+    if policy.autoscale:
+        pool = _pool(workload, policy, cluster)
+        kernel.configure_autoscale(
+            [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types], policy, t0
+        )
+    kernel.start_clock(t0)
+    env = simpy.Environment(initial_time=t0)
     until = _Until(feed, kernel, slot, at_s)
     _run(env, feed, None, until)
     at = until.at if at_s is None else at_s
@@ -210,9 +268,10 @@ def _prepare(
     """A kernel holding the workload's jobs, accounts, dependencies and
     reservations, and the feed that replays it."""
     jobs = workload.jobs
-    nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
+    nodes = _pool(workload, policy, cluster)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
+    kernel.set_node_types(nodes.node_type_of(), nodes.prices())
     if nodes.partitions:
         kernel.set_partitions(nodes.node_partition())
     # memory requests count only where the nodes declare memory (SWF machines do not)

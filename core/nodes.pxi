@@ -1,0 +1,302 @@
+# Node lifecycle and the autoscaler. Included by _core.pyx.
+#
+# Every node state change goes through _node_to, which keeps the free totals,
+# the per-state counts, the idle clocks and the provisioned-time clocks (cost)
+# in step. The autoscaler is one decision per pass (_autoscale): boot nodes for
+# pending demand that has waited long enough, power off nodes idle long
+# enough, with a cooldown per node type. The simulator completes boots after
+# the boot delay (_complete_boots); a live agent reports them as nodes join.
+
+
+cdef int fifo_push(JobFifo* F, int32_t j, int64_t t) noexcept nogil:
+    """Append (j, t). 0, or -1 when out of memory."""
+    cdef int cap = F.cap
+    if _reserve(<void**>&F.j, &cap, F.n + 1, sizeof(int32_t)) != 0:
+        return -1
+    cap = F.cap
+    if _reserve(<void**>&F.t, &cap, F.n + 1, sizeof(int64_t)) != 0:
+        return -1
+    F.cap = cap
+    F.j[F.n] = j
+    F.t[F.n] = t
+    F.n += 1
+    return 0
+
+
+cdef void fifo_release(JobFifo* F) noexcept nogil:
+    free(F.j)
+    free(F.t)
+    F.j = NULL
+    F.t = NULL
+    F.n = F.head = F.cap = 0
+
+
+cdef inline int _fifo_stale(ClusterState st, JobFifo* F, int k) noexcept nogil:
+    """Entry k no longer stands for a pending job (it started, was held, requeued...)."""
+    cdef int j = F.j[k]
+    return st.job_state[j] != JS_PENDING or st.elig_s[j] != F.t[k]
+
+
+cdef void _fifo_trim(ClusterState st, JobFifo* F) noexcept nogil:
+    """Drop stale entries at the head; compact when the dead prefix dominates."""
+    while F.head < F.n and _fifo_stale(st, F, F.head):
+        F.head += 1
+    if F.head > 1024 and 2 * F.head > F.n:
+        memmove(F.j, &F.j[F.head], (F.n - F.head) * sizeof(int32_t))
+        memmove(F.t, &F.t[F.head], (F.n - F.head) * sizeof(int64_t))
+        F.n -= F.head
+        F.head = 0
+
+
+cdef inline void _mark_idle(ClusterState st, int n, int64_t now) noexcept nogil:
+    st.idle_since[n] = now
+    if st.as_on and st.as_scaled[st.node_type[n]] and now + st.as_idle_s < st.as_down_next:
+        st.as_down_next = now + st.as_idle_s
+
+
+cdef void _node_to(ClusterState st, int n, int state, int64_t now) noexcept nogil:
+    """Move node ``n`` to ``state`` at ``now``: the one place node states change."""
+    cdef int r, old = st.node_state[n], t = st.node_type[n]
+    cdef int p = st.node_part[n]
+    cdef int was_up = old == NODE_UP
+    cdef int is_up = state == NODE_UP
+    cdef int sign
+    if old == state:
+        return
+    if was_up != is_up:
+        sign = 1 if is_up else -1
+        for r in range(N_RES):
+            st.total_free[r] += sign * st.node_free[n * N_RES + r]
+            st.total_cap[r] += sign * st.node_cap[n * N_RES + r]
+            if st.n_part > 1:
+                st.part_free[p * N_RES + r] += sign * st.node_free[n * N_RES + r]
+                st.part_cap[p * N_RES + r] += sign * st.node_cap[n * N_RES + r]
+        if st.node_tasks[n] > 0:
+            st.n_busy_up += sign
+    if old == NODE_OFF:
+        st.on_since[n] = now
+        st.type_prov[t] += 1
+        st.on_rate += st.type_price[t]
+    elif state == NODE_OFF:
+        st.on_acc_s[n] += now - st.on_since[n]
+        st.on_since[n] = -1
+        st.type_prov[t] -= 1
+        st.on_rate -= st.type_price[t]
+    if old == NODE_BOOTING:
+        st.type_booting[t] -= 1
+        st.ready_s[n] = -1
+    elif state == NODE_BOOTING:
+        st.type_booting[t] += 1
+    st.n_in_state[old] -= 1
+    st.n_in_state[state] += 1
+    st.node_state[n] = <int8_t>state
+    if is_up and st.node_tasks[n] == 0:
+        _mark_idle(st, n, now)
+    else:
+        st.idle_since[n] = -1
+    if is_up and n < st.first_free_node:
+        st.first_free_node = n
+    st.need_full_pass = 1
+
+
+cdef int _boot(ClusterState st, int n, int64_t now) noexcept nogil:
+    """Power on OFF node ``n``: BOOTING for the boot delay (UP at once without one)."""
+    if st.as_boot_s > 0:
+        _node_to(st, n, NODE_BOOTING, now)
+        st.ready_s[n] = now + st.as_boot_s
+    else:
+        _node_to(st, n, NODE_UP, now)
+    st.n_boots += 1
+    if _reserve(<void**>&st.as_booted, &st.cap_as_booted, st.n_as_booted + 1, sizeof(int32_t)) != 0:
+        return -1
+    st.as_booted[st.n_as_booted] = n
+    st.n_as_booted += 1
+    return 0
+
+
+cdef int _power_off(ClusterState st, int n, int64_t now) noexcept nogil:
+    """Drain idle node ``n`` and let it go (it has no task: it leaves at once)."""
+    _node_to(st, n, NODE_DRAINING, now)
+    _node_to(st, n, NODE_OFF, now)
+    st.n_shutdowns += 1
+    if _reserve(<void**>&st.as_stopped, &st.cap_as_stopped, st.n_as_stopped + 1, sizeof(int32_t)) != 0:
+        return -1
+    st.as_stopped[st.n_as_stopped] = n
+    st.n_as_stopped += 1
+    return 0
+
+
+cdef void _complete_boots(ClusterState st, int64_t now) noexcept nogil:
+    """Booting nodes whose boot delay has passed come UP (simulation)."""
+    cdef int n
+    if st.n_in_state[NODE_BOOTING] == 0:
+        return
+    for n in range(st.n_nodes):
+        if st.node_state[n] == NODE_BOOTING and st.ready_s[n] <= now:
+            _node_to(st, n, NODE_UP, now)
+
+
+cdef int64_t _next_boot(ClusterState st) noexcept nogil:
+    cdef int n
+    cdef int64_t t = NEVER
+    if st.n_in_state[NODE_BOOTING] == 0:
+        return NEVER
+    for n in range(st.n_nodes):
+        if st.node_state[n] == NODE_BOOTING and st.ready_s[n] < t:
+            t = st.ready_s[n]
+    return t
+
+
+cdef int _type_for(ClusterState st, int j) noexcept nogil:
+    """The first autoscaled node type (cluster order) below its max that a task
+    of job ``j`` fits on, in the job's partition; -1 if none."""
+    cdef int t, r, ok
+    for t in range(st.n_types):
+        if not st.as_scaled[t] or st.type_prov[t] >= st.as_max[t]:
+            continue
+        if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
+            continue
+        ok = 1
+        for r in range(N_RES):
+            if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
+                ok = 0
+                break
+        if ok:
+            return t
+    return -1
+
+
+cdef int64_t _nodes_for(ClusterState st, int t) noexcept nogil:
+    """Nodes of type ``t`` that hold the demand gathered for it (per resource, rounded up)."""
+    cdef int r
+    cdef int64_t c, k, most = 0
+    for r in range(N_RES):
+        c = st.type_cap[t * N_RES + r]
+        if c > 0:
+            k = (st.as_demand[t * N_RES + r] + c - 1) // c
+            if k > most:
+                most = k
+    return most
+
+
+cdef int _scale_up(ClusterState st, int64_t now) noexcept nogil:
+    """Boot nodes for pending demand that waited at least as_wait_s.
+
+    The demand is every pending job eligible for that long, not kept back by a
+    limit or waiting for its own advance reservation, counted on the first
+    autoscaled type it fits; each type adds the nodes that hold its demand,
+    less those already booting, at most as_step and up to its max.
+    """
+    cdef int t, k, j, r, n, open_types = 0, full = 0
+    cdef int64_t want
+    cdef JobFifo* F = &st.as_fifo
+    for t in range(st.n_types):
+        st.as_room[t] = 0
+        st.as_full[t] = 0
+        if not st.as_scaled[t]:
+            continue
+        for r in range(N_RES):
+            st.as_demand[t * N_RES + r] = 0
+        if now < st.as_last_s[t] + st.as_cooldown_s:
+            if st.n_pending and st.as_last_s[t] + st.as_cooldown_s < st.as_up_next:
+                st.as_up_next = st.as_last_s[t] + st.as_cooldown_s
+            continue
+        st.as_room[t] = min(st.as_step, st.as_max[t] - st.type_prov[t])
+        if st.as_room[t] > 0:
+            open_types += 1
+    if open_types == 0 or st.n_pending == 0:
+        return 0
+    _fifo_trim(st, F)
+    k = F.head
+    while k < F.n and full < open_types:
+        if _fifo_stale(st, F, k):
+            k += 1
+            continue
+        if F.t[k] + st.as_wait_s > now:
+            if F.t[k] + st.as_wait_s < st.as_up_next:
+                st.as_up_next = F.t[k] + st.as_wait_s
+            break
+        j = F.j[k]
+        k += 1
+        if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
+            continue
+        t = _type_for(st, j)
+        if t < 0 or st.as_room[t] <= 0 or st.as_full[t]:
+            continue  # (a type cooling down: its demand waits for it)
+        for r in range(N_RES):
+            st.as_demand[t * N_RES + r] += st.need[j * N_RES + r]
+        if _nodes_for(st, t) >= st.as_room[t] + st.type_booting[t]:
+            st.as_full[t] = 1
+            full += 1
+    for t in range(st.n_types):
+        if st.as_room[t] <= 0:
+            continue
+        want = min(_nodes_for(st, t) - st.type_booting[t], <int64_t>st.as_room[t])
+        if want <= 0:
+            continue
+        n = st.type_first[t]
+        while want > 0 and n < st.type_end[t]:
+            if st.node_state[n] == NODE_OFF:
+                if _boot(st, n, now) != 0:
+                    return -1
+                want -= 1
+            n += 1
+        st.as_last_s[t] = now
+        st.as_room[t] = -1  # acted: no scale-down of this type in this decision
+    return 0
+
+
+cdef int _scale_down(ClusterState st, int64_t now) noexcept nogil:
+    """Power off nodes idle for at least as_idle_s, highest index first, never
+    below a type's min; a type that just acted or is cooling down keeps its nodes."""
+    cdef int t, n, acted
+    cdef int64_t due, next_t = NEVER
+    if st.as_down_next > now:
+        return 0
+    for t in range(st.n_types):
+        if not st.as_scaled[t]:
+            continue
+        acted = 0
+        n = st.type_end[t] - 1
+        while n >= st.type_first[t]:
+            if st.node_state[n] == NODE_UP and st.node_tasks[n] == 0:
+                due = st.idle_since[n] + st.as_idle_s
+                if now < st.as_last_s[t] + st.as_cooldown_s or st.as_room[t] < 0:
+                    due = max(due, st.as_last_s[t] + st.as_cooldown_s)
+                    if due <= now:
+                        due = now + 1
+                if due <= now and st.type_prov[t] > st.as_min[t]:
+                    if _power_off(st, n, now) != 0:
+                        return -1
+                    acted = 1
+                elif due > now and st.type_prov[t] > st.as_min[t] and due < next_t:
+                    next_t = due
+            n -= 1
+        if acted:
+            st.as_last_s[t] = now
+    st.as_down_next = next_t
+    return 0
+
+
+cdef int _autoscale(ClusterState st, int64_t now) noexcept nogil:
+    """One autoscaler decision at ``now`` (after the pass): scale up, then down."""
+    st.n_as_booted = 0
+    st.n_as_stopped = 0
+    if not st.as_on:
+        return 0
+    st.as_up_next = NEVER
+    if _scale_up(st, now) != 0:
+        return -1
+    return _scale_down(st, now)
+
+
+cdef int64_t _autoscale_wakeup(ClusterState st) noexcept nogil:
+    """The earliest future time an autoscaler rule or a boot may change something."""
+    cdef int64_t t = _next_boot(st)
+    if not st.as_on:
+        return t
+    if st.as_up_next > st.cur_now and st.as_up_next < t:
+        t = st.as_up_next
+    if st.as_down_next > st.cur_now and st.as_down_next < t:
+        t = st.as_down_next
+    return t
