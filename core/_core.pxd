@@ -260,6 +260,8 @@ cdef class ClusterState:
     cdef int8_t* node_failed           # ended because its node failed (FAIL_END or out of retries)
     cdef int fail_mode                 # FAIL_*
     cdef int max_retries               # requeues allowed per job (-1: no limit)
+    cdef int32_t* fail_hits            # jobs hit by the last node failure
+    cdef int cap_fail_hits
     cdef int32_t* kid_head             # first DepEdge of each parent, -1 none
     cdef DepEdge* edges
     cdef int n_edges
@@ -315,6 +317,7 @@ cdef class ClusterState:
     cdef int64_t as_cooldown_s         # between two actions on one type
     cdef int64_t as_up_next            # next time scale-up could act (wakeup)
     cdef int64_t as_down_next          # lower bound of the next time an idle node may leave
+    cdef int as_down_rescan            # a type kept its idle nodes for waiting demand
     cdef JobFifo as_fifo               # pending jobs by eligibility (the demand that waited)
     cdef int32_t* as_booted            # nodes booted by the last decision
     cdef int n_as_booted
@@ -448,6 +451,7 @@ cdef class ClusterState:
     cdef void _unsee(self, int j) noexcept nogil
     cdef int64_t _wakeup(self) noexcept nogil
     cdef int _fail_job(self, int j, int64_t now) noexcept nogil
+    cdef int _fail_node(self, int node, int64_t now) noexcept nogil
     cdef void _free_types(self)
     cdef void _alloc_types(self, int n_types) except *
     cdef void _count_user(self, int j, int sign) noexcept nogil

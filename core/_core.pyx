@@ -315,7 +315,7 @@ cdef class ClusterState:
         self._free_types()
         fifo_release(&self.as_fifo)
         free(self.as_booted); free(self.as_stopped)
-        free(self.ckpt_s); free(self.done_s); free(self.node_failed)
+        free(self.ckpt_s); free(self.done_s); free(self.node_failed); free(self.fail_hits)
         free(self.jobs); free(self.need); free(self.simple); free(self.job_state)
         free(self.start_s); free(self.end_s); free(self.reserved_s)
         free(self.alloc_off); free(self.alloc_cnt); free(self.alloc)
@@ -1103,25 +1103,36 @@ cdef class ClusterState:
         An OFF node cannot fail. Returns the slots hit."""
         if node < 0 or node >= self.n_nodes:
             raise IndexError(f"node {node} out of range")
+        cdef int k = self._fail_node(node, now)
+        if k < 0:
+            raise MemoryError()
+        hit = np.empty(k, dtype=np.int32)
+        for i in range(k):
+            hit[i] = self.fail_hits[i]
+        return hit
+
+    cdef int _fail_node(self, int node, int64_t now) noexcept nogil:
+        """fail_node in C: the jobs hit go to fail_hits; their count, or -1."""
         cdef int i, a, j, k = 0
         if self.node_state[node] == NODE_OFF:
-            return np.empty(0, dtype=np.int32)
+            return 0
         if self._run_sorted() != 0:
-            raise MemoryError()
-        hit = np.empty(self.n_run, dtype=np.int32)
-        cdef int32_t[::1] v = hit
+            return -1
         for i in range(self.n_run):
             j = self.run[i].job_idx
             for a in range(self.alloc_off[j], self.alloc_off[j] + self.alloc_cnt[j]):
                 if self.alloc[a].node_idx == node:
-                    v[k] = j
+                    if _reserve(<void**>&self.fail_hits, &self.cap_fail_hits, k + 1,
+                                sizeof(int32_t)) != 0:
+                        return -1
+                    self.fail_hits[k] = j
                     k += 1
                     break
         _node_to(self, node, NODE_DOWN, now)  # (before the releases: it must not go OFF or idle)
         for i in range(k):
-            if self._fail_job(v[i], now) != 0:
-                raise MemoryError()
-        return hit[:k].copy()
+            if self._fail_job(self.fail_hits[i], now) != 0:
+                return -1
+        return k
 
     cdef int _fail_job(self, int j, int64_t now) noexcept nogil:
         """Running job ``j`` lost its node at ``now``: requeue it from its last
@@ -2506,6 +2517,15 @@ cdef class ReplayFeed:
     cdef int cap_rows
     cdef int cap_rate
     cdef public int64_t series_dt    # -1: no series
+    # node failures and repairs, in time order (repairs first at one instant)
+    cdef int64_t* ev_t
+    cdef int8_t* ev_fail
+    cdef int32_t* ev_node
+    cdef int64_t* ev_repair
+    cdef int n_ev
+    cdef int ev_next
+    cdef int64_t* up_at              # per node: when its outage ends, -1 up
+    cdef int n_up_at
 
     def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
                   const int8_t[::1] ok=None):
@@ -2532,7 +2552,63 @@ cdef class ReplayFeed:
     def __dealloc__(self):
         free(self.submit); free(self.duration); free(self.ok)
         free(self.rows); free(self.rate)
+        free(self.ev_t); free(self.ev_fail); free(self.ev_node); free(self.ev_repair); free(self.up_at)
         heap_release(&self.done)
+
+    def set_node_events(self, const int64_t[::1] t, const int8_t[::1] failing,
+                        const int32_t[::1] node, const int64_t[::1] repair_s, int n_nodes):
+        """Node failures (failing 1, with the time the node is repaired) and
+        repairs (failing 0), sorted by time with repairs first at one instant.
+        A failing node goes down and its jobs are requeued or fail
+        (ClusterState.fail_node); overlapping outages of one node end at the
+        last repair; an OFF node cannot fail."""
+        cdef Py_ssize_t k, m = t.shape[0]
+        if failing.shape[0] != m or node.shape[0] != m or repair_s.shape[0] != m:
+            raise ValueError("one failing flag, node and repair time per event")
+        for k in range(1, m):
+            if t[k] < t[k - 1] or (t[k] == t[k - 1] and failing[k] < failing[k - 1]):
+                raise ValueError(f"node events must be sorted (event {k})")
+        self.ev_t = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+        self.ev_fail = <int8_t*>malloc(max(m, 1) * sizeof(int8_t))
+        self.ev_node = <int32_t*>malloc(max(m, 1) * sizeof(int32_t))
+        self.ev_repair = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+        self.up_at = <int64_t*>malloc(max(n_nodes, 1) * sizeof(int64_t))
+        if (self.ev_t == NULL or self.ev_fail == NULL or self.ev_node == NULL
+                or self.ev_repair == NULL or self.up_at == NULL):
+            raise MemoryError()
+        for k in range(m):
+            if not 0 <= node[k] < n_nodes:
+                raise ValueError(f"node event {k}: node {node[k]} out of range")
+            self.ev_t[k] = t[k]
+            self.ev_fail[k] = failing[k]
+            self.ev_node[k] = node[k]
+            self.ev_repair[k] = repair_s[k]
+        for k in range(n_nodes):
+            self.up_at[k] = -1
+        self.n_ev = <int>m
+        self.ev_next = 0
+        self.n_up_at = n_nodes
+
+    cdef int _node_events(self, ClusterState state, int64_t now) except -1:
+        """Apply the node failures and repairs due at ``now``."""
+        cdef int n
+        while self.ev_next < self.n_ev and self.ev_t[self.ev_next] <= now:
+            n = self.ev_node[self.ev_next]
+            if n >= state.n_nodes:
+                raise ValueError(f"node {n} out of range")
+            if self.ev_fail[self.ev_next]:
+                if self.up_at[n] < 0 and state.node_state[n] != NODE_OFF:
+                    if state._fail_node(n, now) < 0:
+                        raise MemoryError()
+                    self.up_at[n] = self.ev_repair[self.ev_next]
+                elif self.up_at[n] >= 0 and self.ev_repair[self.ev_next] > self.up_at[n]:
+                    self.up_at[n] = self.ev_repair[self.ev_next]
+            elif self.up_at[n] >= 0 and self.ev_t[self.ev_next] >= self.up_at[n]:
+                if state.node_state[n] == NODE_DOWN:
+                    _node_to(state, n, NODE_UP, now)
+                self.up_at[n] = -1
+            self.ev_next += 1
+        return 0
 
     cpdef int64_t next_time(self):
         """Time of the next arrival or completion; -1 when there is none."""
@@ -2568,6 +2644,8 @@ cdef class ReplayFeed:
         jobs it started. Returns the next time something happens: an event,
         or a held job's think time ending (-1: the replay is over)."""
         cdef int64_t t, w
+        if self.ev_next < self.n_ev:
+            self._node_events(state, now)
         self._apply(state, now)
         _complete_boots(state, now)
         state.schedule(now)
@@ -2582,7 +2660,9 @@ cdef class ReplayFeed:
             self._record_row(state, now)
         t = self.next_time()
         if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
-            return -1  # every job has ended: nothing left for the autoscaler to serve
+            return -1  # every job has ended: nothing left to serve, no failure matters
+        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
+            t = self.ev_t[self.ev_next]
         w = state._wakeup()
         if w != NEVER and (t < 0 or w < t):
             return w

@@ -246,15 +246,46 @@ cdef int _scale_up(ClusterState st, int64_t now) noexcept nogil:
     return 0
 
 
+cdef int _type_has_demand(ClusterState st, int t) noexcept nogil:
+    """Is a pending job (not kept back by a limit or its own reservation)
+    waiting that a node of type ``t`` could serve?"""
+    cdef int k, j, r, fits
+    cdef JobFifo* F = &st.as_fifo
+    _fifo_trim(st, F)
+    for k in range(F.head, F.n):
+        if _fifo_stale(st, F, k):
+            continue
+        j = F.j[k]
+        if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
+            continue
+        fits = 1
+        for r in range(N_RES):
+            if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
+                fits = 0
+                break
+        if not fits:
+            continue
+        if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
+            continue
+        return 1
+    return 0
+
+
 cdef int _scale_down(ClusterState st, int64_t now) noexcept nogil:
     """Power off nodes idle for at least as_idle_s, highest index first, never
-    below a type's min; a type that just acted or is cooling down keeps its nodes."""
+    below a type's min. A type keeps its nodes while it just acted, cools down,
+    or has pending jobs it could serve (else a boot delay longer than the idle
+    time would boot and power off nodes forever under a job that needs several)."""
     cdef int t, n, acted
     cdef int64_t due, next_t = NEVER
-    if st.as_down_next > now:
+    if st.as_down_next > now and not st.as_down_rescan:
         return 0
+    st.as_down_rescan = 0
     for t in range(st.n_types):
         if not st.as_scaled[t]:
+            continue
+        if st.type_prov[t] > st.as_min[t] and st.n_pending and _type_has_demand(st, t):
+            st.as_down_rescan = 1  # look again at the next decision
             continue
         acted = 0
         n = st.type_end[t] - 1

@@ -143,6 +143,14 @@ class ClusterState:
 class ReplayFeed:
     n_events: int
     series_dt: int
+    def set_node_events(
+        self,
+        t: npt.NDArray[np.int64],
+        failing: npt.NDArray[np.int8],
+        node: npt.NDArray[np.int32],
+        repair_s: npt.NDArray[np.int64],
+        n_nodes: int,
+    ) -> None: ...
     def series(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
     def __init__(
         self,

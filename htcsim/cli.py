@@ -138,6 +138,14 @@ def simulate(
         float, typer.Option("--mttr", help="With --mtbf: mean time to repair (hours).")
     ] = 1.0,
     failure_seed: Annotated[int, typer.Option(help="With --mtbf: the random seed.")] = 1,
+    checkpoint_s: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-interval",
+            help="Every job checkpoints every N seconds of run: after a node failure it "
+            "restarts from its last checkpoint (0: never).",
+        ),
+    ] = 0,
 ) -> None:
     """Replay a workload under a policy and print a summary (one column per backfill mode)."""
     from htcsim.kernel import KernelInputError
@@ -178,7 +186,9 @@ def simulate(
     if mtbf_h is not None:
         if failures is not None:
             raise _fail("give either --failures or --mtbf, not both")
-        failures = _random_failures(workload, cluster, mtbf_h, mttr_h, failure_seed)
+        failures = _random_failures(workload, cluster, policies[0], mtbf_h, mttr_h, failure_seed)
+    if checkpoint_s < 0:
+        raise _fail("--checkpoint-interval must be >= 0 seconds")
     if explain_job is not None:
         _explain(workload, policies[0], explain_job, at_s, cluster)
         return
@@ -186,7 +196,9 @@ def simulate(
     summaries = []
     for policy in policies:
         try:
-            result = _run_with_progress(workload, policy, cluster, estimate_sample, failures)
+            result = _run_with_progress(
+                workload, policy, cluster, estimate_sample, failures, checkpoint_s
+            )
         except KernelInputError as exc:
             raise _fail(str(exc)) from exc
         from htcsim.metrics import estimate_error_summary, summarize
@@ -212,17 +224,23 @@ def simulate(
 
 
 def _random_failures(
-    workload: Workload, cluster: Cluster | None, mtbf_h: float, mttr_h: float, seed: int
+    workload: Workload,
+    cluster: Cluster | None,
+    policy: Policy,
+    mtbf_h: float,
+    mttr_h: float,
+    seed: int,
 ) -> np.ndarray:
-    """Seeded MTBF/MTTR failures of every node over the workload's span."""
+    """Seeded MTBF/MTTR failures of every node of the pool over the workload's span."""
     from htcsim.failures import failure_model
+    from htcsim.sim import node_pool
 
     if not mtbf_h > 0 or not mttr_h > 0:
         raise _fail("--mtbf and --mttr must be positive (hours)")
     jobs = workload.jobs
     first = int(jobs["submit_s"].min()) if len(jobs) else 0
     span = int(jobs["submit_s"].max() + jobs["walltime_s"].max()) - first if len(jobs) else 1
-    n_nodes = cluster.n_nodes if cluster is not None else workload.machine.n_nodes
+    n_nodes = node_pool(workload, policy, cluster).n_nodes
     return failure_model(
         n_nodes, mtbf_h * 3600.0, mttr_h * 3600.0, max(span, 1), seed=seed, start_s=first
     )
@@ -281,6 +299,7 @@ def _run_with_progress(
     cluster: Cluster | None = None,
     estimate_sample: int = 0,
     failures: np.ndarray | None = None,
+    checkpoint_s: int = 0,
 ) -> SimResult:
     from htcsim.sim import simulate as replay
 
@@ -300,6 +319,7 @@ def _run_with_progress(
             cluster=cluster,
             estimate_sample=estimate_sample,
             failures=failures,
+            checkpoint_s=checkpoint_s,
             progress=lambda n: progress.update(task, completed=n),
         )
 
@@ -347,6 +367,31 @@ def traces(ctx: typer.Context) -> None:
             str(info.path.parent),
         )
     console.print(table)
+
+
+@app.command("report")
+def report(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Result directories (written by 'simulate --out'), in column order."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="HTML file to write (self-contained).")
+    ] = Path("report.html"),
+    title: Annotated[
+        str | None, typer.Option(help="Page title (default: the runs' names).")
+    ] = None,
+) -> None:
+    """Compare runs side by side in one offline HTML file: metrics table and figures."""
+    from htcsim.report import ReportError, write_report
+
+    try:
+        path = write_report(results, out, title=title)
+    except ReportError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:  # reading is wrapped in ReportError: this is the output
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from exc
+    console.print(f"[green]wrote[/] {path}")
 
 
 @traces_app.command("fetch")

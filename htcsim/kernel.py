@@ -530,6 +530,24 @@ class ReplayFeed:
         self.next_time = feed.next_time
         self._raw = (feed, state)
 
+    def set_node_events(
+        self,
+        t: np.ndarray,
+        failing: np.ndarray,
+        node: np.ndarray,
+        repair_s: np.ndarray,
+        n_nodes: int,
+    ) -> None:
+        """Node failures and repairs the feed applies before each step (see
+        ``_core.ReplayFeed.set_node_events``)."""
+        self._feed.set_node_events(
+            np.ascontiguousarray(t, dtype=np.int64),
+            np.ascontiguousarray(failing, dtype=np.int8),
+            np.ascontiguousarray(node, dtype=np.int32),
+            np.ascontiguousarray(repair_s, dtype=np.int64),
+            int(n_nodes),
+        )
+
     def record_series(self, every_s: int = 0) -> None:
         """Record the state after each step (at most one row per ``every_s``)."""
         self._feed.series_dt = int(every_s)

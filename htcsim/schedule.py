@@ -73,7 +73,12 @@ class SimResult:
     def killed_at_walltime(self) -> np.ndarray:
         """Jobs that ran shorter than their recorded run time: killed at their request."""
         ended = (self.start_s >= 0) & (self.end_s >= 0)
-        return ended & (self.end_s - self.start_s < self.workload.jobs["run_s"])
+        ran = self.end_s - self.start_s
+        if self.saved_s is not None:
+            ran = ran + self.saved_s  # a restart from a checkpoint runs only the rest
+        if self.node_failed is not None:
+            ended &= ~self.node_failed
+        return ended & (ran < self.workload.jobs["run_s"])
 
     def time_series(self):  # type: ignore[no-untyped-def]
         """Busy cores, utilization, queued and running jobs at every event time (polars)."""

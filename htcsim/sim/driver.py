@@ -27,7 +27,6 @@ from htcsim.kernel import (
     JobState,
     Kernel,
     KernelInputError,
-    NodeState,
     Reason,
     ReplayFeed,
     dense_ids,
@@ -95,7 +94,7 @@ def simulate(
     kernel, feed = _prepare(workload, policy or Policy(), priority, cluster)
     policy = kernel.policy
     t0 = int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
-    pool = _pool(workload, policy, cluster)
+    pool = node_pool(workload, policy, cluster)
     if policy.autoscale:
         bounds = [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types]
         kernel.configure_autoscale(bounds, policy, t0)
@@ -108,12 +107,10 @@ def simulate(
     if series_every_s is not None:
         feed.record_series(series_every_s)
     env = simpy.Environment(initial_time=t0)
-    if failures is not None and len(failures) and estimate_sample > 0:
-        raise KernelInputError("estimate sampling and node failures cannot be combined yet")
     sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
     step: Callable[[object, int], int] | None = sampler
     if failures is not None and len(failures):
-        step = _NodeFailures(feed, kernel, failures)
+        _set_node_failures(feed, kernel, failures)
     elapsed = _run(env, feed, progress, step)
     end_time = int(env.now)
     start_s = kernel.start_times()
@@ -139,7 +136,7 @@ def simulate(
     )
 
 
-def _pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cluster:
+def node_pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cluster:
     """The nodes the kernel holds: the cluster, each type resized to its
     autoscaling max when the policy autoscales."""
     nodes = cluster if cluster is not None else Cluster.from_machine(workload.machine)
@@ -157,61 +154,30 @@ def _node_series(feed: ReplayFeed) -> pl.DataFrame:
     return frame.with_columns(pl.Series("cost_per_h", rate))
 
 
-class _NodeFailures:
-    """A step of the feed with node failures and repairs applied first.
+def _set_node_failures(feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> None:
+    """Hand the failures to the feed, which applies them in C before each step.
 
-    At a failure the node goes down and its jobs are requeued (``fail_node``);
-    ``duration_s`` later it comes back up (overlapping outages of one node end
-    at the last repair). The returned next time includes the next failure or
-    repair, so the replay wakes up for them.
+    At a failure the node goes down and its jobs are requeued or fail
+    (``fail_node``); ``duration_s`` later it comes back up (overlapping
+    outages of one node end at the last repair); the replay wakes up for both.
     """
-
-    def __init__(self, feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> None:
-        failures = np.asarray(failures, dtype=FAILURE_DTYPE)
-        bad = (failures["node"] < 0) | (failures["node"] >= len(kernel.capacity))
-        bad |= failures["duration_s"] <= 0
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise KernelInputError(
-                f"failure #{k + 1} (time {int(failures['time_s'][k])}): node must be in "
-                f"0..{len(kernel.capacity) - 1} and duration_s > 0"
-            )
-        self._feed = feed.raw[0]
-        self._kernel = kernel
-        # (time, 1 = failure / 0 = repair, node, its repair time): at one instant,
-        # repairs come first
-        events = [
-            (int(f["time_s"]), 1, int(f["node"]), int(f["time_s"] + f["duration_s"]))
-            for f in failures
-        ]
-        events += [(int(f["time_s"] + f["duration_s"]), 0, int(f["node"]), 0) for f in failures]
-        self._events = sorted(events)
-        self._next = 0
-        self._up_at = np.full(len(kernel.capacity), -1, dtype=np.int64)  # -1: up
-
-    def __call__(self, state: object, now: int) -> int:
-        events = self._events
-        while self._next < len(events) and events[self._next][0] <= now:
-            t, failing, node, repair_s = events[self._next]
-            self._next += 1
-            if failing:
-                if self._up_at[node] < 0:
-                    if self._kernel.node_states()[node] == NodeState["OFF"]:
-                        continue  # a powered-off node cannot fail
-                    self._kernel.fail_node(node, now)
-                self._up_at[node] = max(repair_s, self._up_at[node])
-            elif self._up_at[node] >= 0 and t >= self._up_at[node]:
-                if self._kernel.node_states()[node] == NodeState["DOWN"]:
-                    self._kernel.set_node_state(node, NodeState["UP"], now)
-                self._up_at[node] = -1
-        next_time = int(self._feed.step(state, now))  # type: ignore[attr-defined]
-        if next_time < 0 and (self._kernel.job_states() >= JobState["ENDED"]).all():
-            return -1  # every job has ended: later failures change nothing
-        if self._next < len(events):
-            upcoming = events[self._next][0]
-            if next_time < 0 or upcoming < next_time:
-                return upcoming
-        return next_time
+    failures = np.asarray(failures, dtype=FAILURE_DTYPE)
+    n_nodes = len(kernel.capacity)
+    bad = (failures["node"] < 0) | (failures["node"] >= n_nodes) | (failures["duration_s"] <= 0)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise KernelInputError(
+            f"failure #{k + 1} (time {int(failures['time_s'][k])}): node must be in "
+            f"0..{n_nodes - 1} and duration_s > 0"
+        )
+    repair = failures["time_s"] + failures["duration_s"]
+    t = np.concatenate([failures["time_s"], repair])
+    failing = np.repeat(np.array([1, 0], dtype=np.int8), len(failures))
+    node = np.concatenate([failures["node"], failures["node"]]).astype(np.int32)
+    repair_of = np.concatenate([repair, np.zeros(len(failures), dtype=np.int64)])
+    # time order; at one instant repairs first, then by node
+    order = np.lexsort((node, failing, t))
+    feed.set_node_events(t[order], failing[order], node[order], repair_of[order], n_nodes)
 
 
 def explain(
@@ -231,7 +197,7 @@ def explain(
     kernel, feed = _prepare(workload, policy, None, cluster)
     t0 = int(workload.jobs["submit_s"][0])
     if policy.autoscale:
-        pool = _pool(workload, policy, cluster)
+        pool = node_pool(workload, policy, cluster)
         kernel.configure_autoscale(
             [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types], policy, t0
         )
@@ -268,7 +234,7 @@ def _prepare(
     """A kernel holding the workload's jobs, accounts, dependencies and
     reservations, and the feed that replays it."""
     jobs = workload.jobs
-    nodes = _pool(workload, policy, cluster)
+    nodes = node_pool(workload, policy, cluster)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
     kernel.set_node_types(nodes.node_type_of(), nodes.prices())

@@ -1,0 +1,49 @@
+"""HPC2N with an autoscaled pool of 0..240 nodes and random node failures,
+whole-process (``htcsim simulate LOG --policy FILE --mtbf ... --out DIR``),
+next to the fixed fleet of 240 nodes with the same failures in the same run.
+
+The autoscaler decides after every pass, so this measures what a dynamic pool
+costs the replay: the demand walk, boots, idle scans and the node series.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.conftest import log_path
+from benchmarks.test_whole_process import run_cli
+from htcsim.policy import Policy, save_policy
+
+N_JOBS = 202_871
+AUTOSCALED = Policy(
+    autoscale=True,
+    autoscale_min_nodes=0,
+    autoscale_max_nodes=240,
+    autoscale_wait_s=300,
+    autoscale_boot_delay_s=120,
+    autoscale_idle_s=600,
+    autoscale_cooldown_s=60,
+    autoscale_step=16,
+    max_retries=3,
+)
+
+
+def test_autoscaling_with_failures_next_to_fixed_fleet(
+    benchmark, trace_dir: Path, tmp_path: Path
+) -> None:
+    log = log_path(trace_dir, "HPC2N-2002-2.2-cln")
+    policy_file = tmp_path / "autoscale.toml"
+    save_policy(AUTOSCALED, policy_file)
+    failures = ["--mtbf", "2000", "--mttr", "4", "--checkpoint-interval", "3600"]
+    base = ["simulate", str(log), "--out", str(tmp_path / "out"), "--no-plots", *failures]
+    fixed = min(run_cli(base)[0] for _ in range(3))
+    benchmark.pedantic(
+        lambda: run_cli([*base, "--policy", str(policy_file)]), rounds=3, iterations=1
+    )
+    best = benchmark.stats.stats.min
+    benchmark.extra_info["jobs_per_second"] = round(N_JOBS / best)
+    benchmark.extra_info["fixed_fleet_jobs_per_second"] = round(N_JOBS / fixed)
+    print(
+        f"\nHPC2N autoscaling 0..240 + failures: {N_JOBS / best:,.0f} jobs/s whole-process; "
+        f"fixed 240 nodes + the same failures: {N_JOBS / fixed:,.0f} jobs/s"
+    )
