@@ -214,3 +214,56 @@ def test_autoscaling_replay_is_deterministic() -> None:
     first, second = simulate(workload, POOL), simulate(workload, POOL)
     assert first.start_s.tolist() == second.start_s.tolist()
     assert first.node_seconds.tolist() == second.node_seconds.tolist()
+
+
+def test_a_drained_node_takes_no_new_job_and_leaves_when_its_job_ends() -> None:
+    """Two one-core nodes. A runs on node 0, which is drained at 10; B (submit
+    20) must go to node 1 although node 0 is first; A ends at 100 and node 0
+    goes off then, not before."""
+    from htcsim.kernel import Kernel, NodeState, ReplayFeed, job_specs
+
+    workload = workload_of(
+        [
+            {"submit_s": 0, "walltime_s": 200, "run_s": 100},
+            {"submit_s": 20, "walltime_s": 200, "run_s": 100},
+            {"submit_s": 150, "walltime_s": 200, "run_s": 10},
+        ],
+        nodes=2,
+    )
+    kernel = Kernel(np.tile([1, 0, 0, 0], (2, 1)), Policy())
+    kernel.set_node_types(np.zeros(2, dtype=np.int32), np.array([1.0]))
+    specs = job_specs(workload.jobs, with_memory=False)
+    kernel.add_jobs(specs)
+    kernel.start_clock(0)
+    feed = ReplayFeed(kernel, specs["submit_s"], workload.jobs["run_s"])
+    now = feed.step(0)
+    assert kernel.drain_node(0, 10) == NodeState["DRAINING"]
+    assert kernel.node_counts()["draining"] == 1
+    while now >= 0:
+        now = feed.step(now)
+        if now == 150:
+            assert kernel.node_states().tolist() == [NodeState["OFF"], NodeState["UP"]]
+    assert kernel.job_allocation(1)[0].tolist() == []
+    assert kernel.start_times().tolist() == [0, 20, 150]
+    assert kernel.node_seconds(160).tolist() == [100, 160]
+
+
+def test_autoscaling_with_seeded_failures_is_deterministic() -> None:
+    from htcsim.failures import failure_model
+
+    rng = np.random.default_rng(5)
+    rows = [
+        {"submit_s": int(t), "walltime_s": 900, "run_s": int(r)}
+        for t, r in zip(
+            np.sort(rng.integers(0, 50_000, 300)), rng.integers(1, 900, 300), strict=True
+        )
+    ]
+    workload = workload_of(rows, nodes=6)
+
+    def run(seed: int) -> list[int]:
+        failures = failure_model(4, 5_000.0, 300.0, 60_000, seed=seed)  # the pool: max 4
+        result = simulate(workload, POOL, failures=failures, checkpoint_s=120)
+        return [*result.start_s.tolist(), *result.node_seconds.tolist()]
+
+    assert run(11) == run(11)
+    assert run(11) != run(12)
