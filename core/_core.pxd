@@ -318,6 +318,7 @@ cdef class ClusterState:
     cdef int64_t as_up_next            # next time scale-up could act (wakeup)
     cdef int64_t as_down_next          # lower bound of the next time an idle node may leave
     cdef int as_down_rescan            # a type kept its idle nodes for waiting demand
+    cdef int64_t boot_next             # lower bound of the earliest boot completion
     cdef JobFifo as_fifo               # pending jobs by eligibility (the demand that waited)
     cdef int32_t* as_booted            # nodes booted by the last decision
     cdef int n_as_booted

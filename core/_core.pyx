@@ -283,6 +283,7 @@ cdef class ClusterState:
         self.max_retries = -1
         self.as_down_next = NEVER
         self.as_up_next = NEVER
+        self.boot_next = NEVER
         self._alloc_types(1)
         self.type_first[0] = 0
         self.type_end[0] = self.n_nodes

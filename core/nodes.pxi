@@ -87,6 +87,7 @@ cdef void _node_to(ClusterState st, int n, int state, int64_t now) noexcept nogi
         st.ready_s[n] = -1
     elif state == NODE_BOOTING:
         st.type_booting[t] += 1
+        st.ready_s[n] = NEVER  # up when told (a live node joins), or at _boot's delay
     st.n_in_state[old] -= 1
     st.n_in_state[state] += 1
     st.node_state[n] = <int8_t>state
@@ -104,6 +105,8 @@ cdef int _boot(ClusterState st, int n, int64_t now) noexcept nogil:
     if st.as_boot_s > 0:
         _node_to(st, n, NODE_BOOTING, now)
         st.ready_s[n] = now + st.as_boot_s
+        if st.ready_s[n] < st.boot_next:
+            st.boot_next = st.ready_s[n]
     else:
         _node_to(st, n, NODE_UP, now)
     st.n_boots += 1
@@ -127,24 +130,41 @@ cdef int _power_off(ClusterState st, int n, int64_t now) noexcept nogil:
 
 
 cdef void _complete_boots(ClusterState st, int64_t now) noexcept nogil:
-    """Booting nodes whose boot delay has passed come UP (simulation)."""
+    """Booting nodes whose boot delay has passed come UP (simulation).
+    boot_next (a lower bound of the earliest ready time) spares the node scan."""
     cdef int n
-    if st.n_in_state[NODE_BOOTING] == 0:
+    cdef int64_t nxt = NEVER
+    if st.n_in_state[NODE_BOOTING] == 0 or st.boot_next > now:
         return
     for n in range(st.n_nodes):
-        if st.node_state[n] == NODE_BOOTING and st.ready_s[n] <= now:
-            _node_to(st, n, NODE_UP, now)
+        if st.node_state[n] == NODE_BOOTING:
+            if st.ready_s[n] <= now:
+                _node_to(st, n, NODE_UP, now)
+            elif st.ready_s[n] < nxt:
+                nxt = st.ready_s[n]
+    st.boot_next = nxt
 
 
-cdef int64_t _next_boot(ClusterState st) noexcept nogil:
-    cdef int n
-    cdef int64_t t = NEVER
-    if st.n_in_state[NODE_BOOTING] == 0:
-        return NEVER
-    for n in range(st.n_nodes):
-        if st.node_state[n] == NODE_BOOTING and st.ready_s[n] < t:
-            t = st.ready_s[n]
-    return t
+cdef inline int64_t _next_boot(ClusterState st) noexcept nogil:
+    return NEVER if st.n_in_state[NODE_BOOTING] == 0 else st.boot_next
+
+
+cdef int64_t _exact_down_next(ClusterState st, int64_t now) noexcept nogil:
+    """The earliest time after ``now`` an idle node may leave (its idle time
+    and its type's cooldown both past), over types above their min."""
+    cdef int t, n
+    cdef int64_t due, best = NEVER
+    for t in range(st.n_types):
+        if not st.as_scaled[t] or st.type_prov[t] <= st.as_min[t]:
+            continue
+        for n in range(st.type_first[t], st.type_end[t]):
+            if st.node_state[n] == NODE_UP and st.node_tasks[n] == 0:
+                due = max(st.idle_since[n] + st.as_idle_s, st.as_last_s[t] + st.as_cooldown_s)
+                if due <= now:
+                    due = now + 1
+                if due < best:
+                    best = due
+    return best
 
 
 cdef int _type_for(ClusterState st, int j) noexcept nogil:
@@ -329,5 +349,9 @@ cdef int64_t _autoscale_wakeup(ClusterState st) noexcept nogil:
     if st.as_up_next > st.cur_now and st.as_up_next < t:
         t = st.as_up_next
     if st.as_down_next > st.cur_now and st.as_down_next < t:
-        t = st.as_down_next
+        # a lower bound (nodes that went busy again still count): make it exact
+        # rather than wake the replay up for nothing
+        st.as_down_next = _exact_down_next(st, st.cur_now)
+        if st.as_down_next < t:
+            t = st.as_down_next
     return t

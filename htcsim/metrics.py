@@ -452,8 +452,16 @@ def _with_nodes(frame: pl.DataFrame, nodes: pl.DataFrame) -> pl.DataFrame:
         pl.Series("node_hours", (up * dt_h).cum_sum().shift(1).fill_null(0.0)),
         pl.Series("cost", (nodes["cost_per_h"] * dt_h).cum_sum().shift(1).fill_null(0.0)),
     )
-    times = pl.concat([frame.select("time_s"), nodes.select("time_s")]).unique().sort("time_s")
-    joined = times.join_asof(frame, on="time_s").join_asof(nodes, on="time_s")
+    event_t = frame["time_s"].to_numpy()
+    node_t = nodes["time_s"].to_numpy()
+    at = np.minimum(np.searchsorted(node_t, event_t), len(node_t) - 1)
+    if len(node_t) and (node_t[at] == event_t).all():
+        # every event time is a step time (a series recorded at every step):
+        # the node rows are the base and carry the events' state forward
+        joined = nodes.join_asof(frame, on="time_s").select([*frame.columns, *nodes.columns[1:]])
+    else:
+        times = pl.concat([frame.select("time_s"), nodes.select("time_s")]).unique().sort("time_s")
+        joined = times.join_asof(frame, on="time_s").join_asof(nodes, on="time_s")
     return joined.with_columns(pl.col(c).fill_null(0) for c in joined.columns if c != "time_s")
 
 
