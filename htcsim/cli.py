@@ -17,6 +17,7 @@ from htcsim import (
 )
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
+from htcsim.plan import plan_command
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
 from htcsim.schedule import SimResult
 
@@ -367,6 +368,9 @@ def traces(ctx: typer.Context) -> None:
             str(info.path.parent),
         )
     console.print(table)
+
+
+app.command("plan")(plan_command)
 
 
 @app.command("report")
