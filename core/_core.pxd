@@ -315,6 +315,9 @@ cdef class ClusterState:
     cdef int64_t as_idle_s             # an idle node leaves after this long
     cdef int64_t as_boot_s             # boot delay
     cdef int64_t as_cooldown_s         # between two actions on one type
+    cdef int64_t as_interval_s         # decisions only every this often (0: at every pass)
+    cdef int64_t as_decide_s           # no decision before then
+    cdef int as_skipped                # a pass since the last decision took none
     cdef int64_t as_up_next            # next time scale-up could act (wakeup)
     cdef int64_t as_down_next          # lower bound of the next time an idle node may leave
     cdef int as_down_rescan            # a type kept its idle nodes for waiting demand

@@ -284,6 +284,7 @@ cdef class ClusterState:
         self.as_down_next = NEVER
         self.as_up_next = NEVER
         self.boot_next = NEVER
+        self.as_decide_s = -NEVER
         self._alloc_types(1)
         self.type_first[0] = 0
         self.type_end[0] = self.n_nodes
@@ -1301,7 +1302,8 @@ cdef class ClusterState:
 
     def configure_autoscale(self, const int8_t[::1] scaled, const int32_t[::1] min_nodes,
                             const int32_t[::1] max_nodes, int64_t wait_s, int64_t idle_s,
-                            int64_t boot_s, int64_t cooldown_s, int step, int64_t now=0):
+                            int64_t boot_s, int64_t cooldown_s, int step, int64_t now=0,
+                            int64_t interval_s=0):
         """Let the autoscaler manage the node types with ``scaled`` set, between
         ``min_nodes`` and ``max_nodes`` (at most the type's node count). The
         nodes of a managed type beyond its min go OFF now. Call it before any
@@ -1310,7 +1312,7 @@ cdef class ClusterState:
         if scaled.shape[0] != self.n_types or min_nodes.shape[0] != self.n_types \
                 or max_nodes.shape[0] != self.n_types:
             raise ValueError(f"one entry per node type ({self.n_types})")
-        if wait_s < 0 or idle_s < 0 or boot_s < 0 or cooldown_s < 0 or step < 1:
+        if wait_s < 0 or idle_s < 0 or boot_s < 0 or cooldown_s < 0 or interval_s < 0 or step < 1:
             raise ValueError("times must be >= 0 and step >= 1")
         if self.n_run or self.n_pending:
             raise ValueError("autoscaling is configured before any job is submitted")
@@ -1333,6 +1335,8 @@ cdef class ClusterState:
         self.as_boot_s = boot_s
         self.as_cooldown_s = cooldown_s
         self.as_step = step
+        self.as_interval_s = interval_s
+        self.as_decide_s = -NEVER
         self.as_down_next = -NEVER  # scan at the first decision
         self.as_up_next = NEVER
 

@@ -330,11 +330,19 @@ cdef int _scale_down(ClusterState st, int64_t now) noexcept nogil:
 
 
 cdef int _autoscale(ClusterState st, int64_t now) noexcept nogil:
-    """One autoscaler decision at ``now`` (after the pass): scale up, then down."""
+    """One autoscaler decision at ``now`` (after the pass): scale up, then down.
+    With an interval, decisions are taken only at passes on or after the next
+    multiple of it (as an autoscaler loop that wakes up periodically)."""
     st.n_as_booted = 0
     st.n_as_stopped = 0
     if not st.as_on:
         return 0
+    if now < st.as_decide_s:
+        st.as_skipped = 1  # the state changed between two decisions: take the next one
+        return 0
+    st.as_skipped = 0
+    if st.as_interval_s > 0:
+        st.as_decide_s = (now // st.as_interval_s + 1) * st.as_interval_s
     st.as_up_next = NEVER
     if _scale_up(st, now) != 0:
         return -1
@@ -344,14 +352,23 @@ cdef int _autoscale(ClusterState st, int64_t now) noexcept nogil:
 cdef int64_t _autoscale_wakeup(ClusterState st) noexcept nogil:
     """The earliest future time an autoscaler rule or a boot may change something."""
     cdef int64_t t = _next_boot(st)
+    cdef int64_t a = NEVER, k = st.as_interval_s
     if not st.as_on:
         return t
-    if st.as_up_next > st.cur_now and st.as_up_next < t:
-        t = st.as_up_next
-    if st.as_down_next > st.cur_now and st.as_down_next < t:
+    if st.as_up_next > st.cur_now or (k > 0 and st.as_up_next != NEVER):
+        a = st.as_up_next
+    if (st.as_down_next > st.cur_now or (k > 0 and st.as_down_next <= st.cur_now
+                                         and st.as_decide_s > st.cur_now)) and st.as_down_next < a:
         # a lower bound (nodes that went busy again still count): make it exact
         # rather than wake the replay up for nothing
         st.as_down_next = _exact_down_next(st, st.cur_now)
-        if st.as_down_next < t:
-            t = st.as_down_next
-    return t
+        if st.as_down_next < a:
+            a = st.as_down_next
+    if k > 0 and a != NEVER:
+        # the next decision the loop takes at or after it
+        if a < st.as_decide_s:
+            a = st.as_decide_s
+        a = ((a + k - 1) // k) * k
+    if st.as_skipped and st.as_decide_s > st.cur_now and st.as_decide_s < a:
+        a = st.as_decide_s
+    return a if a < t else t

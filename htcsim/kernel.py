@@ -189,6 +189,7 @@ class Kernel:
                 policy.autoscale_cooldown_s,
                 policy.autoscale_step,
                 now,
+                policy.autoscale_interval_s,
             )
         except ValueError as exc:
             raise KernelInputError(f"autoscale: {exc}") from exc

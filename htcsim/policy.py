@@ -140,6 +140,7 @@ class Policy:
     autoscale_idle_s: int = 1800
     autoscale_cooldown_s: int = 300
     autoscale_step: int = 16
+    autoscale_interval_s: int = 0
     # node failures
     on_node_failure: FailureAction = "requeue"
     max_retries: int = 0
@@ -164,6 +165,7 @@ class Policy:
             "autoscale_boot_delay_s",
             "autoscale_idle_s",
             "autoscale_cooldown_s",
+            "autoscale_interval_s",
             "backfill_depth",
             "starvation_limit_s",
             "fairshare_half_life_s",
@@ -318,6 +320,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "idle_s": "autoscale_idle_s",
         "cooldown_s": "autoscale_cooldown_s",
         "step": "autoscale_step",
+        "interval_s": "autoscale_interval_s",
         "min": "autoscale_node_min",
         "max": "autoscale_node_max",
     },
@@ -428,6 +431,9 @@ boot_delay_s = 300
 idle_s = 1800
 cooldown_s = 300
 step = 16
+# Decide only at the first pass on or after each multiple of interval_s, as
+# an autoscaler loop that wakes up periodically (0: after every pass).
+interval_s = 0
 
 [autoscale.min]
 # node type name = its min, e.g. cpu = 2

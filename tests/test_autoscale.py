@@ -96,6 +96,17 @@ def test_cooldown_spaces_the_actions() -> None:
     assert result.counters["node_boots"] == 3
 
 
+def test_a_decision_interval_takes_decisions_on_its_grid_only() -> None:
+    """interval 60 s: the demand crosses its threshold at 100, the loop decides
+    at 120 (boots nodes 1 and 2, up at 170); the pass at 170 starts B and C but
+    takes no decision; the one at 180 boots node 3 (up at 230). Nodes 1 and 2
+    are idle from 1170 (due 1370) and leave at 1380; node 3 idle from 1230
+    leaves at 1440."""
+    result = simulate(burst(), replace(POOL, autoscale_interval_s=60))
+    assert result.start_s.tolist() == [0, 170, 170, 230, 1000]
+    assert result.node_seconds.tolist() == [2000, 1260, 1260, 1260]
+
+
 def test_pool_never_leaves_its_bounds_and_a_busy_node_never_leaves() -> None:
     """A long job pins node 0; a later burst grows the pool to its max of 3; the
     pool drains back to the min of 1 while the long job still runs."""

@@ -48,6 +48,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Workload, Policy, int]:
         autoscale_idle_s=draw(st.integers(0, 400)),
         autoscale_cooldown_s=draw(st.integers(0, 150)),
         autoscale_step=draw(st.integers(1, 4)),
+        autoscale_interval_s=draw(st.sampled_from([0, 0, 30, 100])),
         max_retries=draw(st.integers(0, 3)),
     )
     workload = Workload(name="prop", jobs=jobs, machine=Machine(n_nodes, 1))

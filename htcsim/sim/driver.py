@@ -150,8 +150,10 @@ def node_pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cl
 def _node_series(feed: ReplayFeed) -> pl.DataFrame:
     """The kernel's recorded series: queue, running, cores, nodes by state, cost rate."""
     rows, rate = feed.series()
-    frame = pl.DataFrame(rows, schema=list(SERIES_COLUMNS), orient="row")
-    return frame.with_columns(pl.Series("cost_per_h", rate))
+    columns = np.ascontiguousarray(rows.T)  # one contiguous array per column: no row parsing
+    return pl.DataFrame(
+        {**{name: columns[k] for k, name in enumerate(SERIES_COLUMNS)}, "cost_per_h": rate}
+    )
 
 
 def _set_node_failures(feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> None:
