@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.conftest import log_path
 from benchmarks.test_whole_process import run_cli
 from htcsim.policy import Policy, save_policy
@@ -28,14 +30,18 @@ AUTOSCALED = Policy(
 )
 
 
+@pytest.mark.parametrize("write", [False, True], ids=["summary", "out-dir"])
 def test_autoscaling_with_failures_next_to_fixed_fleet(
-    benchmark, trace_dir: Path, tmp_path: Path
+    benchmark, trace_dir: Path, tmp_path: Path, write: bool
 ) -> None:
+    """``summary``: the command prints the summary table; ``out-dir``: it also
+    writes the result directory (tables, time series, SWF; no plots)."""
     log = log_path(trace_dir, "HPC2N-2002-2.2-cln")
     policy_file = tmp_path / "autoscale.toml"
     save_policy(AUTOSCALED, policy_file)
     failures = ["--mtbf", "2000", "--mttr", "4", "--checkpoint-interval", "3600"]
-    base = ["simulate", str(log), "--out", str(tmp_path / "out"), "--no-plots", *failures]
+    out = ["--out", str(tmp_path / "out"), "--no-plots"] if write else []
+    base = ["simulate", str(log), *out, *failures]
     fixed = min(run_cli(base)[0] for _ in range(3))
     benchmark.pedantic(
         lambda: run_cli([*base, "--policy", str(policy_file)]), rounds=3, iterations=1
@@ -44,6 +50,7 @@ def test_autoscaling_with_failures_next_to_fixed_fleet(
     benchmark.extra_info["jobs_per_second"] = round(N_JOBS / best)
     benchmark.extra_info["fixed_fleet_jobs_per_second"] = round(N_JOBS / fixed)
     print(
-        f"\nHPC2N autoscaling 0..240 + failures: {N_JOBS / best:,.0f} jobs/s whole-process; "
-        f"fixed 240 nodes + the same failures: {N_JOBS / fixed:,.0f} jobs/s"
+        f"\nHPC2N autoscaling 0..240 + failures ({'with' if write else 'without'} --out): "
+        f"{N_JOBS / best:,.0f} jobs/s whole-process; fixed 240 nodes + the same failures: "
+        f"{N_JOBS / fixed:,.0f} jobs/s"
     )
