@@ -221,8 +221,26 @@ def summary_table(summaries: list[tuple[str, Summary]], *, title: str | None = N
     for label, _ in summaries:
         table.add_column(label, justify="right")
     for key, name, fmt in _ROWS:
-        table.add_row(name, *(_cell(summary.get(key), fmt) for _, summary in summaries))
+        values = [summary.get(key) for _, summary in summaries]
+        if key in _SHOWN_WHEN_NONZERO and not any(v for v in values if v == v):
+            continue  # (a feature no run used: no failures, no autoscaler, no prices)
+        table.add_row(name, *(_cell(value, fmt) for value in values))
     return table
+
+
+_SHOWN_WHEN_NONZERO = frozenset(
+    {
+        "n_cancelled",
+        "n_requeued",
+        "lost_core_h",
+        "saved_core_h",
+        "n_node_failed",
+        "cost",
+        "node_boots",
+        "node_shutdowns",
+    }
+)
+"""Rows of features a run may not use, left out when every run shows 0 for them."""
 
 
 def _cell(value: float | int | None, fmt: Callable[[float], str]) -> str:
