@@ -15,6 +15,7 @@ from htcsim import (
     __version__,
     _process,  # noqa: F401  (tunes the process before numpy and polars load)
 )
+from htcsim.cli_args import TraceArgument
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.plan import plan_command
@@ -53,13 +54,7 @@ def _main(
 
 @app.command()
 def simulate(
-    trace: Annotated[
-        str | None,
-        typer.Argument(
-            help="SWF log (path or name in ./traces or $HTCSIM_TRACE_DIR); "
-            "default: the embedded synthetic workload."
-        ),
-    ] = None,
+    trace: TraceArgument = None,
     policy_file: Annotated[
         Path | None,
         typer.Option("--policy", help="Policy file (TOML); the options below override it."),

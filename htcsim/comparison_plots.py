@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from htcsim.metrics import format_duration, resample_time_series
-from htcsim.plots import DPI, ECDF_MAX_POINTS, WAIT_TICKS_S, choose_bin
+from htcsim.plots import DPI, ECDF_MAX_POINTS, choose_bin, wait_ticks
 
 SECONDS_PER_DAY = 86_400
 
@@ -111,8 +111,7 @@ def wait_figure(runs: Sequence[RunSeries]) -> Figure:
         high = max(high, float(waits[-1]) * 1.5)
     ax.set_xscale("log")
     ax.set_xlim(1.0, high)
-    ticks = [(t, name) for t, name in WAIT_TICKS_S if t <= high]
-    ax.set_xticks([t for t, _ in ticks], [name for _, name in ticks])
+    ax.set_xticks(*wait_ticks(high))
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("wait: start - submit (log scale; waits under 1 s drawn at 1 s)")
     ax.set_ylabel("fraction of started jobs\nwith wait <= x")

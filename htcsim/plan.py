@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, NamedTuple
 import numpy as np
 import typer
 
+from htcsim.cli_args import TraceArgument
 from htcsim.cluster import Cluster, NodeType
 from htcsim.model import Workload
 from htcsim.policy import Policy
@@ -631,7 +632,7 @@ def plot_plan(plan: PlanResult, path: Path | str) -> Path:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     from htcsim.metrics import format_duration
-    from htcsim.plots import WAIT_TICKS_S, _save
+    from htcsim.plots import _save, wait_ticks
 
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     kind = "autoscaler max nodes" if plan.autoscale else "fleet size"
@@ -699,8 +700,7 @@ def plot_plan(plan: PlanResult, path: Path | str) -> Path:
     if log_y:
         ax.set_yscale("log")
         high = float(waits.max()) * 1.5
-        ticks = [(t, label) for t, label in WAIT_TICKS_S if t <= high]
-        ax.set_yticks([t for t, _ in ticks], [label for _, label in ticks])
+        ax.set_yticks(*wait_ticks(high))
         ax.set_ylim(bottom=0.7)  # the points drawn at 1 s stay visible
         ax.text(
             0.98,
@@ -753,13 +753,7 @@ def plan_command(
             help="The 95th-percentile wait to meet: 2h, 30m, 90s, 1h30m (bare number: seconds).",
         ),
     ],
-    trace: Annotated[
-        str | None,
-        typer.Argument(
-            help="SWF log (path or name in ./traces or $HTCSIM_TRACE_DIR); "
-            "default: the embedded synthetic workload."
-        ),
-    ] = None,
+    trace: TraceArgument = None,
     growth: Annotated[
         list[float] | None,
         typer.Option(

@@ -65,6 +65,12 @@ ECDF_MAX_POINTS = 4_000
 DPI = 120
 
 
+def wait_ticks(high: float) -> tuple[list[int], list[str]]:
+    """Tick positions and labels (1 s, 1 min, 1 h, ...) for a log wait axis up to ``high``."""
+    ticks = [(t, label) for t, label in WAIT_TICKS_S if t <= high]
+    return [t for t, _ in ticks], [label for _, label in ticks]
+
+
 def choose_bin(span_s: float) -> tuple[int, str]:
     """The smallest calendar bin that keeps a span of ``span_s`` within ``MAX_BINS`` bins."""
     for bin_s, name in BIN_CHOICES_S:
@@ -119,8 +125,7 @@ def plot_wait_distribution(result: SimResult, path: Path | str) -> Path:
     ax.set_xscale("log")
     high = max(float(wait[-1]) * 1.5, 10.0)
     ax.set_xlim(1.0, high)
-    ticks = [(t, label) for t, label in WAIT_TICKS_S if t <= high]
-    ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks])
+    ax.set_xticks(*wait_ticks(high))
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("wait: start - submit (log scale)")
     ax.set_ylabel("fraction of started jobs with wait <= x")
