@@ -105,7 +105,7 @@ cdef int _boot(ClusterState st, int n, int64_t now) noexcept nogil:
     if st.as_boot_s > 0:
         _node_to(st, n, NODE_BOOTING, now)
         st.ready_s[n] = now + st.as_boot_s
-        if st.ready_s[n] < st.boot_next:
+        if st.ready_s[n] < st.boot_next or st.n_in_state[NODE_BOOTING] == 1:
             st.boot_next = st.ready_s[n]
     else:
         _node_to(st, n, NODE_UP, now)
@@ -145,8 +145,20 @@ cdef void _complete_boots(ClusterState st, int64_t now) noexcept nogil:
     st.boot_next = nxt
 
 
-cdef inline int64_t _next_boot(ClusterState st) noexcept nogil:
-    return NEVER if st.n_in_state[NODE_BOOTING] == 0 else st.boot_next
+cdef int64_t _next_boot(ClusterState st) noexcept nogil:
+    """The earliest boot completion after the pass in progress (NEVER: none).
+    boot_next can be stale (a booting node failed or was drained): rescan then."""
+    cdef int n
+    cdef int64_t nxt = NEVER
+    if st.n_in_state[NODE_BOOTING] == 0:
+        return NEVER
+    if st.boot_next > st.cur_now:
+        return st.boot_next
+    for n in range(st.n_nodes):
+        if st.node_state[n] == NODE_BOOTING and st.ready_s[n] < nxt:
+            nxt = st.ready_s[n]
+    st.boot_next = nxt
+    return nxt
 
 
 cdef int64_t _exact_down_next(ClusterState st, int64_t now) noexcept nogil:
@@ -199,6 +211,41 @@ cdef int64_t _nodes_for(ClusterState st, int t) noexcept nogil:
     return most
 
 
+cdef int _add_demand(ClusterState st, int j) noexcept nogil:
+    """Count job ``j`` on the first autoscaled type it fits; 1 if that type's
+    demand now fills what it may add (no later job changes its decision)."""
+    cdef int r, t = _type_for(st, j)
+    if t < 0 or st.as_room[t] <= 0 or st.as_full[t]:
+        return 0  # (a type cooling down: its demand waits for it)
+    for r in range(N_RES):
+        st.as_demand[t * N_RES + r] += st.need[j * N_RES + r]
+    if _nodes_for(st, t) >= st.as_room[t] + st.type_booting[t]:
+        st.as_full[t] = 1
+        return 1
+    return 0
+
+
+cdef void _gather_demand_in_queue(ClusterState st, int64_t now, int open_types) noexcept nogil:
+    """The demand walk when queued-job caps apply: in queue order, so that only
+    the jobs a pass would consider (the first N of each entity) count."""
+    cdef int pos, j, held, full = 0
+    st._reset_seen()
+    for pos in range(st.q_begin, st.q_end):
+        j = st.q[pos].job_idx
+        if j < 0:
+            continue
+        held = st._visit_limit(j)
+        if st.elig_s[j] + st.as_wait_s > now:
+            if st.elig_s[j] + st.as_wait_s < st.as_up_next:
+                st.as_up_next = st.elig_s[j] + st.as_wait_s
+            continue
+        if held or (st.n_resv and st._owner_resv(j) >= 0):
+            continue
+        full += _add_demand(st, j)
+        if full >= open_types:
+            return
+
+
 cdef int _scale_up(ClusterState st, int64_t now) noexcept nogil:
     """Boot nodes for pending demand that waited at least as_wait_s.
 
@@ -226,28 +273,24 @@ cdef int _scale_up(ClusterState st, int64_t now) noexcept nogil:
             open_types += 1
     if open_types == 0 or st.n_pending == 0:
         return 0
-    _fifo_trim(st, F)
-    k = F.head
-    while k < F.n and full < open_types:
-        if _fifo_stale(st, F, k):
+    if st.queued_limits_on:
+        _gather_demand_in_queue(st, now, open_types)
+    else:
+        _fifo_trim(st, F)
+        k = F.head
+        while k < F.n and full < open_types:
+            if _fifo_stale(st, F, k):
+                k += 1
+                continue
+            if F.t[k] + st.as_wait_s > now:
+                if F.t[k] + st.as_wait_s < st.as_up_next:
+                    st.as_up_next = F.t[k] + st.as_wait_s
+                break
+            j = F.j[k]
             k += 1
-            continue
-        if F.t[k] + st.as_wait_s > now:
-            if F.t[k] + st.as_wait_s < st.as_up_next:
-                st.as_up_next = F.t[k] + st.as_wait_s
-            break
-        j = F.j[k]
-        k += 1
-        if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
-            continue
-        t = _type_for(st, j)
-        if t < 0 or st.as_room[t] <= 0 or st.as_full[t]:
-            continue  # (a type cooling down: its demand waits for it)
-        for r in range(N_RES):
-            st.as_demand[t * N_RES + r] += st.need[j * N_RES + r]
-        if _nodes_for(st, t) >= st.as_room[t] + st.type_booting[t]:
-            st.as_full[t] = 1
-            full += 1
+            if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
+                continue
+            full += _add_demand(st, j)
     for t in range(st.n_types):
         if st.as_room[t] <= 0:
             continue
@@ -269,26 +312,38 @@ cdef int _scale_up(ClusterState st, int64_t now) noexcept nogil:
 cdef int _type_has_demand(ClusterState st, int t) noexcept nogil:
     """Is a pending job (not kept back by a limit or its own reservation)
     waiting that a node of type ``t`` could serve?"""
-    cdef int k, j, r, fits
+    cdef int k, j, pos
     cdef JobFifo* F = &st.as_fifo
+    if st.queued_limits_on:
+        st._reset_seen()
+        for pos in range(st.q_begin, st.q_end):
+            j = st.q[pos].job_idx
+            if j >= 0 and not st._visit_limit(j) and _serves(st, t, j):
+                return 1
+        return 0
     _fifo_trim(st, F)
     for k in range(F.head, F.n):
         if _fifo_stale(st, F, k):
             continue
         j = F.j[k]
-        if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
-            continue
-        fits = 1
-        for r in range(N_RES):
-            if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
-                fits = 0
-                break
-        if not fits:
-            continue
-        if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
-            continue
-        return 1
+        if _serves(st, t, j):
+            return 1
     return 0
+
+
+cdef int _serves(ClusterState st, int t, int j) noexcept nogil:
+    """Could a node of type ``t`` serve pending job ``j`` (a task fits, same
+    partition, not kept back by a running-job limit or waiting for its own
+    reservation)?"""
+    cdef int r
+    if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
+        return 0
+    for r in range(N_RES):
+        if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
+            return 0
+    if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
+        return 0
+    return 1
 
 
 cdef int _scale_down(ClusterState st, int64_t now) noexcept nogil:

@@ -134,6 +134,19 @@ def test_jobs_held_by_a_limit_are_not_demand() -> None:
     assert result.start_s.tolist() == [0, 400, 800]
 
 
+def test_jobs_beyond_a_queued_jobs_cap_are_not_demand() -> None:
+    """One user, at most one pending job considered: at 100 only B counts (C
+    waits with UserLimit), so one node boots (B at 150); at 150 C is the one
+    considered and gets its node (C at 200). Without the cap both would boot
+    at 100."""
+    rows = [{"submit_s": 0, "walltime_s": 500, "run_s": 400, "user_id": 7} for _ in range(3)]
+    capped = simulate(workload_of(rows, nodes=4), replace(POOL, max_queued_jobs_per_user=1))
+    assert capped.start_s.tolist() == [0, 150, 200]
+    assert capped.counters["node_boots"] == 2
+    free = simulate(workload_of(rows, nodes=4), POOL)
+    assert free.start_s.tolist() == [0, 150, 150]
+
+
 def test_demand_goes_to_the_first_type_a_task_fits_with_prices() -> None:
     """Two node types: small (1 core, 1/h), big (4 cores, 3/h). A 1-core job
     goes to small; a 4-core job can only use big."""

@@ -356,6 +356,8 @@ def _replay(
         if now > clock:
             yield timeout(now - clock)
             clock = now
+        elif now < clock:
+            raise RuntimeError(f"the replay would go back in time, to {now} from {clock}")
         now = step(state, now)
         countdown -= 1
         if countdown == 0 and progress is not None:
