@@ -2658,9 +2658,13 @@ cdef class ReplayFeed:
         if state.as_on:
             if _autoscale(state, now) != 0:
                 raise MemoryError()
-            if state.n_as_booted and state.as_boot_s == 0:  # up at once: use them now
+            while state.n_as_booted and state.as_boot_s == 0:
+                # up at once: use them now, and decide again on what still waits
+                # (the pool is bounded, so this ends)
                 state.schedule(now)
                 self._record_starts(state, now)
+                if _autoscale(state, now) != 0:
+                    raise MemoryError()
         if self.series_dt >= 0:
             self._record_row(state, now)
         t = self.next_time()

@@ -291,3 +291,21 @@ def test_autoscaling_with_seeded_failures_is_deterministic() -> None:
 
     assert run(11) == run(11)
     assert run(11) != run(12)
+
+
+def test_without_boot_delay_the_decisions_repeat_until_the_demand_is_served() -> None:
+    """A 2-node job, step 1, no wait, no boot delay, no cooldown: two decisions
+    at 0, one node each, and the job starts at 0 (not never)."""
+    rows = [{"submit_s": 0, "walltime_s": 10, "run_s": 10, "n_tasks": 2}]
+    policy = replace(
+        POOL,
+        autoscale_min_nodes=0,
+        autoscale_max_nodes=2,
+        autoscale_wait_s=0,
+        autoscale_boot_delay_s=0,
+        autoscale_cooldown_s=0,
+        autoscale_step=1,
+    )
+    result = simulate(workload_of(rows, nodes=2), policy)
+    assert result.start_s.tolist() == [0]
+    assert result.counters["node_boots"] == 2
