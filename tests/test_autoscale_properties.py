@@ -55,7 +55,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Workload, Policy, int]:
     return workload, policy, draw(st.integers(0, 2**16))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_every_job_completes_and_cost_is_the_integral_of_nodes_up(
     scenario: tuple[Workload, Policy, int],
@@ -77,7 +77,7 @@ def test_every_job_completes_and_cost_is_the_integral_of_nodes_up(
     assert int(result.node_seconds.sum()) == area
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_a_node_with_a_task_is_never_off_or_over_capacity(
     scenario: tuple[Workload, Policy, int],
