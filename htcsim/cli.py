@@ -21,6 +21,7 @@ from htcsim.model import Workload
 from htcsim.plan import plan_command
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
 from htcsim.schedule import SimResult
+from htcsim.tune.command import tune_command
 
 app = typer.Typer(
     help="htcsim: replay HPC/HTC workloads through one compiled scheduling kernel.",
@@ -366,6 +367,7 @@ def traces(ctx: typer.Context) -> None:
 
 
 app.command("plan")(plan_command)
+app.command("tune")(tune_command)
 
 
 @app.command("report")

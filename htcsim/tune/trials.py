@@ -1,0 +1,121 @@
+"""Running trials: replays of workload parts under candidate policies, in parallel.
+
+A trial is (part, policy): the part's workload replayed under the policy on
+the study's cluster, reduced to its metrics. Trials run in a local process
+pool by default (each worker receives the workloads once, through the pool's
+initializer; a task carries only the part name and the policy), in-process
+with one worker, or on an existing Dask cluster (the workloads are scattered
+to every worker once). Results come back in the order asked, whatever order
+the trials end in, so a study is deterministic however it runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from htcsim.cluster import Cluster
+from htcsim.model import Workload
+from htcsim.policy import Policy
+
+TrialOutcome = tuple[dict[str, float] | None, str | None, float]
+"""(metrics, error message, seconds the replay took)."""
+
+
+@dataclass(frozen=True)
+class _Replayer:
+    """What every worker holds: the workload of each part and the cluster."""
+
+    parts: dict[str, Workload]
+    cluster: Cluster | None
+
+    def __call__(self, part: str, policy: Policy) -> TrialOutcome:
+        from htcsim.kernel import KernelInputError
+        from htcsim.sim import simulate
+        from htcsim.tune.objective import trial_metrics
+
+        began = time.perf_counter()
+        try:
+            result = simulate(self.parts[part], policy, cluster=self.cluster, series_every_s=None)
+        except KernelInputError as exc:  # e.g. a job too large for the policy's pool
+            return None, str(exc), time.perf_counter() - began
+        return trial_metrics(result), None, time.perf_counter() - began
+
+
+_WORKER: _Replayer | None = None
+
+
+def _init_worker(replayer: _Replayer) -> None:
+    global _WORKER
+    _WORKER = replayer
+
+
+def _run_in_worker(part: str, policy: Policy) -> TrialOutcome:
+    assert _WORKER is not None, "the pool initializer did not run"
+    return _WORKER(part, policy)
+
+
+def _run_on_dask(replayer: _Replayer, part: str, policy: Policy) -> TrialOutcome:
+    return replayer(part, policy)
+
+
+class TrialRunner:
+    """Runs batches of trials: in-process (workers=1), in a process pool, or on Dask."""
+
+    def __init__(
+        self,
+        parts: dict[str, Workload],
+        cluster: Cluster | None = None,
+        *,
+        workers: int = 1,
+        dask_address: str | None = None,
+    ) -> None:
+        self._replayer = _Replayer(parts, cluster)
+        self._pool: ProcessPoolExecutor | None = None
+        self._client: Any = None
+        self._scattered: Any = None
+        if dask_address is not None:
+            from distributed import Client
+
+            self._client = Client(dask_address)
+            self._scattered = self._client.scatter(self._replayer, broadcast=True)
+        elif workers > 1:
+            # spawn, not fork: polars runs a thread pool, and forking a threaded
+            # process can deadlock the child
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self._replayer,),
+            )
+
+    def run(self, trials: Sequence[tuple[str, Policy]]) -> list[TrialOutcome]:
+        """Every (part, policy), results in the order given."""
+        if not trials:
+            return []
+        if self._client is not None:
+            futures = [
+                self._client.submit(_run_on_dask, self._scattered, part, policy, pure=False)
+                for part, policy in trials
+            ]
+            return list(self._client.gather(futures))
+        if self._pool is not None:
+            futures = [self._pool.submit(_run_in_worker, part, policy) for part, policy in trials]
+            return [future.result() for future in futures]
+        return [self._replayer(part, policy) for part, policy in trials]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> TrialRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,285 @@
+"""Policy tuning: the space, the objectives, the study's guarantees, its outputs.
+
+The study's promises, checked on a small synthetic trace:
+* the tuned policy is at least as good as every baseline on the training
+  part (the baselines lie in the space and seed the first population);
+* the same seed gives the same study, in-process, in a process pool or on a
+  real Dask cluster;
+* an interrupted study, resumed from its SQLite file, ends exactly as an
+  uninterrupted one;
+* the exported policy file, loaded back, reproduces the trial's metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from htcsim.cli import app
+from htcsim.policy import Policy, load_policy
+from htcsim.sim import simulate
+from htcsim.tune import (
+    ObjectiveError,
+    SpaceError,
+    Study,
+    StudyStore,
+    StudyStoreError,
+    TrialRunner,
+    parse_objective,
+    split_workload,
+    write_study,
+)
+from htcsim.tune.objective import jain_index, trial_metrics
+from htcsim.tune.space import space_from_mapping
+from htcsim.workload.lublin import generate_lublin
+
+SPACE = {
+    "order": {"choices": ["fcfs", "sjf", "multifactor"]},
+    "backfill": {"choices": ["none", "easy", "conservative"]},
+    "priority_weight_size": {"low": 0.0, "high": 5000.0},
+}
+
+
+@pytest.fixture(scope="module")
+def workload():  # type: ignore[no-untyped-def]
+    return generate_lublin(1500, 64, seed=3)
+
+
+def small_study(workload, seed: int = 1, **kwargs) -> Study:  # type: ignore[no-untyped-def]
+    space = space_from_mapping(SPACE, Policy())
+    return Study(workload, space, parse_objective(["mean_bsld"]), seed=seed, **kwargs)
+
+
+# ------------------------------------------------------------------ space
+
+
+def test_space_decodes_and_encodes_points() -> None:
+    space = space_from_mapping(
+        {
+            **SPACE,
+            "priority_weight_fairshare": {"low": 1.0, "high": 10000.0, "log": True},
+            "autoscale_idle_s": {"low": 60, "high": 600},
+        },
+        Policy(),
+    )
+    values = space.values(np.array([0.0, 0.99, 0.5, 0.5, 1.0]))
+    assert values == {
+        "order": "fcfs",
+        "backfill": "conservative",
+        "priority_weight_size": 2500.0,
+        "priority_weight_fairshare": pytest.approx(100.0),
+        "autoscale_idle_s": 600,
+    }
+    policy = space.policy(values)
+    point = space.encode(policy)
+    assert point is not None and space.values(point) == pytest.approx(values)
+    assert space.encode(Policy(placement="spread")) is None  # a field the space keeps fixed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ordr": {"choices": ["fcfs"]}}, r"\[ordr\]: not a Policy field"),
+        ({"order": {"choices": ["fcfs", "lifo"]}}, r"\[order\].*order must be one of"),
+        ({"priority_weight_age": {"low": 5.0, "high": 1.0}}, "above high"),
+        (
+            {"priority_weight_age": {"low": 0.0, "high": 1.0, "log": True}},
+            "log range needs low > 0",
+        ),
+        ({"backfill_depth": {"low": 0, "high": 5, "integer": False}}, "integer field"),
+        ({"qos": {"choices": [1]}}, "cannot be searched"),
+        ({"order": {"low": 1, "high": 2}}, "takes choices, not a range"),
+        ({}, "names no parameter"),
+    ],
+)
+def test_space_errors_name_the_parameter(data: dict, message: str) -> None:
+    with pytest.raises(SpaceError, match=message):
+        space_from_mapping(data, Policy())
+
+
+# ------------------------------------------------------------------ objective
+
+
+def test_jain_index_by_hand() -> None:
+    assert jain_index(np.array([2.0, 2.0, 2.0])) == 1.0
+    assert jain_index(np.array([1.0, 0.0, 0.0, 0.0])) == 0.25
+    assert jain_index(np.array([1.0, 3.0])) == pytest.approx(16 / (2 * 10))
+
+
+def test_objective_signs_and_weights() -> None:
+    goal = parse_objective(["mean_bsld", "utilization:2"])
+    losses = goal.losses({"mean_bsld": 10.0, "utilization": 0.5})
+    assert losses.tolist() == [10.0, -0.5]
+    reference = {"mean_bsld": 20.0, "utilization": 0.25}
+    assert goal.scalar({"mean_bsld": 10.0, "utilization": 0.5}, reference) == pytest.approx(
+        10 / 20 + 2 * (-0.5 / 0.25)
+    )
+    assert goal.losses({"mean_bsld": math.nan, "utilization": 0.5})[0] == math.inf
+    with pytest.raises(ObjectiveError, match="unknown metric 'slowdown'"):
+        parse_objective(["slowdown"])
+    with pytest.raises(ObjectiveError, match="weight"):
+        parse_objective(["mean_bsld:-1"])
+    with pytest.raises(ObjectiveError, match="at least two"):
+        parse_objective(["mean_bsld"], pareto=True)
+
+
+def test_split_keeps_order_and_drops_cross_part_dependencies(workload) -> None:  # type: ignore[no-untyped-def]
+    jobs = workload.jobs.copy()
+    jobs["preceding_job_id"][1100] = jobs["job_id"][10]  # a test job after a train job
+    jobs["preceding_job_id"][20] = jobs["job_id"][10]  # inside the train part: kept
+    train, test = split_workload(type(workload)(**{**workload.__dict__, "jobs": jobs}), 0.7)
+    assert len(train.jobs) == 1050 and len(test.jobs) == 450
+    assert train.jobs["preceding_job_id"][20] == jobs["job_id"][10]
+    assert (test.jobs["preceding_job_id"] == -1).all()
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        split_workload(workload, 1.0)
+
+
+# ------------------------------------------------------------------ study
+
+
+def test_tuned_policy_beats_every_baseline_on_training(workload) -> None:  # type: ignore[no-untyped-def]
+    result = small_study(workload).run(30)
+    for name, (train, _) in result.baselines.items():
+        assert result.best_train["mean_bsld"] <= train["mean_bsld"], name
+    assert result.best_test  # judged on the test part too
+    assert set(result.baselines) == {"fcfs", "fcfs+easy", "multifactor+easy"}
+
+
+def test_same_seed_same_study_in_process_pool_and_dask(workload) -> None:  # type: ignore[no-untyped-def]
+    from distributed import LocalCluster
+
+    first = small_study(workload).run(20)
+    train, test = split_workload(workload, 0.7)
+    parts = {"train": train, "test": test}
+    with TrialRunner(parts, workers=2) as pool:
+        pooled = small_study(workload, runner=pool).run(20)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        TrialRunner(parts, dask_address=cluster.scheduler_address) as on_dask,
+    ):
+        dasked = small_study(workload, runner=on_dask).run(20)
+    for other in (pooled, dasked):
+        assert other.best_values == first.best_values
+        assert [r["params"] for r in other.trials] == [r["params"] for r in first.trials]
+        assert [r["metrics"] for r in other.trials] == [r["metrics"] for r in first.trials]
+    assert small_study(workload, seed=2).run(20).trials != first.trials
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter(TrialRunner):
+    """A runner that dies (as a killed process would) after ``limit`` trials."""
+
+    def __init__(self, parts, limit: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(parts)
+        self.left = limit
+
+    def run(self, trials):  # type: ignore[no-untyped-def]
+        if len(trials) > self.left:
+            raise _Interrupted
+        self.left -= len(trials)
+        return super().run(trials)
+
+
+def test_an_interrupted_study_resumes_to_the_same_result(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    whole = small_study(workload).run(25)
+    identity = {"study": "resume"}
+    path = tmp_path / "study.sqlite"
+    train, test = split_workload(workload, 0.7)
+    store = StudyStore(path, identity)
+    with pytest.raises(_Interrupted):
+        small_study(
+            workload, store=store, runner=_StopAfter({"train": train, "test": test}, 12)
+        ).run(25)
+    store.close()
+    assert 0 < StudyStore(path, identity).count() < len(whole.trials)
+    resumed = small_study(workload, store=StudyStore(path, identity)).run(25)
+    assert resumed.best_values == whole.best_values
+    assert resumed.best_train == whole.best_train and resumed.best_test == whole.best_test
+    assert [r["params"] for r in resumed.trials] == [r["params"] for r in whole.trials]
+    assert resumed.n_replayed < whole.n_replayed
+    with pytest.raises(StudyStoreError, match="holds another study"):
+        StudyStore(path, {"study": "another"})
+
+
+def test_exported_policy_reproduces_the_trial_exactly(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = small_study(workload).run(15)
+    paths = write_study(result, tmp_path)
+    policy = load_policy(paths["best_policy.toml"])
+    assert policy == result.best_policy
+    train, _ = split_workload(workload, 0.7)
+    again = trial_metrics(simulate(train, policy, series_every_s=None))
+    for name in ("mean_bsld", "p95_wait_s", "utilization", "fairness", "node_hours"):
+        assert again[name] == result.best_train[name], name
+    trials = pl.read_parquet(paths["trials.parquet"])
+    assert {"part", "loss", "p_order", "p_backfill", "mean_bsld"} <= set(trials.columns)
+    comparison = pl.read_csv(paths["comparison.csv"])
+    assert comparison["policy"].to_list() == ["tuned", "fcfs", "fcfs+easy", "multifactor+easy"]
+    assert comparison["train_mean_bsld"][0] == pytest.approx(result.best_train["mean_bsld"])
+
+
+def test_pareto_front_is_non_dominated_and_deterministic(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    space = space_from_mapping(SPACE, Policy())
+    goal = parse_objective(["mean_bsld", "utilization"], pareto=True)
+    result = Study(workload, space, goal, seed=4).run(24)
+    again = Study(workload, space, goal, seed=4).run(24)
+    assert [r["params"] for r in result.pareto] == [r["params"] for r in again.pareto]
+    losses = [goal.losses(r["metrics"]) for r in result.pareto]
+    assert losses
+    for a in losses:
+        for b in losses:
+            assert not (np.all(b <= a) and np.any(b < a))
+    paths = write_study(result, tmp_path)
+    assert paths["pareto.png"].stat().st_size > 0
+    assert len(pl.read_csv(paths["pareto.csv"])) == len(result.pareto)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_tune_command_writes_the_study_and_resumes(tmp_path: Path) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text(
+        '[order]\nchoices = ["fcfs", "sjf"]\n\n[backfill]\nchoices = ["none", "easy"]\n'
+    )
+    out = tmp_path / "tune"
+    args = ["tune", "--space", str(space), "--objective", "mean_bsld", "--trials", "10"]
+    args += ["--max-jobs", "1000", "--workers", "1", "-o", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (out / "best_policy.toml").exists() and (out / "study.sqlite").exists()
+    assert "tuned" in first.output and "fcfs" in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "0 replays run now" in " ".join(again.output.split())
+    policy = load_policy(out / "best_policy.toml")
+    rerun = CliRunner().invoke(
+        app, ["simulate", "--max-jobs", "700", "--policy", str(out / "best_policy.toml")]
+    )
+    assert rerun.exit_code == 0 and policy.label in rerun.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--objective", "bogus"], "unknown metric"),
+        (["--objective", "mean_bsld", "--train-fraction", "1.5"], "in (0, 1)"),
+        (["--objective", "mean_bsld", "--trials", "0"], "at least 1"),
+    ],
+)
+def test_tune_command_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    space = tmp_path / "space.toml"
+    space.write_text('[order]\nchoices = ["fcfs", "sjf"]\n')
+    result = CliRunner().invoke(app, ["tune", "--space", str(space), *extra, "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
