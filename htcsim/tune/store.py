@@ -67,6 +67,8 @@ class StudyStore:
             self._db = sqlite3.connect(str(path) if path is not None else ":memory:")
             self._db.executescript(_SCHEMA)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # a trial lost to a power cut is replayed on resume; no fsync per trial
+            self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise StudyStoreError(f"{path}: not a study file ({exc})") from exc
         stored = dict(self._db.execute("SELECT name, value FROM study").fetchall())

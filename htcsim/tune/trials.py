@@ -22,6 +22,9 @@ from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
 
+_COST_HINT = {"none": 1, "easy": 1, "conservative": 3}
+"""Relative replay cost by backfill mode, to start the long trials of a batch first."""
+
 TrialOutcome = tuple[dict[str, float] | None, str | None, float]
 """(metrics, error message, seconds the replay took)."""
 
@@ -104,8 +107,11 @@ class TrialRunner:
             ]
             return list(self._client.gather(futures))
         if self._pool is not None:
-            futures = [self._pool.submit(_run_in_worker, part, policy) for part, policy in trials]
-            return [future.result() for future in futures]
+            # longest first (conservative backfilling costs the most), so that the
+            # batch does not end with one worker busy and the other idle
+            order = sorted(range(len(trials)), key=lambda k: -_COST_HINT[trials[k][1].backfill])
+            futures = {k: self._pool.submit(_run_in_worker, *trials[k]) for k in order}
+            return [futures[k].result() for k in range(len(trials))]
         return [self._replayer(part, policy) for part, policy in trials]
 
     def close(self) -> None:
