@@ -117,3 +117,13 @@ def test_the_readme_examples_load() -> None:
     assert [p.label for p in policies] == ["multifactor+easy"]
     assert policies[0].qos[0].queues == (1,) and dict(policies[0].nice) == {"17": 500.0}
     assert clusters[0].reservations[0].owner == "qos"
+    autoscaled = [policy_from_mapping(b, "README") for b in blocks if "autoscale" in b]
+    assert autoscaled and autoscaled[0].autoscale and autoscaled[0].autoscale_max_nodes == 240
+    from htcsim.tune.space import space_from_mapping
+
+    spaces = [
+        space_from_mapping(b, Policy(), "README")
+        for b in blocks
+        if "backfill" in b and "queue" not in b
+    ]
+    assert spaces and spaces[0].dimensions == 4
