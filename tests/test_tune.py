@@ -283,3 +283,16 @@ def test_tune_command_errors(tmp_path: Path, extra: list[str], message: str) -> 
     result = CliRunner().invoke(app, ["tune", "--space", str(space), *extra, "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_the_tuned_policy_is_judged_on_other_traces(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    other = generate_lublin(800, 128, seed=9)
+    space = space_from_mapping(SPACE, Policy())
+    study = Study(workload, space, parse_objective(["mean_bsld"]), others={"other": other})
+    result = study.run(10)
+    study.close()
+    assert set(result.others["other"]) == {"tuned", "fcfs", "fcfs+easy", "multifactor+easy"}
+    direct = trial_metrics(simulate(other, result.best_policy, series_every_s=None))
+    assert result.others["other"]["tuned"]["mean_bsld"] == direct["mean_bsld"]
+    table = pl.read_csv(write_study(result, tmp_path)["comparison.csv"])
+    assert table["other_mean_bsld"][0] == pytest.approx(direct["mean_bsld"])

@@ -48,6 +48,14 @@ def tune_command(
     max_jobs: Annotated[
         int | None, typer.Option(help="Use only the first N jobs of the log.")
     ] = None,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also",
+            help="Another trace (name or path) the tuned policy and the baselines are judged "
+            "on too (its first --max-jobs jobs); repeat it for several.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Local processes running trials.", show_default="all CPUs")
     ] = None,
@@ -91,7 +99,6 @@ def tune_command(
         Study,
         StudyStore,
         StudyStoreError,
-        TrialRunner,
         load_space,
         parse_objective,
         split_workload,
@@ -107,6 +114,10 @@ def tune_command(
         workload = load_workload(trace, max_jobs=max_jobs)
         cluster = load_cluster(cluster_file) if cluster_file is not None else None
         train, test = split_workload(workload, train_fraction)
+        others = {}
+        for name in also or []:
+            other = load_workload(name, max_jobs=max_jobs)
+            others[other.name] = other
     except (PolicyError, SpaceError, ObjectiveError, ClusterError, SWFError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     if trials < 1:
@@ -121,6 +132,7 @@ def tune_command(
         "objective": [list(t) for t in goal.terms],
         "pareto": pareto,
         "seed": seed,
+        "also": sorted(others),
     }
     try:
         store = StudyStore(study_file or out / "study.sqlite", identity)
@@ -132,21 +144,19 @@ def tune_command(
         f"{space.dimensions} parameter(s); objective {', '.join(objective)}"
         + (f"; resuming ({resumed} trials stored)" if resumed else "")
     )
-    n_workers = workers or os.cpu_count() or 1
-    runner = TrialRunner(
-        {"train": train, "test": test}, cluster, workers=n_workers, dask_address=dask
+    study = Study(
+        workload,
+        space,
+        goal,
+        train_fraction=train_fraction,
+        cluster=cluster,
+        seed=seed,
+        store=store,
+        workers=workers or os.cpu_count() or 1,
+        dask_address=dask,
+        others=others,
     )
     try:
-        study = Study(
-            workload,
-            space,
-            goal,
-            train_fraction=train_fraction,
-            cluster=cluster,
-            seed=seed,
-            store=store,
-            runner=runner,
-        )
         with Progress(
             TextColumn("[bold]tune[/]"),
             BarColumn(),
@@ -167,16 +177,46 @@ def tune_command(
     except KernelInputError as exc:
         raise _fail(str(exc)) from exc
     finally:
-        runner.close()
+        study.close()
         store.close()
     paths = write_study(result, out)
     values = ", ".join(f"{k} = {v!r}" for k, v in result.best_values.items())
     console.print(f"best on the training part: {values}")
     console.print(_comparison(result))
+    for trace, by_policy in result.others.items():
+        console.print(_on_other_trace(trace, by_policy, result))
     console.print(
         f"[green]wrote[/] {', '.join(sorted(paths))} to {out}/ ({result.n_replayed} replays "
         f"run now, {len(result.trials)} trials stored in the study)"
     )
+
+
+def _cell(name: str, value: float | None) -> str:
+    from htcsim.metrics import format_duration
+
+    if value is None or value != value:
+        return "-"
+    if name.endswith("_s"):
+        return format_duration(value)
+    if name in ("utilization", "fairness"):
+        return f"{value:.3f}"
+    return f"{value:,.2f}"
+
+
+def _on_other_trace(
+    trace: str, by_policy: dict[str, dict[str, float]], result: StudyResult
+) -> Table:
+    """The tuned policy and the baselines on another trace."""
+    from htcsim.tune.output import SHOWN_METRICS
+
+    names = list(dict.fromkeys([*result.objective.names, *SHOWN_METRICS]))
+    table = Table(title=f"on {trace}")
+    table.add_column("policy", style="bold")
+    for name in names:
+        table.add_column(name, justify="right")
+    for label, metrics in by_policy.items():
+        table.add_row(label, *(_cell(name, metrics.get(name)) for name in names))
+    return table
 
 
 def _comparison(result: StudyResult) -> Table:

@@ -34,6 +34,9 @@ def comparison_table(result: StudyResult) -> pl.DataFrame:
         for name in names:
             row[f"train_{name}"] = _number(train.get(name))
             row[f"test_{name}"] = _number(test.get(name))
+        for trace, by_policy in result.others.items():
+            for name in names:
+                row[f"{trace}_{name}"] = _number(by_policy.get(label, {}).get(name))
         rows.append(row)
     return pl.DataFrame(rows)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,8 @@ class StudyResult:
     trials: list[dict[str, Any]]  # StudyStore.rows(), with the loss of each train trial
     pareto: list[dict[str, Any]]  # non-dominated train trials (Pareto studies)
     n_replayed: int  # trials this run actually replayed (the rest were stored)
+    others: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # other trace -> policy ("tuned" or a baseline) -> metrics on it
 
 
 class Study:
@@ -108,15 +110,21 @@ class Study:
         store: StudyStore | None = None,
         runner: TrialRunner | None = None,
         workers: int = 1,
+        dask_address: str | None = None,
+        others: dict[str, Workload] | None = None,
     ) -> None:
         self.space = space
         self.objective = objective
         self.seed = seed
         train, test = split_workload(workload, train_fraction)
         self.parts = {TRAIN: train, TEST: test}
+        self.others = sorted(others or {})
+        for name, other in (others or {}).items():
+            self.parts[f"other:{name}"] = other
         self.store = store if store is not None else StudyStore(None, {})
-        self.runner = (
-            runner if runner is not None else TrialRunner(self.parts, cluster, workers=workers)
+        self._owns_runner = runner is None
+        self.runner = runner or TrialRunner(
+            self.parts, cluster, workers=workers, dask_address=dask_address
         )
         self.n_replayed = 0
         self._reference: dict[str, float] = {}
@@ -182,6 +190,13 @@ class Study:
         best_policy = self.space.policy(best["params"])
         best_test = self.evaluate([(TEST, best["params"])])[0] or {}
         base_test = self._evaluate_policies(base_policies, TEST)
+        others = {}
+        for name in self.others:
+            part = f"other:{name}"
+            others[name] = {
+                "tuned": self.evaluate([(part, best["params"])])[0] or {},
+                **self._evaluate_policies(base_policies, part),
+            }
         rows = self.store.rows()
         for row in rows:
             row["loss"] = self.loss(row["metrics"]) if row["part"] == TRAIN else math.nan
@@ -197,7 +212,13 @@ class Study:
             trials=rows,
             pareto=_pareto_front(train_rows, self.objective) if self.objective.pareto else [],
             n_replayed=self.n_replayed,
+            others=others,
         )
+
+    def close(self) -> None:
+        """Stop the trial runner this study started (a runner passed in is the caller's)."""
+        if self._owns_runner:
+            self.runner.close()
 
     def _evaluate_policies(
         self, policies: dict[str, Policy], part: str

@@ -101,11 +101,11 @@ class TrialRunner:
         if not trials:
             return []
         if self._client is not None:
-            futures = [
+            on_dask = [
                 self._client.submit(_run_on_dask, self._scattered, part, policy, pure=False)
                 for part, policy in trials
             ]
-            return list(self._client.gather(futures))
+            return list(self._client.gather(on_dask))
         if self._pool is not None:
             # longest first (conservative backfilling costs the most), so that the
             # batch does not end with one worker busy and the other idle
