@@ -272,9 +272,9 @@ def _node_figures(result: SimResult, busy_core_s: int) -> Summary:
     usage = node_usage(result)
     seconds = np.asarray(result.node_seconds, dtype=np.int64)
     cores = result.pool.capacity()[:, 0]
-    span = seconds.max() if len(seconds) else 0
-    if result.node_series is not None and result.node_series.height:
-        span = int(result.node_series["time_s"][-1] - result.node_series["time_s"][0])
+    # the replay runs from the first submit to the last end (the cost horizon)
+    submit = result.workload.jobs["submit_s"]
+    span = int(max(result.end_s.max(initial=0), submit.max(initial=0)) - submit.min(initial=0))
     node_h = float(usage["node_hours"].sum())
     return {
         "node_hours": node_h,
