@@ -274,7 +274,7 @@ def _node_figures(result: SimResult, busy_core_s: int) -> Summary:
     cores = result.pool.capacity()[:, 0]
     # the replay runs from the first submit to the last end (the cost horizon)
     submit = result.workload.jobs["submit_s"]
-    span = int(max(result.end_s.max(initial=0), submit.max(initial=0)) - submit.min(initial=0))
+    span = int(max(result.end_s.max(), submit.max()) - submit.min()) if len(submit) else 0
     node_h = float(usage["node_hours"].sum())
     return {
         "node_hours": node_h,
