@@ -296,3 +296,31 @@ def test_the_tuned_policy_is_judged_on_other_traces(workload, tmp_path: Path) ->
     assert result.others["other"]["tuned"]["mean_bsld"] == direct["mean_bsld"]
     table = pl.read_csv(write_study(result, tmp_path)["comparison.csv"])
     assert table["other_mean_bsld"][0] == pytest.approx(direct["mean_bsld"])
+
+
+def test_a_study_whose_trials_all_fail_says_why(tmp_path: Path) -> None:
+    """Jobs larger than the autoscaler's pool: every trial is refused by the kernel."""
+    base = tmp_path / "base.toml"
+    base.write_text("[autoscale]\nenabled = true\nmax_nodes = 8\n")
+    space = tmp_path / "space.toml"
+    space.write_text("[autoscale_idle_s]\nlow = 60\nhigh = 600\n")
+    args = ["tune", "--max-jobs", "500", "--policy", str(base), "--space", str(space)]
+    result = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--objective",
+            "node_hours",
+            "--trials",
+            "5",
+            "--workers",
+            "1",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert (
+        "no trial of the study could be replayed" in text and "more than the whole cluster" in text
+    )

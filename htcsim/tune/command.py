@@ -174,7 +174,7 @@ def tune_command(
                     task, completed=s.done, total=s.budget, best=f"{s.best:.4g}"
                 ),
             )
-    except KernelInputError as exc:
+    except (KernelInputError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     finally:
         study.close()

@@ -185,7 +185,11 @@ class Study:
             r for r in self.store.rows() if r["part"] == TRAIN and r["metrics"] is not None
         ]
         if not train_rows:
-            raise ValueError("no trial of the study made a valid policy: check the space")
+            errors = [r["error"] for r in self.store.rows() if r["error"]]
+            raise ValueError(
+                "no trial of the study could be replayed"
+                + (f"; the first error: {errors[0]}" if errors else "")
+            )
         best = min(train_rows, key=lambda r: (self.loss(r["metrics"]), r["number"]))
         best_policy = self.space.policy(best["params"])
         best_test = self.evaluate([(TEST, best["params"])])[0] or {}
