@@ -110,11 +110,21 @@ def plot_pareto(result: StudyResult, path: Path) -> Path:
     ax.scatter(xs, ys, s=12, color="0.7", label="trials")
     fx, fy = coords(sorted(result.pareto, key=lambda r: r["metrics"][x_name]))
     ax.plot(fx, fy, "o-", color="C3", label="Pareto front")
+    # the view is the trials'; a baseline far outside it is named, not drawn
+    if xs:
+        pad_x = (max(xs) - min(xs)) * 0.15 or abs(max(xs)) * 0.05 or 1.0
+        pad_y = (max(ys) - min(ys)) * 0.15 or abs(max(ys)) * 0.05 or 1.0
+        ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+        ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
     for name, (train, _) in result.baselines.items():
-        if math.isfinite(train.get(x_name, math.nan)) and math.isfinite(
-            train.get(y_name, math.nan)
-        ):
-            ax.scatter([train[x_name]], [train[y_name]], marker="s", s=40, label=name)
+        x, y = train.get(x_name, math.nan), train.get(y_name, math.nan)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        if x_low <= x <= x_high and y_low <= y <= y_high:
+            ax.scatter([x], [y], marker="s", s=40, label=name)
+        else:
+            ax.scatter([], [], marker="s", s=40, label=f"{name}: {x:.4g}, {y:.4g} (off the view)")
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
     ax.set_title("Training part: every trial and the Pareto front")
