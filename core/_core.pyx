@@ -185,6 +185,7 @@ include "profile.pxi"
 include "heap.pxi"
 include "nodes.pxi"
 include "priority.pxi"
+include "compat.pxi"
 
 cdef int _grow_f64(double** p, int n) noexcept nogil:
     """Reallocate ``*p`` to ``n`` doubles; nonzero when out of memory."""

@@ -170,3 +170,14 @@ class AvailabilityProfile:
     def segments(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
     @property
     def n_blocks(self) -> int: ...
+
+def rlscheduler_window(
+    submit: npt.NDArray[np.int64],
+    run_s: npt.NDArray[np.int64],
+    request_s: npt.NDArray[np.int64],
+    nodes_needed: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    job_id: npt.NDArray[np.int64],
+    total_nodes: int,
+    backfill: bool,
+) -> npt.NDArray[np.int64]: ...

@@ -27,6 +27,9 @@ N_RESOURCES: int = int(_core.N_RESOURCES)
 NEVER = -1
 """Returned by estimates for a job that can never start on the current nodes."""
 
+rlscheduler_window = _core.rlscheduler_window
+"""The scheduling loop of RLScheduler's simulator, a compatibility profile (htcsim.compat)."""
+
 SERIES_COLUMNS: tuple[str, ...] = tuple(_core.SERIES_COLUMNS)
 """Columns of the replay's recorded time series (ReplayFeed.series)."""
 
