@@ -324,3 +324,54 @@ def test_a_study_whose_trials_all_fail_says_why(tmp_path: Path) -> None:
     assert (
         "no trial of the study could be replayed" in text and "more than the whole cluster" in text
     )
+
+
+def test_htcsim_simulate_with_the_exported_policy_gives_the_trial_metrics(tmp_path: Path) -> None:
+    """Tune on the embedded workload's first 1,000 jobs (700 for training); then
+    `htcsim simulate --max-jobs 700 --policy best_policy.toml --out` reports the
+    training metrics of the best trial, exactly."""
+    import json
+
+    space = tmp_path / "space.toml"
+    space.write_text(
+        '[order]\nchoices = ["fcfs", "sjf"]\n\n[priority_weight_size]\nlow = 0.0\nhigh = 100.0\n'
+    )
+    out = tmp_path / "tune"
+    tuned = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "--space",
+            str(space),
+            "--objective",
+            "mean_bsld",
+            "--trials",
+            "8",
+            "--max-jobs",
+            "1000",
+            "--workers",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
+    assert tuned.exit_code == 0, tuned.output
+    comparison = pl.read_csv(out / "comparison.csv")
+    replay = tmp_path / "replay"
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--max-jobs",
+            "700",
+            "--policy",
+            str(out / "best_policy.toml"),
+            "--out",
+            str(replay),
+            "--no-plots",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((replay / "summary.json").read_text())["metrics"]
+    for name in ("mean_bsld", "p95_wait_s", "utilization"):
+        assert summary[name] == pytest.approx(comparison[f"train_{name}"][0], rel=1e-12), name
