@@ -20,11 +20,10 @@ order, dependencies and think times are those of the log.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
@@ -36,6 +35,7 @@ from htcsim.cli_args import TraceArgument
 from htcsim.cluster import Cluster, NodeType
 from htcsim.model import Workload
 from htcsim.policy import Policy
+from htcsim.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
     # imported where used: the command line imports this module for every
@@ -244,19 +244,6 @@ class _Evaluator:
         )
 
 
-_WORKER: _Evaluator | None = None
-
-
-def _init_worker(evaluator: _Evaluator) -> None:
-    global _WORKER
-    _WORKER = evaluator
-
-
-def _evaluate_in_worker(growth: float, size: int) -> _Point:
-    assert _WORKER is not None, "the pool initializer did not run"
-    return _WORKER(growth, size)
-
-
 @dataclass(frozen=True)
 class PlanStep:
     """Reported after every replay: which one ended, and how far the plan is."""
@@ -282,25 +269,14 @@ class _Runner:
         target_p95_s: float,
         progress: PlanProgress | None,
     ) -> None:
-        self._evaluator = evaluator
         self._target = target_p95_s
         self._progress = progress
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1:
-            # spawn, not fork: polars (imported by the metrics) runs a thread pool,
-            # and forking a threaded process can deadlock the child
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(evaluator,),
-            )
+        self._pool = WorkerPool(evaluator, workers)
         self.done = 0
         self.scheduled = 0
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
 
     def meets(self, point: _Point) -> bool:
         return math.isfinite(point.p95_wait_s) and point.p95_wait_s <= self._target
@@ -309,13 +285,8 @@ class _Runner:
         """Replay every size (each once), reporting each as it ends."""
         self.scheduled += len(sizes)
         out: dict[int, _Point] = {}
-        if self._pool is None:
-            for size in sizes:
-                out[size] = self._evaluator(growth, size)
-                self._report(growth, size, out[size])
-            return out
         futures: dict[Future[_Point], int] = {
-            self._pool.submit(_evaluate_in_worker, growth, size): size for size in sizes
+            self._pool.submit(growth, size): size for size in sizes
         }
         for future in as_completed(futures):
             size = futures[future]

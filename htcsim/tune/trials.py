@@ -11,16 +11,15 @@ the trials end in, so a study is deterministic however it runs.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
+from htcsim.worker_pool import WorkerPool
 
 _COST_HINT = {"none": 1, "easy": 1, "conservative": 3}
 """Relative replay cost by backfill mode, to start the long trials of a batch first."""
@@ -49,19 +48,6 @@ class _Replayer:
         return trial_metrics(result), None, time.perf_counter() - began
 
 
-_WORKER: _Replayer | None = None
-
-
-def _init_worker(replayer: _Replayer) -> None:
-    global _WORKER
-    _WORKER = replayer
-
-
-def _run_in_worker(part: str, policy: Policy) -> TrialOutcome:
-    assert _WORKER is not None, "the pool initializer did not run"
-    return _WORKER(part, policy)
-
-
 def _run_on_dask(replayer: _Replayer, part: str, policy: Policy) -> TrialOutcome:
     return replayer(part, policy)
 
@@ -78,7 +64,7 @@ class TrialRunner:
         dask_address: str | None = None,
     ) -> None:
         self._replayer = _Replayer(parts, cluster)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._client: Any = None
         self._scattered: Any = None
         if dask_address is not None:
@@ -87,14 +73,7 @@ class TrialRunner:
             self._client = Client(dask_address)
             self._scattered = self._client.scatter(self._replayer, broadcast=True)
         elif workers > 1:
-            # spawn, not fork: polars runs a thread pool, and forking a threaded
-            # process can deadlock the child
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self._replayer,),
-            )
+            self._pool = WorkerPool(self._replayer, workers)
 
     def run(self, trials: Sequence[tuple[str, Policy]]) -> list[TrialOutcome]:
         """Every (part, policy), results in the order given."""
@@ -110,13 +89,13 @@ class TrialRunner:
             # longest first (conservative backfilling costs the most), so that the
             # batch does not end with one worker busy and the other idle
             order = sorted(range(len(trials)), key=lambda k: -_COST_HINT[trials[k][1].backfill])
-            futures = {k: self._pool.submit(_run_in_worker, *trials[k]) for k in order}
+            futures = {k: self._pool.submit(*trials[k]) for k in order}
             return [futures[k].result() for k in range(len(trials))]
         return [self._replayer(part, policy) for part, policy in trials]
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
         if self._client is not None:
             self._client.close()
 
