@@ -1,0 +1,82 @@
+"""The agent's durable store: atomic batches, the event log, migrations, durability."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from htcsim.agent.store import SCHEMA_VERSION, AgentStore, NewJob, StoreError
+
+
+def job(**kw) -> NewJob:  # type: ignore[no-untyped-def]
+    return NewJob(
+        **{"user": "ana", "command": ["true"], "cwd": "/tmp", "cores": 1, "walltime_s": 60, **kw}
+    )
+
+
+def test_a_batch_is_accepted_whole_with_its_dependencies(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.db")
+    first, second = store.add_jobs(
+        [job(name="a"), job(name="b", after=((0, "afterok", 5),), hold=True)], now=100.0
+    )
+    assert store.job(first)["state"] == "pending" and store.job(second)["state"] == "held"
+    assert store.dependencies(second) == [(first, "afterok", 5)]
+    assert store.history(second) == [(100.0, "held", "submitted (held)")]
+    with pytest.raises(ValueError, match="unknown dependency kind"):
+        store.add_jobs([job(name="c"), job(name="d", after=((0, "after_maybe", 0),))])
+    assert [j["name"] for j in store.jobs()] == ["a", "b"]  # the failed batch left nothing
+
+
+def test_arrays_share_an_id_and_states_are_logged(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.db")
+    ids = store.add_jobs([job(array_index=k) for k in range(1, 4)], now=1.0)
+    assert {store.job(i)["array_id"] for i in ids} == {ids[0]}
+    store.set_state(ids[0], "running", "started by pass 3", now=2.0, start_time=2.0, node="n0")
+    store.set_state(ids[0], "completed", "exited 0", now=9.0, end_time=9.0, exit_code=0)
+    assert store.history(ids[0]) == [
+        (1.0, "pending", "submitted"),
+        (2.0, "running", "started by pass 3"),
+        (9.0, "completed", "exited 0"),
+    ]
+    assert store.job(ids[0])["exit_code"] == 0
+    assert store.counts()["pending"] == 2 and store.counts()["completed"] == 1
+    assert [j["id"] for j in store.jobs(states=["pending"], limit=1, after_id=ids[1])] == [ids[2]]
+    with pytest.raises(ValueError, match="unknown job state"):
+        store.set_state(ids[1], "exploded", "?")
+    with pytest.raises(ValueError, match="cannot set user"):
+        store.set_state(ids[1], "held", "?", user="eve")
+    with pytest.raises(KeyError):
+        store.set_state(999, "held", "?")
+
+
+def test_an_accepted_job_survives_a_killed_process(tmp_path: Path) -> None:
+    """A child process accepts a job and is killed (SIGKILL) right after: the job is there."""
+    path = tmp_path / "agent.db"
+    script = (
+        "import os, signal\n"
+        "from htcsim.agent.store import AgentStore, NewJob\n"
+        f"s = AgentStore({str(path)!r})\n"
+        "s.add_jobs([NewJob(user='ana', command=['sleep', '1'], cwd='/', cores=1, walltime_s=9)])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False)
+    assert proc.returncode == -9
+    assert [j["command"] for j in AgentStore(path).jobs()] == [["sleep", "1"]]
+
+
+def test_schema_versions(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    assert AgentStore(path).schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this htcsim knows"):
+        AgentStore(path)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="not an htcsim agent store"):
+        AgentStore(junk)
