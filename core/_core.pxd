@@ -239,11 +239,7 @@ cdef class ClusterState:
     # --- starvation guard ---
     cdef int64_t starve_limit_s        # 0: off
     cdef int8_t* starved               # per job: promoted to the front, gets a reservation
-    cdef int32_t* fifo                 # pending jobs in the order they became eligible
-    cdef int64_t* fifo_t               # ... and when (an entry is stale if the job's differs)
-    cdef int fifo_head
-    cdef int fifo_n
-    cdef int fifo_cap
+    cdef JobFifo starve_fifo           # pending jobs in the order they became eligible
 
     # --- dependencies and holds ---
     cdef int32_t* dep_unmet            # parents not yet ended

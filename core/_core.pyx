@@ -329,7 +329,8 @@ cdef class ClusterState:
         free(self.qos_prio); free(self.user_nice); free(self.user_share); free(self.group_share)
         free(self.user_group); free(self.user_usage); free(self.user_acc); free(self.user_fs)
         free(self.group_usage); free(self.fs_keys)
-        free(self.starved); free(self.fifo); free(self.fifo_t)
+        free(self.starved)
+        fifo_release(&self.starve_fifo)
         free(self.node_part); free(self.part_free); free(self.part_cap)
         free(self.run_buf); free(self.run_pos); free(self.requeues); free(self.lost_s)
         free(self.dep_unmet); free(self.dep_ready); free(self.dep_doomed); free(self.dep_cancelled)
@@ -898,14 +899,8 @@ cdef class ClusterState:
         if self.order == ORDER_MULTIFACTOR:
             self.jobs[j].priority = _mf_priority(self, j, now, f)
         if self.starve_limit_s > 0:
-            if (_reserve(<void**>&self.fifo, &self.fifo_cap, self.fifo_n + 1, sizeof(int32_t)) != 0):
+            if fifo_push(&self.starve_fifo, j, now) != 0:
                 return -1
-            self.fifo_t = <int64_t*>realloc(self.fifo_t, self.fifo_cap * sizeof(int64_t))
-            if self.fifo_t == NULL:
-                return -1
-            self.fifo[self.fifo_n] = j
-            self.fifo_t[self.fifo_n] = now
-            self.fifo_n += 1
         if self.as_on and fifo_push(&self.as_fifo, j, now) != 0:
             return -1
         if self._queue_insert(j) != 0:
@@ -1021,11 +1016,12 @@ cdef class ClusterState:
     cdef int _promote_starved(self, int64_t now) noexcept nogil:
         """Jobs eligible for longer than the limit move to the front of the queue."""
         cdef int j, pos
-        while self.fifo_head < self.fifo_n:
-            j = self.fifo[self.fifo_head]
-            if (self.job_state[j] != JS_PENDING or self.starved[j]
-                    or self.elig_s[j] != self.fifo_t[self.fifo_head]):
-                self.fifo_head += 1
+        cdef JobFifo* F = &self.starve_fifo
+        _fifo_trim(self, F)
+        while F.head < F.n:
+            j = F.j[F.head]
+            if _fifo_stale(self, F, F.head) or self.starved[j]:
+                F.head += 1
                 continue
             if now - self.elig_s[j] <= self.starve_limit_s:
                 break
@@ -1035,13 +1031,7 @@ cdef class ClusterState:
             if self._queue_insert(j) != 0:
                 return -1
             self.need_full_pass = 1
-            self.fifo_head += 1
-        if self.fifo_head > 1024 and 2 * self.fifo_head > self.fifo_n:
-            memmove(self.fifo, &self.fifo[self.fifo_head], (self.fifo_n - self.fifo_head) * sizeof(int32_t))
-            memmove(self.fifo_t, &self.fifo_t[self.fifo_head],
-                    (self.fifo_n - self.fifo_head) * sizeof(int64_t))
-            self.fifo_n -= self.fifo_head
-            self.fifo_head = 0
+            F.head += 1
         return 0
 
     cdef inline int _may_use(self, int n, int j) noexcept nogil:
@@ -1213,19 +1203,19 @@ cdef class ClusterState:
             raise ValueError(f"unknown node state {state}")
         if state == NODE_OFF and self.node_tasks[node] > 0:
             raise ValueError(f"node {node} has running tasks: drain it instead")
-        _node_to(self, node, state, self.last_pass_now if now < 0 else now)
-        if state == NODE_DRAINING and self.node_tasks[node] == 0:
-            _node_to(self, node, NODE_OFF, self.last_pass_now if now < 0 else now)
+        if now < 0:
+            now = self.last_pass_now
+        if state == NODE_DRAINING:
+            _drain(self, node, now)
+        else:
+            _node_to(self, node, state, now)
 
     def drain_node(self, int node, int64_t now):
         """Drain node ``node``: it takes no new task and goes OFF when its last
         task ends (at once if it has none). Returns its new state."""
         if node < 0 or node >= self.n_nodes:
             raise IndexError(f"node {node} out of range")
-        if self.node_state[node] in (NODE_UP, NODE_BOOTING):
-            _node_to(self, node, NODE_DRAINING, now)
-        if self.node_state[node] == NODE_DRAINING and self.node_tasks[node] == 0:
-            _node_to(self, node, NODE_OFF, now)
+        _drain(self, node, now)
         return self.node_state[node]
 
     cdef void _free_types(self):
@@ -1737,7 +1727,7 @@ cdef class ClusterState:
             # pending job recomputes, usage included)
             if _mf_recompute(self, now) != 0:
                 return PASS_NO_MEMORY
-        if self.starve_limit_s > 0 and self.fifo_head < self.fifo_n:
+        if self.starve_limit_s > 0 and self.starve_fifo.head < self.starve_fifo.n:
             if self._promote_starved(now) != 0:
                 return PASS_NO_MEMORY
         self._reset_seen()

@@ -117,10 +117,17 @@ cdef int _boot(ClusterState st, int n, int64_t now) noexcept nogil:
     return 0
 
 
+cdef void _drain(ClusterState st, int n, int64_t now) noexcept nogil:
+    """Node ``n`` takes no new task; it goes OFF when its last task ends (now if it has none)."""
+    if st.node_state[n] == NODE_UP or st.node_state[n] == NODE_BOOTING:
+        _node_to(st, n, NODE_DRAINING, now)
+    if st.node_state[n] == NODE_DRAINING and st.node_tasks[n] == 0:
+        _node_to(st, n, NODE_OFF, now)
+
+
 cdef int _power_off(ClusterState st, int n, int64_t now) noexcept nogil:
     """Drain idle node ``n`` and let it go (it has no task: it leaves at once)."""
-    _node_to(st, n, NODE_DRAINING, now)
-    _node_to(st, n, NODE_OFF, now)
+    _drain(st, n, now)
     st.n_shutdowns += 1
     if _reserve(<void**>&st.as_stopped, &st.cap_as_stopped, st.n_as_stopped + 1, sizeof(int32_t)) != 0:
         return -1
@@ -161,6 +168,12 @@ cdef int64_t _next_boot(ClusterState st) noexcept nogil:
     return nxt
 
 
+cdef inline int64_t _idle_due(ClusterState st, int n, int t) noexcept nogil:
+    """When idle node ``n`` of type ``t`` may leave: idle long enough, and its
+    type's cooldown past."""
+    return max(st.idle_since[n] + st.as_idle_s, st.as_last_s[t] + st.as_cooldown_s)
+
+
 cdef int64_t _exact_down_next(ClusterState st, int64_t now) noexcept nogil:
     """The earliest time after ``now`` an idle node may leave (its idle time
     and its type's cooldown both past), over types above their min."""
@@ -171,7 +184,7 @@ cdef int64_t _exact_down_next(ClusterState st, int64_t now) noexcept nogil:
             continue
         for n in range(st.type_first[t], st.type_end[t]):
             if st.node_state[n] == NODE_UP and st.node_tasks[n] == 0:
-                due = max(st.idle_since[n] + st.as_idle_s, st.as_last_s[t] + st.as_cooldown_s)
+                due = _idle_due(st, n, t)
                 if due <= now:
                     due = now + 1
                 if due < best:
@@ -179,21 +192,23 @@ cdef int64_t _exact_down_next(ClusterState st, int64_t now) noexcept nogil:
     return best
 
 
+cdef int _task_fits(ClusterState st, int t, int j) noexcept nogil:
+    """Could a node of type ``t`` hold a task of job ``j`` (same partition)?"""
+    cdef int r
+    if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
+        return 0
+    for r in range(N_RES):
+        if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
+            return 0
+    return 1
+
+
 cdef int _type_for(ClusterState st, int j) noexcept nogil:
     """The first autoscaled node type (cluster order) below its max that a task
     of job ``j`` fits on, in the job's partition; -1 if none."""
-    cdef int t, r, ok
+    cdef int t
     for t in range(st.n_types):
-        if not st.as_scaled[t] or st.type_prov[t] >= st.as_max[t]:
-            continue
-        if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
-            continue
-        ok = 1
-        for r in range(N_RES):
-            if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
-                ok = 0
-                break
-        if ok:
+        if st.as_scaled[t] and st.type_prov[t] < st.as_max[t] and _task_fits(st, t, j):
             return t
     return -1
 
@@ -335,12 +350,8 @@ cdef int _serves(ClusterState st, int t, int j) noexcept nogil:
     """Could a node of type ``t`` serve pending job ``j`` (a task fits, same
     partition, not kept back by a running-job limit or waiting for its own
     reservation)?"""
-    cdef int r
-    if st.n_part > 1 and st.node_part[st.type_first[t]] != st.jobs[j].part_idx:
+    if not _task_fits(st, t, j):
         return 0
-    for r in range(N_RES):
-        if st.jobs[j].per_task[r] > st.type_cap[t * N_RES + r]:
-            return 0
     if (st.limits_on and st._over_limit(j)) or (st.n_resv and st._owner_resv(j) >= 0):
         return 0
     return 1
@@ -366,11 +377,9 @@ cdef int _scale_down(ClusterState st, int64_t now) noexcept nogil:
         n = st.type_end[t] - 1
         while n >= st.type_first[t]:
             if st.node_state[n] == NODE_UP and st.node_tasks[n] == 0:
-                due = st.idle_since[n] + st.as_idle_s
-                if now < st.as_last_s[t] + st.as_cooldown_s or st.as_room[t] < 0:
-                    due = max(due, st.as_last_s[t] + st.as_cooldown_s)
-                    if due <= now:
-                        due = now + 1
+                due = _idle_due(st, n, t)
+                if due <= now and st.as_room[t] < 0:
+                    due = now + 1  # the type acted in this decision: the next one
                 if due <= now and st.type_prov[t] > st.as_min[t]:
                     if _power_off(st, n, now) != 0:
                         return -1

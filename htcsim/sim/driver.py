@@ -91,14 +91,9 @@ def simulate(
     by state, cost rate) after each step at least that far apart (None: not
     at all).
     """
-    kernel, feed = _prepare(workload, policy or Policy(), priority, cluster)
+    kernel, feed, pool = _prepare(workload, policy or Policy(), priority, cluster)
     policy = kernel.policy
     t0 = int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
-    pool = node_pool(workload, policy, cluster)
-    if policy.autoscale:
-        bounds = [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types]
-        kernel.configure_autoscale(bounds, policy, t0)
-    kernel.start_clock(t0)
     if np.any(np.asarray(checkpoint_s) != 0):
         interval = np.broadcast_to(np.asarray(checkpoint_s, dtype=np.int64), len(workload.jobs))
         if (interval < 0).any():
@@ -196,15 +191,8 @@ def explain(
     if len(rows) == 0:
         raise KernelInputError(f"job {job_id} is not in the workload {workload.name}")
     slot = int(rows[0])
-    kernel, feed = _prepare(workload, policy, None, cluster)
-    t0 = int(workload.jobs["submit_s"][0])
-    if policy.autoscale:
-        pool = node_pool(workload, policy, cluster)
-        kernel.configure_autoscale(
-            [policy.autoscale_bounds(t.name, t.count) for t in pool.node_types], policy, t0
-        )
-    kernel.start_clock(t0)
-    env = simpy.Environment(initial_time=t0)
+    kernel, feed, _ = _prepare(workload, policy, None, cluster)
+    env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
     until = _Until(feed, kernel, slot, at_s)
     _run(env, feed, None, until)
     at = until.at if at_s is None else at_s
@@ -232,9 +220,10 @@ def explain(
 
 def _prepare(
     workload: Workload, policy: Policy, priority: np.ndarray | None, cluster: Cluster | None
-) -> tuple[Kernel, ReplayFeed]:
-    """A kernel holding the workload's jobs, accounts, dependencies and
-    reservations, and the feed that replays it."""
+) -> tuple[Kernel, ReplayFeed, Cluster]:
+    """A kernel holding the workload's jobs, accounts, dependencies,
+    reservations and autoscaler, its clocks started at the first submit; the
+    feed that replays it; the node pool it holds."""
     jobs = workload.jobs
     nodes = node_pool(workload, policy, cluster)
     capacity = nodes.capacity()
@@ -257,7 +246,12 @@ def _prepare(
     _add_reservations(kernel, nodes, jobs, policy)
     duration = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
-    return kernel, feed
+    t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
+    if policy.autoscale:  # (the pool already holds each type's max)
+        bounds = [policy.autoscale_bounds(t.name, t.count) for t in nodes.node_types]
+        kernel.configure_autoscale(bounds, policy, t0)
+    kernel.start_clock(t0)
+    return kernel, feed, nodes
 
 
 def _run(

@@ -221,7 +221,6 @@ def _on_other_trace(
 
 def _comparison(result: StudyResult) -> Table:
     """The tuned policy and the baselines, each metric on the training and test parts."""
-    from htcsim.metrics import format_duration
     from htcsim.tune.output import comparison_table
 
     frame = comparison_table(result)
@@ -231,19 +230,9 @@ def _comparison(result: StudyResult) -> Table:
     for name in names:
         table.add_column(name, justify="right")
     for row in frame.iter_rows(named=True):
-        cells = []
-        for name in names:
-            pair = []
-            for part in ("train", "test"):
-                value = row[f"{part}_{name}"]
-                if value is None:
-                    pair.append("-")
-                elif name.endswith("_s"):
-                    pair.append(format_duration(value))
-                elif name in ("utilization", "fairness"):
-                    pair.append(f"{value:.3f}")
-                else:
-                    pair.append(f"{value:,.2f}")
-            cells.append(" | ".join(pair))
+        cells = [
+            " | ".join(_cell(name, row[f"{part}_{name}"]) for part in ("train", "test"))
+            for name in names
+        ]
         table.add_row(row["policy"], *cells)
     return table
