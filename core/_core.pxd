@@ -438,6 +438,7 @@ cdef class ClusterState:
     cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil
     cdef int _pick_node(self, int j, int64_t rem, int64_t* k_out) noexcept nogil
     cdef int _start(self, int j, int64_t now) noexcept nogil
+    cdef int _commit_start(self, int j, int64_t now, int off, bint record) noexcept nogil
     cdef void _release(self, int j, int64_t now) noexcept nogil
     cdef void _compact_alloc(self) noexcept nogil
     cpdef int schedule(self, int64_t now) except -2

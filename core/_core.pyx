@@ -937,6 +937,42 @@ cdef class ClusterState:
             self.need_full_pass = 1
         return 0
 
+    def adopt(self, int j, int64_t start_s, const int32_t[::1] nodes, const int32_t[::1] tasks):
+        """A job found running when a driver restarts (a live agent re-adopting
+        its processes): it holds ``tasks[k]`` tasks on node ``nodes[k]`` since
+        ``start_s``, as if a pass had started it then. The job must be new
+        (added, never submitted) and its tasks must fit on those UP nodes."""
+        self._check_idx(j)
+        cdef Py_ssize_t k, m = nodes.shape[0]
+        cdef int n, r, off
+        cdef int64_t placed = 0
+        cdef JobSpec* s = &self.jobs[j]
+        if self.job_state[j] != JS_NEW:
+            raise ValueError(f"job slot {j} was already submitted: only a new job is adopted")
+        if tasks.shape[0] != m or m == 0:
+            raise ValueError("adopt needs one task count per node, and at least one node")
+        for k in range(m):
+            n = nodes[k]
+            if n < 0 or n >= self.n_nodes:
+                raise ValueError(f"job slot {j}: node {n} out of range")
+            if self.node_state[n] != NODE_UP:
+                raise ValueError(f"job slot {j}: node {n} is not up")
+            if tasks[k] < 1:
+                raise ValueError(f"job slot {j}: a task count must be >= 1")
+            for r in range(N_RES):
+                if self.node_free[n * N_RES + r] < tasks[k] * s.per_task[r]:
+                    raise ValueError(f"job slot {j} does not fit on node {n}")
+            placed += tasks[k]
+        if placed != s.n_tasks:
+            raise ValueError(f"job slot {j} has {s.n_tasks} tasks, {placed} placed")
+        off = self.n_alloc
+        for k in range(m):
+            if self._take_on_node(s, nodes[k], tasks[k]) != 0:
+                raise MemoryError()
+        if self._commit_start(j, start_s, off, 0) != 0:
+            raise MemoryError()
+        self.need_full_pass = 1
+
     cpdef int finish(self, int j, int64_t now, int ok=1) except -1:
         """A running job ended: release its resources. ``ok`` 0: it failed (for
         afterok/afternotok dependents)."""
@@ -1617,6 +1653,11 @@ cdef class ClusterState:
                 if self._take_on_node(s, n, k) != 0:
                     return -1
                 rem -= k
+        return self._commit_start(j, now, off, 1)
+
+    cdef int _commit_start(self, int j, int64_t now, int off, bint record) noexcept nogil:
+        """Job ``j`` holds the allocation entries from ``off`` on: it runs from
+        ``now``; ``record``: list it among the jobs the pass started."""
         self.alloc_off[j] = off
         self.alloc_cnt[j] = self.n_alloc - off
         self.live_alloc += self.n_alloc - off
@@ -1633,6 +1674,8 @@ cdef class ClusterState:
         self.reserved_s[j] = -1
         if self._run_insert(j) != 0:
             return -1
+        if not record:
+            return 0
         if _reserve(<void**>&self.started, &self.cap_started, self.n_started + 1,
                     sizeof(int32_t)) != 0:
             return -1

@@ -15,6 +15,8 @@ from htcsim import (
     __version__,
     _process,  # noqa: F401  (tunes the process before numpy and polars load)
 )
+from htcsim.agent.client_commands import client_app
+from htcsim.agent.commands import agent_app, replay_log_command
 from htcsim.cli_args import TraceArgument
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
@@ -368,6 +370,9 @@ def traces(ctx: typer.Context) -> None:
 
 app.command("plan")(plan_command)
 app.command("tune")(tune_command)
+app.add_typer(agent_app, name="agent")
+app.add_typer(client_app)  # submit, queue, show, cancel, hold, release, ...
+app.command("replay-log")(replay_log_command)
 
 
 @app.command("report")

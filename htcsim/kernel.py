@@ -8,6 +8,7 @@ from here and nothing else of the compiled module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 import numpy as np
@@ -236,12 +237,17 @@ class Kernel:
         """Name the dense users and groups (``dense_ids``) so that the policy's
         shares and nice values reach them; names the policy gives that the
         workload does not have are ignored (a policy serves many workloads)."""
+        self.set_account_names([str(int(u)) for u in user_ids], [str(int(g)) for g in group_ids])
+
+    def set_account_names(self, users: Sequence[str], groups: Sequence[str]) -> None:
+        """Dense user k is ``users[k]``, dense group k ``groups[k]``: the policy's
+        shares and nice values reach them by name (the agent's users are names)."""
         policy = self.policy
-        user_names = {str(int(u)): k for k, u in enumerate(user_ids)}
-        group_names = {str(int(g)): k for k, g in enumerate(group_ids)}
-        user_share = np.ones(len(user_ids), dtype=np.float64)
-        group_share = np.ones(len(group_ids), dtype=np.float64)
-        nice = np.zeros(len(user_ids), dtype=np.float64)
+        user_names = {name: k for k, name in enumerate(users)}
+        group_names = {name: k for k, name in enumerate(groups)}
+        user_share = np.ones(len(users), dtype=np.float64)
+        group_share = np.ones(len(groups), dtype=np.float64)
+        nice = np.zeros(len(users), dtype=np.float64)
         for name, value in policy.user_shares:
             if name in user_names:
                 user_share[user_names[name]] = value
@@ -447,6 +453,19 @@ class Kernel:
     def requeue_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(times requeued, run seconds lost) per slot."""
         return self._state.requeue_counts()
+
+    def adopt(self, job_idx: int, start_s: int, nodes: np.ndarray, tasks: np.ndarray) -> None:
+        """A job a restarted driver finds running: it holds ``tasks[k]`` tasks on
+        node ``nodes[k]`` since ``start_s`` (the job is added, never submitted)."""
+        try:
+            self._state.adopt(
+                int(job_idx),
+                int(start_s),
+                np.ascontiguousarray(nodes, dtype=np.int32),
+                np.ascontiguousarray(tasks, dtype=np.int32),
+            )
+        except ValueError as exc:
+            raise KernelInputError(str(exc)) from exc
 
     def set_node_state(self, node_idx: int, state: NodeState, now: int = -1) -> None:
         self._state.set_node_state(int(node_idx), int(state), int(now))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,52 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_job ON events (job_id, id);
     """,
+    # 2: the live agent's run details, the decision log, samples, audits, workflows
+    """
+    ALTER TABLE jobs ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN stdout TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN stderr TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN signal TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN signal_before_s INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN pid INTEGER;
+    ALTER TABLE jobs ADD COLUMN cpu_time_s REAL;
+    ALTER TABLE jobs ADD COLUMN max_rss_mib REAL;
+    ALTER TABLE jobs ADD COLUMN workflow_id INTEGER REFERENCES workflows (id);
+    CREATE TABLE workflows (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        user TEXT NOT NULL,
+        submit_time REAL NOT NULL,
+        UNIQUE (user, name)
+    );
+    CREATE INDEX jobs_workflow ON jobs (workflow_id);
+    CREATE INDEX jobs_end ON jobs (end_time);
+    CREATE TABLE decisions (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,            -- the kernel's clock (integer seconds)
+        op TEXT NOT NULL,
+        job_id INTEGER,
+        data TEXT NOT NULL DEFAULT '{}'   -- JSON
+    );
+    CREATE TABLE node_samples (
+        time REAL NOT NULL,
+        node TEXT NOT NULL,
+        cpu_percent REAL NOT NULL,
+        mem_used_mib REAL NOT NULL
+    );
+    CREATE INDEX node_samples_time ON node_samples (time);
+    CREATE TABLE policy_audit (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        user TEXT NOT NULL,
+        policy TEXT NOT NULL,             -- the TOML text now in force
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 """The schema, one entry per version; a new version appends an entry, never edits one."""
 
@@ -110,31 +157,81 @@ class NewJob:
     # (parent id, kind, delay): parents named by id; ``after`` below by position
     depends_on: tuple[tuple[int, str, int], ...] = ()
     after: tuple[tuple[int, str, int], ...] = ()  # (index in the same batch, kind, delay)
+    group: str = ""
+    stdout: str = ""  # log paths; empty: the agent's default (see htcsim.agent.launch)
+    stderr: str = ""
+    signal: str = ""  # e.g. "SIGUSR1": sent signal_before_s before the walltime
+    signal_before_s: int = 0
+
+
+SETTABLE = frozenset(
+    {
+        "reason",
+        "start_time",
+        "end_time",
+        "exit_code",
+        "node",
+        "requeues",
+        "pid",
+        "cpu_time_s",
+        "max_rss_mib",
+        "stdout",
+        "stderr",
+    }
+)
+"""Columns a state change may set besides the state."""
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One job moving to ``state`` for ``cause``, with the other columns it sets."""
+
+    job_id: int
+    state: str
+    cause: str
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentStore:
-    """One SQLite file; the scheduling loop is its one writer."""
+    """One SQLite file; the scheduling loop is its one writer, readers open their own.
 
-    def __init__(self, path: str | Path) -> None:
+    Writes made inside ``with store.batch():`` commit together (one fsync for
+    many jobs: how the loop reaches thousands of durable jobs per second);
+    outside a batch each write commits on its own.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._savepoints = 0
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+            )
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # committed means on disk
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            if readonly:
+                self._check_version()
+            else:
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not an htcsim agent store ({exc})") from exc
 
-    def _migrate(self) -> None:
+    def _check_version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: schema version {version} is newer than this htcsim knows "
                 f"({SCHEMA_VERSION}); upgrade htcsim to open it"
             )
+        return version
+
+    def _migrate(self) -> None:
+        version = self._check_version()
         if version == SCHEMA_VERSION:
             return
         self._db.execute("BEGIN IMMEDIATE")
@@ -158,20 +255,63 @@ class AgentStore:
 
     # ------------------------------------------------------------------ writes
 
-    def add_jobs(self, jobs: Sequence[NewJob], *, now: float | None = None) -> list[int]:
-        """Accept a batch atomically (all or none): ids in order. A job array is
-        a batch whose jobs carry ``array_index``; its ``array_id`` is its first id."""
-        now = time.time() if now is None else now
-        ids: list[int] = []
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Everything written inside commits at once, or not at all."""
+        if self._db.in_transaction:
+            # nested: a savepoint, so a failed inner write leaves the outer batch clean
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            self._db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+            self._db.execute(f"RELEASE {name}")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add_jobs(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        now: float | None = None,
+        workflow: str | None = None,
+    ) -> list[int]:
+        """Accept a batch atomically (all or none): ids in order. A job array is
+        a batch whose jobs carry ``array_index``; its ``array_id`` is its first id.
+        ``workflow`` names the batch (unique per user) for ``workflow_status``."""
+        now = time.time() if now is None else now
+        ids: list[int] = []
+        with self.batch():
+            workflow_id: int | None = None
+            if workflow is not None and jobs:
+                try:
+                    cursor = self._db.execute(
+                        "INSERT INTO workflows (name, user, submit_time) VALUES (?, ?, ?)",
+                        (workflow, jobs[0].user, now),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise ValueError(
+                        f"workflow {workflow!r} already exists for user {jobs[0].user!r}"
+                    ) from exc
+                workflow_id = cursor.lastrowid
             array_id: int | None = None
             for job in jobs:
                 state = "held" if job.hold else "pending"
                 cursor = self._db.execute(
                     "INSERT INTO jobs (user, name, command, cwd, env, cores, mem_mib, gpus, "
-                    "walltime_s, qos, array_index, state, reason, submit_time) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "walltime_s, qos, array_index, state, reason, submit_time, grp, stdout, "
+                    "stderr, signal, signal_before_s, workflow_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.user,
                         job.name,
@@ -187,6 +327,12 @@ class AgentStore:
                         state,
                         "Held" if job.hold else "",
                         now,
+                        job.group,
+                        job.stdout,
+                        job.stderr,
+                        job.signal,
+                        job.signal_before_s,
+                        workflow_id,
                     ),
                 )
                 job_id = int(cursor.lastrowid or 0)
@@ -202,14 +348,15 @@ class AgentStore:
                 for parent, kind, delay in edges:
                     if kind not in DEPENDENCY_KINDS:
                         raise ValueError(f"job {job_id}: unknown dependency kind {kind!r}")
-                    self._db.execute(
-                        "INSERT INTO dependencies VALUES (?, ?, ?, ?)",
-                        (job_id, parent, kind, delay),
-                    )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+                    try:
+                        self._db.execute(
+                            "INSERT INTO dependencies VALUES (?, ?, ?, ?)",
+                            (job_id, parent, kind, delay),
+                        )
+                    except sqlite3.IntegrityError as exc:
+                        raise ValueError(
+                            f"job {job_id}: dependency on unknown job {parent}"
+                        ) from exc
         return ids
 
     def set_state(
@@ -217,34 +364,82 @@ class AgentStore:
     ) -> None:
         """Move a job to ``state`` for ``cause`` (recorded as an event), with
         the other columns given (start_time, end_time, exit_code, node, reason...)."""
-        if state not in JOB_STATES:
-            raise ValueError(f"unknown job state {state!r} (known: {', '.join(JOB_STATES)})")
-        allowed = {"reason", "start_time", "end_time", "exit_code", "node", "requeues"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(
-                f"cannot set {', '.join(sorted(unknown))} (settable: {sorted(allowed)})"
-            )
+        self.set_states([StateChange(job_id, state, cause, fields)], now=now)
+
+    def set_states(self, changes: Sequence[StateChange], *, now: float | None = None) -> None:
+        """Several state changes in one commit (see ``set_state``)."""
         now = time.time() if now is None else now
-        columns = ", ".join(f"{name} = ?" for name in ("state", *fields))
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = self._db.execute(
-                f"UPDATE jobs SET {columns} WHERE id = ?", (state, *fields.values(), job_id)
-            )
-            if cursor.rowcount != 1:
-                raise KeyError(f"no job {job_id}")
-            self._event(job_id, now, state, cause)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        with self.batch():
+            for change in changes:
+                if change.state not in JOB_STATES:
+                    raise ValueError(
+                        f"unknown job state {change.state!r} (known: {', '.join(JOB_STATES)})"
+                    )
+                unknown = set(change.fields) - SETTABLE
+                if unknown:
+                    raise ValueError(
+                        f"cannot set {', '.join(sorted(unknown))} (settable: {sorted(SETTABLE)})"
+                    )
+                columns = ", ".join(f"{name} = ?" for name in ("state", *change.fields))
+                cursor = self._db.execute(
+                    f"UPDATE jobs SET {columns} WHERE id = ?",
+                    (change.state, *change.fields.values(), change.job_id),
+                )
+                if cursor.rowcount != 1:
+                    raise KeyError(f"no job {change.job_id}")
+                self._event(change.job_id, now, change.state, change.cause)
+
+    def update(self, job_id: int, **fields: Any) -> None:
+        """Set columns without a state change (a pid, a reason): no event."""
+        unknown = set(fields) - SETTABLE
+        if unknown:
+            raise ValueError(f"cannot set {', '.join(sorted(unknown))}")
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self.batch():
+            self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*fields.values(), job_id))
+
+    def set_pids(self, pids: Sequence[tuple[int, int]]) -> None:
+        """(pid, job id) of jobs just launched (no event: their start was one)."""
+        with self.batch():
+            self._db.executemany("UPDATE jobs SET pid = ? WHERE id = ?", pids)
 
     def _event(self, job_id: int, now: float, state: str, cause: str) -> None:
         self._db.execute(
             "INSERT INTO events (job_id, time, state, cause) VALUES (?, ?, ?, ?)",
             (job_id, now, state, cause),
         )
+
+    def log_decisions(self, rows: Sequence[tuple[int, str, int | None, str]]) -> None:
+        """Append (kernel time, op, job id, JSON data) rows to the decision log."""
+        with self.batch():
+            self._db.executemany(
+                "INSERT INTO decisions (time, op, job_id, data) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def add_node_samples(self, rows: Sequence[tuple[float, str, float, float]]) -> None:
+        """(time, node, cpu percent, memory used MiB) rows."""
+        with self.batch():
+            self._db.executemany("INSERT INTO node_samples VALUES (?, ?, ?, ?)", rows)
+
+    def audit_policy(
+        self, user: str, policy_toml: str, note: str = "", now: float | None = None
+    ) -> int:
+        """Record the policy put in force, by whom; returns the audit id."""
+        now = time.time() if now is None else now
+        with self.batch():
+            cursor = self._db.execute(
+                "INSERT INTO policy_audit (time, user, policy, note) VALUES (?, ?, ?, ?)",
+                (now, user, policy_toml, note),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.batch():
+            self._db.execute(
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     # ------------------------------------------------------------------ reads
 
@@ -261,10 +456,14 @@ class AgentStore:
         user: str | None = None,
         limit: int = 100,
         after_id: int = 0,
+        array_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs in id order, filtered, one page (``after_id``: the last id of the previous page)."""
         query = "SELECT * FROM jobs WHERE id > ?"
         args: list[Any] = [after_id]
+        if array_id is not None:
+            query += " AND array_id = ?"
+            args.append(array_id)
         if states:
             query += f" AND state IN ({', '.join('?' * len(states))})"
             args += list(states)
@@ -294,6 +493,109 @@ class AgentStore:
                 "SELECT time, state, cause FROM events WHERE job_id = ? ORDER BY id", (job_id,)
             )
         ]
+
+    def jobs_by_id(self, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The named jobs that exist, by id."""
+        out: dict[int, dict[str, Any]] = {}
+        ids = list(job_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            for row in self._db.execute(
+                f"SELECT * FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            ):
+                out[int(row["id"])] = _job_dict(row)
+        return out
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Every job not in a final state, in id order (what a restart reloads)."""
+        finals = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+        return [
+            _job_dict(row)
+            for row in self._db.execute(
+                f"SELECT * FROM jobs WHERE state NOT IN ({finals}) ORDER BY id"
+            )
+        ]
+
+    def all_dependencies(self, child_ids: Sequence[int]) -> list[tuple[int, int, str, int]]:
+        """(child, parent, kind, delay) of the given children."""
+        out: list[tuple[int, int, str, int]] = []
+        ids = list(child_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            out += [
+                (int(r["child"]), int(r["parent"]), str(r["kind"]), int(r["delay_s"]))
+                for r in self._db.execute(
+                    f"SELECT * FROM dependencies WHERE child IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            ]
+        return out
+
+    def states_of(self, job_ids: Sequence[int]) -> dict[int, str]:
+        """The state of each named job that exists."""
+        out: dict[int, str] = {}
+        ids = list(job_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            for row in self._db.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            ):
+                out[int(row["id"])] = str(row["state"])
+        return out
+
+    def decisions(
+        self, after_seq: int = 0
+    ) -> list[tuple[int, int, str, int | None, dict[str, Any]]]:
+        """(seq, kernel time, op, job id, data) of the decision log, in order."""
+        return [
+            (int(r["seq"]), int(r["time"]), str(r["op"]), r["job_id"], json.loads(r["data"]))
+            for r in self._db.execute(
+                "SELECT * FROM decisions WHERE seq > ? ORDER BY seq", (after_seq,)
+            )
+        ]
+
+    def finished_between(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Jobs that ended in [start, end), in end order (accounting)."""
+        return [
+            _job_dict(row)
+            for row in self._db.execute(
+                "SELECT * FROM jobs WHERE end_time >= ? AND end_time < ? ORDER BY end_time, id",
+                (start, end),
+            )
+        ]
+
+    def node_samples(self, since: float = 0.0) -> list[tuple[float, str, float, float]]:
+        return [
+            (float(r[0]), str(r[1]), float(r[2]), float(r[3]))
+            for r in self._db.execute(
+                "SELECT * FROM node_samples WHERE time >= ? ORDER BY time", (since,)
+            )
+        ]
+
+    def policy_audits(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM policy_audit ORDER BY id")]
+
+    def workflow(self, name: str, user: str | None = None) -> dict[str, Any]:
+        """A workflow and its jobs (KeyError when unknown)."""
+        query, args = "SELECT * FROM workflows WHERE name = ?", [name]
+        if user is not None:
+            query += " AND user = ?"
+            args.append(user)
+        row = self._db.execute(query, args).fetchone()
+        if row is None:
+            raise KeyError(f"no workflow {name!r}" + (f" of user {user!r}" if user else ""))
+        out = dict(row)
+        out["jobs"] = [
+            _job_dict(r)
+            for r in self._db.execute(
+                "SELECT * FROM jobs WHERE workflow_id = ? ORDER BY id", (out["id"],)
+            )
+        ]
+        return out
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
 
     def counts(self) -> dict[str, int]:
         """Jobs per state (every state listed)."""

@@ -1,0 +1,290 @@
+"""A small HTTP client for the agent's REST API (what ``htcsim submit``, ``queue``... use).
+
+Why a separate module: scripts and notebooks want the same calls as the
+command line without going through typer, and the command line must start
+fast, so this module imports only httpx and the standard library (no numpy,
+no kernel). Every failure becomes one ``ClientError`` whose message is a
+single line a person can act on: the agent's own ``{"detail": ...}`` for an
+API error, a hint to start the agent when nothing listens, a hint about the
+token when it is refused.
+
+Where the agent is and which token to send are found in this order, key by
+key: explicit arguments; ``HTCSIM_URL`` / ``HTCSIM_TOKEN``;
+``./htcsim-agent/client.toml`` (written by ``htcsim agent serve`` on its first
+start in that directory); ``~/.config/htcsim/client.toml``; then
+``http://127.0.0.1:8642`` with no token.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8642"
+LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
+"""Relative to the current directory: where a first ``agent serve`` leaves the admin token."""
+USER_CLIENT_FILE = Path("~/.config/htcsim/client.toml")
+PAGE_SIZE = 1000
+"""Jobs per ``GET /jobs`` page while following ``next`` (the API allows up to 10,000)."""
+LOG_MAX_BYTES = 1 << 26
+"""The largest ``tail`` the log route accepts (64 MiB)."""
+
+
+class ClientError(RuntimeError):
+    """A call that failed; ``str()`` is one line for a person, ``status`` the HTTP
+    status (None when the agent was not reached), ``field`` the request field at fault."""
+
+    def __init__(self, message: str, status: int | None = None, field: str | None = None) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the server sent
+        self.status = status
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the agent is and the token to send; ``token_source`` names where the
+    token came from, so a refusal can say which one to fix."""
+
+    url: str
+    token: str | None
+    token_source: str
+
+
+def _read_client_file(path: Path) -> dict[str, Any]:
+    """The keys of a client.toml; a missing file is empty, a broken one an error
+    (silently skipping it would send the wrong token to the wrong agent)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClientError(f"{path}: not valid TOML ({exc})") from exc
+    return {k: v for k, v in data.items() if k in ("url", "token") and isinstance(v, str)}
+
+
+def resolve_settings(
+    url: str | None = None,
+    token: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    files: Sequence[Path] | None = None,
+) -> Settings:
+    """The agent's URL and the token, each from the first source that has it."""
+    env = os.environ if environ is None else environ
+    found_url, found_token, source = url, token, "the command line"
+    if found_url is None and env.get("HTCSIM_URL"):
+        found_url = env["HTCSIM_URL"]
+    if found_token is None and env.get("HTCSIM_TOKEN"):
+        found_token, source = env["HTCSIM_TOKEN"], "HTCSIM_TOKEN"
+    paths = files if files is not None else (LOCAL_CLIENT_FILE, USER_CLIENT_FILE.expanduser())
+    for path in paths:
+        if found_url is not None and found_token is not None:
+            break
+        data = _read_client_file(path)
+        found_url = found_url or data.get("url")
+        if found_token is None and "token" in data:
+            found_token, source = data["token"], str(path)
+    return Settings((found_url or DEFAULT_URL).rstrip("/"), found_token, source)
+
+
+class AgentClient:
+    """Synchronous calls to one agent; each method is one route (``jobs`` follows pages)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = resolve_settings(url, token)
+        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+        self._http = httpx.Client(
+            base_url=self.settings.url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; every way it can fail becomes a one-line ClientError."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ClientError(
+                f"cannot reach the agent at {self.url} (is `htcsim agent serve` running?)"
+            ) from None
+        except httpx.TimeoutException:
+            raise ClientError(f"the agent at {self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"talking to the agent at {self.url}: {exc}") from None
+        if response.is_success:
+            return response
+        raise self._error(response)
+
+    def _error(self, response: httpx.Response) -> ClientError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        detail = body.get("detail") if isinstance(body, dict) else None
+        field = body.get("field") if isinstance(body, dict) else None
+        if not isinstance(detail, str):
+            detail = response.reason_phrase or "no detail"
+        if status == 401:
+            where = (
+                f"the token from {self.settings.token_source}"
+                if self.settings.token
+                else "no token was sent"
+            )
+            return ClientError(
+                f"the agent refused the token ({detail}; {where}): set HTCSIM_TOKEN, "
+                "or ask the agent's admin for one (`htcsim agent token add USER`)",
+                status,
+                field,
+            )
+        return ClientError(
+            f"HTTP {status}: {detail}", status, field if isinstance(field, str) else None
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One job or one array (``JobRequest`` fields); ``{"ids": [...], "array_id": ...}``."""
+        result: dict[str, Any] = self._json("POST", "/jobs", json=dict(request))
+        return result
+
+    def submit_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Many jobs, accepted all or none; their ids in request order."""
+        result = self._json("POST", "/jobs/batch", json={"jobs": [dict(r) for r in requests]})
+        return [int(i) for i in result["ids"]]
+
+    def jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        user: str | None = None,
+        array_id: int | None = None,
+        estimate: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Every matching job in id order (pages followed through ``next``)."""
+        params: dict[str, Any] = {"limit": page_size, "estimate": str(estimate).lower()}
+        if states:
+            params["state"] = list(states)
+        if user is not None:
+            params["user"] = user
+        if array_id is not None:
+            params["array_id"] = array_id
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self._json("GET", "/jobs", params={**params, "after": after})
+            out.extend(page["jobs"])
+            if page.get("next") is None:
+                return out
+            after = int(page["next"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        """One job with its priority factors, estimate, dependencies and environment."""
+        result: dict[str, Any] = self._json("GET", f"/jobs/{job_id}")
+        return result
+
+    def history(self, job_id: int) -> list[dict[str, Any]]:
+        """The job's state changes, oldest first: ``{"time", "state", "cause"}``."""
+        return list(self._json("GET", f"/jobs/{job_id}/history")["events"])
+
+    def log(self, job_id: int, stream: str = "stdout", tail_bytes: int = 65536) -> str:
+        """The last ``tail_bytes`` of the job's stdout or stderr."""
+        params = {"stream": stream, "tail": min(tail_bytes, LOG_MAX_BYTES)}
+        return self._request("GET", f"/jobs/{job_id}/log", params=params).text
+
+    def cancel(self, job_id: int) -> list[int]:
+        return [int(i) for i in self._json("POST", f"/jobs/{job_id}/cancel")["ids"]]
+
+    def hold(self, job_id: int) -> list[int]:
+        return [int(i) for i in self._json("POST", f"/jobs/{job_id}/hold")["ids"]]
+
+    def release(self, job_id: int) -> list[int]:
+        return [int(i) for i in self._json("POST", f"/jobs/{job_id}/release")["ids"]]
+
+    # ------------------------------------------------------------------ nodes, agent
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node: name, state, capacity, free resources, running jobs."""
+        return list(self._json("GET", "/nodes")["nodes"])
+
+    def drain(self, name: str) -> str:
+        """Stop placing jobs on a node (admin); its new state."""
+        return str(self._json("POST", f"/nodes/{name}/drain")["state"])
+
+    def resume(self, name: str) -> str:
+        """Put a node back in service (admin); its new state."""
+        return str(self._json("POST", f"/nodes/{name}/resume")["state"])
+
+    def cluster(self) -> dict[str, Any]:
+        """Jobs and nodes per state, cores, utilization, pass statistics."""
+        result: dict[str, Any] = self._json("GET", "/cluster")
+        return result
+
+    def policy(self) -> dict[str, Any]:
+        """The policy in force: ``{"toml": ..., "policy": {...}}``."""
+        result: dict[str, Any] = self._json("GET", "/policy")
+        return result
+
+    def put_policy(self, toml_text: str, note: str = "") -> dict[str, Any]:
+        """Replace the policy (admin); ``{"audit_id", "policy"}``."""
+        result: dict[str, Any] = self._json(
+            "PUT", "/policy", json={"toml": toml_text, "note": note}
+        )
+        return result
+
+    def metrics(self) -> str:
+        """Prometheus text exposition."""
+        return self._request("GET", "/metrics").text
+
+    def healthz(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/healthz")
+        return result
+
+    # ------------------------------------------------------------------ workflows
+
+    def submit_workflow(self, workflow: Mapping[str, Any], base_dir: str) -> dict[str, Any]:
+        """A parsed pipeline TOML; ``{"name", "ids", "jobs": {job name: id}}``."""
+        result: dict[str, Any] = self._json(
+            "POST", "/workflows", json={"workflow": dict(workflow), "base_dir": base_dir}
+        )
+        return result
+
+    def workflow_status(self, name: str, user: str | None = None) -> dict[str, Any]:
+        """Progress: overall state, counts per state, done fraction, per-job rows."""
+        params = {"user": user} if user else {}
+        result: dict[str, Any] = self._json("GET", f"/workflows/{name}", params=params)
+        return result

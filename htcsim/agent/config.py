@@ -1,0 +1,162 @@
+"""The live agent's settings and its local node inventory.
+
+Why a file and defaults: ``htcsim agent serve`` must start with nothing
+configured (127.0.0.1:8642, state in ./htcsim-agent/, the whole machine as
+one node), and an operator must be able to pin every choice in one TOML file
+(``--config agent.toml``) that is checked key by key, like the policy file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+DEFAULT_PORT = 8642
+DEFAULT_STATE_DIR = Path("htcsim-agent")
+MEMORY_LIMITS = ("auto", "cgroup", "rlimit", "off")
+
+
+class AgentConfigError(ValueError):
+    """A bad agent setting; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the local executor: a slice of this machine.
+
+    ``cpus`` are the machine's CPU ids its cores map to (core k of the node
+    runs on ``cpus[k % len(cpus)]``), so a test can declare more slots than
+    the machine has CPUs and still pin every job.
+    """
+
+    name: str
+    cores: int
+    mem_mib: int
+    gpus: int
+    cpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Every setting of ``htcsim agent serve``; see the README's agent section."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: Path | None = None  # default: state_dir/agent.db
+    tokens: Path | None = None  # default: state_dir/tokens.toml
+    policy: Path | None = None  # default: the built-in Policy()
+    allow_root: bool = False  # jobs run as the agent's user: refuse root unless asked
+    kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL (walltime, cancel), as Slurm's KillWait
+    sample_interval_s: float = 10.0  # node and job resource sampling
+    memory_limit: str = "auto"  # auto | cgroup | rlimit | off
+    nodes: int = 1  # the machine sliced into this many nodes (testing)
+    cores_per_node: int = 0  # 0: the machine's CPUs divided among the nodes
+    mem_mib_per_node: int = 0  # 0: the machine's memory divided among the nodes
+    gpus_per_node: int = 0
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.state_dir / "agent.db"
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.tokens if self.tokens is not None else self.state_dir / "tokens.toml"
+
+    @property
+    def run_dir(self) -> Path:
+        """Per-job exit files of the executor (what a restart reads back)."""
+        return self.state_dir / "run"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def with_overrides(self, **values: Any) -> AgentConfig:
+        """The same settings with the given ones replaced (None: keep)."""
+        given = {k: v for k, v in values.items() if v is not None}
+        out = replace(self, **given)
+        out.check()
+        return out
+
+    def check(self, source: str = "agent settings") -> None:
+        def bad(key: str, why: str) -> None:
+            raise AgentConfigError(f"{source}: {key} {why}")
+
+        if not 0 < self.port < 65536:
+            bad("port", f"must be 1..65535, got {self.port}")
+        if self.kill_grace_s < 0:
+            bad("kill_grace_s", "must be >= 0")
+        if self.sample_interval_s <= 0:
+            bad("sample_interval_s", "must be > 0")
+        if self.memory_limit not in MEMORY_LIMITS:
+            bad("memory_limit", f"must be one of {', '.join(MEMORY_LIMITS)}")
+        if self.nodes < 1:
+            bad("nodes", "must be >= 1")
+        for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
+            if getattr(self, key) < 0:
+                bad(key, "must be >= 0")
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read an agent TOML file (all keys at the top level or under ``[agent]``)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise AgentConfigError(f"{path}: no such agent config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentConfigError(f"{path}: not valid TOML ({exc})") from exc
+    data = data.get("agent", data)
+    known = {f.name: f for f in fields(AgentConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise AgentConfigError(
+                f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+            )
+        default = getattr(AgentConfig(), key)
+        if key in ("state_dir", "db", "tokens", "policy"):
+            if not isinstance(value, str):
+                raise AgentConfigError(f"{path}: {key} must be a path string")
+            value = Path(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise AgentConfigError(f"{path}: {key} must be true or false")
+        elif isinstance(default, int | float) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise AgentConfigError(f"{path}: {key} must be a number, got {value!r}")
+        elif isinstance(default, int) and not isinstance(value, int):
+            raise AgentConfigError(f"{path}: {key} must be an integer, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise AgentConfigError(f"{path}: {key} must be a string")
+        values[key] = value
+    config = AgentConfig(**values)
+    config.check(str(path))
+    return config
+
+
+def machine_cpus() -> list[int]:
+    """The CPU ids this process may run on."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def local_nodes(config: AgentConfig) -> list[NodeSpec]:
+    """The machine as ``config.nodes`` nodes: CPUs, memory and GPUs divided
+    evenly unless the config declares per-node figures."""
+    cpus = machine_cpus()
+    n = config.nodes
+    cores = config.cores_per_node or max(len(cpus) // n, 1)
+    mem = config.mem_mib_per_node or int(psutil.virtual_memory().total // (1 << 20)) // n
+    out = []
+    for k in range(n):
+        node_cpus = tuple(cpus[(k * cores + c) % len(cpus)] for c in range(min(cores, len(cpus))))
+        out.append(NodeSpec(f"node{k}", cores, mem, config.gpus_per_node, node_cpus))
+    return out

@@ -1,0 +1,119 @@
+"""Putting one agent together: settings, lock, tokens, engine, API, HTTP server.
+
+Why a lock file: two agents on one state directory would both think they
+own the same jobs and processes; the second one is refused with the first
+one's pid. Why the first start writes a token: a new user types ``htcsim
+agent serve`` then ``htcsim submit`` and it works, with the admin token kept
+in ``<state dir>/client.toml`` (mode 0600) where the client finds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import logging
+import os
+import threading
+from pathlib import Path
+
+import tomli_w
+import uvicorn
+
+from htcsim.agent.api import Tokens, create_app
+from htcsim.agent.auth import add_token, load_tokens
+from htcsim.agent.config import AgentConfig, local_nodes
+from htcsim.agent.engine import Engine
+from htcsim.policy import Policy
+
+log = logging.getLogger("htcsim.agent")
+CLIENT_FILE = "client.toml"
+
+
+class AgentStartError(RuntimeError):
+    """The agent cannot start; the message says why and what to change."""
+
+
+class Agent:
+    """One running agent: engine thread plus the ASGI app (served by ``serve``)."""
+
+    def __init__(self, config: AgentConfig, policy: Policy | None = None) -> None:
+        if os.geteuid() == 0 and not config.allow_root:
+            raise AgentStartError(
+                "refusing to run as root: jobs run as the agent's user. Run the agent as an "
+                "unprivileged user, or set allow_root = true (--allow-root) to accept it"
+            )
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(config.state_dir)
+        self.admin_token = _first_token(config)
+        self.policy = policy or Policy()
+        self.engine = Engine(config, self.policy, local_nodes(config))
+        self.app = create_app(self.engine, Tokens(config.tokens_path))
+
+    def start(self) -> None:
+        self.engine.start()
+        log.info("memory limits: %s", self.engine.executor.memory_limit_note)
+
+    def stop(self) -> None:
+        self.engine.stop()
+        os.close(self._lock)
+
+
+def _lock(state_dir: Path) -> int:
+    path = state_dir / "agent.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise AgentStartError(
+            f"another agent (pid {other or '?'}) uses {state_dir}; stop it or use --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _first_token(config: AgentConfig) -> str | None:
+    """Without a token file, make one with an admin token for the current user
+    and write the client settings next to it; returns that token."""
+    if config.tokens_path.exists():
+        load_tokens(config.tokens_path)  # a broken file stops the start, naming the entry
+        return None
+    token = add_token(config.tokens_path, getpass.getuser(), "admin")
+    client = config.state_dir / CLIENT_FILE
+    fd = os.open(client, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(tomli_w.dumps({"url": config.url, "token": token}))
+    return token
+
+
+def serve(
+    config: AgentConfig, policy: Policy | None = None, ready: threading.Event | None = None
+) -> None:
+    """Run the agent until SIGINT/SIGTERM; jobs keep running after it stops."""
+    agent = Agent(config, policy)
+    agent.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            agent.app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    if ready is not None:
+        threading.Thread(target=_signal_ready, args=(server, ready), daemon=True).start()
+    try:
+        server.run()
+    finally:
+        agent.stop()
+
+
+def _signal_ready(server: uvicorn.Server, ready: threading.Event) -> None:
+    while not server.started:
+        threading.Event().wait(0.01)
+    ready.set()

@@ -1,0 +1,157 @@
+"""A real agent for tests: ``htcsim agent serve`` in its own process, on a free
+port of 127.0.0.1, with its state in a temporary directory.
+
+Why a process and not a thread: the crash tests kill it with SIGKILL, and the
+API must be reached over a real socket. Cleanup stops the agent and kills
+every job process it left (jobs outlive the agent by design).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AgentProcess:
+    """A running agent: where it listens, the admin token, its files."""
+
+    url: str
+    token: str
+    state_dir: Path
+    args: list[str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.token}"},
+            timeout=30.0,
+        )
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        """Environment for the CLI client to reach this agent."""
+        return {**os.environ, "HTCSIM_URL": self.url, "HTCSIM_TOKEN": token or self.token}
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = _spawn(self.args, self.log)
+        wait_healthy(self.url, self.proc, self.log)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 (the child holds it)
+    try:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        out.close()
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the agent exited ({proc.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the agent did not answer in {timeout} s:\n{log.read_text()}")
+
+
+def kill_jobs_of(state_dir: Path) -> None:
+    """Kill the process groups of job wrappers whose exit files live in ``state_dir``."""
+    marker = str(state_dir.resolve())
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("htcsim-job-") and any(marker in a for a in cmdline):
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.info["pid"], signal.SIGKILL)
+
+
+@contextmanager
+def running_agent(
+    tmp_path: Path, *extra: str, policy: str | None = None, **settings: Any
+) -> Iterator[AgentProcess]:
+    """Start an agent (settings: keys of AgentConfig, written to agent.toml)."""
+    state_dir = tmp_path / "agent-state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = tmp_path / "agent.toml"
+    lines = [f'state_dir = "{state_dir}"', f"port = {port}", "allow_root = true"]
+    for key, value in settings.items():
+        lines.append(
+            f"{key} = {value!r}".replace("'", '"')
+            if not isinstance(value, bool)
+            else f"{key} = {str(value).lower()}"
+        )
+    if policy is not None:
+        policy_file = tmp_path / "policy.toml"
+        policy_file.write_text(policy)
+        lines.append(f'policy = "{policy_file}"')
+    config.write_text("\n".join(lines) + "\n")
+    args = [sys.executable, "-m", "htcsim", "agent", "serve", "--config", str(config), *extra]
+    log = tmp_path / "agent.log"
+    proc = _spawn(args, log)
+    url = f"http://127.0.0.1:{port}"
+    agent: AgentProcess | None = None
+    try:
+        wait_healthy(url, proc, log)
+        token = tomllib.loads((state_dir / "client.toml").read_text())["token"]
+        agent = AgentProcess(url, token, state_dir, args, proc, log)
+        yield agent
+    finally:
+        if agent is not None:
+            agent.stop()
+        elif proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        kill_jobs_of(state_dir)
+
+
+def wait_for(check: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Poll ``check()`` until it returns a true value (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s (last value {value!r})")
+        time.sleep(every)
