@@ -96,13 +96,19 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 def kill_jobs_of(state_dir: Path) -> None:
-    """Kill the process groups of job wrappers whose exit files live in ``state_dir``."""
-    marker = str(state_dir.resolve())
+    """Kill the shepherd serving ``state_dir`` and every job it runs (each job
+    is a session of its own: its whole process group)."""
+    marker = str((state_dir / "run").resolve())
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmdline = p.info["cmdline"] or []
-        if cmdline and cmdline[0].startswith("htcsim-job-") and any(marker in a for a in cmdline):
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.info["pid"], signal.SIGKILL)
+        if "htcsim.agent.shepherd" not in cmdline or marker not in cmdline:
+            continue
+        with suppress(psutil.Error):
+            for child in p.children():
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            p.kill()
+            p.wait(5)
 
 
 @contextmanager

@@ -20,3 +20,20 @@ def trace_dir() -> Path:
     if not env or not Path(env).is_dir():
         pytest.fail("set HTCSIM_TRACE_DIR to the folder of the SWF logs (e.g. ../shared/traces)")
     return Path(env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftover_shepherds(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Agents outlive nothing: at the end of the session, stop every job
+    shepherd (and its jobs) that a test's agent left under the session's
+    temporary folder (an agent leaves them running by design)."""
+    yield
+    import psutil
+
+    from tests.agent_harness import kill_jobs_of
+
+    base = str(tmp_path_factory.getbasetemp().resolve())
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if "htcsim.agent.shepherd" in cmdline and cmdline[-2].startswith(base):
+            kill_jobs_of(Path(cmdline[-2]).parent)

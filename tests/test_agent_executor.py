@@ -1,7 +1,8 @@
-"""The local executor and the monitor, with real processes (no mocks).
+"""The local executor (the agent's side of the shepherd) and the monitor,
+with real processes (no mocks).
 
-Each test waits with a generous deadline and cleans up the processes it
-starts (kills their group), so a failing test does not leave jobs behind.
+Each test waits with a generous deadline and cleans up what it starts: its
+jobs' process groups and the shepherd, so a failing test leaves nothing.
 """
 
 from __future__ import annotations
@@ -75,10 +76,8 @@ def exits() -> Exits:
 def executor(tmp_path: Path, exits: Exits) -> Iterator[LocalExecutor]:
     ex = LocalExecutor(tmp_path / "run", exits)
     yield ex
-    for pid in ex.running().values():
-        kill_group(pid)
-    wait_until(lambda: not ex.running())  # reaped before close: no Popen left running
-    ex.close()
+    ex.shutdown(kill_jobs=True)
+    wait_until(lambda: not psutil.pid_exists(ex.shepherd_pid) or _zombie(ex.shepherd_pid))
 
 
 def spec(tmp_path: Path, job_id: int, argv: list[str], **kw: object) -> LaunchSpec:
@@ -119,26 +118,35 @@ def test_cwd_env_logs_and_exit_code(tmp_path: Path, executor: LocalExecutor, exi
     assert exits.wait(2).exit_code == 127
 
 
-def test_exit_files_outlive_the_report(tmp_path: Path, exits: Exits) -> None:
-    """Kept until released, expired or garbage-collected, so that an agent
-    killed before it commits a reported exit still finds it on restart."""
-    ex = LocalExecutor(tmp_path / "run", exits, exit_file_grace_s=0.3)
+def test_exits_are_kept_until_released(tmp_path: Path, exits: Exits) -> None:
+    """The shepherd keeps an exit until the agent says it is recorded, so that an
+    agent killed before it commits a reported exit is told again on restart;
+    its journal keeps them even across a restart of the shepherd itself."""
+    ex = LocalExecutor(tmp_path / "run", exits)
     try:
         for jid in (1, 2, 3):
             ex.launch(spec(tmp_path, jid, ["sh", "-c", f"exit {jid}"]))
             exits.wait(jid)
-        assert ex.exit_path(1).read_text() == "1\n"  # reported, not yet expired
         ex.release(1)
-        assert not ex.exit_path(1).exists()
-        wait_until(lambda: not ex.exit_path(2).exists())  # grace over
-        (tmp_path / "run" / "8.exit").write_text("0\n")  # left over from a crash
-        (tmp_path / "run" / "9.exit").write_text("4\n")
-        [rec] = ex.recover([9])  # 8 is no longer running in the store: garbage
-        assert rec.exit is not None and rec.exit.exit_code == 4
-        assert not (tmp_path / "run" / "8.exit").exists()
-        assert (tmp_path / "run" / "9.exit").exists()
     finally:
-        ex.close()
+        ex.close()  # the "agent" goes; the shepherd stays
+    again = LocalExecutor(tmp_path / "run", exits)
+    try:
+        assert again.shepherd_pid == ex.shepherd_pid
+        found = {r.job_id: r for r in again.recover([1, 2])}  # 3: no longer running
+        assert found[1].status == "lost"  # released: the agent had recorded it
+        assert found[2].exit is not None and found[2].exit.exit_code == 2
+        assert found[2].exit.recovered and found[2].exit.cpu_time_s >= 0
+        again.shutdown(kill_jobs=True)
+        wait_until(lambda: not psutil.pid_exists(ex.shepherd_pid) or _zombie(ex.shepherd_pid))
+    finally:
+        again.close()
+    third = LocalExecutor(tmp_path / "run", exits)  # a new shepherd reads the journal
+    try:
+        assert third.shepherd_pid != ex.shepherd_pid
+        assert [r.status for r in third.recover([2, 3])] == ["exited", "lost"]  # 3 released
+    finally:
+        third.shutdown(kill_jobs=True)
 
 
 def test_launch_errors(tmp_path: Path, executor: LocalExecutor) -> None:
@@ -151,7 +159,7 @@ def test_launch_errors(tmp_path: Path, executor: LocalExecutor) -> None:
     assert executor.running() == {}
 
 
-def test_pinning_and_thread_affinity_restored(
+def test_pinning_leaves_the_agent_unpinned(
     tmp_path: Path, executor: LocalExecutor, exits: Exits
 ) -> None:
     before = os.sched_getaffinity(0)
@@ -165,6 +173,13 @@ def test_pinning_and_thread_affinity_restored(
     with pytest.raises(LaunchError, match="job 2"):
         executor.launch(spec(tmp_path, 2, ["true"], cpus=(100000,)))
     assert os.sched_getaffinity(0) == before
+    executor.launch(spec(tmp_path, 3, ["grep", "Cpus_allowed_list", "/proc/self/status"]))
+    assert exits.wait(3).exit_code == 0  # the shepherd went back to all CPUs
+    assert (tmp_path / "job3.out").read_text().split()[1] == (
+        (tmp_path / "job1.out").read_text().split()[1]
+        if len(before) == 1
+        else f"{min(before)}-{max(before)}"
+    )
 
 
 def test_memory_limit_rlimit_as(tmp_path: Path, executor: LocalExecutor, exits: Exits) -> None:
@@ -214,8 +229,8 @@ def test_signal_kills_the_whole_group(
     assert not executor.signal(99, signal.SIGTERM)
 
 
-def test_sigkill_and_usr1_trap(tmp_path: Path, executor: LocalExecutor, exits: Exits) -> None:
-    # SIGUSR1 (the "signal before walltime") must reach the job, not end the wrapper
+def test_sigkill_and_usr1(tmp_path: Path, executor: LocalExecutor, exits: Exits) -> None:
+    # SIGUSR1 (the "signal before walltime") reaches the job
     trap = "trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done"
     executor.launch(spec(tmp_path, 1, ["sh", "-c", trap]))
     wait_until(lambda: "ready" in (tmp_path / "job1.out").read_text())
@@ -284,6 +299,7 @@ def test_recover_after_agent_crash(tmp_path: Path, exits: Exits) -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     pids: list[int] = []
+    ex: LocalExecutor | None = None
     try:
         assert agent.stdout is not None
         pids = [int(p) for p in agent.stdout.readline().split()]
@@ -294,31 +310,27 @@ def test_recover_after_agent_crash(tmp_path: Path, exits: Exits) -> None:
 
         # job 2 finishes while no agent is running
         (tmp_path / "go2").touch()
-        wait_until(lambda: (tmp_path / "run" / "2.exit").exists())
+        wait_until(lambda: not psutil.pid_exists(pids[1]))
 
         ex = LocalExecutor(tmp_path / "run", exits)
-        try:
-            found = {r.job_id: r for r in ex.recover([1, 2, 3, 4])}
-            assert (found[1].status, found[1].pid) == ("running", pids[0])
-            assert found[2].status == "exited"
-            assert found[2].exit is not None
-            assert (found[2].exit.exit_code, found[2].exit.recovered) == (5, True)
-            assert (found[3].status, found[3].pid, found[3].exit) == ("lost", None, None)
-            assert ex.running() == {1: pids[0], 4: pids[2]}
+        found = {r.job_id: r for r in ex.recover([1, 2, 3, 4])}
+        assert (found[1].status, found[1].pid) == ("running", pids[0])
+        assert found[2].status == "exited"
+        assert found[2].exit is not None
+        assert (found[2].exit.exit_code, found[2].exit.recovered) == (5, True)
+        assert (found[3].status, found[3].pid, found[3].exit) == ("lost", None, None)
+        assert ex.running() == {1: pids[0], 4: pids[2]}
 
-            # an adopted job can be signalled; SIGKILL leaves no exit file, yet
-            # the executor knows who killed it
-            assert ex.signal(4, signal.SIGKILL)
-            done = exits.wait(4)
-            assert (done.exit_code, done.signal, done.recovered) == (137, 9, True)
+        # a re-adopted job is signalled and reaped as before, with its rusage
+        assert ex.signal(4, signal.SIGKILL)
+        done = exits.wait(4)
+        assert (done.exit_code, done.signal) == (137, 9)
 
-            (tmp_path / "go1").touch()
-            done = exits.wait(1)
-            assert (done.exit_code, done.recovered, done.cpu_time_s) == (7, True, -1.0)
-            assert ex.running() == {}
-            assert 2 not in exits.by_job  # "exited" is returned, not called back
-        finally:
-            ex.close()
+        (tmp_path / "go1").touch()
+        done = exits.wait(1)
+        assert done.exit_code == 7 and done.cpu_time_s >= 0
+        assert ex.running() == {}
+        assert 2 not in exits.by_job  # "exited" is returned, not called back
     finally:
         agent.kill()
         agent.wait()
@@ -326,6 +338,8 @@ def test_recover_after_agent_crash(tmp_path: Path, exits: Exits) -> None:
             agent.stdout.close()
         for pid in pids:
             kill_group(pid)
+        if ex is not None:
+            ex.shutdown(kill_jobs=True)
 
 
 def _zombie(pid: int) -> bool:

@@ -74,6 +74,9 @@ PUBLIC_COLUMNS = (
     "pid",
     "cpu_time_s",
     "max_rss_mib",
+    "signal",
+    "signal_before_s",
+    "workflow_id",
 )
 
 
@@ -242,6 +245,11 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
         if not engine.alive:
             raise ApiError(503, "the scheduling loop is not running")
         return {"status": "ok", "passes": engine.passes}
+
+    @app.get("/whoami", responses=errors, tags=["agent"])
+    async def whoami(principal: Caller) -> dict[str, str]:
+        """The user, role and group the token stands for."""
+        return {"user": principal.user, "role": principal.role, "group": principal.group}
 
     @app.post("/jobs", status_code=201, responses=errors, tags=["jobs"])
     async def submit(request: JobRequest, principal: Caller) -> JobIds:

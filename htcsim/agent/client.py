@@ -249,6 +249,10 @@ class AgentClient:
         """Put a node back in service (admin); its new state."""
         return str(self._json("POST", f"/nodes/{name}/resume")["state"])
 
+    def whoami(self) -> dict[str, str]:
+        """The user, role and group the token stands for."""
+        return {k: str(v) for k, v in self._json("GET", "/whoami").items()}
+
     def cluster(self) -> dict[str, Any]:
         """Jobs and nodes per state, cores, utilization, pass statistics."""
         result: dict[str, Any] = self._json("GET", "/cluster")

@@ -15,7 +15,6 @@ same everywhere) are imported when ``submit`` runs.
 
 from __future__ import annotations
 
-import getpass
 import io
 import json
 import os
@@ -353,15 +352,8 @@ def _states(values: Sequence[str] | None) -> list[str]:
 
 
 def _own_jobs(client: AgentClient, states: Sequence[str], estimate: bool) -> list[dict[str, Any]]:
-    """The caller's jobs. The API has no "who am I", so ask for the login name's jobs
-    (the agent's first token is for its login user); a user token named otherwise is
-    refused (403) and then lists its own jobs, which is all a user token may see."""
-    try:
-        return client.jobs(states=states, user=getpass.getuser(), estimate=estimate)
-    except ClientError as exc:
-        if exc.status != 403:
-            raise
-    return client.jobs(states=states, estimate=estimate)
+    """The jobs of the user the token stands for."""
+    return client.jobs(states=states, user=client.whoami()["user"], estimate=estimate)
 
 
 @client_app.command("queue", rich_help_panel=PANEL)

@@ -144,6 +144,7 @@ class Engine:
         self._timer_seq = 0
         self._log: list[tuple[int, str, int | None, str]] = []
         self._changes: list[StateChange] = []
+        self._recorded_exits: list[int] = []  # exits in this turn's commit
         self._pids: list[tuple[int, int]] = []  # (pid, job) launched since the last commit
         self._base_env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
         self._launch_failures: list[tuple[int, str]] = []
@@ -408,10 +409,13 @@ class Engine:
             if self._log:
                 self.store.log_decisions(self._log)
                 self._log = []
+        if self._recorded_exits:  # their ends are durable: the shepherd may forget them
+            self.executor.release_many(self._recorded_exits)
+            self._recorded_exits = []
         for future, result in answers:
             future.set_result(result)
-        for run in to_launch:
-            self._launch(run)
+        if to_launch:
+            self._launch(to_launch)
         if now_f >= self._next_sample:
             self._sample(now_f)
 
@@ -542,6 +546,7 @@ class Engine:
             fields["max_rss_mib"] = rss
             self.metrics.job_rss.observe(rss)
         self._changes.append(StateChange(run.job_id, state, cause, fields))
+        self._recorded_exits.append(run.job_id)
         self._ended.add(run.job_id)
         self.metrics.finished.labels(state).inc()
         self._dirty = True
@@ -619,14 +624,22 @@ class Engine:
             mem_limit_mib=int(row["mem_mib"]),
         )
 
-    def _launch(self, run: Running) -> None:
-        assert run.spec is not None
+    def _launch(self, runs: list[Running]) -> None:
+        """Start the processes of a pass (one message to the shepherd)."""
+        specs = [run.spec for run in runs if run.spec is not None]
         try:
-            run.pid = self.executor.launch(run.spec)
+            results = self.executor.launch_many(specs)
         except (LaunchError, OSError) as exc:
-            self._launch_failures.append((run.job_id, str(exc)))
+            self._launch_failures.extend((spec.job_id, str(exc)) for spec in specs)
             return
-        self._pids.append((run.pid, run.job_id))
+        for spec, result in zip(specs, results, strict=True):
+            if isinstance(result, LaunchError):
+                self._launch_failures.append((spec.job_id, str(result)))
+            else:
+                run = self.running.get(spec.job_id)
+                if run is not None:
+                    run.pid = result
+                self._pids.append((result, spec.job_id))
 
     # ------------------------------------------------------------------ sampling
 
@@ -963,6 +976,15 @@ class Engine:
                     }
                 ),
             )
+        )
+        self.store.set_meta(
+            "nodes",
+            json.dumps(
+                [
+                    {"name": n.name, "cores": n.cores, "mem_mib": n.mem_mib, "gpus": n.gpus}
+                    for n in self.node_specs
+                ]
+            ),
         )
         rows = self.store.unfinished()
         running_rows = [r for r in rows if r["state"] == "running"]

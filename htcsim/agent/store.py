@@ -593,6 +593,11 @@ class AgentStore:
         ]
         return out
 
+    def total_cores(self) -> int:
+        """Cores of the nodes the agent last started with (0 if it never ran)."""
+        nodes = json.loads(self.meta("nodes") or "[]")
+        return sum(int(n["cores"]) for n in nodes)
+
     def meta(self, key: str, default: str | None = None) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else str(row[0])
