@@ -82,9 +82,8 @@ def test_ten_thousand_true_jobs(benchmark, tmp_path: Path) -> None:
     print(f"\n10,000 /bin/true on the local executor: {rate:,.0f} jobs completed per second")
 
 
-def _queued_agent(tmp_path: Path, n_pending: int) -> tuple[Agent, str]:
-    """An in-process agent with one running blocker on its only core and
-    ``n_pending`` jobs queued behind it."""
+def _queued_agent(tmp_path: Path) -> tuple[Agent, str]:
+    """An in-process agent on one node of one core."""
     config = AgentConfig(state_dir=tmp_path / "state", allow_root=True, nodes=1, cores_per_node=1)
     agent = Agent(config)
     agent.start()
@@ -94,7 +93,7 @@ def _queued_agent(tmp_path: Path, n_pending: int) -> tuple[Agent, str]:
 def test_scheduling_pass_at_10k_pending(benchmark, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    agent, token = _queued_agent(tmp_path, 10_000)
+    agent, token = _queued_agent(tmp_path)
     try:
         client = TestClient(agent.app)
         headers = {"Authorization": f"Bearer {token}"}
@@ -128,10 +127,10 @@ def test_scheduling_pass_at_10k_pending(benchmark, tmp_path: Path) -> None:
 
         kill_jobs_of(tmp_path / "state")
     benchmark.extra_info["incremental_pass_ms"] = round(pass_p50 * 1e3, 4)
-    benchmark.extra_info["full_pass_ms"] = round(full * 1e3, 3)
+    benchmark.extra_info["full_pass_us"] = round(full * 1e6, 1)
     print(
         f"\npass at 10,000 pending: {pass_p50 * 1e6:,.1f} us (incremental), "
-        f"{full * 1e3:,.2f} ms (full)"
+        f"{full * 1e6:,.1f} us (full: the head does not fit, EASY stops at once)"
     )
 
 

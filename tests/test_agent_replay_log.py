@@ -112,3 +112,34 @@ def test_a_tampered_log_is_caught(recorded_run: Path) -> None:
     result = replay_decision_log(tampered)
     assert len(result.differences) >= 1
     assert f"job {job}" in result.differences[0] or str(job) in result.differences[0]
+
+
+def test_the_live_history_reports_and_replays(recorded_run: Path, tmp_path: Path) -> None:
+    """``htcsim report --since``: usage from the store, CSV tables and an SWF
+    export that the simulator replays."""
+    swf = tmp_path / "history.swf"
+    tables = tmp_path / "usage"
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        [
+            "report",
+            "--since",
+            "1h",
+            "--db",
+            str(recorded_run),
+            "--swf",
+            str(swf),
+            "--csv",
+            str(tables),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    store = AgentStore(recorded_run, readonly=True)
+    ended = [j for j in store.jobs(limit=1000) if j["end_time"] is not None]
+    assert f"({len(ended)} jobs)" in out.output.replace(",", "")
+    assert (tables / "users.csv").read_text().splitlines()[0].startswith("user")
+    replay = runner.invoke(app, ["simulate", str(swf)])
+    assert replay.exit_code == 0, replay.output
+    bad = runner.invoke(app, ["report", "--since", "yesterday-ish", "--db", str(recorded_run)])
+    assert bad.exit_code == 2 and "yesterday-ish" in bad.output
