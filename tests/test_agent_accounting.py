@@ -126,7 +126,7 @@ def test_reports_render_and_write_csv(
     store, _ = history
     report = usage_report(store, SINCE, UNTIL, total_cores=CORES)
     tables = render_usage(report)
-    assert [t.title for t in tables][1:] == ["Per user", "Per group"]
+    assert [t.title for t in tables][1:] == ["Per user (all columns: --csv)", "Per group"]
     console = Console(record=True, width=250)
     print_usage(report, console)
     text = console.export_text()

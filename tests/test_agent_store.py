@@ -80,3 +80,28 @@ def test_schema_versions(tmp_path: Path) -> None:
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="not an htcsim agent store"):
         AgentStore(junk)
+
+
+def test_an_older_store_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file of schema 1 (the first agent store) with a job in it: opening it
+    applies the later migrations and keeps the job, which gains the new columns."""
+    from htcsim.agent.store import MIGRATIONS
+
+    path = tmp_path / "agent.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute(
+        "INSERT INTO jobs (user, command, cwd, cores, walltime_s, state, submit_time) "
+        "VALUES ('ana', '[\"true\"]', '/tmp', 2, 60, 'pending', 5.0)"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = AgentStore(path)
+    assert store.schema_version == SCHEMA_VERSION > 1
+    [job] = store.jobs()
+    assert (job["user"], job["cores"], job["grp"], job["pid"]) == ("ana", 2, "", None)
+    store.set_state(job["id"], "running", "started", now=6.0, pid=123, stdout="/tmp/x.out")
+    assert store.job(job["id"])["pid"] == 123
+    store.log_decisions([(6, "pass", None, "{}")])
+    assert store.decisions()[0][2] == "pass"

@@ -235,6 +235,20 @@ def _table(title: str, frame: pl.DataFrame) -> Table:
     return table
 
 
+SHOWN = ("jobs", "completed", "failed", "core_hours", "cpu_hours", "mean_wait_s", "p95_wait_s")
+"""Per user and group on screen (80 columns); the CSV files hold every column."""
+
+
+def _summary_table(title: str, frame: pl.DataFrame) -> Table:
+    """One row of figures, shown as name / value lines (it would not fit across)."""
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in zip(frame.columns, frame.row(0), strict=True):
+        table.add_row(name, _cell(value))
+    return table
+
+
 def render_usage(report: UsageReport) -> list[Table]:
     """Rich tables: the overall summary, then per user, then per group."""
     window = (
@@ -244,15 +258,24 @@ def render_usage(report: UsageReport) -> list[Table]:
     summary = report.summary.with_columns(pl.col("utilization") * 100).rename(
         {"utilization": "utilization_%"}
     )
+    short = {
+        "completed": "done",
+        "core_hours": "core_h",
+        "cpu_hours": "cpu_h",
+        "mean_wait_s": "wait_s",
+        "p95_wait_s": "p95_wait",
+    }
+    users = report.users.select("user", *SHOWN).rename(short)
+    groups = report.groups.select("group", *SHOWN).rename(short)
     return [
-        _table(f"Usage {window} ({report.total_cores} cores)", summary),
-        _table("Per user", report.users),
-        _table("Per group", report.groups),
+        _summary_table(f"Usage, {report.total_cores} cores\n{window}", summary),
+        _table("Per user (all columns: --csv)", users),
+        _table("Per group", groups),
     ]
 
 
 def print_usage(report: UsageReport, console: Console | None = None) -> None:
-    """Print ``render_usage`` tables (for the ``htcsim agent usage`` command)."""
+    """Print ``render_usage`` tables (for ``htcsim report --since``)."""
     console = console or Console()
     for table in render_usage(report):
         console.print(table)
