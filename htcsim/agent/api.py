@@ -346,15 +346,14 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
         path = row[stream]
         if not path:
             raise ApiError(404, f"job {job_id} has no {stream} yet (not started)", "stream")
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(f.tell() - tail, 0))
-                data = f.read()
+        try:  # from the node that ran it (a Dask worker's disk, or this machine's)
+            data = await run_in_threadpool(engine.read_log, row, stream, tail)
         except OSError as exc:
             raise ApiError(
                 404, f"{stream} of job {job_id}: {exc.strerror}: {path}", "stream"
             ) from None
+        except Exception as exc:  # the remote read failed (worker gone...)
+            raise ApiError(404, f"{stream} of job {job_id}: {exc}", "stream") from None
         return PlainTextResponse(data.decode(errors="replace"))
 
     def job_action(name: str, method: Callable[[Principal, list[int]], Any]) -> None:

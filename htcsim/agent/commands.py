@@ -52,6 +52,15 @@ def serve_command(
     allow_root: Annotated[
         bool, typer.Option("--allow-root", help="Accept running jobs as root.")
     ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="local (this machine) or dask (each worker a node).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="The Dask scheduler (tcp://HOST:8786), backend dask.")
+    ] = None,
+    heartbeat_timeout_s: Annotated[
+        float | None, typer.Option(help="A Dask worker silent this long is lost (15 s).")
+    ] = None,
 ) -> None:
     """Serve the REST API and schedule jobs on this machine with the policy."""
     from htcsim.agent.auth import TokenFileError
@@ -71,6 +80,9 @@ def serve_command(
             kill_grace_s=kill_grace_s,
             allow_root=allow_root or None,
             policy=policy_file,
+            backend=backend,
+            scheduler=scheduler,
+            heartbeat_timeout_s=heartbeat_timeout_s,
         )
         policy = load_policy(config.policy) if config.policy else Policy()
     except (AgentConfigError, PolicyError) as exc:

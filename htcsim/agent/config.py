@@ -39,6 +39,7 @@ class NodeSpec:
     mem_mib: int
     gpus: int
     cpus: tuple[int, ...]
+    address: str = ""  # the Dask worker's address (Dask backend)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class AgentConfig:
     cores_per_node: int = 0  # 0: the machine's CPUs divided among the nodes
     mem_mib_per_node: int = 0  # 0: the machine's memory divided among the nodes
     gpus_per_node: int = 0
+    backend: str = "local"  # local | dask
+    scheduler: str = ""  # the Dask scheduler's address (backend dask)
+    heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
 
     @property
     def db_path(self) -> Path:
@@ -99,6 +103,12 @@ class AgentConfig:
             bad("memory_limit", f"must be one of {', '.join(MEMORY_LIMITS)}")
         if self.nodes < 1:
             bad("nodes", "must be >= 1")
+        if self.backend not in ("local", "dask"):
+            bad("backend", "must be local or dask")
+        if self.backend == "dask" and not self.scheduler:
+            bad("scheduler", "is required with backend dask (tcp://HOST:8786)")
+        if self.heartbeat_timeout_s <= 0:
+            bad("heartbeat_timeout_s", "must be > 0")
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")

@@ -33,7 +33,14 @@ import numpy as np
 
 from htcsim.agent.auth import Principal
 from htcsim.agent.config import AgentConfig, NodeSpec
-from htcsim.agent.executor import JobExit, LaunchError, LaunchSpec, LocalExecutor
+from htcsim.agent.executor import (
+    JobExecutor,
+    JobExit,
+    LaunchError,
+    LaunchSpec,
+    LocalExecutor,
+    Recovered,
+)
 from htcsim.agent.metrics import AgentMetrics
 from htcsim.agent.monitor import job_usage, node_usage
 from htcsim.agent.store import FINAL_STATES, AgentStore, NewJob, StateChange
@@ -121,6 +128,7 @@ class Engine:
         store: AgentStore | None = None,
         metrics: AgentMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        executor: Callable[[Callable[[JobExit], None]], JobExecutor] | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
@@ -131,7 +139,11 @@ class Engine:
         self.clock = clock
         self.kernel_lock = threading.RLock()
         self.kernel = self._new_kernel(policy)
-        self.executor = LocalExecutor(config.run_dir, self._on_exit, config.memory_limit)
+        self.executor: JobExecutor = (
+            executor(self._on_exit)
+            if executor is not None
+            else LocalExecutor(config.run_dir, self._on_exit, config.memory_limit)
+        )
         self.slot_of: dict[int, int] = {}
         self.job_of: list[int] = []
         self.children: dict[int, list[int]] = {}
@@ -175,15 +187,32 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="htcsim-scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the loop; running jobs keep running (a restart re-adopts them)."""
+    def stop(self, timeout: float = 30.0, *, kill_jobs: bool = False) -> None:
+        """Stop the loop; running jobs keep running (a restart re-adopts them),
+        unless ``kill_jobs`` (then the executor kills them and stops)."""
         if self._thread is None:
             return
         self._stopping.set()
         self._commands.put(_Command("stop", ()))
         self._thread.join(timeout)
         self._thread = None
-        self.executor.close()
+        if kill_jobs:
+            self.executor.shutdown(kill_jobs=True)
+        else:
+            self.executor.close()
+
+    def read_log(self, row: dict[str, Any], stream: str, tail: int) -> bytes:
+        """The end of a job's stdout or stderr, from the node that ran it."""
+        path = row[stream]
+        node = self.node_index.get(row["node"] or "")
+        address = self.node_specs[node].address if node is not None else ""
+        reader = getattr(self.executor, "read_log", None)
+        if address and reader is not None:
+            return bytes(reader(row["id"], address, path, tail))
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - tail, 0))
+            return f.read()
 
     @property
     def alive(self) -> bool:
@@ -219,6 +248,10 @@ class Engine:
 
     def resume(self, node: str) -> Future[Any]:
         return self._send("resume", node)
+
+    def set_nodes(self, nodes: Sequence[NodeSpec]) -> Future[Any]:
+        """The node inventory changed (the Dask backend's watcher calls it)."""
+        return self._send("nodes", list(nodes))
 
     def set_policy(self, principal: Principal, policy: Policy, note: str = "") -> Future[Any]:
         return self._send("policy", principal, policy, note)
@@ -270,6 +303,7 @@ class Engine:
                     "free": free_k,
                     "jobs": sorted(on_node.get(k, [])),
                     "cpus": list(spec.cpus),
+                    "address": spec.address,
                 }
             )
         return out
@@ -620,8 +654,11 @@ class Engine:
             env=env,
             stdout=_log_path(row["stdout"] or "htcsim-{id}.out", row["cwd"], values),
             stderr=_log_path(row["stderr"] or "htcsim-{id}.err", row["cwd"], values),
-            cpus=tuple(sorted({node.cpus[c % len(node.cpus)] for c in run.cores})),
+            cpus=tuple(sorted({node.cpus[c % len(node.cpus)] for c in run.cores}))
+            if node.cpus
+            else (),
             mem_limit_mib=int(row["mem_mib"]),
+            node=node.address,
         )
 
     def _launch(self, runs: list[Running]) -> None:
@@ -962,8 +999,53 @@ class Engine:
         with that exit; one that left no trace is requeued or ended
         ``node_fail`` as the policy's ``on_node_failure`` says.
         """
-        now_f = self._now_f = self.clock()
+        self._now_f = self.clock()
+        running = [r["id"] for r in self.store.unfinished() if r["state"] == "running"]
+        found = {r.job_id: r for r in self.executor.recover(running)}
+        self._rebuild(found, "its process was gone when the agent restarted")
+
+    def _do_nodes(self, now: int, nodes: list[NodeSpec]) -> list[str]:
+        """The node inventory changed (Dask workers came or went): jobs of a lost
+        node are requeued (or end ``node_fail``) by the policy, and the kernel is
+        rebuilt on the new nodes with every job it held (running ones adopted
+        where they run). Returns the names of the lost nodes."""
+        old = {n.name: n for n in self.node_specs}
+        new = {n.name: n for n in nodes}
+        lost = [
+            name for name, n in old.items() if name not in new or new[name].address != n.address
+        ]
+        gone_jobs: set[int] = set()
+        for name in lost:
+            if old[name].address:
+                gone_jobs.update(self.executor.node_lost(old[name].address))
+        for name, n in new.items():
+            if n.address and (name not in old or old[name].address != n.address):
+                self.executor.kill_strays(n.address)
+        found = {
+            job_id: Recovered(job_id, "running", run.pid, None)
+            for job_id, run in self.running.items()
+            if job_id not in gone_jobs and self.node_specs[run.node].name not in lost
+        }
+        self.store.set_states(self._changes, now=self._now_f)  # the rebuild reads the store
+        self._changes = []
+        self.node_specs = list(nodes)
+        self.node_index = {n.name: k for k, n in enumerate(self.node_specs)}
+        where = ", ".join(lost)
+        self._rebuild(found, f"node {where} was lost" if lost else "node lost")
+        log.info("nodes now: %s (lost: %s)", ", ".join(new) or "none", where or "none")
+        return lost
+
+    def _rebuild(self, found: dict[int, Recovered], lost_cause: str) -> None:
+        """A new kernel on ``self.node_specs`` holding every unfinished job of the
+        store: those ``found`` running are adopted where they run (or end, if
+        ``found`` says they exited), other running ones are lost."""
+        now_f = self._now_f
         now = int(now_f)
+        previous = self.running
+        self.kernel = self._new_kernel(self.policy)
+        self.slot_of, self.job_of, self.children, self.running = {}, [], {}, {}
+        self.users, self.groups = {}, {}
+        self.free_cores = [list(range(n.cores)) for n in self.node_specs]
         self._log.append(
             (
                 now,
@@ -988,7 +1070,6 @@ class Engine:
         )
         rows = self.store.unfinished()
         running_rows = [r for r in rows if r["state"] == "running"]
-        found = {r.job_id: r for r in self.executor.recover([r["id"] for r in running_rows])}
         requeue = self.policy.on_node_failure == "requeue"
         exits: list[JobExit] = []
         for row in running_rows:
@@ -1005,7 +1086,7 @@ class Engine:
                     StateChange(
                         row["id"],
                         "pending",
-                        "requeued: its process was gone when the agent restarted",
+                        f"requeued: {lost_cause}",
                         {"requeues": int(row["requeues"]) + 1, "start_time": None, "node": None},
                     )
                 )
@@ -1015,7 +1096,7 @@ class Engine:
                     StateChange(
                         row["id"],
                         "node_fail",
-                        "its process was gone when the agent restarted",
+                        lost_cause,
                         {"end_time": now_f},
                     )
                 )
@@ -1058,6 +1139,9 @@ class Engine:
                         user=job.user,
                         pid=rec.pid,
                     )
+                    before = previous.get(job_id)
+                    if before is not None:  # a rebuild while it runs: keep what it was doing
+                        run.phase, run.peak_rss_mib = before.phase, before.peak_rss_mib
                     self.running[job_id] = run
                     self._arm_timers(run)
                     if rec.status == "exited" and rec.exit is not None:

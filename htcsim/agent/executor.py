@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psutil
 
@@ -56,6 +56,8 @@ class LaunchSpec:
     """Physical CPU ids to pin to; empty: no pinning."""
     mem_limit_mib: int = 0
     """0: no limit."""
+    node: str = ""
+    """The Dask worker's address (Dask backend; the local executor ignores it)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,25 @@ def detect_memory_cgroup(
     except OSError as exc:
         return None, f"cannot enable the memory controller in {subtree}: {exc}"
     return base, f"cgroup v2: per-job cgroups under {base} with memory.max"
+
+
+class JobExecutor(Protocol):
+    """What the engine needs of a backend that runs jobs (local or Dask)."""
+
+    @property
+    def memory_limit_mode(self) -> str: ...
+    @property
+    def memory_limit_note(self) -> str: ...
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[int | LaunchError]: ...
+    def signal(self, job_id: int, sig: int) -> bool: ...
+    def running(self) -> dict[int, int]: ...
+    def recover(self, job_ids: Sequence[int]) -> list[Recovered]: ...
+    def release_many(self, job_ids: Sequence[int]) -> None: ...
+    def node_lost(self, address: str) -> list[int]: ...
+    def kill_strays(self, address: str) -> None: ...
+    def close(self) -> None: ...
+    def shutdown(self, *, kill_jobs: bool) -> None: ...
 
 
 def _exit_of(record: dict[str, Any], recovered: bool = False) -> JobExit:
@@ -430,6 +451,13 @@ class LocalExecutor:
             else:
                 out.append(Recovered(job_id, "lost", None, None))
         return out
+
+    def node_lost(self, address: str) -> list[int]:
+        """The local machine is never lost while the agent runs on it."""
+        return []
+
+    def kill_strays(self, address: str) -> None:
+        """Nothing to do: the local node never leaves and comes back."""
 
     def close(self) -> None:
         """Disconnect: the shepherd and the jobs keep running."""

@@ -22,6 +22,7 @@ import uvicorn
 from htcsim.agent.api import Tokens, create_app
 from htcsim.agent.auth import add_token, load_tokens
 from htcsim.agent.config import AgentConfig, local_nodes
+from htcsim.agent.dask_executor import DaskExecutor, InventoryWatcher, wait_for_workers
 from htcsim.agent.engine import Engine
 from htcsim.policy import Policy
 
@@ -47,15 +48,45 @@ class Agent:
         self._lock = _lock(config.state_dir)
         self.admin_token = _first_token(config)
         self.policy = policy or Policy()
-        self.engine = Engine(config, self.policy, local_nodes(config))
+        self._watcher: InventoryWatcher | None = None
+        if config.backend == "dask":
+            from distributed import Client
+
+            try:
+                client = Client(config.scheduler, timeout="20s", set_as_default=False)
+            except OSError as exc:
+                raise AgentStartError(
+                    f"cannot reach the Dask scheduler {config.scheduler}: {exc}"
+                ) from exc
+            nodes = wait_for_workers(client, config.heartbeat_timeout_s, 60.0)
+            self.engine = Engine(
+                config,
+                self.policy,
+                nodes,
+                executor=lambda on_exit: DaskExecutor(client, on_exit),
+            )
+            self._client: Client | None = client
+        else:
+            self.engine = Engine(config, self.policy, local_nodes(config))
+            self._client = None
         self.app = create_app(self.engine, Tokens(config.tokens_path))
 
     def start(self) -> None:
         self.engine.start()
         log.info("memory limits: %s", self.engine.executor.memory_limit_note)
+        if self._client is not None:
+            self._watcher = InventoryWatcher(
+                self._client,
+                self.engine.node_specs,
+                self.engine.set_nodes,
+                self.config.heartbeat_timeout_s,
+            )
 
-    def stop(self) -> None:
-        self.engine.stop()
+    def stop(self, *, kill_jobs: bool = False) -> None:
+        """Stop the agent; its jobs keep running unless ``kill_jobs``."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.engine.stop(kill_jobs=kill_jobs)
         os.close(self._lock)
 
 

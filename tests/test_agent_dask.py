@@ -1,0 +1,173 @@
+"""The agent on Dask: a real scheduler and four real worker processes on
+127.0.0.1 with different resources, each worker a node."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.agent_harness import free_port, running_agent, wait_for
+
+WORKERS = {  # name -> declared resources
+    "big-0": "cores=4,mem_mib=4000,gpus=0",
+    "gpu-0": "cores=2,mem_mib=2000,gpus=1",
+    "small-0": "cores=1,mem_mib=1000,gpus=0",
+    "small-1": "cores=2,mem_mib=1000,gpus=0",
+}
+DASK = [sys.executable, "-m", "distributed.cli"]
+
+
+class DaskSite:
+    """A scheduler and its workers, each a process of its own."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.logs = tmp_path / "dask"
+        self.logs.mkdir()
+        self.scheduler = self._spawn(
+            "scheduler",
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-dashboard",
+            ],
+        )
+        self.workers = {name: self.start_worker(name) for name in WORKERS}
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.logs)
+        finally:
+            out.close()
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                self.address,
+                "--name",
+                name,
+                "--nthreads",
+                "8",
+                "--resources",
+                WORKERS[name],
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+        )
+
+    def stop(self) -> None:
+        for process in [*self.workers.values(), self.scheduler]:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[DaskSite]:
+    site = DaskSite(tmp_path)
+    try:
+        yield site
+    finally:
+        site.stop()
+
+
+def _job(client: httpx.Client, work: Path, command: str, **extra: object) -> int:
+    answer = client.post(
+        "/jobs", json={"command": ["sh", "-c", command], "cwd": str(work), **extra}
+    )
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["ids"][0])
+
+
+def _state(client: httpx.Client, job: int) -> dict[str, object]:
+    return dict(client.get(f"/jobs/{job}").json())
+
+
+def test_jobs_run_on_the_worker_the_kernel_chose(site: DaskSite, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    with (
+        running_agent(
+            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 4, timeout=60)
+        nodes = {n["name"]: n for n in client.get("/nodes").json()["nodes"]}
+        assert nodes["big-0"]["capacity"] == {"cores": 4, "mem_mib": 4000, "gpus": 0}
+        assert nodes["gpu-0"]["capacity"]["gpus"] == 1
+        # the GPU job can only go to gpu-0, the 4-core job only to big-0; each job
+        # prints its parent, the worker process that ran it
+        gpu = _job(client, work, "echo $PPID", gpus=1)
+        big = _job(client, work, "echo $PPID", cores=4)
+        for job, name in ((gpu, "gpu-0"), (big, "big-0")):
+            wait_for(lambda j=job: _state(client, j)["state"] == "completed", timeout=60)
+            assert _state(client, job)["node"] == name
+            parent = int(client.get(f"/jobs/{job}/log").text)
+            assert parent == site.workers[name].pid
+        too_big = client.post("/jobs", json={"command": ["true"], "cwd": str(work), "cores": 8})
+        assert too_big.status_code == 422
+        assert "more than any node" in too_big.json()["detail"]
+
+
+def test_a_killed_worker_s_jobs_run_elsewhere(site: DaskSite, tmp_path: Path) -> None:
+    """SIGKILL of a worker: its node is lost, its job is requeued by the policy
+    and completes on another node; cancel reaches a remote process."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with (
+        running_agent(
+            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 4, timeout=60)
+        job = _job(client, work, "sleep 2; echo done", cores=4)  # only big-0 fits it now
+        wait_for(lambda: _state(client, job)["state"] == "running", timeout=30)
+        assert _state(client, job)["node"] == "big-0"
+        site.workers["big-0"].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: _state(client, job)["state"] == "pending", timeout=20)
+        assert time.monotonic() - killed_at < 15
+        assert _state(client, job)["requeues"] == 1
+        site.workers["big-0"] = site.start_worker("big-0")  # it comes back: a new node
+        wait_for(lambda: _state(client, job)["state"] == "completed", timeout=60)
+        history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]
+        assert any("lost" in cause for cause in history)
+
+        pid_file = work / "sleeper.pid"
+        sleeper = _job(client, work, f"sleep 300 & echo $! > {pid_file}; wait", cores=1)
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30)
+        pid = int(pid_file.read_text())
+        assert psutil.pid_exists(pid)
+        assert client.post(f"/jobs/{sleeper}/cancel").status_code == 200
+        wait_for(lambda: _state(client, sleeper)["state"] == "cancelled", timeout=30)
+        wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), timeout=10)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
