@@ -28,7 +28,8 @@ DASK = [sys.executable, "-m", "distributed.cli"]
 class DaskSite:
     """A scheduler and its workers, each a process of its own."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, workers: dict[str, str] | None = None) -> None:
+        self.declared = workers or WORKERS
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.logs = tmp_path / "dask"
@@ -46,7 +47,7 @@ class DaskSite:
                 "--no-dashboard",
             ],
         )
-        self.workers = {name: self.start_worker(name) for name in WORKERS}
+        self.workers = {name: self.start_worker(name) for name in self.declared}
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
@@ -68,7 +69,7 @@ class DaskSite:
                 "--nthreads",
                 "8",
                 "--resources",
-                WORKERS[name],
+                self.declared[name],
                 "--no-nanny",
                 "--no-dashboard",
                 "--host",

@@ -80,40 +80,57 @@ class DaskExecutor:
         self._adopted: set[int] = set()  # re-adopted after a restart: no future, polled
         self._to_release: list[int] = []
         self._closed = threading.Event()
+        self._finished: list[tuple[int, Future]] = []
+        self._finished_lock = threading.Condition()
         self._poller = threading.Thread(target=self._poll_adopted, name="htcsim-dask", daemon=True)
         self._poller.start()
+        self._collector = threading.Thread(target=self._collect, name="htcsim-exits", daemon=True)
+        self._collector.start()
 
     # ------------------------------------------------------------------ jobs
 
     def launch_many(self, specs: Sequence[LaunchSpec]) -> list[int | LaunchError]:
-        """Submit each job as a task pinned to its node's worker (pid 0: remote)."""
+        """Submit each job as a task pinned to its node's worker (pid 0: remote).
+
+        One ``Client.map`` per worker: the scheduler gets one graph update per
+        worker and pass, not one per job.
+        """
         out: list[int | LaunchError] = []
+        by_worker: dict[str, list[LaunchSpec]] = {}
         for spec in specs:
             if not spec.node:
                 out.append(LaunchError(f"job {spec.job_id}: no worker address"))
                 continue
-            payload = {
-                "job": spec.job_id,
-                "argv": spec.argv,
-                "cwd": spec.cwd,
-                "env": spec.env,
-                "stdout": spec.stdout,
-                "stderr": spec.stderr,
-            }
-            future = self.client.submit(
+            by_worker.setdefault(spec.node, []).append(spec)
+            out.append(0)
+        for address, group in by_worker.items():
+            payloads = [
+                {
+                    "job": spec.job_id,
+                    "argv": spec.argv,
+                    "cwd": spec.cwd,
+                    "env": spec.env,
+                    "stdout": spec.stdout,
+                    "stderr": spec.stderr,
+                }
+                for spec in group
+            ]
+            tag = uuid.uuid4().hex[:8]
+            futures = self.client.map(
                 dask_worker.run_job,
-                payload,
-                key=f"htcsim-job-{spec.job_id}-{uuid.uuid4().hex[:8]}",
-                workers=[spec.node],
+                payloads,
+                key=[f"htcsim-job-{spec.job_id}-{tag}" for spec in group],
+                workers=[address],
                 allow_other_workers=False,
                 pure=False,
                 retries=0,
             )
             with self._lock:
-                self._futures[spec.job_id] = future
-                self._where[spec.job_id] = spec.node
-            future.add_done_callback(lambda f, j=spec.job_id: self._done(j, f))
-            out.append(0)
+                for spec, future in zip(group, futures, strict=True):
+                    self._futures[spec.job_id] = future
+                    self._where[spec.job_id] = address
+            for spec, future in zip(group, futures, strict=True):
+                future.add_done_callback(lambda f, j=spec.job_id: self._done(j, f))
         return out
 
     def launch(self, spec: LaunchSpec) -> int:
@@ -123,16 +140,44 @@ class DaskExecutor:
         return result
 
     def _done(self, job_id: int, future: Future) -> None:
-        with self._lock:
-            if self._futures.get(job_id) is not future:
-                return  # cancelled: its node was lost, the engine knows
-            del self._futures[job_id]
-            self._where.pop(job_id, None)
-        if future.status == "finished":
-            self._on_exit(_exit_of(future.result()))
-        elif future.status == "error":
-            logger.error("job %s: its task failed: %r", job_id, future.exception())
-            self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
+        """Dask's callback thread: only note it (fetching the result here would
+        cost one round trip per job on that single thread)."""
+        with self._finished_lock:
+            self._finished.append((job_id, future))
+            self._finished_lock.notify()
+
+    def _collect(self) -> None:
+        """Fetch the results of finished tasks in batches, one gather per batch."""
+        while not self._closed.is_set():
+            with self._finished_lock:
+                self._finished_lock.wait_for(lambda: self._finished or self._closed.is_set())
+                batch, self._finished = self._finished, []
+            mine = []
+            with self._lock:
+                for job_id, future in batch:
+                    if self._futures.get(job_id) is future:  # not cancelled (node lost)
+                        del self._futures[job_id]
+                        self._where.pop(job_id, None)
+                        mine.append((job_id, future))
+            done = [(j, f) for j, f in mine if f.status == "finished"]
+            for job_id, future in mine:
+                if future.status != "finished":
+                    logger.error("job %s: its task ended %s", job_id, future.status)
+                    self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
+            if not done:
+                continue
+            try:
+                records = self.client.gather([f for _, f in done], errors="skip")
+            except Exception:
+                logger.exception("fetching %d job exits failed", len(done))
+                records = []
+            got = {int(r["job"]): r for r in records}
+            for job_id, _ in done:
+                record = got.get(job_id)
+                if record is None:
+                    self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
+                else:
+                    self._on_exit(_exit_of(record))
 
     def signal(self, job_id: int, sig: int) -> bool:
         with self._lock:
@@ -249,7 +294,10 @@ class DaskExecutor:
 
     def close(self) -> None:
         self._closed.set()
+        with self._finished_lock:
+            self._finished_lock.notify()
         self._poller.join(timeout=5)
+        self._collector.join(timeout=5)
         self.client.close()
 
     def shutdown(self, *, kill_jobs: bool) -> None:

@@ -1,0 +1,112 @@
+"""The agent on Dask: 10,000 ``/bin/true`` jobs on 4 worker processes through
+the agent (policy on), next to raw Dask running the same processes pinned to
+the same workers with no scheduling policy, measured in the same run; and
+the time from a worker's SIGKILL to its job running elsewhere."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from distributed import Client
+
+from tests.agent_harness import running_agent, wait_for
+from tests.test_agent_dask import DaskSite
+
+N = 10_000
+BATCH = 500
+SAME = {f"w-{k}": "cores=8,mem_mib=2000,gpus=0" for k in range(4)}
+"""Four workers of 8 threads, each declaring 8 cores: as many jobs at once
+through the agent as raw Dask runs."""
+
+
+def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> None:
+    site = DaskSite(tmp_path, SAME)
+    try:
+        client = Client(site.address, set_as_default=False)
+        client.wait_for_workers(len(SAME), timeout=60)
+        workers = sorted(client.scheduler_info()["workers"])
+        t0 = time.perf_counter()
+        futures = [  # the same process, pinned the same way, no policy
+            client.submit(subprocess.call, ["/bin/true"], workers=[workers[k % 4]], pure=False)
+            for k in range(N)
+        ]
+        assert sum(client.gather(futures)) == 0
+        raw = N / (time.perf_counter() - t0)
+        del futures
+        client.close()
+        work = tmp_path / "work"
+        work.mkdir()
+        with (
+            running_agent(
+                tmp_path, backend="dask", scheduler=site.address, sample_interval_s=60.0
+            ) as agent,
+            agent.client() as api,
+        ):
+            wait_for(lambda: len(api.get("/nodes").json()["nodes"]) == 4, timeout=60)
+            body = {"jobs": [{"command": ["/bin/true"], "cwd": str(work)}] * BATCH}
+            rounds = 0
+
+            def run_all() -> None:
+                nonlocal rounds
+                rounds += 1
+                for _ in range(N // BATCH):
+                    assert api.post("/jobs/batch", json=body).status_code == 201
+                wait_for(lambda: _done(api) >= rounds * N, timeout=900, every=0.25)
+
+            benchmark.pedantic(run_all, rounds=1, iterations=1)
+    finally:
+        site.stop()
+    rate = N / benchmark.stats.stats.min
+    benchmark.extra_info["jobs_per_second"] = round(rate)
+    benchmark.extra_info["raw_dask_jobs_per_second"] = round(raw)
+    print(
+        f"\n10,000 /bin/true on 4 Dask workers: agent {rate:,.0f} jobs/s, "
+        f"raw Dask (no policy) {raw:,.0f} jobs/s in the same run ({rate / raw:.0%})"
+    )
+
+
+def _done(api: httpx.Client) -> int:
+    return int(api.get("/cluster").json()["jobs"]["completed"])
+
+
+def test_failover_after_a_worker_sigkill(benchmark, tmp_path: Path) -> None:
+    """From SIGKILL of the worker running a job to that job running elsewhere."""
+    site = DaskSite(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        with (
+            running_agent(
+                tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=15.0
+            ) as agent,
+            agent.client() as api,
+        ):
+            wait_for(lambda: len(api.get("/nodes").json()["nodes"]) == 4, timeout=60)
+            job = api.post(
+                "/jobs", json={"command": ["sleep", "30"], "cwd": str(work), "cores": 2}
+            ).json()["ids"][0]
+            wait_for(lambda: api.get(f"/jobs/{job}").json()["state"] == "running", timeout=30)
+            first = api.get(f"/jobs/{job}").json()["node"]
+
+            def fail_over() -> None:
+                site.workers[first].send_signal(signal.SIGKILL)
+                wait_for(
+                    lambda: (
+                        (j := api.get(f"/jobs/{job}").json())["state"] == "running"
+                        and j["node"] != first
+                    ),
+                    timeout=60,
+                    every=0.02,
+                )
+
+            benchmark.pedantic(fail_over, rounds=1, iterations=1)
+            api.post(f"/jobs/{job}/cancel")
+    finally:
+        site.stop()
+    seconds = benchmark.stats.stats.min
+    benchmark.extra_info["seconds"] = round(seconds, 2)
+    print(f"\nworker SIGKILL -> its job running on another node: {seconds:.2f} s")

@@ -1,0 +1,448 @@
+"""The deployment material in ``deploy/`` against the code it deploys.
+
+Why: manifests, dashboards and alert rules are text that nothing executes
+until an operator applies them, so a renamed metric, a misspelled flag or a
+file missing from the kustomization would only show on a live cluster. These
+checks read every file and compare it with what the agent really exports
+(its metrics registry), really accepts (``htcsim agent serve --help``, the
+settings and policy readers, the token reader) and with what Dask's own
+command lines accept. No network, no Docker, no cluster; a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner as ClickRunner
+from typer.testing import CliRunner
+
+from htcsim.agent.auth import TokenFileError, load_tokens
+from htcsim.agent.config import DEFAULT_PORT, load_agent_config
+from htcsim.agent.metrics import METRIC_NAMES, AgentMetrics
+from htcsim.cli import app
+from htcsim.policy import load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBE = DEPLOY / "kubernetes"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "htcsim-dashboard.json"
+DOCS = ROOT / "docs" / "deploy.md"
+
+
+METRIC_REF = re.compile(r"(?<![A-Za-z0-9_:])htcsim_[A-Za-z0-9_:]*")
+SELECTOR = re.compile(r"(htcsim_[A-Za-z0-9_:]*)\{([^}]*)\}")
+EQUALITY_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"([^"]*)"')
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MEBIBYTES = re.compile(r"^(\d+)Mi$")
+
+
+# --- what the agent and Dask accept ------------------------------------------
+
+
+@cache
+def exported_series() -> frozenset[str]:
+    """Series names the agent's /metrics can carry, derived from the registry.
+
+    A gauge is exported under its name, a counter with ``_total``, a
+    histogram as ``_bucket``, ``_sum`` and ``_count``; only families that
+    ``METRIC_NAMES`` lists count (``_created`` series are not part of it).
+    """
+    suffixes = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    out: set[str] = set()
+    for family in AgentMetrics().registry.collect():
+        listed = family.name if family.type != "counter" else f"{family.name}_total"
+        if listed in METRIC_NAMES:
+            out.update(family.name + suffix for suffix in suffixes[family.type])
+    return frozenset(out)
+
+
+@cache
+def known_label_values() -> dict[tuple[str, str], frozenset[str]]:
+    """(series, label) -> the values the agent pre-declares, where it does
+    (job states, final states, node states); other labels are open."""
+    values: dict[tuple[str, str], set[str]] = {}
+    for family in AgentMetrics().registry.collect():
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                values.setdefault((sample.name, label), set()).add(value)
+    return {key: frozenset(v) for key, v in values.items()}
+
+
+def help_flags(text: str) -> frozenset[str]:
+    return frozenset(FLAG.findall(ANSI.sub("", text)))
+
+
+@cache
+def serve_flags() -> frozenset[str]:
+    """The flags `htcsim agent serve --help` lists."""
+    result = CliRunner().invoke(
+        app, ["agent", "serve", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    )
+    assert result.exit_code == 0, result.output
+    return help_flags(result.output)
+
+
+@cache
+def dask_flags(command: str) -> frozenset[str]:
+    """The flags `dask worker --help` / `dask scheduler --help` list."""
+    if command == "worker":
+        from distributed.cli.dask_worker import main
+    else:
+        from distributed.cli.dask_scheduler import main
+    result = ClickRunner().invoke(main, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return help_flags(result.output)
+
+
+def unknown_serve_flags(args: list[str]) -> set[str]:
+    """Flags in ``args`` that `htcsim agent serve` does not take (pending ones
+    are tolerated only while the help does not list them yet)."""
+    used = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    return used - serve_flags()
+
+
+# --- reading the files -------------------------------------------------------
+
+
+def yaml_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def load_all(path: Path) -> list[Any]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def kube_manifests() -> list[Path]:
+    return sorted(p for p in KUBE.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def kube_documents() -> list[tuple[Path, dict[str, Any]]]:
+    return [(path, doc) for path in kube_manifests() for doc in load_all(path)]
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    for _, doc in kube_documents():
+        if doc["kind"] == kind and doc["metadata"]["name"] == name:
+            return doc
+    raise AssertionError(f"no {kind} {name} in deploy/kubernetes")
+
+
+def strings_under(node: Any, keys: set[str]) -> Iterator[str]:
+    """Every string value found under one of ``keys``, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in keys and isinstance(value, str):
+                yield value
+            else:
+                yield from strings_under(value, keys)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings_under(item, keys)
+
+
+def all_strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from all_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from all_strings(item)
+
+
+def check_metric_references(exprs: list[str], where: str) -> set[str]:
+    """Assert every htcsim_ series and pre-declared label value in ``exprs``
+    exists; returns the series referenced."""
+    refs: set[str] = set()
+    for expr in exprs:
+        for name in METRIC_REF.findall(expr):
+            assert name in exported_series(), (
+                f"{where}: {name!r} is not exported by the agent "
+                f"(exported: {', '.join(sorted(exported_series()))}) in {expr!r}"
+            )
+            refs.add(name)
+        for name, matchers in SELECTOR.findall(expr):
+            for label, value in EQUALITY_MATCHER.findall(matchers):
+                allowed = known_label_values().get((name, label))
+                if allowed is not None and "$" not in value:
+                    assert value in allowed, f"{where}: {name}{{{label}={value!r}}} never exists"
+    return refs
+
+
+def container(doc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    containers = doc["spec"]["template"]["spec"]["containers"]
+    if name is None:
+        assert len(containers) == 1
+        return containers[0]
+    return next(c for c in containers if c["name"] == name)
+
+
+def option(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def dockerfile_instruction(name: str) -> list[str]:
+    """The JSON-array form of the last ENTRYPOINT/CMD of the Dockerfile."""
+    lines = [ln for ln in (DEPLOY / "Dockerfile").read_text().splitlines() if ln.startswith(name)]
+    assert lines, f"Dockerfile has no {name}"
+    value = json.loads(lines[-1][len(name) :].strip())
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value
+
+
+# --- YAML and Kubernetes -----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert load_all(path), f"{path} holds no document"
+
+
+def test_kustomization_lists_exactly_the_manifests() -> None:
+    kustomization = load_all(KUBE / "kustomization.yaml")[0]
+    listed = kustomization["resources"]
+    assert len(listed) == len(set(listed)), "a manifest is listed twice"
+    assert set(listed) == {p.name for p in kube_manifests()}
+    assert kustomization["namespace"] == "htcsim"
+
+
+def test_every_kubernetes_document_is_named_and_namespaced() -> None:
+    documents = kube_documents()
+    assert documents
+    for path, doc in documents:
+        where = f"{path.name}: {doc.get('kind')}"
+        assert doc.get("apiVersion"), f"{where}: no apiVersion"
+        assert doc.get("kind"), f"{path.name}: a document without kind"
+        assert doc.get("metadata", {}).get("name"), f"{where}: no metadata.name"
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "htcsim", f"{where}: not in htcsim"
+
+
+def test_agent_statefulset_args_are_flags_serve_takes() -> None:
+    agent = container(find("StatefulSet", "htcsim-agent"))
+    args = agent["args"]
+    assert args[:2] == ["agent", "serve"]
+    assert not unknown_serve_flags(args), f"unknown flags {unknown_serve_flags(args)}"
+    assert option(args, "--host") == "0.0.0.0"
+    assert option(args, "--backend") == "dask"
+    port = next(p for p in agent["ports"] if p["name"] == "http")["containerPort"]
+    assert port == DEFAULT_PORT
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert agent[probe]["httpGet"]["path"] == "/healthz"
+
+
+def test_agent_statefulset_keeps_state_on_a_volume_and_runs_unprivileged() -> None:
+    statefulset = find("StatefulSet", "htcsim-agent")
+    assert statefulset["spec"]["replicas"] == 1  # a second agent on one state dir is refused
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(statefulset)["volumeMounts"]}
+    assert mounts["/var/lib/htcsim"] in claims
+
+
+def test_configmap_settings_and_policy_load_with_the_agent_readers(tmp_path: Path) -> None:
+    """The ConfigMap's files pass the agent's own checks, and the paths they
+    name are where the StatefulSet mounts the volume and the token Secret."""
+    data = find("ConfigMap", "htcsim-config")["data"]
+    (tmp_path / "agent.toml").write_text(data["agent.toml"])
+    (tmp_path / "policy.toml").write_text(data["policy.toml"])
+    config = load_agent_config(tmp_path / "agent.toml")
+    load_policy(tmp_path / "policy.toml")
+
+    statefulset = find("StatefulSet", "htcsim-agent")
+    mounts = {m["name"]: m["mountPath"] for m in container(statefulset)["volumeMounts"]}
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert config.state_dir.is_relative_to(mounts["state"])
+    tokens_volume = next(n for n, v in volumes.items() if "secret" in v)
+    secret_name = volumes[tokens_volume]["secret"]["secretName"]
+    assert config.tokens_path == Path(mounts[tokens_volume]) / "tokens.toml"
+    assert "tokens.toml" in find("Secret", secret_name)["stringData"]
+    config_volume = next(n for n, v in volumes.items() if "configMap" in v)
+    args = container(statefulset)["args"]
+    for flag, key in (("--config", "agent.toml"), ("--policy", "policy.toml")):
+        assert option(args, flag) == f"{mounts[config_volume]}/{key}"
+
+
+def test_placeholder_tokens_are_refused_so_they_cannot_go_live(tmp_path: Path) -> None:
+    """The Secret ships placeholders; the agent must refuse to start on them."""
+    text = find("Secret", "htcsim-tokens")["stringData"]["tokens.toml"]
+    entries = tomllib.loads(text)["token"]
+    assert entries and all("REPLACE" in e["token"] for e in entries)
+    assert {e["role"] for e in entries} >= {"admin"}
+    path = tmp_path / "tokens.toml"
+    path.write_text(text)
+    with pytest.raises(TokenFileError, match="at least 16 characters"):
+        load_tokens(path)
+
+
+def worker_deployments() -> list[dict[str, Any]]:
+    return [
+        doc
+        for _, doc in kube_documents()
+        if doc["kind"] == "Deployment" and container(doc)["command"] == ["dask", "worker"]
+    ]
+
+
+def test_dask_scheduler_matches_what_agent_and_workers_connect_to() -> None:
+    scheduler = container(find("Deployment", "dask-scheduler"))
+    assert scheduler["command"] == ["dask", "scheduler"]
+    assert not {a for a in scheduler["args"] if a.startswith("--")} - dask_flags("scheduler")
+    service = find("Service", "dask-scheduler")
+    ports = {p["port"] for p in service["spec"]["ports"]}
+    assert {8786, 8787} <= ports
+    address = f"tcp://{service['metadata']['name']}:8786"
+    agent_args = container(find("StatefulSet", "htcsim-agent"))["args"]
+    assert option(agent_args, "--scheduler") == address
+    workers = worker_deployments()
+    assert len(workers) >= 2
+    for worker in workers:
+        assert container(worker)["args"][0] == address
+
+
+def test_worker_resources_match_what_the_node_declares() -> None:
+    """Each worker's pod reserves what its --resources declare, so the agent
+    never places more on it than Kubernetes gave it."""
+    types = set()
+    for worker in worker_deployments():
+        c = container(worker)
+        args = c["args"]
+        assert not {a for a in args if a.startswith("--")} - dask_flags("worker")
+        declared = dict(item.split("=") for item in option(args, "--resources").split(","))
+        assert set(declared) == {"cores", "mem_mib", "gpus"}
+        cores, mem_mib, gpus = (int(declared[k]) for k in ("cores", "mem_mib", "gpus"))
+        assert option(args, "--nthreads") == str(cores)
+        requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+        assert requests == limits, f"{worker['metadata']['name']}: requests != limits"
+        assert int(limits["cpu"]) == cores
+        memory = MEBIBYTES.match(limits["memory"])
+        assert memory and int(memory.group(1)) >= mem_mib
+        assert int(limits.get("nvidia.com/gpu", 0)) == gpus
+        kind = option(args, "--name").split("-", 1)[0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert "POD_NAME" in env  # $(POD_NAME) in --name is expanded from it
+        types.add(kind)
+    assert types == {"cpu", "gpu"}
+
+
+def test_agent_service_exposes_http_and_is_annotated_for_prometheus() -> None:
+    service = find("Service", "htcsim-agent")
+    port = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    assert port["port"] == DEFAULT_PORT
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(DEFAULT_PORT)
+
+
+# --- Docker ------------------------------------------------------------------
+
+
+def test_dockerfile_runs_htcsim_agent_serve_with_flags_it_takes() -> None:
+    entrypoint, cmd = dockerfile_instruction("ENTRYPOINT"), dockerfile_instruction("CMD")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint == ["htcsim"] and "htcsim" in scripts
+    assert cmd[:2] == ["agent", "serve"]
+    assert not unknown_serve_flags(cmd)
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert f"EXPOSE {DEFAULT_PORT}" in text
+    assert "/healthz" in text
+
+
+def test_dockerfile_runtime_stage_is_unprivileged_and_has_no_compiler() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    runtime = re.split(r"^FROM ", text, flags=re.MULTILINE)[-1]
+    assert "gcc" in text.split(runtime)[0], "the build stage installs gcc"
+    assert not re.search(r"apt-get install[^\n]*gcc", runtime)
+    assert "USER htcsim" in runtime and "--uid 1000" in runtime
+    assert "WORKDIR /var/lib/htcsim" in runtime
+
+
+def test_dockerignore_keeps_artifacts_out_of_the_build_context() -> None:
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "build", "*.so", "traces", "results"} <= patterns
+
+
+# --- Prometheus and Grafana --------------------------------------------------
+
+
+def test_prometheus_config_scrapes_the_agent_with_a_token() -> None:
+    config = load_all(PROMETHEUS / "prometheus.yml")[0]
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "htcsim-agent")
+    assert job["metrics_path"] == "/metrics"
+    assert job["scrape_interval"] == "15s"
+    assert job["authorization"]["credentials_file"]
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS / rule_file).is_file()
+    check_metric_references(list(all_strings(config)), "prometheus.yml")
+
+
+def test_alert_rules_use_only_exported_metrics() -> None:
+    rules = [r for g in load_all(PROMETHEUS / "alerts.yml")[0]["groups"] for r in g["rules"]]
+    assert len(rules) >= 4
+    jobs = {j["job_name"] for j in load_all(PROMETHEUS / "prometheus.yml")[0]["scrape_configs"]}
+    refs = set()
+    for rule in rules:
+        assert rule["alert"] and rule["expr"] and rule["labels"]["severity"]
+        assert rule["annotations"]["summary"]
+        refs |= check_metric_references([rule["expr"]], f"alerts.yml: {rule['alert']}")
+        for job in re.findall(r'job="([^"]*)"', rule["expr"]):
+            assert job in jobs, f"alerts.yml: {rule['alert']} names job {job!r}, not scraped"
+    assert "htcsim_scheduling_pass_seconds_bucket" in refs
+    assert any(r["expr"].startswith("up") for r in rules)
+
+
+def test_dashboard_uses_only_exported_metrics_and_shows_them_all() -> None:
+    """Every query names a series the agent exports; and every metric the
+    agent exports has a panel, so a new metric is not silently left out."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 36
+    assert any(i["name"] == "DS_PROMETHEUS" for i in dashboard["__inputs"])
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+    queries = list(strings_under(dashboard, {"expr", "query", "definition"}))
+    refs = check_metric_references(queries, DASHBOARD.name)
+    shown = {re.sub(r"_(bucket|sum|count)$", "", r) for r in refs}
+    assert shown == set(METRIC_NAMES)
+
+
+def test_every_metric_name_has_a_registry_family() -> None:
+    """METRIC_NAMES and the registry agree, so the checks above compare with
+    what the agent really serves."""
+    covered = {re.sub(r"_(bucket|sum|count)$", "", s) for s in exported_series()}
+    assert covered == set(METRIC_NAMES)
+
+
+# --- the documentation -------------------------------------------------------
+
+
+def test_docs_name_existing_files_and_serve_flags() -> None:
+    text = DOCS.read_text()
+    for path in set(re.findall(r"\bdeploy/[\w./-]*[\w]", text)):
+        assert (ROOT / path).exists(), f"docs/deploy.md names {path}, which does not exist"
+    joined = re.sub(r"\\\n\s*", " ", text)
+    for line in joined.splitlines():
+        if "agent serve" in line:
+            args = line.split("agent serve", 1)[1].split()
+            assert not unknown_serve_flags(args), f"docs/deploy.md: {line.strip()}"
