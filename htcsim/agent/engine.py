@@ -61,6 +61,8 @@ log = logging.getLogger("htcsim.agent")
 PASS_EVERY_S = 1.0
 """A pass runs at least this often while jobs are pending (priorities age,
 begin times pass), as Slurm's periodic scheduler does."""
+LINGER_S = 0.005
+"""How long a turn waits for more exits after the first (group commit)."""
 ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
 """The agent's variables a job inherits (HTCondor's default: not the whole environment)."""
 
@@ -381,6 +383,12 @@ class Engine:
         return max(wait, 0.0)
 
     def _take(self, wait: float) -> list[_Command]:
+        """Every command that arrived, waiting up to ``wait`` for the first.
+
+        Group commit: when the first is a process exit, the loop lingers a
+        few milliseconds for more, so that exits trickling in one by one (as
+        remote nodes report them) share one commit instead of one fsync each.
+        """
         out: list[_Command] = []
         try:
             out.append(
@@ -388,9 +396,18 @@ class Engine:
             )
         except queue.Empty:
             return out
+        linger_until = time.monotonic() + LINGER_S if out[0].kind == "exit" else 0.0
         while True:
             try:
                 out.append(self._commands.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = linger_until - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                out.append(self._commands.get(timeout=left))
             except queue.Empty:
                 return out
 
