@@ -172,3 +172,33 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_path: Path) -> None:
+    """SIGSTOP: the worker stays connected but silent; past the heartbeat
+    timeout its node is lost and its job requeued; when it wakes up it is a
+    new node, the stale process is killed, and the job runs to completion."""
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = work / "runs"
+    with (
+        running_agent(
+            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=3.0
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 4, timeout=60)
+        job = _job(client, work, f"echo run >> {runs}; sleep 2", cores=4)  # big-0 only
+        wait_for(lambda: _state(client, job)["state"] == "running", timeout=30)
+        worker = site.workers["big-0"]
+        worker.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            wait_for(lambda: _state(client, job)["state"] == "pending", timeout=30)
+            assert time.monotonic() - stopped_at < 3.0 + 5.0
+            names = {n["name"] for n in client.get("/nodes").json()["nodes"]}
+            assert "big-0" not in names
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        wait_for(lambda: _state(client, job)["state"] == "completed", timeout=60)
+        assert _state(client, job)["requeues"] == 1
