@@ -202,3 +202,32 @@ def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_p
             worker.send_signal(signal.SIGCONT)
         wait_for(lambda: _state(client, job)["state"] == "completed", timeout=60)
         assert _state(client, job)["requeues"] == 1
+
+
+def test_drain_waits_for_running_jobs_then_retires_the_worker(
+    site: DaskSite, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    go = work / "go"
+    with (
+        running_agent(
+            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 4, timeout=60)
+        job = _job(client, work, f"while [ ! -e {go} ]; do sleep 0.05; done", cores=4)
+        wait_for(lambda: _state(client, job)["state"] == "running", timeout=30)
+        answer = client.post("/nodes/big-0/drain")
+        assert answer.json()["state"] == "draining"
+        time.sleep(1.0)
+        assert site.workers["big-0"].poll() is None  # not retired while its job runs
+        assert _state(client, job)["state"] == "running"
+        go.touch()
+        wait_for(lambda: _state(client, job)["state"] == "completed", timeout=30)
+        site.workers["big-0"].wait(30)  # the worker was retired: its process ended
+        wait_for(
+            lambda: "big-0" not in {n["name"] for n in client.get("/nodes").json()["nodes"]},
+            timeout=30,
+        )

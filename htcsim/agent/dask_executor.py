@@ -219,6 +219,18 @@ class DaskExecutor:
                 if int(job_id) not in mine:
                     self.client.run(dask_worker.signal_job, int(job_id), 9, workers=[address])
 
+    def retire(self, address: str) -> None:
+        """Ask the scheduler to retire a drained worker (it closes once its
+        tasks are done; in the background, the loop does not wait for it)."""
+
+        def retire() -> None:
+            try:
+                self.client.retire_workers([address], close_workers=True)
+            except Exception:
+                logger.exception("retiring worker %s failed", address)
+
+        threading.Thread(target=retire, name="htcsim-retire", daemon=True).start()
+
     def release_many(self, job_ids: Sequence[int]) -> None:
         """Recorded exits the workers may forget: sent in the background, every
         half second (a round trip to every worker per commit would cost the loop)."""

@@ -163,6 +163,7 @@ class Engine:
         self._base_env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
         self._launch_failures: list[tuple[int, str]] = []
         self._ended: set[int] = set()  # ended while this engine ran (no double record)
+        self._retiring: set[str] = set()  # drained nodes to retire once empty
         self._now_f = self.clock()  # the current turn's time
         self._dirty = True
         self._last_pass = 0.0
@@ -454,6 +455,8 @@ class Engine:
                 self._fire_timers(now_f)
                 if self._pass_due(now_f):
                     to_launch = self._pass(now, now_f)
+                if self._retiring:
+                    self._retire_drained()
             if self._changes:
                 self.store.set_states(self._changes, now=now_f)
                 self._changes = []
@@ -986,10 +989,24 @@ class Engine:
         self.kernel.drain_node(k, now)
         self._log.append((now, "drain", None, json.dumps({"node": k})))
         self._dirty = True
+        if self.node_specs[k].address:
+            self._retiring.add(name)
         return self._node_state(k)
+
+    def _retire_drained(self) -> None:
+        """A drained node of a backend with a node manager (a Dask worker) is
+        retired once its last job ended: the worker leaves gracefully."""
+        for name in list(self._retiring):
+            k = self.node_index.get(name)
+            if k is None:
+                self._retiring.discard(name)
+            elif self._node_state(k) == "drained":
+                self._retiring.discard(name)
+                self.executor.retire(self.node_specs[k].address)
 
     def _do_resume(self, now: int, name: str) -> str:
         k = self._node(name)
+        self._retiring.discard(name)
         self.kernel.set_node_state(k, NodeState["UP"], now)
         self._log.append(
             (now, "node", None, json.dumps({"node": k, "state": int(NodeState["UP"])}))
