@@ -29,7 +29,13 @@ from distributed import Client, Future
 
 from htcsim.agent import dask_worker
 from htcsim.agent.config import NodeSpec
-from htcsim.agent.executor import JobExit, LaunchError, LaunchSpec, Recovered
+from htcsim.agent.executor import (
+    JobExit,
+    LaunchError,
+    LaunchSpec,
+    Recovered,
+    exit_from_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +55,6 @@ def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
         name = str(info.get("name", address))
         out.append(NodeSpec(name, cores, mem_mib, gpus, (), address))
     return sorted(out, key=lambda n: n.name)
-
-
-def _exit_of(record: dict[str, Any], recovered: bool = False) -> JobExit:
-    return JobExit(
-        int(record["job"]),
-        int(record["code"]),
-        int(record["signal"]),
-        float(record["end"]),
-        float(record["cpu"]),
-        float(record["rss"]),
-        recovered,
-    )
 
 
 class DaskExecutor:
@@ -133,12 +127,6 @@ class DaskExecutor:
                 future.add_done_callback(lambda f, j=spec.job_id: self._done(j, f))
         return out
 
-    def launch(self, spec: LaunchSpec) -> int:
-        result = self.launch_many([spec])[0]
-        if isinstance(result, LaunchError):
-            raise result
-        return result
-
     def _done(self, job_id: int, future: Future) -> None:
         """Dask's callback thread: only note it (fetching the result here would
         cost one round trip per job on that single thread)."""
@@ -177,7 +165,7 @@ class DaskExecutor:
                 if record is None:
                     self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
                 else:
-                    self._on_exit(_exit_of(record))
+                    self._on_exit(exit_from_record(record))
 
     def signal(self, job_id: int, sig: int) -> bool:
         with self._lock:
@@ -269,7 +257,7 @@ class DaskExecutor:
                     self._adopted.add(job_id)
                 out.append(Recovered(job_id, "running", 0, None))
             elif job_id in exits:
-                out.append(Recovered(job_id, "exited", None, _exit_of(exits[job_id], True)))
+                out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
             else:
                 out.append(Recovered(job_id, "lost", None, None))
         return out
@@ -297,7 +285,7 @@ class DaskExecutor:
                     with self._lock:
                         self._adopted.discard(job_id)
                         self._where.pop(job_id, None)
-                    self._on_exit(_exit_of(record))
+                    self._on_exit(exit_from_record(record))
 
     def read_log(self, job_id: int, address: str, path: str, tail: int) -> bytes:
         """A job's log from the node that ran it."""

@@ -9,7 +9,8 @@ exit, and returns it. The table outlives the agent's client: an agent
 restarted after a crash asks every worker what still runs and how the rest
 ended, as it asks the local shepherd.
 
-Only the standard library: it is imported in the worker process.
+Only the standard library (and the shepherd's record format): it is imported
+in the worker process.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import contextlib
 import os
 import subprocess
 import threading
-import time
 from typing import Any
+
+from htcsim.agent.shepherd import exit_record
 
 _lock = threading.Lock()
 _running: dict[int, int] = {}  # job id -> pid (the process group id)
@@ -27,15 +29,7 @@ _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
 
 
 def _record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dict[str, Any]:
-    record = {
-        "op": "exit",
-        "job": job_id,
-        "code": code,
-        "signal": sig,
-        "end": time.time(),
-        "cpu": cpu,
-        "rss": rss,
-    }
+    record = exit_record(job_id, code, sig, cpu, rss)
     with _lock:
         _running.pop(job_id, None)
         _exits[job_id] = record

@@ -165,7 +165,8 @@ class JobExecutor(Protocol):
     def shutdown(self, *, kill_jobs: bool) -> None: ...
 
 
-def _exit_of(record: dict[str, Any], recovered: bool = False) -> JobExit:
+def exit_from_record(record: dict[str, Any], recovered: bool = False) -> JobExit:
+    """A JobExit from an ``exit_record`` (the shepherd's or a Dask worker's)."""
     return JobExit(
         job_id=int(record["job"]),
         exit_code=int(record["code"]),
@@ -305,7 +306,7 @@ class LocalExecutor:
                         if self._running.pop(int(message["job"]), None) is None:
                             self._ended_early.add(int(message["job"]))
                     try:
-                        self._on_exit(_exit_of(message))
+                        self._on_exit(exit_from_record(message))
                     except Exception:  # the reader must survive a bad callback
                         logger.exception("job %s: handling its exit failed", message["job"])
         except (OSError, ValueError):
@@ -448,7 +449,7 @@ class LocalExecutor:
                     self._running[job_id] = running[job_id]
                 out.append(Recovered(job_id, "running", running[job_id], None))
             elif job_id in exits:
-                out.append(Recovered(job_id, "exited", None, _exit_of(exits[job_id], True)))
+                out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
             else:
                 out.append(Recovered(job_id, "lost", None, None))
         return out

@@ -41,6 +41,21 @@ RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
+def exit_record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dict[str, Any]:
+    """How a job ended, as the shepherd and the Dask workers report it: exit
+    code (shell convention, 128+N for signal N), signal, end time, CPU seconds
+    and peak resident MiB (-1: unknown)."""
+    return {
+        "op": "exit",
+        "job": job_id,
+        "code": code,
+        "signal": sig,
+        "end": time.time(),
+        "cpu": cpu,
+        "rss": rss,
+    }
+
+
 def socket_name(run_dir: Path) -> bytes:
     """The abstract socket of the shepherd of ``run_dir`` (no path length limit,
     nothing left on disk)."""
@@ -265,15 +280,7 @@ class Shepherd:
                 group.rmdir()
 
     def _record_exit(self, job_id: int, code: int, sig: int, cpu: float, rss: float) -> None:
-        record = {
-            "op": "exit",
-            "job": job_id,
-            "code": code,
-            "signal": sig,
-            "end": time.time(),
-            "cpu": cpu,
-            "rss": rss,
-        }
+        record = exit_record(job_id, code, sig, cpu, rss)
         self.exits[job_id] = record
         self.journal.write(json.dumps(record) + "\n")
         self.send(record)
