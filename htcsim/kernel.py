@@ -40,7 +40,17 @@ NodeState = IntEnum("NodeState", {k.upper(): v for k, v in _core.NODE_STATES.ite
 
 
 class KernelInputError(ValueError):
-    """A job or node table handed to the kernel is invalid; names the job or node."""
+    """A job or node table handed to the kernel is invalid; names the job or node.
+
+    For a job batch, ``row`` is the position of the first bad job and
+    ``resource`` the resource its request exceeds (None when the request is
+    not too big but malformed), so a caller can word its own message.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, resource: str | None = None):
+        super().__init__(message)
+        self.row = row
+        self.resource = resource
 
 
 def node_capacity(
@@ -330,38 +340,45 @@ class Kernel:
         total = part_total[part]
         biggest = part_max[part]
         need = per_task * specs["n_tasks"][:, None]
-        # (which jobs are bad, what is wrong, whether the request vs the cluster explains it)
-        checks: list[tuple[np.ndarray, str, bool]] = [
-            (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)", False),
-            (per_task[:, 0] < 1, "asks for less than one core per task", False),
+        # (which jobs are bad, what is wrong, the per-resource excess when the request
+        # vs the cluster explains it)
+        too_much = need > total
+        too_big = per_task > biggest
+        checks: list[tuple[np.ndarray, str, np.ndarray | None]] = [
+            (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)", None),
+            (per_task[:, 0] < 1, "asks for less than one core per task", None),
             (
                 np.asarray((per_task < 0).any(axis=1)),
                 "asks for a negative amount of a resource",
-                False,
+                None,
             ),
-            (specs["walltime_s"] < 1, "has a walltime under one second", False),
+            (specs["walltime_s"] < 1, "has a walltime under one second", None),
             (
-                (need > total).any(axis=1),
+                too_much.any(axis=1),
                 "asks for more than the whole cluster has"
                 if n_part == 1
                 else "asks for more than its partition has",
-                True,
+                too_much,
             ),
-            ((per_task > biggest).any(axis=1), "has a task larger than every node", True),
+            (too_big.any(axis=1), "has a task larger than every node", too_big),
         ]
-        for bad, what, show_request in checks:
+        for bad, what, excess in checks:
             if not bad.any():
                 continue
             k = int(np.flatnonzero(bad)[0])
             detail = ""
-            if show_request:
+            resource = None
+            if excess is not None:
+                resource = RESOURCES[int(np.flatnonzero(excess[k])[0])]
                 request = dict(zip(RESOURCES, per_task[k].tolist(), strict=True))
                 cluster = dict(zip(RESOURCES, total[k].tolist(), strict=True))
                 where = "cluster" if n_part == 1 else f"partition {int(part[k])}"
                 detail = f" ({int(specs['n_tasks'][k])} tasks x {request}; {where} total {cluster})"
             raise KernelInputError(
                 f"job {int(specs['job_id'][k])} {what}{detail}; "
-                f"{int(bad.sum())} job(s) in this batch are affected"
+                f"{int(bad.sum())} job(s) in this batch are affected",
+                row=k,
+                resource=resource,
             )
 
     def set_priorities(self, job_idx: np.ndarray, priority: np.ndarray) -> None:

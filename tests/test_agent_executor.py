@@ -22,14 +22,14 @@ import psutil
 import pytest
 
 from htcsim.agent import monitor
+from htcsim.agent.config import machine_cpus as cpu_ids
+from htcsim.agent.config import machine_memory_mib as total_memory_mib
 from htcsim.agent.executor import (
     JobExit,
     LaunchError,
     LaunchSpec,
     LocalExecutor,
-    cpu_ids,
     detect_memory_cgroup,
-    total_memory_mib,
 )
 
 DEADLINE_S = 10.0

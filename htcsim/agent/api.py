@@ -200,7 +200,7 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
             raise ApiError(404, f"no job {job_id}", "job_id")
         return row
 
-    def new_jobs(principal: Principal, request: JobRequest, batch_at: int) -> list[NewJob]:
+    def new_jobs(principal: Principal, request: JobRequest) -> list[NewJob]:
         if not os.path.isdir(request.cwd):
             raise ApiError(422, f"cwd: {request.cwd} is not a directory on the agent", "cwd")
         for key in ("after_ok", "after_any", "after_not_ok"):
@@ -254,7 +254,7 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
     @app.post("/jobs", status_code=201, responses=errors, tags=["jobs"])
     async def submit(request: JobRequest, principal: Caller) -> JobIds:
         """Submit one job or one job array (durable when this answers)."""
-        jobs = new_jobs(principal, request, 0)
+        jobs = new_jobs(principal, request)
         ids = await ask(engine.submit(principal, jobs))
         return JobIds(ids=ids, array_id=ids[0] if request.array is not None else None)
 
@@ -264,7 +264,7 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
         jobs: list[NewJob] = []
         for k, job in enumerate(request.jobs):
             try:
-                jobs += new_jobs(principal, job, k)
+                jobs += new_jobs(principal, job)
             except ApiError as exc:
                 raise ApiError(
                     exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}"

@@ -158,13 +158,18 @@ def machine_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+def machine_memory_mib() -> int:
+    """Physical memory of the machine, MiB."""
+    return int(psutil.virtual_memory().total // (1 << 20))
+
+
 def local_nodes(config: AgentConfig) -> list[NodeSpec]:
     """The machine as ``config.nodes`` nodes: CPUs, memory and GPUs divided
     evenly unless the config declares per-node figures."""
     cpus = machine_cpus()
     n = config.nodes
     cores = config.cores_per_node or max(len(cpus) // n, 1)
-    mem = config.mem_mib_per_node or int(psutil.virtual_memory().total // (1 << 20)) // n
+    mem = config.mem_mib_per_node or machine_memory_mib() // n
     out = []
     for k in range(n):
         node_cpus = tuple(cpus[(k * cores + c) % len(cpus)] for c in range(min(cores, len(cpus))))

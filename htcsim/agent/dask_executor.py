@@ -98,17 +98,7 @@ class DaskExecutor:
             by_worker.setdefault(spec.node, []).append(spec)
             out.append(0)
         for address, group in by_worker.items():
-            payloads = [
-                {
-                    "job": spec.job_id,
-                    "argv": spec.argv,
-                    "cwd": spec.cwd,
-                    "env": spec.env,
-                    "stdout": spec.stdout,
-                    "stderr": spec.stderr,
-                }
-                for spec in group
-            ]
+            payloads = [spec.payload() for spec in group]
             tag = uuid.uuid4().hex[:8]
             futures = self.client.map(
                 dask_worker.run_job,

@@ -501,18 +501,7 @@ class Engine:
             nodes, _ = self.kernel.job_allocation(slot)
             node = int(nodes[0])
             row = rows[job_id]
-            cores = [self.free_cores[node].pop(0) for _ in range(row["cores"])]
-            run = Running(
-                job_id=job_id,
-                slot=slot,
-                node=node,
-                cores=cores,
-                start=now_f,
-                walltime_s=int(row["walltime_s"]),
-                signal=_signal_number(row["signal"]) if row["signal"] else 0,
-                signal_before_s=int(row["signal_before_s"]),
-                user=row["user"],
-            )
+            run = self._place(job_id, slot, node, now_f, _new_job(row, ()))
             fields: dict[str, Any] = {
                 "start_time": now_f,
                 "node": self.node_specs[node].name,
@@ -648,6 +637,21 @@ class Engine:
 
     # ------------------------------------------------------------------ launch
 
+    def _place(self, job_id: int, slot: int, node: int, start: float, job: NewJob) -> Running:
+        """The record of a job running on ``node`` since ``start``, with its cores
+        taken from the node's free ones (for pinning)."""
+        return Running(
+            job_id=job_id,
+            slot=slot,
+            node=node,
+            cores=[self.free_cores[node].pop(0) for _ in range(job.cores)],
+            start=start,
+            walltime_s=job.walltime_s,
+            signal=_signal_number(job.signal) if job.signal else 0,
+            signal_before_s=job.signal_before_s,
+            user=job.user,
+        )
+
     def _launch_spec(self, run: Running, row: dict[str, Any]) -> LaunchSpec:
         """What the executor needs to start the job: placeholders expanded, the
         environment (the agent's basic variables, the job's, HTCSIM_*), logs, CPUs."""
@@ -751,27 +755,20 @@ class Engine:
             specs[k]["qos_idx"] = qos_index.get(job.qos, -1)
             specs[k]["user_idx"] = -1
             specs[k]["group_idx"] = -1
-        biggest = self.kernel.capacity.max(axis=0)
-        for k, job in enumerate(jobs):
-            for r, (name, asked) in enumerate(
-                (("cores", job.cores), ("mem_mib", job.mem_mib), ("gpus", job.gpus))
-            ):
-                if asked > biggest[r]:
-                    who = "" if len(jobs) == 1 else f"job {k} of the request: "
-                    raise EngineError(
-                        f"{who}{name}: {asked} asked, more than any node of the cluster has "
-                        f"(at most {int(biggest[r])}; a job runs on one node)",
-                        field=name,
-                    )
         try:
             self.kernel._validate(specs)
         except KernelInputError as exc:
-            # "job K <what> (<detail>); N job(s) in this batch are affected"
-            message = str(exc).rsplit("; ", 1)[0]
-            k = int(message.split()[1])
-            what = message.split(" ", 2)[2]
-            who = "the job" if len(jobs) == 1 else f"job {k} of the request"
-            raise EngineError(f"{who} {what}", field=_field_of(what)) from exc
+            k = exc.row if exc.row is not None else 0
+            who = "" if len(jobs) == 1 else f"job {k} of the request: "
+            if exc.resource is None:
+                raise EngineError(f"{who}{exc}", field="resources") from exc
+            asked = int(specs[k]["per_task"][RESOURCES.index(exc.resource)])
+            most = int(self.kernel.capacity[:, RESOURCES.index(exc.resource)].max())
+            raise EngineError(
+                f"{who}{exc.resource}: {asked} asked, more than any node of the cluster has "
+                f"(at most {most}; a job runs on one node)",
+                field=exc.resource,
+            ) from exc
         return specs
 
     def _do_submit(
@@ -1161,18 +1158,8 @@ class Engine:
                     self._log.append(
                         (now, "adopt", job_id, json.dumps({"node": node, "start": start}))
                     )
-                    run = Running(
-                        job_id=job_id,
-                        slot=slot,
-                        node=node,
-                        cores=[self.free_cores[node].pop(0) for _ in range(job.cores)],
-                        start=float(row["start_time"]),
-                        walltime_s=job.walltime_s,
-                        signal=_signal_number(job.signal) if job.signal else 0,
-                        signal_before_s=job.signal_before_s,
-                        user=job.user,
-                        pid=rec.pid,
-                    )
+                    run = self._place(job_id, slot, node, float(row["start_time"]), job)
+                    run.pid = rec.pid
                     before = previous.get(job_id)
                     if before is not None:  # a rebuild while it runs: keep what it was doing
                         run.phase, run.peak_rss_mib = before.phase, before.peak_rss_mib
@@ -1216,18 +1203,6 @@ def _edge_met(kind: str, parent_state: str) -> bool:
     if kind == "afterok":
         return parent_state == "completed"
     return parent_state in ("failed", "cancelled", "timeout", "node_fail")
-
-
-def _field_of(what: str) -> str:
-    for word, name in (
-        ("core", "cores"),
-        ("mem", "mem_mib"),
-        ("gpu", "gpus"),
-        ("walltime", "walltime_s"),
-    ):
-        if word in what:
-            return name
-    return "resources"
 
 
 def _expand(text: str, values: dict[str, str]) -> str:

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import psutil
-
 from htcsim.agent.shepherd import socket_name
 
 logger = logging.getLogger(__name__)
@@ -58,6 +56,17 @@ class LaunchSpec:
     """0: no limit."""
     node: str = ""
     """The Dask worker's address (Dask backend; the local executor ignores it)."""
+
+    def payload(self) -> dict[str, Any]:
+        """What a process runner (the shepherd, a Dask worker) needs of the job."""
+        return {
+            "job": self.job_id,
+            "argv": self.argv,
+            "cwd": self.cwd,
+            "env": self.env,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+        }
 
 
 @dataclass(frozen=True)
@@ -94,16 +103,6 @@ class Recovered:
 
 class LaunchError(RuntimeError):
     """A job could not be started; the message names the job and the cause."""
-
-
-def cpu_ids() -> list[int]:
-    """The CPUs this agent may use (its affinity), for the node inventory."""
-    return sorted(os.sched_getaffinity(0))
-
-
-def total_memory_mib() -> int:
-    """Physical memory of the machine in MiB, for the node inventory."""
-    return int(psutil.virtual_memory().total // 2**20)
 
 
 def detect_memory_cgroup(
@@ -366,13 +365,8 @@ class LocalExecutor:
                 continue
             out.append(0)
             jobs.append(
-                {
-                    "job": spec.job_id,
-                    "argv": spec.argv,
-                    "cwd": spec.cwd,
-                    "env": spec.env,
-                    "stdout": spec.stdout,
-                    "stderr": spec.stderr,
+                spec.payload()
+                | {
                     "cpus": list(spec.cpus),
                     "mem_mib": spec.mem_limit_mib if self.memory_limit_mode != "off" else 0,
                 }
