@@ -309,7 +309,7 @@ cdef class ClusterState:
     cdef int as_step                   # most nodes added per type and decision
     cdef int64_t as_wait_s             # pending demand waits this long before it counts
     cdef int64_t as_idle_s             # an idle node leaves after this long
-    cdef int64_t as_boot_s             # boot delay
+    cdef int64_t as_boot_s             # boot delay (-1: live, UP when the node joins)
     cdef int64_t as_cooldown_s         # between two actions on one type
     cdef int64_t as_interval_s         # decisions only every this often (0: at every pass)
     cdef int64_t as_decide_s           # no decision before then

@@ -1330,11 +1330,13 @@ cdef class ClusterState:
     def configure_autoscale(self, const int8_t[::1] scaled, const int32_t[::1] min_nodes,
                             const int32_t[::1] max_nodes, int64_t wait_s, int64_t idle_s,
                             int64_t boot_s, int64_t cooldown_s, int step, int64_t now=0,
-                            int64_t interval_s=0):
+                            int64_t interval_s=0, bint live=False):
         """Let the autoscaler manage the node types with ``scaled`` set, between
         ``min_nodes`` and ``max_nodes`` (at most the type's node count). The
         nodes of a managed type beyond its min go OFF now. Call it before any
-        job is submitted (the demand is tracked from submission on)."""
+        job is submitted (the demand is tracked from submission on). ``live``:
+        a booted node stays BOOTING until set UP (a live agent's node joins),
+        whatever the boot delay."""
         cdef int t, n, count
         if scaled.shape[0] != self.n_types or min_nodes.shape[0] != self.n_types \
                 or max_nodes.shape[0] != self.n_types:
@@ -1359,7 +1361,7 @@ cdef class ClusterState:
                     _node_to(self, n, NODE_OFF, now)
         self.as_wait_s = wait_s
         self.as_idle_s = idle_s
-        self.as_boot_s = boot_s
+        self.as_boot_s = -1 if live else boot_s
         self.as_cooldown_s = cooldown_s
         self.as_step = step
         self.as_interval_s = interval_s

@@ -101,8 +101,11 @@ cdef void _node_to(ClusterState st, int n, int state, int64_t now) noexcept nogi
 
 
 cdef int _boot(ClusterState st, int n, int64_t now) noexcept nogil:
-    """Power on OFF node ``n``: BOOTING for the boot delay (UP at once without one)."""
-    if st.as_boot_s > 0:
+    """Power on OFF node ``n``: BOOTING for the boot delay (UP at once without
+    one); with live boots (as_boot_s < 0), BOOTING until the agent sets it UP."""
+    if st.as_boot_s < 0:
+        _node_to(st, n, NODE_BOOTING, now)  # ready_s = NEVER: no wakeup for it
+    elif st.as_boot_s > 0:
         _node_to(st, n, NODE_BOOTING, now)
         st.ready_s[n] = now + st.as_boot_s
         if st.ready_s[n] < st.boot_next or st.n_in_state[NODE_BOOTING] == 1:

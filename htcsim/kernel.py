@@ -185,11 +185,13 @@ class Kernel:
         )
 
     def configure_autoscale(
-        self, bounds: list[tuple[int, int]], policy: Policy, now: int = 0
+        self, bounds: list[tuple[int, int]], policy: Policy, now: int = 0, *, live: bool = False
     ) -> None:
         """Let the kernel's autoscaler manage every node type, (min, max) nodes
         each (max at most the type's count: its pool); the timing knobs come
-        from the policy. Nodes beyond each min are OFF from ``now``."""
+        from the policy. Nodes beyond each min are OFF from ``now``. ``live``:
+        a booted node is BOOTING until the agent sets it UP (its worker
+        joined), not for the policy's simulated boot delay."""
         low = np.array([b[0] for b in bounds], dtype=np.int32)
         high = np.array([b[1] for b in bounds], dtype=np.int32)
         try:
@@ -204,6 +206,7 @@ class Kernel:
                 policy.autoscale_step,
                 now,
                 policy.autoscale_interval_s,
+                live,
             )
         except ValueError as exc:
             raise KernelInputError(f"autoscale: {exc}") from exc

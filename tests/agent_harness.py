@@ -113,9 +113,14 @@ def kill_jobs_of(state_dir: Path) -> None:
 
 @contextmanager
 def running_agent(
-    tmp_path: Path, *extra: str, policy: str | None = None, **settings: Any
+    tmp_path: Path,
+    *extra: str,
+    policy: str | None = None,
+    tables: str = "",
+    **settings: Any,
 ) -> Iterator[AgentProcess]:
-    """Start an agent (settings: keys of AgentConfig, written to agent.toml)."""
+    """Start an agent (settings: keys of AgentConfig, written to agent.toml;
+    ``tables``: TOML tables appended to it, such as ``[cluster]``)."""
     state_dir = tmp_path / "agent-state"
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -131,7 +136,7 @@ def running_agent(
         policy_file = tmp_path / "policy.toml"
         policy_file.write_text(policy)
         lines.append(f'policy = "{policy_file}"')
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text("\n".join(lines) + "\n" + tables)
     args = [sys.executable, "-m", "htcsim", "agent", "serve", "--config", str(config), *extra]
     log = tmp_path / "agent.log"
     proc = _spawn(args, log)

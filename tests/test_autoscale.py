@@ -309,3 +309,32 @@ def test_without_boot_delay_the_decisions_repeat_until_the_demand_is_served() ->
     result = simulate(workload_of(rows, nodes=2), policy)
     assert result.start_s.tolist() == [0]
     assert result.counters["node_boots"] == 2
+
+
+def test_live_boots_wait_for_the_node_to_join() -> None:
+    """A live agent's booted node is BOOTING until its worker joins, whatever
+    the boot delay; no wakeup is due for it meanwhile (the loop would spin)."""
+    from htcsim.kernel import JOB_SPEC_DTYPE, JobState, Kernel, NodeState
+
+    policy = replace(POOL, autoscale_min_nodes=0, autoscale_wait_s=10, autoscale_boot_delay_s=0)
+    kernel = Kernel(np.array([[1, 0, 0, 0]] * 2, dtype=np.int64), policy)
+    kernel.set_node_types(np.zeros(2, dtype=np.int32), np.zeros(1))
+    kernel.configure_autoscale([(0, 2)], policy, 0, live=True)
+    spec = np.zeros(1, dtype=JOB_SPEC_DTYPE)
+    spec["job_id"], spec["walltime_s"], spec["n_tasks"] = 1, 100, 1
+    spec["per_task"][0, 0] = 1
+    slot = kernel.add_jobs(spec)
+    kernel.submit(slot, 0)
+    kernel.schedule(0)
+    assert kernel.autoscale(0)[0].tolist() == []  # not waited long enough
+    assert kernel.next_wakeup() == 10
+    kernel.schedule(10)
+    booted, stopped = kernel.autoscale(10)
+    assert booted.tolist() == [0] and stopped.tolist() == []
+    assert NodeState(int(kernel.node_states()[0])) == NodeState["BOOTING"]
+    assert kernel.next_wakeup() == -1  # nothing to do until the node joins
+    kernel.schedule(30)
+    assert kernel.state_of(slot) == JobState["PENDING"]
+    kernel.set_node_state(0, NodeState["UP"], 40)
+    kernel.schedule(40)
+    assert kernel.start_times()[slot] == 40

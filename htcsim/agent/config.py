@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,49 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """A Dask cluster manager the agent creates and scales: one node type.
+
+    ``manager`` is the import path of its class (``distributed.LocalCluster``,
+    ``dask_jobqueue.SLURMCluster``, ``dask_kubernetes.operator.KubeCluster``),
+    ``options`` its keyword arguments. ``nodes`` is the pool: the most workers
+    the agent ever asks for (the policy's ``[autoscale]`` bounds lie within
+    it; without autoscaling all of them are asked for at start). A worker is
+    one node of ``cores``/``mem_mib``/``gpus`` (it must declare at least as
+    much, and run at least ``cores`` threads: a running job holds one).
+    """
+
+    manager: str
+    node_type: str = "worker"
+    nodes: int = 1
+    cores: int = 1
+    mem_mib: int = 0
+    gpus: int = 0
+    price_per_hour: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def check(self, source: str) -> None:
+        def bad(key: str, why: str) -> None:
+            raise AgentConfigError(f"{source}: cluster.{key} {why}")
+
+        module, _, name = self.manager.rpartition(".")
+        if not module or not name:
+            bad(
+                "manager",
+                f"must be an import path like distributed.LocalCluster, got {self.manager!r}",
+            )
+        if not self.node_type or not self.node_type.replace("-", "").replace("_", "").isalnum():
+            bad("node_type", f"must be a name of letters, digits, - and _, got {self.node_type!r}")
+        if self.nodes < 1:
+            bad("nodes", "must be >= 1")
+        if self.cores < 1:
+            bad("cores", "must be >= 1")
+        for key in ("mem_mib", "gpus", "price_per_hour"):
+            if getattr(self, key) < 0:
+                bad(key, "must be >= 0")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Every setting of ``htcsim agent serve``; see the README's agent section."""
 
@@ -63,6 +106,7 @@ class AgentConfig:
     backend: str = "local"  # local | dask
     scheduler: str = ""  # the Dask scheduler's address (backend dask)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
+    cluster: ClusterConfig | None = None  # a Dask cluster manager to create and scale
 
     @property
     def db_path(self) -> Path:
@@ -105,8 +149,14 @@ class AgentConfig:
             bad("nodes", "must be >= 1")
         if self.backend not in ("local", "dask"):
             bad("backend", "must be local or dask")
-        if self.backend == "dask" and not self.scheduler:
-            bad("scheduler", "is required with backend dask (tcp://HOST:8786)")
+        if self.cluster is not None:
+            self.cluster.check(source)
+            if self.backend != "dask":
+                bad("backend", "must be dask with a [cluster] manager")
+            if self.scheduler:
+                bad("scheduler", "must be empty with a [cluster] manager (it starts its own)")
+        elif self.backend == "dask" and not self.scheduler:
+            bad("scheduler", "is required with backend dask (tcp://HOST:8786), or a [cluster]")
         if self.heartbeat_timeout_s <= 0:
             bad("heartbeat_timeout_s", "must be > 0")
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
@@ -123,10 +173,17 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         raise AgentConfigError(f"{path}: no such agent config file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise AgentConfigError(f"{path}: not valid TOML ({exc})") from exc
+    cluster = data.get("cluster")
     data = data.get("agent", data)
+    cluster = data.get("cluster", cluster)
     known = {f.name: f for f in fields(AgentConfig)}
     values: dict[str, Any] = {}
+    if cluster is not None:
+        values["cluster"] = _cluster_config(cluster, path)
+        values.setdefault("backend", "dask")
     for key, value in data.items():
+        if key == "cluster":
+            continue
         if key not in known:
             raise AgentConfigError(
                 f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})"
@@ -151,6 +208,34 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     config = AgentConfig(**values)
     config.check(str(path))
     return config
+
+
+def _cluster_config(data: Any, path: Path) -> ClusterConfig:
+    """The ``[cluster]`` table, key by key."""
+    if not isinstance(data, dict):
+        raise AgentConfigError(f"{path}: cluster must be a table ([cluster])")
+    known = {f.name for f in fields(ClusterConfig)}
+    for key in data:
+        if key not in known:
+            raise AgentConfigError(
+                f"{path}: unknown key cluster.{key} (known: {', '.join(sorted(known))})"
+            )
+    if "manager" not in data:
+        raise AgentConfigError(
+            f"{path}: cluster.manager is required (e.g. distributed.LocalCluster)"
+        )
+    for key, value in data.items():
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "manager": str,
+            "node_type": str,
+            "options": dict,
+            "price_per_hour": (int, float),
+        }
+        want = kinds.get(key, int)
+        if isinstance(value, bool) or not isinstance(value, want):
+            kind = getattr(want, "__name__", "number")
+            raise AgentConfigError(f"{path}: cluster.{key} must be a {kind}, got {value!r}")
+    return ClusterConfig(**data)
 
 
 def machine_cpus() -> list[int]:

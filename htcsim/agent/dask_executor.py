@@ -308,8 +308,11 @@ class InventoryWatcher:
         on_change: Callable[[list[NodeSpec]], Any],
         heartbeat_timeout_s: float,
         every_s: float = 0.25,
+        *,
+        empty_ok: bool = False,
     ) -> None:
         self.client = client
+        self._empty_ok = empty_ok  # a pool may shrink to no worker at all
         self._seen = _identity(current)
         self._on_change = on_change
         self._timeout = heartbeat_timeout_s
@@ -324,7 +327,7 @@ class InventoryWatcher:
                 nodes = dask_nodes(self.client, self._timeout)
             except (OSError, ValueError, RuntimeError):
                 continue
-            if not nodes:
+            if not nodes and not self._empty_ok:
                 continue  # no worker at all: keep the last inventory (its jobs stay)
             identity = _identity(nodes)
             if identity != self._seen:

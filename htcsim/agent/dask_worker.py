@@ -7,7 +7,11 @@ its pid in this module's table (so that a signal sent later with
 ``Client.run`` reaches its whole process group), waits for it, records the
 exit, and returns it. The table outlives the agent's client: an agent
 restarted after a crash asks every worker what still runs and how the rest
-ended, as it asks the local shepherd.
+ended, as it asks the local shepherd. A job's process dies with its worker
+process (``setpriv --pdeathsig KILL``, util-linux): a worker that is killed
+is a lost node whose jobs are requeued elsewhere, and they must not also go
+on running, unseen, where it was. (Processes the job itself started may
+outlive it: only a cgroup would hold them all.)
 
 Only the standard library (and the shepherd's record format): it is imported
 in the worker process.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 from typing import Any
@@ -26,6 +31,10 @@ from htcsim.agent.shepherd import exit_record
 _lock = threading.Lock()
 _running: dict[int, int] = {}  # job id -> pid (the process group id)
 _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_WORKER = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+"""The job's process gets SIGKILL when the worker thread that started it
+dies; that thread waits for the job, so only the worker's death ends it."""
 
 
 def _record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             # Popen, not posix_spawn: it changes to the job's directory in the
             # child (a worker's threads share one current directory)
             process = subprocess.Popen(
-                job["argv"],
+                [*_DIE_WITH_WORKER, *job["argv"]],
                 cwd=job["cwd"],
                 env=job["env"],
                 stdin=subprocess.DEVNULL,

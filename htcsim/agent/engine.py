@@ -21,13 +21,14 @@ import json
 import logging
 import os
 import queue
+import re
 import signal as signals
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +56,9 @@ from htcsim.kernel import (
     check_acyclic,
 )
 from htcsim.policy import Policy, policy_to_toml
+
+if TYPE_CHECKING:
+    from htcsim.agent.cluster_pool import ClusterPool
 
 log = logging.getLogger("htcsim.agent")
 
@@ -131,15 +135,19 @@ class Engine:
         metrics: AgentMetrics | None = None,
         clock: Callable[[], float] = time.time,
         executor: Callable[[Callable[[JobExit], None]], JobExecutor] | None = None,
+        pool: ClusterPool | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
+        self.pool = pool  # a cluster manager's pool: ``nodes`` are its slots
         self.node_specs = list(nodes)
         self.node_index = {n.name: k for k, n in enumerate(self.node_specs)}
         self.store = store or AgentStore(config.db_path)
         self.metrics = metrics or AgentMetrics()
         self.clock = clock
         self.kernel_lock = threading.RLock()
+        self._now_f = clock()  # the current turn's time
+        self._pool_log: dict[str, Any] | None = None  # the pool's setup, for the restart op
         self.kernel = self._new_kernel(policy)
         self.executor: JobExecutor = (
             executor(self._on_exit)
@@ -164,7 +172,6 @@ class Engine:
         self._launch_failures: list[tuple[int, str]] = []
         self._ended: set[int] = set()  # ended while this engine ran (no double record)
         self._retiring: set[str] = set()  # drained nodes to retire once empty
-        self._now_f = self.clock()  # the current turn's time
         self._dirty = True
         self._last_pass = 0.0
         self._next_sample = 0.0
@@ -180,7 +187,37 @@ class Engine:
         capacity = np.array(
             [(n.cores, n.mem_mib, n.gpus, 0) for n in self.node_specs], dtype=np.int64
         )
-        return Kernel(capacity, policy)
+        kernel = Kernel(capacity, policy)
+        self._pool_log = None
+        if self.pool is not None:
+            self._pool_log = self._configure_pool(kernel, policy)
+        return kernel
+
+    def _configure_pool(self, kernel: Kernel, policy: Policy) -> dict[str, Any]:
+        """The pool's slots are one node type; with ``[autoscale]`` the kernel's
+        autoscaler manages them (live boots: a slot is BOOTING until a worker
+        joins), without it every slot is asked for. A slot with a worker is UP.
+        Returns what the decision log's restart needs to do the same."""
+        assert self.pool is not None
+        now = int(self._now_f)
+        n = len(self.node_specs)
+        price = self.pool.config.price_per_hour
+        kernel.set_node_types(np.zeros(n, dtype=np.int32), np.array([price]))
+        bounds = None
+        if policy.autoscale:
+            bounds = policy.autoscale_bounds(self.pool.config.node_type, n)
+            kernel.configure_autoscale([bounds], policy, now, live=True)
+        off = NodeState["OFF"]
+        for k, state in enumerate(kernel.node_states().tolist()):
+            if self.pool.workers[k] is not None:
+                kernel.set_node_state(k, NodeState["UP"], now)
+            elif state != off:
+                kernel.set_node_state(k, NodeState["BOOTING"], now)
+        return {
+            "price": price,
+            "autoscale": bounds,
+            "states": kernel.node_states().tolist(),
+        }
 
     def start(self) -> None:
         """Reload what the store holds (reconciling processes that survived the
@@ -285,7 +322,8 @@ class Engine:
         return out
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Every node: state (as sinfo: idle, mixed, allocated, draining, drained, down),
+        """Every node: type, state (as sinfo: idle, mixed, allocated, draining,
+        drained, down, booting; ``off`` for a pool's slot without a worker),
         capacity, free resources, running jobs."""
         on_node: dict[int, list[int]] = {}
         with self.kernel_lock:
@@ -294,14 +332,18 @@ class Engine:
             for run in list(self.running.values()):
                 on_node.setdefault(run.node, []).append(run.job_id)
         out = []
+        pool = self.pool
         for k, spec in enumerate(self.node_specs):
             state = NodeState(int(states[k]))
             capacity = {"cores": spec.cores, "mem_mib": spec.mem_mib, "gpus": spec.gpus}
             free_k = {r: int(free[k][i]) for i, r in enumerate(RESOURCES) if r in capacity}
+            worker = pool.workers[k] if pool is not None else None
             out.append(
                 {
                     "name": spec.name,
-                    "state": _node_state_name(state, free_k["cores"], spec.cores),
+                    "type": pool.config.node_type if pool is not None else node_type(spec.name),
+                    "worker": worker.name if worker is not None else "",
+                    "state": _node_state_name(state, free_k["cores"], spec.cores, pool is not None),
                     "capacity": capacity,
                     "free": free_k,
                     "jobs": sorted(on_node.get(k, [])),
@@ -326,7 +368,7 @@ class Engine:
             "memory_limit": self.executor.memory_limit_mode,
             "policy": self.policy.label,
             "uptime_s": self.clock() - self.started_at,
-        }
+        } | ({"pool": self.pool.summary()} if self.pool is not None else {})
 
     def refresh_metrics(self, counts: dict[str, int]) -> None:
         """Set the gauges that describe the present (called at scrape time)."""
@@ -455,6 +497,8 @@ class Engine:
                 self._fire_timers(now_f)
                 if self._pass_due(now_f):
                     to_launch = self._pass(now, now_f)
+                    if self.pool is not None:
+                        self._autoscale(now)
                 if self._retiring:
                     self._retire_drained()
             if self._changes:
@@ -979,14 +1023,14 @@ class Engine:
         """The node's state as ``nodes`` names it (sinfo's words)."""
         state = NodeState(int(self.kernel.node_states()[k]))
         free = int(self.kernel.free_per_node()[k][0])
-        return _node_state_name(state, free, self.node_specs[k].cores)
+        return _node_state_name(state, free, self.node_specs[k].cores, self.pool is not None)
 
     def _do_drain(self, now: int, name: str) -> str:
         k = self._node(name)
         self.kernel.drain_node(k, now)
         self._log.append((now, "drain", None, json.dumps({"node": k})))
         self._dirty = True
-        if self.node_specs[k].address:
+        if self.node_specs[k].address or self.pool is not None:
             self._retiring.add(name)
         return self._node_state(k)
 
@@ -997,21 +1041,34 @@ class Engine:
             k = self.node_index.get(name)
             if k is None:
                 self._retiring.discard(name)
-            elif self._node_state(k) == "drained":
+            elif self._kernel_state(k) == NodeState["OFF"]:
                 self._retiring.discard(name)
-                self.executor.retire(self.node_specs[k].address)
+                if self.pool is not None:
+                    self._release_slot(k)
+                    self._scale_pool()
+                else:
+                    self.executor.retire(self.node_specs[k].address)
 
     def _do_resume(self, now: int, name: str) -> str:
         k = self._node(name)
         self._retiring.discard(name)
-        self.kernel.set_node_state(k, NodeState["UP"], now)
-        self._log.append(
-            (now, "node", None, json.dumps({"node": k, "state": int(NodeState["UP"])}))
-        )
+        if self.pool is not None and self.pool.workers[k] is None:
+            if self._kernel_state(k) == NodeState["OFF"]:  # ask for a worker again
+                self._set_slot(k, NodeState["BOOTING"], now)
+                self._scale_pool()
+        else:
+            self._set_slot(k, NodeState["UP"], now)
         self._dirty = True
         return self._node_state(k)
 
     def _do_policy(self, now: int, principal: Principal, policy: Policy, note: str) -> int:
+        if self.pool is not None and _autoscale_knobs(policy) != _autoscale_knobs(self.policy):
+            raise EngineError(
+                "the [autoscale] section applies from the agent's start: restart the agent "
+                "with the new policy to change it",
+                status=409,
+                field="autoscale",
+            )
         text = policy_to_toml(policy)
         self.kernel.configure(policy)
         self.kernel.set_account_names(list(self.users), list(self.groups))
@@ -1039,7 +1096,10 @@ class Engine:
         """The node inventory changed (Dask workers came or went): jobs of a lost
         node are requeued (or end ``node_fail``) by the policy, and the kernel is
         rebuilt on the new nodes with every job it held (running ones adopted
-        where they run). Returns the names of the lost nodes."""
+        where they run). Returns the names of the lost nodes. With a cluster
+        manager's pool the slots stay and the workers move (``_do_pool``)."""
+        if self.pool is not None:
+            return self._do_pool(now, nodes)
         old = {n.name: n for n in self.node_specs}
         new = {n.name: n for n in nodes}
         lost = [
@@ -1066,6 +1126,102 @@ class Engine:
         log.info("nodes now: %s (lost: %s)", ", ".join(new) or "none", where or "none")
         return lost
 
+    # ------------------------------------------------------------------ a cluster manager's pool
+
+    def _do_pool(self, now: int, workers: list[NodeSpec]) -> list[str]:
+        """Workers came or went: a lost worker's slot fails in the kernel (its
+        jobs requeued or ended by the policy) and asks for a replacement
+        (BOOTING; OFF if it was being drained); a new worker takes a booting
+        slot (one asked for) and comes UP. A worker nobody asked for stays
+        unused until the manager, asked for fewer, lets it go. Returns the
+        slots lost."""
+        pool = self.pool
+        assert pool is not None
+        lost, joined = pool.changes(workers)
+        names = []
+        for k in lost:
+            worker = pool.unbind(k)
+            assert worker is not None
+            names.append(self.node_specs[k].name)
+            self.executor.node_lost(worker.address)
+            draining = self._kernel_state(k) == NodeState["DRAINING"]
+            if self._kernel_state(k) in (NodeState["UP"], NodeState["DRAINING"]):
+                self._fail_slot(k, now, f"node {self.node_specs[k].name} ({worker.name}) was lost")
+            self._set_slot(k, NodeState["OFF"] if draining else NodeState["BOOTING"], now)
+            self.node_specs[k] = pool.slots[k]
+            log.warning("node %s lost its worker %s", self.node_specs[k].name, worker.address)
+        for worker in joined:
+            states = self.kernel.node_states().tolist()
+            free = [k for k, w in enumerate(pool.workers) if w is None]
+            booting = [k for k in free if states[k] == NodeState["BOOTING"]]
+            if not booting:
+                log.info("worker %s joined, not asked for: not used", worker.address)
+                continue
+            slot = booting[0]
+            self.executor.kill_strays(worker.address)
+            self.node_specs[slot] = pool.bind(slot, worker)
+            self._set_slot(slot, NodeState["UP"], now)
+            log.info("node %s is worker %s", self.node_specs[slot].name, worker.address)
+        self._scale_pool()
+        self._dirty = True
+        return names
+
+    def _kernel_state(self, k: int) -> NodeState:
+        return NodeState(int(self.kernel.node_states()[k]))
+
+    def _set_slot(self, k: int, state: NodeState, now: int) -> None:
+        self.kernel.set_node_state(k, state, now)
+        self._log.append((now, "node", None, json.dumps({"node": k, "state": int(state)})))
+
+    def _fail_slot(self, k: int, now: int, cause: str) -> None:
+        """The kernel fails node ``k``: each job on it is requeued or ends
+        ``node_fail``, as the kernel decided by the policy."""
+        hit = self.kernel.fail_node(k, now).tolist()
+        self._log.append((now, "fail", None, json.dumps({"node": k})))
+        rows = self.store.jobs_by_id([self.job_of[slot] for slot in hit])
+        for slot in hit:
+            job_id = self.job_of[slot]
+            self.running.pop(job_id, None)
+            if self.kernel.state_of(slot) == JobState["PENDING"]:
+                fields_: dict[str, Any] = {"requeues": int(rows[job_id]["requeues"]) + 1}
+                fields_ |= {"start_time": None, "node": None, "reason": ""}
+                self._changes.append(StateChange(job_id, "pending", f"requeued: {cause}", fields_))
+            else:
+                self._ended.add(job_id)
+                self._changes.append(
+                    StateChange(job_id, "node_fail", cause, {"end_time": self._now_f})
+                )
+                self.metrics.finished.labels("node_fail").inc()
+                self._cascade(job_id, now)
+        self.free_cores[k] = list(range(self.node_specs[k].cores))
+
+    def _autoscale(self, now: int) -> None:
+        """The kernel's autoscaler decision after a pass, carried out: booted
+        slots ask the manager for workers, powered-off slots retire theirs
+        (the kernel powers off idle nodes only)."""
+        booted, stopped = self.kernel.autoscale(now)
+        if len(booted) or len(stopped):
+            data = {"booted": booted.tolist(), "stopped": stopped.tolist()}
+            self._log.append((now, "autoscale", None, json.dumps(data)))
+            log.info("autoscale: boot %s, power off %s", data["booted"], data["stopped"])
+        for k in stopped.tolist():
+            self._release_slot(k)
+        self._scale_pool()
+
+    def _release_slot(self, k: int) -> None:
+        """Slot ``k`` went OFF: its worker (if any) is retired."""
+        assert self.pool is not None
+        worker = self.pool.unbind(k)
+        self.node_specs[k] = self.pool.slots[k]
+        if worker is not None:
+            self.pool.retire(worker)
+
+    def _scale_pool(self) -> None:
+        """Ask the manager for as many workers as slots are not OFF."""
+        assert self.pool is not None
+        states = self.kernel.node_states()
+        self.pool.scale(int((states != int(NodeState["OFF"])).sum()))
+
     def _rebuild(self, found: dict[int, Recovered], lost_cause: str) -> None:
         """A new kernel on ``self.node_specs`` holding every unfinished job of the
         store: those ``found`` running are adopted where they run (or end, if
@@ -1087,6 +1243,7 @@ class Engine:
                         "nodes": [[n.name, n.cores, n.mem_mib, n.gpus] for n in self.node_specs],
                         "policy": policy_to_toml(self.policy),
                     }
+                    | ({"pool": self._pool_log} if self._pool_log is not None else {})
                 ),
             )
         )
@@ -1182,18 +1339,28 @@ class Engine:
         self._dirty = True
 
 
-_NODE_NAMES = ("idle", "mixed", "allocated", "draining", "drained", "down", "booting")
+_NODE_NAMES = ("idle", "mixed", "allocated", "draining", "drained", "down", "booting", "off")
 
 
-def _node_state_name(state: NodeState, free_cores: int, cores: int) -> str:
+def node_type(name: str) -> str:
+    """A node's type by its name: the name without its trailing number
+    (a Dask worker ``--name gpu-3`` is of type ``gpu``; ``node0`` of ``node``)."""
+    return re.sub(r"[-_.]?\d+$", "", name) or "worker"
+
+
+def _node_state_name(state: NodeState, free_cores: int, cores: int, pooled: bool = False) -> str:
     if state == NodeState["UP"]:
         return "idle" if free_cores == cores else "allocated" if free_cores == 0 else "mixed"
     return {
         NodeState["DRAINING"]: "draining",
-        NodeState["OFF"]: "drained",
+        NodeState["OFF"]: "off" if pooled else "drained",
         NodeState["DOWN"]: "down",
         NodeState["BOOTING"]: "booting",
     }[state]
+
+
+def _autoscale_knobs(policy: Policy) -> tuple[Any, ...]:
+    return tuple(getattr(policy, f.name) for f in fields(policy) if f.name.startswith("autoscale"))
 
 
 def _edge_met(kind: str, parent_state: str) -> bool:

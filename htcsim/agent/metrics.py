@@ -15,7 +15,7 @@ from htcsim.agent.store import JOB_STATES
 
 WAIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
 PASS_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-NODE_STATE_NAMES = ("idle", "allocated", "mixed", "draining", "drained", "down")
+NODE_STATE_NAMES = ("idle", "allocated", "mixed", "draining", "drained", "down", "booting", "off")
 
 METRIC_NAMES = (
     "htcsim_jobs",

@@ -4,9 +4,10 @@ same order must give the same decisions.
 Why: the promise of htcsim is that the policy the simulator evaluated is the
 policy the agent applied. The agent logs every call it makes on the kernel
 (jobs added, submitted, held, released, cancelled, finished, adopted, node
-changes, policy changes, passes) with the kernel time; this module makes
-those calls on a new kernel, as the simulator would, and compares each pass's
-starts (job and node) with what the agent recorded.
+changes and failures, policy changes, passes, autoscaler decisions) with the
+kernel time; this module makes those calls on a new kernel, as the simulator
+would, and compares each pass's starts (job and node), and each autoscaler
+decision, with what the agent recorded.
 """
 
 from __future__ import annotations
@@ -35,14 +36,27 @@ class ReplayResult:
 class _Replayer:
     def __init__(self) -> None:
         self.kernel: Kernel | None = None
+        self.autoscaled = False  # the agent's autoscaler decides after every pass
         self.slot: dict[int, int] = {}
         self.job: list[int] = []
         self.result = ReplayResult()
 
-    def restart(self, data: dict[str, Any]) -> None:
+    def restart(self, t: int, data: dict[str, Any]) -> None:
         capacity = np.array([[c, m, g, 0] for _, c, m, g in data["nodes"]], dtype=np.int64)
         policy = policy_from_mapping(tomllib.loads(data["policy"]), source="decision log")
-        self.kernel = Kernel(capacity, policy)
+        self.kernel = kernel = Kernel(capacity, policy)
+        self.autoscaled = False
+        pool = data.get("pool")
+        if pool is not None:  # a cluster manager's pool: one node type, live boots
+            kernel.set_node_types(
+                np.zeros(len(capacity), dtype=np.int32), np.array([pool["price"]])
+            )
+            self.autoscaled = pool["autoscale"] is not None
+            if self.autoscaled:
+                kernel.configure_autoscale([tuple(pool["autoscale"])], policy, t, live=True)
+            for k, state in enumerate(pool["states"]):
+                if int(kernel.node_states()[k]) != state:
+                    kernel.set_node_state(k, NodeState(state), t)
         self.slot, self.job = {}, []
         self.result.restarts += 1
 
@@ -94,6 +108,9 @@ class _Replayer:
             kernel.drain_node(data["node"], t)
         elif op == "node":
             kernel.set_node_state(data["node"], NodeState(data["state"]), t)
+        elif op == "fail":
+            kernel.fail_node(data["node"], t)
+
         elif op == "policy":
             kernel.configure(policy_from_mapping(tomllib.loads(data["toml"]), source="policy"))
         else:
@@ -116,10 +133,10 @@ def replay_decision_log(rows: Sequence[Decision]) -> ReplayResult:
         seq, t, op, job_id, data = rows[k]
         k += 1
         if op == "restart":
-            replayer.restart(data)
+            replayer.restart(t, data)
             continue
-        if op == "start":
-            result.differences.append(f"seq {seq}: job {job_id} started outside a pass")
+        if op in ("start", "autoscale"):
+            result.differences.append(f"seq {seq}: {op} outside a pass")
             continue
         if op == "accounts":
             users_groups = data
@@ -148,4 +165,16 @@ def replay_decision_log(rows: Sequence[Decision]) -> ReplayResult:
             result.differences.append(
                 f"seq {seq} (t={t}): the agent started {logged}, the replay {got}"
             )
+        if replayer.autoscaled:
+            booted, stopped = kernel.autoscale(t)
+            decided = {"booted": booted.tolist(), "stopped": stopped.tolist()}
+            agent: dict[str, list[int]] = {"booted": [], "stopped": []}
+            if k < len(rows) and rows[k][2] == "autoscale":
+                agent = {key: rows[k][4][key] for key in agent}
+                k += 1
+            if decided != agent:
+                result.differences.append(
+                    f"seq {seq} (t={t}): the agent's autoscaler decided {agent}, the replay's "
+                    f"{decided}"
+                )
     return result

@@ -21,7 +21,8 @@ import uvicorn
 
 from htcsim.agent.api import Tokens, create_app
 from htcsim.agent.auth import add_token, load_tokens
-from htcsim.agent.config import AgentConfig, local_nodes
+from htcsim.agent.cluster_pool import ClusterPool, create_manager
+from htcsim.agent.config import AgentConfig, AgentConfigError, ClusterConfig, local_nodes
 from htcsim.agent.dask_executor import DaskExecutor, InventoryWatcher, wait_for_workers
 from htcsim.agent.engine import Engine
 from htcsim.policy import Policy
@@ -49,7 +50,10 @@ class Agent:
         self.admin_token = _first_token(config)
         self.policy = policy or Policy()
         self._watcher: InventoryWatcher | None = None
-        if config.backend == "dask":
+        self._pool: ClusterPool | None = None
+        if config.cluster is not None:
+            self._start_pool(config, config.cluster)
+        elif config.backend == "dask":
             from distributed import Client
 
             try:
@@ -71,22 +75,50 @@ class Agent:
             self._client = None
         self.app = create_app(self.engine, Tokens(config.tokens_path))
 
+    def _start_pool(self, config: AgentConfig, cluster: ClusterConfig) -> None:
+        """Create the cluster manager and the engine on its pool of slots."""
+        from distributed import Client
+
+        try:
+            manager = create_manager(cluster)
+        except AgentConfigError as exc:
+            raise AgentStartError(str(exc)) from exc
+        except Exception as exc:
+            raise AgentStartError(
+                f"cluster manager {cluster.manager} did not start: {exc}"
+            ) from exc
+        client = Client(manager.scheduler_address, timeout="20s", set_as_default=False)
+        self._pool = ClusterPool(cluster, manager, client)
+        self.engine = Engine(
+            config,
+            self.policy,
+            self._pool.slots,
+            executor=lambda on_exit: DaskExecutor(client, on_exit),
+            pool=self._pool,
+        )
+        self._client = client
+
     def start(self) -> None:
         self.engine.start()
         log.info("memory limits: %s", self.engine.executor.memory_limit_note)
         if self._client is not None:
             self._watcher = InventoryWatcher(
                 self._client,
-                self.engine.node_specs,
+                [] if self._pool is not None else self.engine.node_specs,
                 self.engine.set_nodes,
                 self.config.heartbeat_timeout_s,
+                empty_ok=self._pool is not None,
             )
 
     def stop(self, *, kill_jobs: bool = False) -> None:
         """Stop the agent; its jobs keep running unless ``kill_jobs``."""
         if self._watcher is not None:
             self._watcher.stop()
-        self.engine.stop(kill_jobs=kill_jobs)
+        # the workers of a cluster manager stop with the agent: so do their jobs
+        # (requeued at the next start), never left running unseen
+        self.engine.stop(kill_jobs=kill_jobs or self._pool is not None)
+        if self._pool is not None:
+            self._pool.close()
         os.close(self._lock)
 
 
