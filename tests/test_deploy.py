@@ -11,6 +11,7 @@ command lines accept. No network, no Docker, no cluster; a few seconds.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import tomllib
@@ -446,3 +447,119 @@ def test_docs_name_existing_files_and_serve_flags() -> None:
         if "agent serve" in line:
             args = line.split("agent serve", 1)[1].split()
             assert not unknown_serve_flags(args), f"docs/deploy.md: {line.strip()}"
+
+
+# --- the agent's cluster managers ([cluster]) -----------------------------------
+
+DASK_EXAMPLES = DEPLOY / "dask"
+AUTOSCALE = KUBE / "autoscale"
+
+
+@pytest.mark.parametrize("path", sorted(DASK_EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_cluster_manager_examples_load_and_declare_their_node(path: Path) -> None:
+    config = load_agent_config(path)
+    assert config.cluster is not None and config.backend == "dask"
+    options = config.cluster.options
+    declared = options.get("resources") or _resources_arg(options.get("worker_extra_args", []))
+    assert int(declared["cores"]) == config.cluster.cores
+    assert int(declared["mem_mib"]) == config.cluster.mem_mib
+    threads = options.get("threads_per_worker", options.get("cores"))
+    assert threads >= config.cluster.cores, "a running job holds a worker thread"
+
+
+def _resources_arg(args: list[str]) -> dict[str, str]:
+    return dict(item.split("=") for item in option(args, "--resources").split(","))
+
+
+def test_slurm_example_makes_batch_jobs_that_declare_the_node() -> None:
+    """The real dask-jobqueue SLURMCluster, from the example's options: its
+    batch script starts one worker declaring the node (no Slurm needed)."""
+    from dask_jobqueue import SLURMCluster
+
+    config = load_agent_config(DASK_EXAMPLES / "agent-slurm.toml")
+    assert config.cluster is not None
+    options = dict(config.cluster.options)
+    options["scheduler_options"] = {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"}
+    cluster = SLURMCluster(**options)
+    try:
+        script = cluster.job_script()
+        assert "--resources cores=32,mem_mib=120000,gpus=0" in script
+        assert "--nthreads 32" in script
+        limit = re.search(r"--memory-limit ([0-9.]+)GiB", script)
+        assert limit and float(limit.group(1)) * 1024 >= config.cluster.mem_mib
+        assert callable(cluster.scale_down)  # the agent retires the worker it chose
+    finally:
+        cluster.close()
+
+
+def autoscale_config() -> dict[str, str]:
+    doc = load_all(AUTOSCALE / "config.yaml")[0]
+    assert doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "htcsim-config"
+    return dict(doc["data"])
+
+
+def test_kubernetes_autoscale_overlay_settings_policy_and_dask_cluster(tmp_path: Path) -> None:
+    data = autoscale_config()
+    (tmp_path / "agent.toml").write_text(data["agent.toml"])
+    (tmp_path / "policy.toml").write_text(data["policy.toml"])
+    config = load_agent_config(tmp_path / "agent.toml")
+    policy = load_policy(tmp_path / "policy.toml")
+    cluster = config.cluster
+    assert cluster is not None and cluster.manager == "dask_kubernetes.operator.KubeCluster"
+    assert policy.autoscale
+    low, high = policy.autoscale_bounds(cluster.node_type, cluster.nodes)
+    assert 0 <= low <= high <= cluster.nodes
+    # the spec the agent reads is the ConfigMap's key, where the agent mounts it
+    mount = next(
+        m["mountPath"]
+        for m in container(find("StatefulSet", "htcsim-agent"))["volumeMounts"]
+        if m["name"] == "config"
+    )
+    assert cluster.options["custom_cluster_spec"] == f"{mount}/dask-cluster.yaml"
+    spec = yaml.safe_load(data["dask-cluster.yaml"])
+    assert spec["kind"] == "DaskCluster" and spec["metadata"]["namespace"] == "htcsim"
+    worker = spec["spec"]["worker"]["spec"]["containers"][0]
+    assert worker["command"] == ["dask", "worker"]
+    assert set(help_flags(" ".join(worker["args"]))) <= dask_flags("worker")
+    declared = _resources_arg(worker["args"])
+    assert int(declared["cores"]) == cluster.cores
+    assert int(declared["mem_mib"]) == cluster.mem_mib
+    assert int(option(worker["args"], "--nthreads")) >= cluster.cores
+    limits = worker["resources"]["limits"]
+    assert int(limits["cpu"]) == cluster.cores
+    assert int(MEBIBYTES.match(limits["memory"]).group(1)) > cluster.mem_mib  # type: ignore[union-attr]
+    scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["command"] == ["dask", "scheduler"]
+
+
+def test_kubernetes_autoscale_overlay_patches_what_the_base_holds() -> None:
+    kustomization = load_all(AUTOSCALE / "kustomization.yaml")[0]
+    assert kustomization["resources"] == ["..", "rbac.yaml"]
+    names = {(d["kind"], d["metadata"]["name"]) for _, d in kube_documents()}
+    for patch in kustomization["patches"]:
+        if "path" in patch:
+            doc = load_all(AUTOSCALE / patch["path"])[0]
+        else:
+            doc = yaml.safe_load(patch["patch"])
+        assert (doc["kind"], doc["metadata"]["name"]) in names, f"{doc['metadata']['name']}"
+    deleted = [yaml.safe_load(p["patch"]) for p in kustomization["patches"] if "patch" in p]
+    assert {d["metadata"]["name"] for d in deleted} == {
+        "dask-scheduler",
+        "dask-workers-cpu",
+        "dask-workers-gpu",
+    }
+    agent = load_all(AUTOSCALE / "agent.yaml")[0]["spec"]["template"]["spec"]
+    args = agent["containers"][0]["args"]
+    assert not unknown_serve_flags(args)
+    assert "--scheduler" not in args and "--backend" not in args  # [cluster] starts it
+    account = next(d for d in load_all(AUTOSCALE / "rbac.yaml") if d["kind"] == "ServiceAccount")
+    assert agent["serviceAccountName"] == account["metadata"]["name"]
+    role = next(d for d in load_all(AUTOSCALE / "rbac.yaml") if d["kind"] == "Role")
+    assert any("daskclusters" in rule["resources"] for rule in role["rules"])
+
+
+def test_kubecluster_takes_the_example_options() -> None:
+    operator = pytest.importorskip("dask_kubernetes.operator")
+    data = autoscale_config()
+    options = tomllib.loads(data["agent.toml"])["cluster"]["options"]
+    inspect.signature(operator.KubeCluster).bind(**options)

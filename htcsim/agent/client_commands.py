@@ -571,7 +571,8 @@ def logs_command(
 
 @nodes_app.callback()
 def nodes_command(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """Node states (idle, mixed, allocated, draining, drained, down) and free resources."""
+    """Nodes: type, state (idle, mixed, allocated, draining, drained, down; booting
+    and off in a cluster manager's pool) and free resources."""
     if ctx.invoked_subcommand is not None:
         return
     with _agent() as client:
@@ -579,11 +580,12 @@ def nodes_command(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if json_out:
         _print_json(nodes)
         return
-    table = _table("NODE", "STATE", "CORES FREE", "MEM FREE", "GPUS FREE", "JOBS")
+    table = _table("NODE", "TYPE", "STATE", "CORES FREE", "MEM FREE", "GPUS FREE", "JOBS")
     for node in nodes:
         cap, free = node["capacity"], node["free"]
         table.add_row(
             escape(str(node["name"])),
+            escape(str(node.get("type", ""))),
             str(node["state"]),
             f"{free['cores']}/{cap['cores']}",
             f"{_mib(free['mem_mib'])}/{_mib(cap['mem_mib'])}",

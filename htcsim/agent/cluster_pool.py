@@ -51,7 +51,7 @@ def create_manager(config: ClusterConfig) -> Any:
         raise AgentConfigError(f"cluster.manager: {module_name} has no class {class_name}")
     try:
         return cls(**config.options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise AgentConfigError(f"cluster.options: {config.manager} refused them: {exc}") from exc
 
 

@@ -25,7 +25,7 @@ from htcsim.agent.cluster_pool import ClusterPool, create_manager
 from htcsim.agent.config import AgentConfig, AgentConfigError, ClusterConfig, local_nodes
 from htcsim.agent.dask_executor import DaskExecutor, InventoryWatcher, wait_for_workers
 from htcsim.agent.engine import Engine
-from htcsim.policy import Policy
+from htcsim.policy import Policy, PolicyError
 
 log = logging.getLogger("htcsim.agent")
 CLIENT_FILE = "client.toml"
@@ -79,6 +79,16 @@ class Agent:
         """Create the cluster manager and the engine on its pool of slots."""
         from distributed import Client
 
+        if self.policy.autoscale:
+            try:
+                _, high = self.policy.autoscale_bounds(cluster.node_type, cluster.nodes)
+            except PolicyError as exc:
+                raise AgentStartError(str(exc)) from exc
+            if high > cluster.nodes:
+                raise AgentStartError(
+                    f"autoscale: node type {cluster.node_type!r} has max {high} nodes, more "
+                    f"than the pool's {cluster.nodes} ([cluster] nodes)"
+                )
         try:
             manager = create_manager(cluster)
         except AgentConfigError as exc:
