@@ -1,5 +1,5 @@
-"""The Dask backend: each Dask worker is a node, each job a task pinned to the
-worker the kernel chose.
+"""The Dask backend: each Dask worker is a node; a job runs on the worker the
+kernel chose.
 
 Why Dask distributed: a site already starts Dask workers by hand, with
 dask-jobqueue on Slurm/PBS/SGE, with dask-kubernetes or a cloud cluster
@@ -7,25 +7,31 @@ manager; the agent needs no daemon of its own on the nodes. A worker
 declares its node with Dask resources (``dask worker ... --resources
 "cores=16,mem_mib=64000,gpus=2"``; without them its threads and memory limit
 are used) and is named by its ``--name``. The kernel places jobs as it does
-locally; the job's task may run on that worker only (``workers=[address]``,
-``allow_other_workers=False``), where ``htcsim.agent.dask_worker`` runs it
-as a process of its own session, as the local shepherd does.
+locally; the agent starts them on that worker only (``Client.run`` of
+``htcsim.agent.dask_worker.launch_jobs`` with ``workers=[address]``), where
+each runs as a process of its own session, as the local shepherd runs them,
+and the worker reports their exits as they come (``wait_exits``). Jobs are
+not Dask tasks: the placement is the kernel's, and the scheduler's task
+bookkeeping would cost more than a short job.
 
 A worker that leaves, or whose heartbeat is older than the timeout, is a
-lost node: its jobs are requeued by the policy and their tasks cancelled.
+lost node: its jobs are requeued by the policy, and nothing more is sent to
+it or taken from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distributed import Client, Future
+from distributed import Client
 
 from htcsim.agent import dask_worker
 from htcsim.agent.config import NodeSpec
@@ -38,6 +44,12 @@ from htcsim.agent.executor import (
 )
 
 logger = logging.getLogger(__name__)
+
+EXIT_POLL_S = 1.0
+"""How long one wait for a worker's exits lasts before it is asked again."""
+EXIT_LINGER_S = 0.005
+"""After a worker's first exit, how long it waits for more before answering
+(one call for exits close together; the loop lingers as long to commit them)."""
 
 
 def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
@@ -57,6 +69,67 @@ def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
     return sorted(out, key=lambda n: n.name)
 
 
+class _Worker:
+    """The agent's line to one worker: a thread that sends it the jobs to
+    start (everything queued since the last call, in one ``Client.run``) and
+    one that waits for its exits (``wait_exits``, answered as soon as there
+    is one). Both stop when the worker is lost or the executor closes."""
+
+    def __init__(self, executor: DaskExecutor, address: str) -> None:
+        self.executor = executor
+        self.address = address
+        self.lost = threading.Event()
+        self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="htcsim-launch", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="htcsim-exits", daemon=True)
+        self._sender.start()
+        self._watcher.start()
+
+    def launch(self, payloads: list[dict[str, Any]]) -> None:
+        self._outbox.put(payloads)
+
+    def _stopped(self) -> bool:
+        return self.lost.is_set() or self.executor.closed.is_set()
+
+    def _send(self) -> None:
+        client = self.executor.client
+        while not self._stopped():
+            try:
+                batch = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    batch.extend(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                client.run(dask_worker.launch_jobs, batch, workers=[self.address])
+            except Exception:  # the worker is gone: the inventory requeues its jobs
+                if not self._stopped():
+                    logger.exception("starting %d jobs on %s failed", len(batch), self.address)
+
+    def _watch(self) -> None:
+        client = self.executor.client
+        after = 0
+        while not self._stopped():
+            try:
+                answer = client.run(
+                    dask_worker.wait_exits,
+                    after,
+                    EXIT_POLL_S,
+                    EXIT_LINGER_S,
+                    workers=[self.address],
+                )
+            except Exception:  # gone or hung: the inventory watcher decides
+                self.lost.wait(0.2)
+                continue
+            records = answer.get(self.address) or []
+            for record in records:
+                after = max(after, int(record["seq"]))
+                self.executor.exited(self.address, record)
+
+
 class DaskExecutor:
     """Runs jobs on Dask workers (same interface as ``LocalExecutor``)."""
 
@@ -69,26 +142,29 @@ class DaskExecutor:
         self.client = client
         self._on_exit = on_exit
         self._lock = threading.Lock()
-        self._futures: dict[int, Future] = {}
-        self._where: dict[int, str] = {}  # job -> worker address
-        self._adopted: set[int] = set()  # re-adopted after a restart: no future, polled
+        self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
+        self._runs = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:8]  # this agent's runs, told from an earlier agent's
+        self._workers: dict[str, _Worker] = {}
         self._to_release: list[int] = []
-        self._closed = threading.Event()
-        self._finished: list[tuple[int, Future]] = []
-        self._finished_lock = threading.Condition()
-        self._poller = threading.Thread(target=self._poll_adopted, name="htcsim-dask", daemon=True)
-        self._poller.start()
-        self._collector = threading.Thread(target=self._collect, name="htcsim-exits", daemon=True)
-        self._collector.start()
+        self.closed = threading.Event()
+        self._releaser = threading.Thread(
+            target=self._release_loop, name="htcsim-dask", daemon=True
+        )
+        self._releaser.start()
 
     # ------------------------------------------------------------------ jobs
 
-    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[int | LaunchError]:
-        """Submit each job as a task pinned to its node's worker (pid 0: remote).
+    def _worker(self, address: str) -> _Worker:
+        with self._lock:
+            worker = self._workers.get(address)
+            if worker is None:
+                worker = self._workers[address] = _Worker(self, address)
+            return worker
 
-        One ``Client.map`` per worker: the scheduler gets one graph update per
-        worker and pass, not one per job.
-        """
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[int | LaunchError]:
+        """Start each job on its node's worker (pid 0: remote): one call per
+        worker and pass, sent by that worker's thread (the loop does not wait)."""
         out: list[int | LaunchError] = []
         by_worker: dict[str, list[LaunchSpec]] = {}
         for spec in specs:
@@ -98,69 +174,29 @@ class DaskExecutor:
             by_worker.setdefault(spec.node, []).append(spec)
             out.append(0)
         for address, group in by_worker.items():
-            payloads = [spec.payload() for spec in group]
-            tag = uuid.uuid4().hex[:8]
-            futures = self.client.map(
-                dask_worker.run_job,
-                payloads,
-                key=[f"htcsim-job-{spec.job_id}-{tag}" for spec in group],
-                workers=[address],
-                allow_other_workers=False,
-                pure=False,
-                retries=0,
-            )
+            payloads = []
             with self._lock:
-                for spec, future in zip(group, futures, strict=True):
-                    self._futures[spec.job_id] = future
-                    self._where[spec.job_id] = address
-            for spec, future in zip(group, futures, strict=True):
-                future.add_done_callback(lambda f, j=spec.job_id: self._done(j, f))
+                for spec in group:
+                    run = f"{self._tag}-{next(self._runs)}"
+                    self._where[spec.job_id] = (address, run)
+                    payloads.append(spec.payload() | {"run": run})
+            self._worker(address).launch(payloads)
         return out
 
-    def _done(self, job_id: int, future: Future) -> None:
-        """Dask's callback thread: only note it (fetching the result here would
-        cost one round trip per job on that single thread)."""
-        with self._finished_lock:
-            self._finished.append((job_id, future))
-            self._finished_lock.notify()
-
-    def _collect(self) -> None:
-        """Fetch the results of finished tasks in batches, one gather per batch."""
-        while not self._closed.is_set():
-            with self._finished_lock:
-                self._finished_lock.wait_for(lambda: self._finished or self._closed.is_set())
-                batch, self._finished = self._finished, []
-            mine = []
-            with self._lock:
-                for job_id, future in batch:
-                    if self._futures.get(job_id) is future:  # not cancelled (node lost)
-                        del self._futures[job_id]
-                        self._where.pop(job_id, None)
-                        mine.append((job_id, future))
-            done = [(j, f) for j, f in mine if f.status == "finished"]
-            for job_id, future in mine:
-                if future.status != "finished":
-                    logger.error("job %s: its task ended %s", job_id, future.status)
-                    self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
-            if not done:
-                continue
-            try:
-                records = self.client.gather([f for _, f in done], errors="skip")
-            except Exception:
-                logger.exception("fetching %d job exits failed", len(done))
-                records = []
-            got = {int(r["job"]): r for r in records}
-            for job_id, _ in done:
-                record = got.get(job_id)
-                if record is None:
-                    self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
-                else:
-                    self._on_exit(exit_from_record(record))
+    def exited(self, address: str, record: dict[str, Any]) -> None:
+        """A worker reported an exit: the loop hears of it if the job is still
+        placed there (not requeued since, not ended already)."""
+        job_id = int(record["job"])
+        with self._lock:
+            if self._where.get(job_id) != (address, record.get("run", "")):
+                return
+            del self._where[job_id]
+        self._on_exit(exit_from_record(record))
 
     def signal(self, job_id: int, sig: int) -> bool:
         with self._lock:
-            address = self._where.get(job_id)
-        if address is None:
+            address, _ = self._where.get(job_id, ("", ""))
+        if not address:
             return False
         try:
             answer = self.client.run(
@@ -175,22 +211,22 @@ class DaskExecutor:
             return dict.fromkeys(self._where, 0)
 
     def node_lost(self, address: str) -> list[int]:
-        """The jobs of a lost worker; their tasks are cancelled (never run twice)."""
+        """The jobs of a lost worker (the agent requeues them); nothing more is
+        sent to it or heard from it."""
         with self._lock:
-            jobs = [j for j, a in self._where.items() if a == address]
-            futures = [self._futures.pop(j) for j in jobs if j in self._futures]
+            jobs = [j for j, (a, _) in self._where.items() if a == address]
             for j in jobs:
-                self._where.pop(j, None)
-                self._adopted.discard(j)
-        if futures:
-            self.client.cancel(futures)
+                del self._where[j]
+            worker = self._workers.pop(address, None)
+        if worker is not None:
+            worker.lost.set()
         return jobs
 
     def kill_strays(self, address: str) -> None:
         """A worker came back: stop what still runs there that the agent no
         longer places there (its jobs were requeued when it was lost)."""
         with self._lock:
-            mine = {j for j, a in self._where.items() if a == address}
+            mine = {j for j, (a, _) in self._where.items() if a == address}
         with contextlib.suppress(Exception):
             table = self.client.run(dask_worker.job_table, workers=[address])[address]
             for job_id in table["running"]:
@@ -228,15 +264,16 @@ class DaskExecutor:
         self.release_many([job_id])
 
     def recover(self, job_ids: Sequence[int]) -> list[Recovered]:
-        """After a restart: ask every worker what still runs and what ended."""
+        """After a restart: ask every worker what still runs and what ended;
+        the exits of jobs still running come as any other's."""
         tables: dict[str, Any] = self.client.run(dask_worker.job_table, on_error="return")
-        running: dict[int, str] = {}
+        running: dict[int, tuple[str, str]] = {}
         exits: dict[int, dict[str, Any]] = {}
         for address, table in tables.items():
             if not isinstance(table, dict):
                 continue
             for job_id in table["running"]:
-                running[int(job_id)] = address
+                running[int(job_id)] = (address, str(table["runs"].get(job_id, "")))
             for record in table["exits"]:
                 exits[int(record["job"])] = record
         out = []
@@ -244,7 +281,7 @@ class DaskExecutor:
             if job_id in running:
                 with self._lock:
                     self._where[job_id] = running[job_id]
-                    self._adopted.add(job_id)
+                self._worker(running[job_id][0])
                 out.append(Recovered(job_id, "running", 0, None))
             elif job_id in exits:
                 out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
@@ -252,30 +289,9 @@ class DaskExecutor:
                 out.append(Recovered(job_id, "lost", None, None))
         return out
 
-    def _poll_adopted(self) -> None:
-        """Adopted jobs have no future: their exits are read from the workers."""
-        while not self._closed.wait(0.5):
+    def _release_loop(self) -> None:
+        while not self.closed.wait(0.5):
             self._flush_releases()
-            with self._lock:
-                adopted = {j: self._where[j] for j in self._adopted if j in self._where}
-            if not adopted:
-                continue
-            try:
-                tables = self.client.run(
-                    dask_worker.job_table, workers=sorted(set(adopted.values())), on_error="return"
-                )
-            except Exception:  # a worker gone: the inventory watcher handles it
-                continue
-            for job_id, address in adopted.items():
-                table = tables.get(address)
-                if not isinstance(table, dict):
-                    continue
-                record = next((r for r in table["exits"] if int(r["job"]) == job_id), None)
-                if record is not None:
-                    with self._lock:
-                        self._adopted.discard(job_id)
-                        self._where.pop(job_id, None)
-                    self._on_exit(exit_from_record(record))
 
     def read_log(self, job_id: int, address: str, path: str, tail: int) -> bytes:
         """A job's log from the node that ran it."""
@@ -283,11 +299,8 @@ class DaskExecutor:
         return bytes(answer[address])
 
     def close(self) -> None:
-        self._closed.set()
-        with self._finished_lock:
-            self._finished_lock.notify()
-        self._poller.join(timeout=5)
-        self._collector.join(timeout=5)
+        self.closed.set()
+        self._releaser.join(timeout=5)
         self.client.close()
 
     def shutdown(self, *, kill_jobs: bool) -> None:

@@ -1,17 +1,21 @@
 """What runs inside a Dask worker for the agent: the job processes of that node.
 
-Why these functions: with the Dask backend each worker is a node, and a job
-is a Dask task pinned to the worker the kernel chose (no other worker may
-take it). The task starts the job as a process of its own session, records
-its pid in this module's table (so that a signal sent later with
-``Client.run`` reaches its whole process group), waits for it, records the
-exit, and returns it. The table outlives the agent's client: an agent
-restarted after a crash asks every worker what still runs and how the rest
-ended, as it asks the local shepherd. A job's process dies with its worker
-process (``setpriv --pdeathsig KILL``, util-linux): a worker that is killed
-is a lost node whose jobs are requeued elsewhere, and they must not also go
-on running, unseen, where it was. (Processes the job itself started may
-outlive it: only a cgroup would hold them all.)
+Why these functions: with the Dask backend each worker is a node. The agent
+calls them on the worker the kernel chose (``Client.run`` with that worker
+only): ``launch_jobs`` starts a pass's jobs there as processes of their own
+session, each watched by a thread that records its exit; ``wait_exits``
+(a coroutine, on the worker's event loop) answers as soon as exits are
+there. A job is not a Dask task: the scheduler's task machinery would cost
+more than the job (``/bin/true``) and the kernel, not Dask, decides where
+and when it runs. The table of what runs and how it ended outlives the
+agent's client: an agent restarted after a crash asks every worker what
+still runs and how the rest ended, as it asks the local shepherd. A job's
+process dies with its worker process (``setpriv --pdeathsig KILL``,
+util-linux, set up from the worker's event-loop thread, which lives as long
+as the worker): a worker that is killed is a lost node whose jobs are
+requeued elsewhere, and they must not also go on running, unseen, where it
+was. (Processes the job itself started may outlive it: only a cgroup would
+hold them all.)
 
 Only the standard library (and the shepherd's record format): it is imported
 in the worker process.
@@ -19,6 +23,7 @@ in the worker process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -30,28 +35,42 @@ from htcsim.agent.shepherd import exit_record
 
 _lock = threading.Lock()
 _running: dict[int, int] = {}  # job id -> pid (the process group id)
+_runs: dict[int, str] = {}  # job id -> the agent's token for this run of it
 _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
+_seq = 0  # exits recorded so far; each record carries its number ("seq")
+_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 _SETPRIV = shutil.which("setpriv")
 _DIE_WITH_WORKER = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
-"""The job's process gets SIGKILL when the worker thread that started it
-dies; that thread waits for the job, so only the worker's death ends it."""
 
 
-def _record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dict[str, Any]:
+def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) -> None:
+    """Keep a job's exit (numbered, with its run's token: a job requeued and
+    placed here again is another run) and wake whoever waits for exits."""
+    global _seq
     record = exit_record(job_id, code, sig, cpu, rss)
+    record["run"] = run
     with _lock:
+        _seq += 1
+        record["seq"] = _seq
         _running.pop(job_id, None)
+        _runs.pop(job_id, None)
         _exits[job_id] = record
-    return record
+        waiters = list(_waiters)
+    for loop, event in waiters:
+        with contextlib.suppress(RuntimeError):  # its loop closed
+            loop.call_soon_threadsafe(event.set)
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Start one job here, wait for it, return its exit record (shell convention).
+def launch_jobs(jobs: list[dict[str, Any]]) -> list[int]:
+    """Start these jobs here (``Client.run``: on the worker's event loop
+    thread); returns their pids, 0 for a job that could not start (its exit,
+    126 or 127 with the reason in its stderr, is recorded at once)."""
+    return [_start(job) for job in jobs]
 
-    The working directory, logs and environment are the job's; it runs in a
-    new session (a signal to its group reaches all its processes).
-    """
+
+def _start(job: dict[str, Any]) -> int:
     job_id = int(job["job"])
+    run = str(job.get("run", ""))
     files: list[Any] = []
     try:
         for key in ("stdout", "stderr"):
@@ -74,18 +93,59 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             )
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
-            files[1].write(f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n".encode())
-            return _record(job_id, code, 0, -1.0, -1.0)
+            files[-1].write(f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n".encode())
+            _record(job_id, run, code, 0, -1.0, -1.0)
+            return 0
+    except OSError as exc:  # the log files
+        _record(job_id, run, 126, 0, -1.0, -1.0)
+        with contextlib.suppress(OSError), open(job["stderr"], "ab") as err:
+            err.write(f"htcsim: cannot open the job's logs: {exc}\n".encode())
+        return 0
     finally:
         for f in {id(f): f for f in files}.values():
             f.close()
     with _lock:
         _running[job_id] = process.pid
+        _runs[job_id] = run
+    threading.Thread(target=_wait, args=(job_id, run, process), daemon=True).start()
+    return process.pid
+
+
+def _wait(job_id: int, run: str, process: subprocess.Popen[bytes]) -> None:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, for rusage
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = 128 + sig if sig else os.WEXITSTATUS(status)
-    return _record(job_id, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+    _record(job_id, run, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+
+
+async def wait_exits(after: int, timeout: float, linger: float = 0.0) -> list[dict[str, Any]]:
+    """The exits numbered above ``after``, as soon as there is one (at most
+    ``timeout`` seconds; then maybe none), and those that follow it within
+    ``linger`` seconds: one answer for exits that come close together."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    waiter = (loop, event)
+    with _lock:
+        _waiters.append(waiter)
+    try:
+        deadline = loop.time() + timeout
+        while True:
+            event.clear()  # before looking: a set() after the look wakes the wait
+            with _lock:
+                new = [r for r in _exits.values() if r["seq"] > after]
+            left = deadline - loop.time()
+            if new and linger > 0:
+                await asyncio.sleep(linger)
+                linger = 0.0
+                continue
+            if new or left <= 0:
+                return sorted(new, key=lambda r: int(r["seq"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), left)
+    finally:
+        with _lock:
+            _waiters.remove(waiter)
 
 
 def signal_job(job_id: int, sig: int) -> bool:
@@ -102,7 +162,7 @@ def signal_job(job_id: int, sig: int) -> bool:
 def job_table() -> dict[str, Any]:
     """What runs here and the exits not yet released (for an agent's restart)."""
     with _lock:
-        return {"running": dict(_running), "exits": list(_exits.values())}
+        return {"running": dict(_running), "runs": dict(_runs), "exits": list(_exits.values())}
 
 
 def release_jobs(job_ids: list[int]) -> None:
