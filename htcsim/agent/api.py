@@ -40,9 +40,11 @@ from htcsim.agent.schemas import (
     JobRequest,
     PolicyRequest,
     Problem,
+    ShadowReport,
     WorkflowRequest,
     parse_array,
 )
+from htcsim.agent.shadow_runner import ShadowRunner
 from htcsim.agent.store import JOB_STATES, AgentStore, NewJob
 from htcsim.agent.workflow import WorkflowError, workflow_from_mapping, workflow_progress
 from htcsim.policy import PolicyError, policy_from_mapping, policy_to_toml
@@ -123,8 +125,8 @@ class Tokens:
         return self._table.get(token)
 
 
-def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
-    """The API of one agent."""
+def create_app(engine: Engine, tokens: Tokens, shadow: ShadowRunner | None = None) -> FastAPI:
+    """The API of one agent (``shadow``: its shadow-mode twin, if it runs one)."""
     app = FastAPI(
         title="htcsim agent",
         description="Submit, watch and control jobs scheduled by htcsim's kernel.",
@@ -445,6 +447,21 @@ def create_app(engine: Engine, tokens: Tokens) -> FastAPI:
             raise ApiError(422, str(exc), exc.field or "toml") from None
         audit = await ask(engine.set_policy(principal, policy, request.note))
         return {"audit_id": audit, "policy": policy.to_dict()}
+
+    @app.get("/shadow", responses=errors, tags=["policy"])
+    async def shadow_report(
+        principal: Caller, limit: Annotated[int, Query(ge=0, le=10_000)] = 100
+    ) -> ShadowReport:
+        """Shadow mode: where the candidate policy (``--shadow-policy``) would have
+        started jobs otherwise than the active one, and its simulated waits;
+        ``limit`` differences are listed, by job id."""
+        if shadow is None:
+            raise ApiError(
+                404,
+                "no shadow policy: start the agent with --shadow-policy FILE "
+                "(shadow_policy in its settings) to compare a candidate policy",
+            )
+        return ShadowReport.model_validate(await run_in_threadpool(shadow.report, limit))
 
     @app.get("/metrics", tags=["agent"], response_class=Response)
     async def metrics(principal: Caller) -> Response:

@@ -270,6 +270,11 @@ class AgentClient:
         )
         return result
 
+    def shadow(self, limit: int = 20) -> dict[str, Any]:
+        """Shadow mode: ``{"summary": {...}, "differences": [first ``limit`` jobs]}``."""
+        result: dict[str, Any] = self._json("GET", "/shadow", params={"limit": limit})
+        return result
+
     def metrics(self) -> str:
         """Prometheus text exposition."""
         return self._request("GET", "/metrics").text

@@ -61,6 +61,14 @@ def serve_command(
     heartbeat_timeout_s: Annotated[
         float | None, typer.Option(help="A Dask worker silent this long is lost (15 s).")
     ] = None,
+    shadow_policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-policy",
+            help="A candidate policy (TOML) run on the live events without acting: "
+            "GET /shadow and `htcsim shadow` compare its decisions.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API and schedule jobs on this machine with the policy."""
     from htcsim.agent.auth import TokenFileError
@@ -83,14 +91,18 @@ def serve_command(
             backend=backend,
             scheduler=scheduler,
             heartbeat_timeout_s=heartbeat_timeout_s,
+            shadow_policy=shadow_policy_file,
         )
         policy = load_policy(config.policy) if config.policy else Policy()
+        shadow = load_policy(config.shadow_policy) if config.shadow_policy else None
     except (AgentConfigError, PolicyError) as exc:
         raise _fail(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(
         f"htcsim agent on [bold]{config.url}[/] (state in {config.state_dir}, "
-        f"policy {policy.label}); Ctrl-C stops it, jobs keep running"
+        f"policy {policy.label}"
+        + (f", shadow policy {shadow.label}" if shadow is not None else "")
+        + "); Ctrl-C stops it, jobs keep running"
     )
     try:
         serve(config, policy)

@@ -106,6 +106,8 @@ class AgentConfig:
     backend: str = "local"  # local | dask
     scheduler: str = ""  # the Dask scheduler's address (backend dask)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
+    shadow_policy: Path | None = None  # a candidate policy run on the live events, not acted on
+    shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
     cluster: ClusterConfig | None = None  # a Dask cluster manager to create and scale
 
     @property
@@ -159,6 +161,8 @@ class AgentConfig:
             bad("scheduler", "is required with backend dask (tcp://HOST:8786), or a [cluster]")
         if self.heartbeat_timeout_s <= 0:
             bad("heartbeat_timeout_s", "must be > 0")
+        if self.shadow_interval_s <= 0:
+            bad("shadow_interval_s", "must be > 0")
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
@@ -189,7 +193,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
                 f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})"
             )
         default = getattr(AgentConfig(), key)
-        if key in ("state_dir", "db", "tokens", "policy"):
+        if key in ("state_dir", "db", "tokens", "policy", "shadow_policy"):
             if not isinstance(value, str):
                 raise AgentConfigError(f"{path}: {key} must be a path string")
             value = Path(value)

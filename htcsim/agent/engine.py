@@ -623,7 +623,8 @@ class Engine:
             )
         ok = state == "completed"
         self.kernel.finish(run.slot, now, int(ok))
-        self._log.append((now, "finish", run.job_id, json.dumps({"ok": int(ok)})))
+        done = {"ok": int(ok)} | ({"cancelled": 1} if state == "cancelled" else {})
+        self._log.append((now, "finish", run.job_id, json.dumps(done)))
         rss = max(exit.max_rss_mib, run.peak_rss_mib)
         fields: dict[str, Any] = {"end_time": exit.end_time, "exit_code": exit.exit_code}
         if exit.cpu_time_s >= 0:

@@ -31,6 +31,10 @@ METRIC_NAMES = (
     "htcsim_node_memory_used_mib",
     "htcsim_job_cpu_seconds_total",
     "htcsim_job_max_rss_mib",
+    "htcsim_shadow_jobs_compared",
+    "htcsim_shadow_differences",
+    "htcsim_shadow_wait_seconds",
+    "htcsim_shadow_lag_seconds",
 )
 """Every metric the agent exports (the Grafana dashboard may only use these)."""
 
@@ -77,6 +81,28 @@ class AgentMetrics:
             "htcsim_job_max_rss_mib",
             "Peak resident memory of ended jobs",
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=r,
+        )
+        # shadow mode (--shadow-policy): the candidate policy's twin against the live one
+        self.shadow_compared = Gauge(
+            "htcsim_shadow_jobs_compared",
+            "Jobs both the active and the shadow policy have started",
+            registry=r,
+        )
+        self.shadow_differences = Gauge(
+            "htcsim_shadow_differences",
+            "Compared jobs the shadow policy started at another time or on another node",
+            registry=r,
+        )
+        self.shadow_wait = Histogram(
+            "htcsim_shadow_wait_seconds",
+            "Simulated wait from submit to start under the shadow policy",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.shadow_lag = Gauge(
+            "htcsim_shadow_lag_seconds",
+            "How far the shadow policy's decided horizon is behind the present",
             registry=r,
         )
         for state in JOB_STATES:

@@ -229,3 +229,52 @@ class Problem(BaseModel):
 
     detail: str
     field: str | None = None
+
+
+class WaitStats(BaseModel):
+    """Waits from submit to start, seconds (None: no job compared yet)."""
+
+    mean: float | None
+    median: float | None
+    p95: float | None
+
+
+class ShadowSummary(BaseModel):
+    """Shadow mode at a glance: how the candidate policy compares with the active one.
+
+    Times are the kernel's (Unix seconds). A job is compared once both
+    policies have started it (the shadow's decision at or before its
+    horizon); it differs when the start time or node is not the same."""
+
+    policy: str = Field(description="the candidate policy's label")
+    policy_toml: str = Field(description="the candidate policy file, as the shadow runs it")
+    active_policy: str = Field(description="the active policy's label, from the decision log")
+    jobs_compared: int
+    differences: int
+    live_wait_s: WaitStats = Field(description="waits of the compared jobs, live")
+    shadow_wait_s: WaitStats = Field(description="their simulated waits under the candidate")
+    shadow_only: int = Field(description="jobs the shadow started that live has not yet")
+    live_only: int = Field(description="jobs live started that the shadow has not by its horizon")
+    horizon: int | None = Field(description="the shadow's decisions up to this time are final")
+    lag_s: float | None = Field(description="now minus the horizon")
+    log_rows: int = Field(description="decision-log rows read since the agent started")
+    rewinds: int = Field(description="times the shadow was rebuilt (a row came late)")
+    error: str | None = Field(description="why the shadow stopped, if it did")
+
+
+class ShadowDifference(BaseModel):
+    """One job both policies started, at different times or on different nodes."""
+
+    job_id: int
+    submit_time: int
+    live_start: int
+    live_node: str
+    shadow_start: int
+    shadow_node: str
+    live_wait_s: int
+    shadow_wait_s: int
+
+
+class ShadowReport(BaseModel):
+    summary: ShadowSummary
+    differences: list[ShadowDifference] = Field(description="the first ones, by job id")

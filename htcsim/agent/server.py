@@ -25,7 +25,8 @@ from htcsim.agent.cluster_pool import ClusterPool, create_manager
 from htcsim.agent.config import AgentConfig, AgentConfigError, ClusterConfig, local_nodes
 from htcsim.agent.dask_executor import DaskExecutor, InventoryWatcher, wait_for_workers
 from htcsim.agent.engine import Engine
-from htcsim.policy import Policy, PolicyError
+from htcsim.agent.shadow_runner import ShadowRunner
+from htcsim.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger("htcsim.agent")
 CLIENT_FILE = "client.toml"
@@ -45,6 +46,7 @@ class Agent:
                 "unprivileged user, or set allow_root = true (--allow-root) to accept it"
             )
         self.config = config
+        shadow_policy = _shadow_policy(config)  # a bad candidate stops the start here
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(config.state_dir)
         self.admin_token = _first_token(config)
@@ -73,7 +75,17 @@ class Agent:
         else:
             self.engine = Engine(config, self.policy, local_nodes(config))
             self._client = None
-        self.app = create_app(self.engine, Tokens(config.tokens_path))
+        self.shadow = (
+            ShadowRunner(
+                config.db_path,
+                shadow_policy,
+                interval_s=config.shadow_interval_s,
+                metrics=self.engine.metrics,
+            )
+            if shadow_policy is not None
+            else None
+        )
+        self.app = create_app(self.engine, Tokens(config.tokens_path), shadow=self.shadow)
 
     def _start_pool(self, config: AgentConfig, cluster: ClusterConfig) -> None:
         """Create the cluster manager and the engine on its pool of slots."""
@@ -111,6 +123,10 @@ class Agent:
     def start(self) -> None:
         self.engine.start()
         log.info("memory limits: %s", self.engine.executor.memory_limit_note)
+        if self.shadow is not None:
+            self.shadow.start()  # after the engine's start: the log begins with it
+            label = self.shadow.candidate.label
+            log.info("shadow policy %s: its decisions are compared, not acted on", label)
         if self._client is not None:
             self._watcher = InventoryWatcher(
                 self._client,
@@ -122,6 +138,8 @@ class Agent:
 
     def stop(self, *, kill_jobs: bool = False) -> None:
         """Stop the agent; its jobs keep running unless ``kill_jobs``."""
+        if self.shadow is not None:
+            self.shadow.stop()
         if self._watcher is not None:
             self._watcher.stop()
         # the workers of a cluster manager stop with the agent: so do their jobs
@@ -130,6 +148,16 @@ class Agent:
         if self._pool is not None:
             self._pool.close()
         os.close(self._lock)
+
+
+def _shadow_policy(config: AgentConfig) -> Policy | None:
+    """The candidate policy of shadow mode; its errors name the file and the key."""
+    if config.shadow_policy is None:
+        return None
+    try:
+        return load_policy(config.shadow_policy)
+    except PolicyError as exc:
+        raise AgentStartError(f"shadow policy: {exc}") from exc
 
 
 def _lock(state_dir: Path) -> int:

@@ -554,6 +554,14 @@ class AgentStore:
             )
         ]
 
+    def last_decision_seq(self, op: str) -> int:
+        """The seq of the latest decision-log row of ``op`` (0: none); read from
+        the end, so finding the last agent start costs little however long the log."""
+        row = self._db.execute(
+            "SELECT seq FROM decisions WHERE op = ? ORDER BY seq DESC LIMIT 1", (op,)
+        ).fetchone()
+        return int(row["seq"]) if row is not None else 0
+
     def finished_between(self, start: float, end: float) -> list[dict[str, Any]]:
         """Jobs that ended in [start, end), in end order (accounting)."""
         return [
