@@ -193,6 +193,9 @@ CANDIDATES = [
     (Policy(order="sjf"), Policy(backfill="none")),
     (MULTIFACTOR, Policy(order="sjf", placement="best_fit")),
     (Policy(backfill="conservative"), Policy(placement="spread")),
+    (Policy(), MULTIFACTOR),
+    (Policy(order="sjf"), Policy(backfill="conservative")),
+    (MULTIFACTOR, Policy(order="multifactor", backfill="conservative")),
 ]
 
 

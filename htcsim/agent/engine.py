@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("htcsim.agent")
 
-PASS_EVERY_S = 1.0
-"""A pass runs at least this often while jobs are pending (priorities age,
-begin times pass), as Slurm's periodic scheduler does."""
 LINGER_S = 0.005
 """How long a turn waits for more exits after the first (group commit)."""
 ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
@@ -173,7 +170,6 @@ class Engine:
         self._ended: set[int] = set()  # ended while this engine ran (no double record)
         self._retiring: set[str] = set()  # drained nodes to retire once empty
         self._dirty = True
-        self._last_pass = 0.0
         self._next_sample = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -417,8 +413,6 @@ class Engine:
             return 0.0
         if self._timers:
             wait = min(wait, self._timers[0].due - now)
-        if self.kernel.n_pending:
-            wait = min(wait, self._last_pass + PASS_EVERY_S - now)
         wakeup = self.kernel.next_wakeup()
         if wakeup >= 0:
             wait = min(wait, wakeup - now)
@@ -518,9 +512,11 @@ class Engine:
             self._sample(now_f)
 
     def _pass_due(self, now_f: float) -> bool:
+        """A pass when something changed, or when the kernel asks for one (a
+        begin time, a reservation window, an autoscaler rule): exactly when
+        the simulator passes, so that time-dependent rules (priorities that
+        age, starvation limits) act at the same instants live and replayed."""
         if self._dirty:
-            return True
-        if self.kernel.n_pending and now_f - self._last_pass >= PASS_EVERY_S:
             return True
         wakeup = self.kernel.next_wakeup()
         return 0 <= wakeup <= now_f
@@ -533,7 +529,6 @@ class Engine:
         self.last_pass_s = elapsed
         self.passes += 1
         self._dirty = False
-        self._last_pass = now_f
         self._log.append((now, "pass", None, "{}"))
         slots = self.kernel.started_jobs().tolist()
         if not slots:

@@ -8,11 +8,13 @@ cancelled when they were live; nodes come, go, drain and fail when they did
 live; a job the twin starts at s runs for its *real* runtime r (live finish
 minus live start) and ends at s + r. The twin makes the simulator's kernel
 calls in the simulator's order (at one instant: its own job ends, then the
-log's events, then a pass), and it passes whenever the agent did. So with
-the active policy as candidate it repeats the agent's decisions exactly (an
-end that falls on the agent's own finish is applied where the log has it),
-and with another policy it gives what ``htcsim.sim.simulate`` gives for the
-same event sequence.
+log's events, then a pass), and it passes when the simulator would: at its
+own events and wakeups (a pass the agent logged is the twin's too when
+something changed for the twin before it). So with the active policy as
+candidate it repeats the agent's decisions exactly (an end that falls on
+the agent's own finish is applied where the log has it), and with another
+policy it gives what ``htcsim.sim.simulate`` gives for the same event
+sequence.
 
 A runtime is known only once the job ended live, so the twin runs ahead of
 what it knows only up to a horizon: it never simulates the instant at which
@@ -96,6 +98,7 @@ class ShadowTwin:
         self._floor = _PAST
         self._limit: int | None = None  # the unknown ends' bound (None: recompute)
         self._stale = False  # a run left the unknown ones: _limit may be too low
+        self._changed = False  # something changed for the twin since its last pass
         self._tentative: deque[ShadowJob] = deque()  # first starts not yet final
         self._handlers: dict[str, Callable[[int, ShadowJob | None, Row], None]] = {
             name.removeprefix("_op_"): getattr(self, name)
@@ -234,18 +237,18 @@ class ShadowTwin:
         return t, False
 
     def _instant(self, t: int, wake: bool) -> None:
-        """Own job ends due at ``t``, then the log's rows at ``t`` in order, then a
-        pass if something of the twin's own happened and the log had no pass."""
+        """Own job ends due at ``t``, then the log's rows at ``t`` in order (a
+        logged pass is a pass of the twin's if something changed for the twin
+        since its last one), then a pass if something changed after that: the
+        twin passes when the simulator would, at its own events and wakeups."""
         self._now = t
-        own = wake
+        self._changed = self._changed or wake
         heap = self._heap
         while heap and heap[0][0] <= t:
             _, slot, token = heapq.heappop(heap)
             job = self._by_slot[slot]
             if job.token == token:
                 self._end_run(job, t, job.ok)
-                own = True
-        passed = False
         buffer = self._buffer
         while buffer and buffer[0][0] == t:
             row = buffer.popleft()
@@ -254,8 +257,7 @@ class ShadowTwin:
                 raise ValueError(f"decision log row {row[1]}: unknown op {row[3]!r}")
             handler(t, self.live.jobs.get(row[4]) if row[4] is not None else None, row)
             self._seq_done = row[1]
-            passed = passed or row[3] == "pass"
-        if own and not passed:
+        if self._changed:
             self._pass(t)
         self._done = t
 
@@ -267,6 +269,7 @@ class ShadowTwin:
     def _pass(self, t: int) -> None:
         kernel = self._need("pass")
         kernel.schedule(t)
+        self._changed = False
         for slot in kernel.started_jobs().tolist():
             job = self._by_slot[slot]
             node = int(kernel.job_allocation(slot)[0][0])
@@ -282,6 +285,7 @@ class ShadowTwin:
     def _end_run(self, job: ShadowJob, t: int, ok: int) -> None:
         self._need("finish").finish(job.slot, t, ok)
         self._stop_run(job)
+        self._changed = True
 
     def _stop_run(self, job: ShadowJob) -> None:
         if job.plan == _UNKNOWN:
@@ -295,6 +299,7 @@ class ShadowTwin:
         if kernel.state_of(job.slot) in _ENDED:
             return
         kernel.cancel(job.slot, t)
+        self._changed = True
         if job.run_start >= 0:
             self._stop_run(job)
 
@@ -318,6 +323,7 @@ class ShadowTwin:
         self._heap = []
         self._unknown = set()
         self._limit = None
+        self._changed = True
 
     def _set_active(self, policy_toml: str) -> None:
         """The active policy names the QoS of the jobs it admits; the candidate
@@ -334,7 +340,8 @@ class ShadowTwin:
         self._need("accounts").set_account_names(row[5]["users"], row[5]["groups"])
 
     def _op_pass(self, t: int, job: ShadowJob | None, row: Row) -> None:
-        self._pass(t)
+        if self._changed:  # (a live pass after events of the live policy only: none)
+            self._pass(t)
 
     def _op_start(self, t: int, job: ShadowJob | None, row: Row) -> None:
         pass  # the active policy's decision; the twin makes its own
@@ -388,17 +395,20 @@ class ShadowTwin:
     def _op_submit(self, t: int, job: ShadowJob | None, row: Row) -> None:
         assert job is not None
         self._need("submit").submit(job.slot, t)
+        self._changed = True
 
     def _op_hold(self, t: int, job: ShadowJob | None, row: Row) -> None:
         assert job is not None
         kernel = self._need("hold")
         if kernel.state_of(job.slot) == JobState["PENDING"]:  # (not if the twin started it)
             kernel.hold(job.slot)
+            self._changed = True
 
     def _op_release(self, t: int, job: ShadowJob | None, row: Row) -> None:
         assert job is not None
         with suppress(ValueError):  # not held in the twin: started, or waiting for a parent
             self._need("release").release(job.slot, t)
+            self._changed = True
 
     def _op_cancel(self, t: int, job: ShadowJob | None, row: Row) -> None:
         assert job is not None
@@ -423,9 +433,11 @@ class ShadowTwin:
         if job.twin_start < 0 and not job.adopted:
             self.tally.adopted(job)  # the twin never decided it
         self._begin_run(job, start, node)
+        self._changed = True
 
     def _op_drain(self, t: int, job: ShadowJob | None, row: Row) -> None:
         self._need("drain").drain_node(int(row[5]["node"]), t)
+        self._changed = True
 
     def _op_node(self, t: int, job: ShadowJob | None, row: Row) -> None:
         k, state = int(row[5]["node"]), NodeState(int(row[5]["state"]))
@@ -434,6 +446,7 @@ class ShadowTwin:
             kernel.drain_node(k, t)  # off once the twin's own tasks there end
         else:
             kernel.set_node_state(k, state, t)
+        self._changed = True
 
     def _busy(self, k: int) -> bool:
         kernel = self._need("node")
@@ -442,6 +455,7 @@ class ShadowTwin:
     def _op_fail(self, t: int, job: ShadowJob | None, row: Row) -> None:
         for slot in self._need("fail").fail_node(int(row[5]["node"]), t).tolist():
             self._stop_run(self._by_slot[slot])  # requeued or ended, as the candidate says
+        self._changed = True
 
     def _op_autoscale(self, t: int, job: ShadowJob | None, row: Row) -> None:
         """The live autoscaler's decision, as node availability (the twin runs no
@@ -452,3 +466,5 @@ class ShadowTwin:
                 kernel.set_node_state(k, NodeState["BOOTING"], t)
         for k in row[5].get("stopped", []):
             kernel.drain_node(k, t)  # at once if the twin has no task there
+        # (no pass for it: the simulator's autoscaler decides after a pass, and
+        # the next pass is at the next event)
