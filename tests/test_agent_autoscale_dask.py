@@ -139,15 +139,19 @@ def test_a_lost_pool_worker_is_replaced_and_its_job_runs_again(tmp_path: Path) -
         agent.client() as client,
     ):
         wait_for(lambda: _with_worker(_nodes(client)) == 2, timeout=60)
-        # the job is one process (exec): it dies with its worker, never runs twice
-        job = _submit(
-            client, work, "echo $PPID > worker.pid; echo $$ >> job.pids; exec sleep 3", cores=2
+        # the job and the process it started die with its worker: never run twice
+        first_run = (
+            "[ -e child.pid ] || { sleep 300 & echo $! > child.pid; }; "
+            "echo $$ >> job.pids; echo $PPID > worker.pid; sleep 3"
         )
+        job = _submit(client, work, first_run, cores=2)
         wait_for(lambda: (work / "worker.pid").exists() and (work / "worker.pid").read_text())
         node = _job(client, job)["node"]
         first = int((work / "job.pids").read_text())
+        child = int((work / "child.pid").read_text())
         os.kill(int((work / "worker.pid").read_text()), signal.SIGKILL)
-        wait_for(lambda: not psutil.pid_exists(first) or _zombie(first), timeout=10)
+        for pid in (first, child):
+            wait_for(lambda p=pid: not psutil.pid_exists(p) or _zombie(p), timeout=10)
         wait_for(lambda: _job(client, job)["requeues"] == 1, timeout=20)
         wait_for(lambda: _job(client, job)["state"] == "completed", timeout=60)
         history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from distributed import Client
+from distributed.protocol.pickle import dumps
 
 from htcsim.agent import dask_worker
 from htcsim.agent.config import NodeSpec
@@ -69,6 +70,20 @@ def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
     return sorted(out, key=lambda n: n.name)
 
 
+def run_on(client: Client, address: str, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on one worker, asked directly (the worker's ``run``
+    handler, which ``Client.run`` reaches through the scheduler): one hop
+    instead of two, and no load on the scheduler per job."""
+
+    async def call() -> Any:
+        answer = await client.rpc(address).run(function=dumps(function), args=dumps(args))
+        if answer.get("status") != "OK":
+            raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
+        return answer["result"]
+
+    return client.sync(call)
+
+
 class _Worker:
     """The agent's line to one worker: a thread that sends it the jobs to
     start (everything queued since the last call, in one ``Client.run``) and
@@ -104,7 +119,7 @@ class _Worker:
                 except queue.Empty:
                     break
             try:
-                client.run(dask_worker.launch_jobs, batch, workers=[self.address])
+                run_on(client, self.address, dask_worker.launch_jobs, batch)
             except Exception:  # the worker is gone: the inventory requeues its jobs
                 if not self._stopped():
                     logger.exception("starting %d jobs on %s failed", len(batch), self.address)
@@ -114,17 +129,12 @@ class _Worker:
         after = 0
         while not self._stopped():
             try:
-                answer = client.run(
-                    dask_worker.wait_exits,
-                    after,
-                    EXIT_POLL_S,
-                    EXIT_LINGER_S,
-                    workers=[self.address],
+                records = run_on(
+                    client, self.address, dask_worker.wait_exits, after, EXIT_POLL_S, EXIT_LINGER_S
                 )
             except Exception:  # gone or hung: the inventory watcher decides
                 self.lost.wait(0.2)
                 continue
-            records = answer.get(self.address) or []
             for record in records:
                 after = max(after, int(record["seq"]))
                 self.executor.exited(self.address, record)

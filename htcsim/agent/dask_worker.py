@@ -9,13 +9,12 @@ there. A job is not a Dask task: the scheduler's task machinery would cost
 more than the job (``/bin/true``) and the kernel, not Dask, decides where
 and when it runs. The table of what runs and how it ended outlives the
 agent's client: an agent restarted after a crash asks every worker what
-still runs and how the rest ended, as it asks the local shepherd. A job's
-process dies with its worker process (``setpriv --pdeathsig KILL``,
-util-linux, set up from the worker's event-loop thread, which lives as long
-as the worker): a worker that is killed is a lost node whose jobs are
-requeued elsewhere, and they must not also go on running, unseen, where it
-was. (Processes the job itself started may outlive it: only a cgroup would
-hold them all.)
+still runs and how the rest ended, as it asks the local shepherd. A job dies
+with its worker process: a worker that is killed is a lost node whose jobs
+are requeued elsewhere, and they must not also go on running, unseen, where
+it was; a small guard process (``htcsim.agent.job_guard``) that the worker
+feeds the process groups of its jobs kills those still running when the
+worker's end of its pipe closes.
 
 Only the standard library (and the shepherd's record format): it is imported
 in the worker process.
@@ -26,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -39,8 +38,28 @@ _runs: dict[int, str] = {}  # job id -> the agent's token for this run of it
 _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
 _seq = 0  # exits recorded so far; each record carries its number ("seq")
 _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-_SETPRIV = shutil.which("setpriv")
-_DIE_WITH_WORKER = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+_guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
+
+
+def _tell_guard(line: str) -> None:
+    """``+PGID`` (a job started) or ``-PGID`` (it ended) to the guard, started
+    at the first job (and again if it died); under ``_lock``."""
+    global _guard
+    for _ in range(2):
+        if _guard is None or _guard.poll() is not None:
+            _guard = subprocess.Popen(
+                [sys.executable, "-m", "htcsim.agent.job_guard"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # not in the worker's group: it outlives it
+            )
+        assert _guard.stdin is not None
+        try:
+            _guard.stdin.write(line.encode() + b"\n")
+            _guard.stdin.flush()
+            return
+        except OSError:
+            _guard = None
 
 
 def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) -> None:
@@ -52,7 +71,9 @@ def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) 
     with _lock:
         _seq += 1
         record["seq"] = _seq
-        _running.pop(job_id, None)
+        pid = _running.pop(job_id, None)
+        if pid is not None:
+            _tell_guard(f"-{pid}")
         _runs.pop(job_id, None)
         _exits[job_id] = record
         waiters = list(_waiters)
@@ -83,7 +104,7 @@ def _start(job: dict[str, Any]) -> int:
             # Popen, not posix_spawn: it changes to the job's directory in the
             # child (a worker's threads share one current directory)
             process = subprocess.Popen(
-                [*_DIE_WITH_WORKER, *job["argv"]],
+                job["argv"],
                 cwd=job["cwd"],
                 env=job["env"],
                 stdin=subprocess.DEVNULL,
@@ -107,6 +128,7 @@ def _start(job: dict[str, Any]) -> int:
     with _lock:
         _running[job_id] = process.pid
         _runs[job_id] = run
+        _tell_guard(f"+{process.pid}")
     threading.Thread(target=_wait, args=(job_id, run, process), daemon=True).start()
     return process.pid
 
