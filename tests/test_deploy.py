@@ -463,8 +463,6 @@ def test_cluster_manager_examples_load_and_declare_their_node(path: Path) -> Non
     declared = options.get("resources") or _resources_arg(options.get("worker_extra_args", []))
     assert int(declared["cores"]) == config.cluster.cores
     assert int(declared["mem_mib"]) == config.cluster.mem_mib
-    threads = options.get("threads_per_worker", options.get("cores"))
-    assert threads >= config.cluster.cores, "a running job holds a worker thread"
 
 
 def _resources_arg(args: list[str]) -> dict[str, str]:
@@ -524,7 +522,6 @@ def test_kubernetes_autoscale_overlay_settings_policy_and_dask_cluster(tmp_path:
     declared = _resources_arg(worker["args"])
     assert int(declared["cores"]) == cluster.cores
     assert int(declared["mem_mib"]) == cluster.mem_mib
-    assert int(option(worker["args"], "--nthreads")) >= cluster.cores
     limits = worker["resources"]["limits"]
     assert int(limits["cpu"]) == cluster.cores
     assert int(MEBIBYTES.match(limits["memory"]).group(1)) > cluster.mem_mib  # type: ignore[union-attr]

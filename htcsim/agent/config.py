@@ -52,7 +52,7 @@ class ClusterConfig:
     the agent ever asks for (the policy's ``[autoscale]`` bounds lie within
     it; without autoscaling all of them are asked for at start). A worker is
     one node of ``cores``/``mem_mib``/``gpus`` (it must declare at least as
-    much, and run at least ``cores`` threads: a running job holds one).
+    much with its Dask resources).
     """
 
     manager: str
