@@ -102,7 +102,12 @@ def serve_command(
         f"htcsim agent on [bold]{config.url}[/] (state in {config.state_dir}, "
         f"policy {policy.label}"
         + (f", shadow policy {shadow.label}" if shadow is not None else "")
-        + "); Ctrl-C stops it, jobs keep running"
+        + "); Ctrl-C stops it"
+        + (
+            f" and the {config.cluster.manager} workers with their jobs (requeued at restart)"
+            if config.cluster is not None
+            else ", jobs keep running"
+        )
     )
     try:
         serve(config, policy)
