@@ -347,3 +347,32 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+def test_the_shepherd_ignores_a_stale_event_of_an_agent_it_dropped(tmp_path: Path) -> None:
+    """One round of events can hold an agent's socket after that agent was
+    dropped (a send to it failed while reporting an exit, or a newer agent
+    connected): the shepherd must skip it, not read the wrong socket or stop."""
+    import socket as sockets
+
+    from htcsim.agent.shepherd import Shepherd, socket_name
+
+    shepherd = Shepherd(tmp_path, None)
+    try:
+        old = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        old.connect(socket_name(tmp_path))
+        shepherd._accept()
+        stale = shepherd.client
+        old.close()
+        shepherd._drop_client()  # as a failed send does
+        shepherd._read_client(stale)  # the same round's event for it: ignored
+        new = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        new.connect(socket_name(tmp_path))
+        shepherd._accept()
+        shepherd._read_client(stale)  # not the current agent: ignored, nothing read
+        assert shepherd.client is not None and shepherd.client is not stale
+        assert b'"op": "hello"' in new.recv(1 << 16)
+        new.close()
+    finally:
+        shepherd.listener.close()
+        shepherd.journal.close()

@@ -131,8 +131,9 @@ class Shepherd:
             }
         )
 
-    def _read_client(self) -> None:
-        assert self.client is not None
+    def _read_client(self, conn: Any) -> None:
+        if conn is not self.client:
+            return  # an agent already dropped in this round of events (a failed send, a newer one)
         try:
             data = self.client.recv(1 << 20)
         except OSError:
@@ -294,7 +295,7 @@ class Shepherd:
                 if key.data == "listen":
                     self._accept()
                 elif key.data == "client":
-                    self._read_client()
+                    self._read_client(key.fileobj)
                 else:
                     self._reap(key.fd)
         self.journal.close()
