@@ -188,8 +188,8 @@ class LogWriter:
             "nodes": [[name, cores, 0, 0] for name, cores in nodes],
             "policy": policy_to_toml(policy),
         }
-        if states is not None:
-            data["states"] = states
+        if states is not None:  # as the agent logs a cluster manager's pool
+            data["pool"] = {"price": 0.0, "autoscale": None, "states": states}
             for k, state in enumerate(states):
                 if state != 0:
                     self.kernel.set_node_state(k, NodeState(state), t)

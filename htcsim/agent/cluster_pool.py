@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from htcsim.agent.config import AgentConfigError, ClusterConfig, NodeSpec
@@ -116,14 +117,7 @@ class ClusterPool:
     def bind(self, k: int, worker: NodeSpec) -> NodeSpec:
         """Slot ``k`` is now ``worker``; returns the slot's node (its address set)."""
         self.workers[k] = worker
-        return NodeSpec(
-            self.slots[k].name,
-            self.config.cores,
-            self.config.mem_mib,
-            self.config.gpus,
-            (),
-            worker.address,
-        )
+        return replace(self.slots[k], address=worker.address)
 
     def unbind(self, k: int) -> NodeSpec | None:
         worker, self.workers[k] = self.workers[k], None

@@ -1178,15 +1178,11 @@ class Engine:
         for slot in hit:
             job_id = self.job_of[slot]
             self.running.pop(job_id, None)
-            if self.kernel.state_of(slot) == JobState["PENDING"]:
-                fields_: dict[str, Any] = {"requeues": int(rows[job_id]["requeues"]) + 1}
-                fields_ |= {"start_time": None, "node": None, "reason": ""}
-                self._changes.append(StateChange(job_id, "pending", f"requeued: {cause}", fields_))
-            else:
+            requeued = self.kernel.state_of(slot) == JobState["PENDING"]
+            requeues = int(rows[job_id]["requeues"])
+            self._changes.append(_lost_run(job_id, requeues, requeued, cause, self._now_f))
+            if not requeued:
                 self._ended.add(job_id)
-                self._changes.append(
-                    StateChange(job_id, "node_fail", cause, {"end_time": self._now_f})
-                )
                 self.metrics.finished.labels("node_fail").inc()
                 self._cascade(job_id, now)
         self.free_cores[k] = list(range(self.node_specs[k].cores))
@@ -1264,26 +1260,10 @@ class Engine:
             retries_left = (
                 self.policy.max_retries == 0 or int(row["requeues"]) < self.policy.max_retries
             )
-            if requeue and retries_left:
-                row["state"] = "pending"
-                self._changes.append(
-                    StateChange(
-                        row["id"],
-                        "pending",
-                        f"requeued: {lost_cause}",
-                        {"requeues": int(row["requeues"]) + 1, "start_time": None, "node": None},
-                    )
-                )
-            else:
-                row["state"] = "node_fail"
-                self._changes.append(
-                    StateChange(
-                        row["id"],
-                        "node_fail",
-                        lost_cause,
-                        {"end_time": now_f},
-                    )
-                )
+            requeued = requeue and retries_left
+            row["state"] = "pending" if requeued else "node_fail"
+            change = _lost_run(row["id"], int(row["requeues"]), requeued, lost_cause, now_f)
+            self._changes.append(change)
         rows = [r for r in rows if r["state"] != "node_fail"]
         ids = [r["id"] for r in rows]
         deps = self.store.all_dependencies(ids)
@@ -1353,6 +1333,15 @@ def _node_state_name(state: NodeState, free_cores: int, cores: int, pooled: bool
         NodeState["DOWN"]: "down",
         NodeState["BOOTING"]: "booting",
     }[state]
+
+
+def _lost_run(job_id: int, requeues: int, requeued: bool, cause: str, now_f: float) -> StateChange:
+    """The record of a running job whose node was lost: back in the queue
+    (``requeued``, by the policy's ``[failures]``), or ended ``node_fail``."""
+    if requeued:
+        fields_ = {"requeues": requeues + 1, "start_time": None, "node": None, "reason": ""}
+        return StateChange(job_id, "pending", f"requeued: {cause}", fields_)
+    return StateChange(job_id, "node_fail", cause, {"end_time": now_f})
 
 
 def _autoscale_knobs(policy: Policy) -> tuple[Any, ...]:

@@ -311,7 +311,7 @@ class ShadowTwin:
         capacity = np.array([[c, m, g, 0] for _, c, m, g in data["nodes"]], dtype=np.int64)
         self._kernel = kernel = Kernel(capacity, self.candidate)
         self._nodes = [str(n[0]) for n in data["nodes"]]
-        states = data.get("states") or (data.get("pool") or {}).get("states") or []
+        states = data["pool"]["states"] if "pool" in data else []  # a cluster manager's slots
         for k, state in enumerate(states):
             if int(kernel.node_states()[k]) != int(state):
                 kernel.set_node_state(k, NodeState(int(state)), t)
