@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from htcsim.agent.shadow import ShadowTwin
-from htcsim.agent.shadow_runner import ShadowRunner
-from htcsim.agent.store import AgentStore
+from htcsim.agent.shadow.runner import ShadowRunner
+from htcsim.agent.shadow.twin import ShadowTwin
+from htcsim.agent.store.jobs import AgentStore
 from htcsim.model import Machine
 from htcsim.policy import Policy
 from tests.agent_logs import random_workload, record_agent_log

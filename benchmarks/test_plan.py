@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import log_path
-from htcsim.plan import PlanResult, plan_fleet
+from htcsim.plan.fleet import PlanResult, plan_fleet
 from htcsim.policy import Policy
 from htcsim.workload.swf import read_swf
 

@@ -1,5 +1,5 @@
 """``python -m htcsim`` is the ``htcsim`` command."""
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 
 app(prog_name="htcsim")

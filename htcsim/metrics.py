@@ -26,79 +26,24 @@ Worked example (a 4-core machine; times in seconds)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    # Type-only: metrics sit in the shared domain layer, below ``sim/``, so they
-    # must not import the simulator package at run time (layers import downward).
-    from htcsim.schedule import SimResult
+from htcsim.schedule import (
+    SECONDS_PER_HOUR,
+    ScheduleColumns,
+    SimResult,
+    schedule_columns,
+)
 
 TAU_S = 10.0
 """Bounded-slowdown threshold: runs shorter than this count as this long (literature: 10 s)."""
 
-SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86_400.0
 
 Summary = dict[str, float | int]
-
-
-# --------------------------------------------------------------------------- columns
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """The columns every metric needs, validated once (all arrays aligned with the jobs)."""
-
-    job_id: np.ndarray  # int64, identity of each row
-    submit_s: np.ndarray  # int64
-    start_s: np.ndarray  # int64, -1 when never started
-    end_s: np.ndarray  # int64, -1 when never ended
-    cores: np.ndarray  # int64, n_tasks * cores_per_task
-    started: np.ndarray  # bool
-    finished: np.ndarray  # bool, implies started
-    total_cores: int
-
-
-def _schedule(result: SimResult) -> _Schedule:
-    """Extract and check the schedule; an impossible one names the first offending job."""
-    jobs = result.workload.jobs
-    submit = jobs["submit_s"].astype(np.int64)
-    start = np.asarray(result.start_s, dtype=np.int64)
-    end = np.asarray(result.end_s, dtype=np.int64)
-    if start.shape != submit.shape or end.shape != submit.shape:
-        raise ValueError(
-            f"start_s {start.shape} and end_s {end.shape} must be aligned with the "
-            f"{submit.shape[0]} jobs of workload {result.workload.name!r}"
-        )
-    started = start >= 0
-    finished = started & (end >= 0)
-    _check_order(jobs["job_id"], started & (start < submit), "starts before it is submitted")
-    _check_order(jobs["job_id"], finished & (end < start), "ends before it starts")
-    _check_order(jobs["job_id"], ~started & (end >= 0), "has an end but no start")
-    cores = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
-    return _Schedule(
-        job_id=jobs["job_id"].astype(np.int64),
-        submit_s=submit,
-        start_s=start,
-        end_s=end,
-        cores=cores,
-        started=started,
-        finished=finished,
-        total_cores=result.total_cores,
-    )
-
-
-def _check_order(job_id: np.ndarray, bad: np.ndarray, what: str) -> None:
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"invalid schedule: job {int(job_id[k])} (row {k}) {what} "
-            f"({int(bad.sum())} job(s) in all)"
-        )
 
 
 # --------------------------------------------------------------------------- per job
@@ -132,7 +77,7 @@ def per_job_table(result: SimResult) -> pl.DataFrame:
     values (not started, not finished, not logged) are null rather than -1, so that
     aggregations in polars skip them instead of averaging a sentinel.
     """
-    s = _schedule(result)
+    s = schedule_columns(result)
     jobs = result.workload.jobs
     wait = s.start_s - s.submit_s
     run = s.end_s - s.start_s
@@ -208,7 +153,7 @@ def summarize(result: SimResult) -> Summary:
     An undefined figure (no job started, a zero makespan, an unmeasured replay
     time) is ``nan``, never a misleading 0.
     """
-    s = _schedule(result)
+    s = schedule_columns(result)
     wait = (s.start_s - s.submit_s)[s.started]
     wait_f = (s.start_s - s.submit_s)[s.finished]
     run = (s.end_s - s.start_s)[s.finished]
@@ -316,7 +261,7 @@ def node_usage(result: SimResult) -> pl.DataFrame:
     )
 
 
-def _makespan(s: _Schedule) -> float:
+def _makespan(s: ScheduleColumns) -> float:
     if not s.finished.any():
         return float("nan")
     return float(s.end_s[s.finished].max() - s.submit_s.min())
@@ -370,103 +315,8 @@ def format_duration(seconds: float) -> str:
 
 # --------------------------------------------------------------------------- over time
 
-TIME_SERIES_SCHEMA: dict[str, pl.DataType] = {
-    "time_s": pl.Int64(),
-    "busy_cores": pl.Int64(),
-    "utilization": pl.Float64(),
-    "queued_jobs": pl.Int64(),
-    "running_jobs": pl.Int64(),
-}
-
-
-def time_series(result: SimResult) -> pl.DataFrame:
-    """The machine's state as a step function: one row per distinct event time.
-
-    Row ``i`` holds the state after every event at ``time_s[i]`` (submissions,
-    starts, ends) has been applied, valid until ``time_s[i + 1]``. So a job
-    submitted and started at the same instant is never counted as queued, and
-    a job with run 0 never as running. Jobs that never start stay queued, jobs
-    that never end stay running. ``utilization = busy_cores / total_cores``.
-
-    Computed from the three event arrays with one sort and cumulative sums of
-    per-time deltas (``np.add.reduceat``), in integers, so it is exact; the order
-    of events within one instant does not matter, so the sort need not be stable.
-    """
-    s = _schedule(result)
-    start, end = s.start_s[s.started], s.end_s[s.finished]
-    n_sub, n_start, n_end = s.submit_s.size, start.size, end.size
-    times = np.concatenate([s.submit_s, start, end])
-    if times.size == 0:
-        return pl.DataFrame(schema=TIME_SERIES_SCHEMA)
-    # Event kinds 0 submit, 1 start, 2 end, and what each does to the queue and running set.
-    kind = np.repeat(np.arange(3), [n_sub, n_start, n_end])
-    d_queued = np.array([1, -1, 0], dtype=np.int64)[kind]
-    d_running = np.array([0, 1, -1], dtype=np.int64)[kind]
-    d_busy = np.concatenate([np.zeros(n_sub, np.int64), s.cores[s.started], -s.cores[s.finished]])
-
-    order = np.argsort(times)
-    t_sorted = times[order]
-    first = np.flatnonzero(np.r_[True, t_sorted[1:] != t_sorted[:-1]])
-
-    def level(delta: np.ndarray) -> np.ndarray:
-        return np.cumsum(np.add.reduceat(delta[order], first))
-
-    busy = level(d_busy)
-    frame = pl.DataFrame(
-        {
-            "time_s": t_sorted[first],
-            "busy_cores": busy,
-            "utilization": busy / s.total_cores,
-            "queued_jobs": level(d_queued),
-            "running_jobs": level(d_running),
-        },
-        schema=TIME_SERIES_SCHEMA,
-    )
-    if result.node_series is None or result.node_series.height == 0:
-        return frame
-    return _with_nodes(frame, result.node_series)
-
-
-NODE_COLUMNS = (
-    "nodes_idle",
-    "nodes_allocated",
-    "nodes_booting",
-    "nodes_draining",
-    "nodes_down",
-    "nodes_off",
-)
-
-
-def _with_nodes(frame: pl.DataFrame, nodes: pl.DataFrame) -> pl.DataFrame:
-    """The event series joined with the kernel's node series on the union of
-    their times (each carried forward): nodes by state, ``nodes_up``
-    (provisioned), ``cost_per_h`` and the cumulative ``node_hours`` and ``cost``."""
-    dt_h = (nodes["time_s"].shift(-1) - nodes["time_s"]).fill_null(0) / SECONDS_PER_HOUR
-    up = nodes.select(pl.sum_horizontal(NODE_COLUMNS[:-1])).to_series()
-    nodes = nodes.select(
-        "time_s",
-        *NODE_COLUMNS,
-        pl.Series("nodes_up", up),
-        "cost_per_h",
-        # value at row i: accrued before time_s[i]
-        pl.Series("node_hours", (up * dt_h).cum_sum().shift(1).fill_null(0.0)),
-        pl.Series("cost", (nodes["cost_per_h"] * dt_h).cum_sum().shift(1).fill_null(0.0)),
-    )
-    event_t = frame["time_s"].to_numpy()
-    node_t = nodes["time_s"].to_numpy()
-    at = np.minimum(np.searchsorted(node_t, event_t), len(node_t) - 1)
-    if len(node_t) and (node_t[at] == event_t).all():
-        # every event time is a step time (a series recorded at every step):
-        # the node rows are the base and carry the events' state forward
-        joined = nodes.join_asof(frame, on="time_s").select([*frame.columns, *nodes.columns[1:]])
-    else:
-        times = pl.concat([frame.select("time_s"), nodes.select("time_s")]).unique().sort("time_s")
-        joined = times.join_asof(frame, on="time_s").join_asof(nodes, on="time_s")
-    return joined.with_columns(pl.col(c).fill_null(0) for c in joined.columns if c != "time_s")
-
-
 def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:
-    """Time-weighted means of a :func:`time_series` over bins of ``bin_s`` seconds.
+    """Time-weighted means of a :func:`htcsim.schedule.time_series` over bins of ``bin_s`` seconds.
 
     A month of events is millions of steps; a plot (or a table of daily load)
     wants the mean level in each hour or day. Bins start at ``time_s`` multiples

@@ -101,7 +101,7 @@ def kill_jobs_of(state_dir: Path) -> None:
     marker = str((state_dir / "run").resolve())
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmdline = p.info["cmdline"] or []
-        if "htcsim.agent.shepherd" not in cmdline or marker not in cmdline:
+        if "htcsim.agent.executors.local.shepherd" not in cmdline or marker not in cmdline:
             continue
         with suppress(psutil.Error):
             for child in p.children():

@@ -35,5 +35,5 @@ def _stop_leftover_shepherds(tmp_path_factory: pytest.TempPathFactory):  # type:
     base = str(tmp_path_factory.getbasetemp().resolve())
     for p in psutil.process_iter(["cmdline"]):
         cmdline = p.info["cmdline"] or []
-        if "htcsim.agent.shepherd" in cmdline and cmdline[-2].startswith(base):
+        if "htcsim.agent.executors.local.shepherd" in cmdline and cmdline[-2].startswith(base):
             kill_jobs_of(Path(cmdline[-2]).parent)

@@ -10,14 +10,14 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from htcsim.agent.accounting import (
+from htcsim.agent.engine.accounting import (
     export_swf,
     parse_since,
     print_usage,
     render_usage,
     usage_report,
 )
-from htcsim.agent.store import AgentStore, NewJob
+from htcsim.agent.store.jobs import AgentStore, NewJob
 from htcsim.sim import simulate
 from htcsim.workload.swf import read_swf
 

@@ -22,12 +22,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from htcsim.agent.auth import Principal, add_token
+from htcsim.agent.api.auth import add_token
 from htcsim.agent.config import AgentConfig
-from htcsim.agent.engine import EngineError
+from htcsim.agent.engine.loop import EngineError
+from htcsim.agent.engine.principal import Principal
 from htcsim.agent.metrics import METRIC_NAMES
 from htcsim.agent.server import Agent
-from htcsim.agent.store import AgentStore, NewJob
+from htcsim.agent.store.jobs import AgentStore, NewJob
 from tests.agent_harness import kill_jobs_of, wait_for
 
 ME = getpass.getuser()

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import psutil
 
-from htcsim.agent.replay_log import replay_decision_log
-from htcsim.agent.store import AgentStore
+from htcsim.agent.engine.replay_log import replay_decision_log
+from htcsim.agent.store.jobs import AgentStore
 from tests.agent_harness import running_agent, wait_for
 
 POOL = """

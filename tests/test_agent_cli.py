@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.agent.client import ClientError, resolve_settings
-from htcsim.agent.client_commands import _parse_env, _parse_signal, _ranges, human_duration
-from htcsim.cli import app
+from htcsim.agent.client.commands import _parse_env, _parse_signal, _ranges, human_duration
+from htcsim.agent.client.http import ClientError, resolve_settings
+from htcsim.cli.app import app
 from tests.agent_harness import AgentProcess, free_port, running_agent, wait_for
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from htcsim.agent.cluster_pool import create_manager
 from htcsim.agent.config import AgentConfigError, ClusterConfig, load_agent_config
+from htcsim.agent.executors.dask.cluster_pool import create_manager
 
 GOOD = """
 [cluster]
@@ -81,7 +81,7 @@ def test_serve_refuses_a_pool_the_policy_does_not_fit(tmp_path: Path) -> None:
     exist, stops the start with one line naming the setting."""
     from typer.testing import CliRunner
 
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     policy = tmp_path / "policy.toml"
     policy.write_text("[autoscale]\nenabled = true\nmin_nodes = 1\nmax_nodes = 9\n")

@@ -21,16 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from htcsim.agent import monitor
 from htcsim.agent.config import machine_cpus as cpu_ids
 from htcsim.agent.config import machine_memory_mib as total_memory_mib
-from htcsim.agent.executor import (
-    JobExit,
-    LaunchError,
-    LaunchSpec,
-    LocalExecutor,
-    detect_memory_cgroup,
-)
+from htcsim.agent.executors.base import JobExit, LaunchError, LaunchSpec
+from htcsim.agent.executors.local import monitor
+from htcsim.agent.executors.local.executor import LocalExecutor, detect_memory_cgroup
 
 DEADLINE_S = 10.0
 
@@ -277,7 +272,8 @@ AGENT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from htcsim.agent.executor import LaunchSpec, LocalExecutor
+    from htcsim.agent.executors.base import LaunchSpec
+    from htcsim.agent.executors.local.executor import LocalExecutor
 
     tmp = Path(sys.argv[1])
     ex = LocalExecutor(tmp / "run", lambda e: None)
@@ -355,7 +351,7 @@ def test_the_shepherd_ignores_a_stale_event_of_an_agent_it_dropped(tmp_path: Pat
     connected): the shepherd must skip it, not read the wrong socket or stop."""
     import socket as sockets
 
-    from htcsim.agent.shepherd import Shepherd, socket_name
+    from htcsim.agent.executors.local.shepherd import Shepherd, socket_name
 
     shepherd = Shepherd(tmp_path, None)
     try:

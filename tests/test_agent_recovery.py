@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from htcsim.agent.store import AgentStore
+from htcsim.agent.store.jobs import AgentStore
 from tests.agent_harness import running_agent, wait_for
 
 

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from htcsim.agent.config import AgentConfig
-from htcsim.agent.replay_log import replay_decision_log
+from htcsim.agent.engine.replay_log import replay_decision_log
 from htcsim.agent.server import Agent
-from htcsim.agent.store import FINAL_STATES, AgentStore
-from htcsim.cli import app
+from htcsim.agent.store.jobs import FINAL_STATES, AgentStore
+from htcsim.cli.app import app
 from htcsim.policy import Policy
 from tests.agent_harness import wait_for
 

@@ -26,9 +26,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from htcsim.agent.api import Tokens, create_app
+from htcsim.agent.api.app import Tokens, create_app
 from htcsim.agent.config import AgentConfig
-from htcsim.agent.engine import Engine
+from htcsim.agent.engine.loop import Engine
 from htcsim.agent.server import Agent
 from tests.agent_harness import kill_jobs_of
 

@@ -1,7 +1,7 @@
 """Shadow mode: a candidate policy run on the agent's decision log, without acting.
 
 The twin is checked against hand-computed starts (the worked example of
-``htcsim/agent/shadow.py``), against the agent itself (the active policy as
+``htcsim/agent/shadow/twin.py``), against the agent itself (the active policy as
 candidate repeats the log: no difference) and against the simulator
 (another policy starts the jobs when ``htcsim.sim.simulate`` does for the
 same arrivals and runtimes): on logs made without an agent
@@ -19,12 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from htcsim.agent.auth import add_token
+from htcsim.agent.api.auth import add_token
 from htcsim.agent.config import AgentConfig
 from htcsim.agent.server import Agent, AgentStartError
-from htcsim.agent.shadow import LateRowError, ShadowTwin
-from htcsim.agent.store import FINAL_STATES, AgentStore
-from htcsim.cli import app
+from htcsim.agent.shadow.twin import LateRowError, ShadowTwin
+from htcsim.agent.store.jobs import FINAL_STATES, AgentStore
+from htcsim.cli.app import app
 from htcsim.kernel import NodeState
 from htcsim.model import Machine
 from htcsim.policy import Policy, load_policy

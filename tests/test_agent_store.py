@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from htcsim.agent.store import SCHEMA_VERSION, AgentStore, NewJob, StoreError
+from htcsim.agent.store.jobs import SCHEMA_VERSION, AgentStore, NewJob, StoreError
 
 
 def job(**kw) -> NewJob:  # type: ignore[no-untyped-def]
@@ -58,7 +58,7 @@ def test_an_accepted_job_survives_a_killed_process(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     script = (
         "import os, signal\n"
-        "from htcsim.agent.store import AgentStore, NewJob\n"
+        "from htcsim.agent.store.jobs import AgentStore, NewJob\n"
         f"s = AgentStore({str(path)!r})\n"
         "s.add_jobs([NewJob(user='ana', command=['sleep', '1'], cwd='/', cores=1, walltime_s=9)])\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -85,7 +85,7 @@ def test_schema_versions(tmp_path: Path) -> None:
 def test_an_older_store_is_migrated_in_place(tmp_path: Path) -> None:
     """A file of schema 1 (the first agent store) with a job in it: opening it
     applies the later migrations and keeps the job, which gains the new columns."""
-    from htcsim.agent.store import MIGRATIONS
+    from htcsim.agent.store.jobs import MIGRATIONS
 
     path = tmp_path / "agent.db"
     db = sqlite3.connect(path)

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from htcsim.agent.store import AgentStore
-from htcsim.agent.workflow import (
+from htcsim.agent.engine.workflow import (
     WorkflowError,
     load_workflow,
-    parse_duration_s,
-    parse_mem_mib,
     workflow_from_mapping,
     workflow_progress,
 )
+from htcsim.agent.store.jobs import AgentStore
+from htcsim.units import parse_duration_s, parse_mem_mib
 
 # "report" comes before "train" in the file, yet runs after it: the order must change.
 GOOD = """

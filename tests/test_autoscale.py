@@ -28,9 +28,10 @@ import pytest
 
 from htcsim.cluster import Cluster, NodeType
 from htcsim.kernel import KernelInputError
-from htcsim.metrics import node_usage, summarize, time_series
+from htcsim.metrics import node_usage, summarize
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy, PolicyError, policy_from_mapping
+from htcsim.schedule import time_series
 from htcsim.sim import simulate
 
 POOL = Policy(
@@ -273,7 +274,7 @@ def test_a_drained_node_takes_no_new_job_and_leaves_when_its_job_ends() -> None:
 
 
 def test_autoscaling_with_seeded_failures_is_deterministic() -> None:
-    from htcsim.failures import failure_model
+    from htcsim.sim.failures import failure_model
 
     rng = np.random.default_rng(5)
     rows = [

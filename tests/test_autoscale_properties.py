@@ -17,11 +17,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from htcsim.failures import failure_model
 from htcsim.kernel import Kernel, NodeState, ReplayFeed, job_specs
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
 from htcsim.sim import simulate
+from htcsim.sim.failures import failure_model
 
 
 @st.composite

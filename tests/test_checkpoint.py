@@ -13,12 +13,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from htcsim.failures import FAILURE_DTYPE
 from htcsim.kernel import KernelInputError
 from htcsim.metrics import summarize
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
 from htcsim.sim import simulate
+from htcsim.sim.failures import FAILURE_DTYPE
 
 
 def one_job(run_s: int = 100, walltime_s: int = 200) -> Workload:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 
 runner = CliRunner()
 

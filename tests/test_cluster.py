@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 from htcsim.cluster import Cluster, ClusterError, NodeType, Reservation, load_cluster
 from htcsim.model import Machine
 from htcsim.sim import simulate

@@ -25,10 +25,10 @@ import yaml
 from click.testing import CliRunner as ClickRunner
 from typer.testing import CliRunner
 
-from htcsim.agent.auth import TokenFileError, load_tokens
+from htcsim.agent.api.auth import TokenFileError, load_tokens
 from htcsim.agent.config import DEFAULT_PORT, load_agent_config
 from htcsim.agent.metrics import METRIC_NAMES, AgentMetrics
-from htcsim.cli import app
+from htcsim.cli.app import app
 from htcsim.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent

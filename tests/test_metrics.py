@@ -25,11 +25,10 @@ from htcsim.metrics import (
     per_user,
     resample_time_series,
     summarize,
-    time_series,
 )
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
-from htcsim.schedule import SimResult
+from htcsim.schedule import SimResult, time_series
 
 
 def make_result(

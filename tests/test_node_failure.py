@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from htcsim.failures import FailureTraceError, load_failures
 from htcsim.kernel import JOB_SPEC_DTYPE, JobState, Kernel, NodeState, ReplayFeed, node_capacity
 from htcsim.policy import Policy
+from htcsim.sim.failures import FailureTraceError, load_failures
 
 
 def test_jobs_on_a_failed_node_are_requeued_and_restart() -> None:
@@ -75,9 +75,9 @@ def test_a_failed_node_releases_every_node_of_a_spanning_job() -> None:
 def test_a_failure_trace_through_the_simulator() -> None:
     """The same case as the first test, driven by simulate(failures=...): node 0
     fails at 30 for 500 s (so it is still down when A restarts at 100 on node 1)."""
-    from htcsim.failures import FAILURE_DTYPE
     from htcsim.model import Machine, Workload, empty_jobs
     from htcsim.sim import simulate
+    from htcsim.sim.failures import FAILURE_DTYPE
 
     jobs = empty_jobs(3)
     jobs["job_id"] = [1, 2, 3]
@@ -98,9 +98,9 @@ def test_a_failure_trace_through_the_simulator() -> None:
 def test_a_repaired_node_takes_work_again() -> None:
     """One node: A runs 0-100; the node fails at 10 for 40 s: A restarts at 50
     (the repair wakes the replay up although no job event happens then)."""
-    from htcsim.failures import FAILURE_DTYPE
     from htcsim.model import Machine, Workload, empty_jobs
     from htcsim.sim import simulate
+    from htcsim.sim.failures import FAILURE_DTYPE
 
     jobs = empty_jobs(1)
     jobs["job_id"] = 1
@@ -120,7 +120,7 @@ def test_simulate_with_a_failure_trace_file(tmp_path: Path) -> None:
     """The CLI reads the CSV, replays with it and reports requeues and lost work."""
     from typer.testing import CliRunner
 
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     trace = tmp_path / "failures.csv"
     trace.write_text("time_s,node,duration_s\n1000,0,3600\n5000,3,600\n")
@@ -148,7 +148,7 @@ def test_a_bad_failure_trace_names_the_row(tmp_path: Path, text: str, message: s
 def test_the_failure_model_is_seeded_and_has_the_asked_means() -> None:
     """Alternating exponential up and repair times: same seed, same failures; over
     a long horizon the mean repair and the failure rate match the parameters."""
-    from htcsim.failures import failure_model
+    from htcsim.sim.failures import failure_model
 
     a = failure_model(50, mtbf_s=10_000.0, mttr_s=500.0, horizon_s=10_000_000, seed=3)
     b = failure_model(50, mtbf_s=10_000.0, mttr_s=500.0, horizon_s=10_000_000, seed=3)
@@ -169,7 +169,7 @@ def test_random_failures_from_the_command_line(tmp_path: Path) -> None:
     """--mtbf/--mttr draw seeded failures for every node; the same seed, the same table."""
     from typer.testing import CliRunner
 
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     args = ["simulate", "KTH-SP2", "--max-jobs", "2000", "--mtbf", "100", "--mttr", "2"]
     first = CliRunner().invoke(app, args)

@@ -20,21 +20,21 @@ from typer.testing import CliRunner
 from htcsim.cluster import Cluster, NodeType
 from htcsim.metrics import summarize
 from htcsim.model import Machine, Workload, empty_jobs
-from htcsim.plan import (
-    DEFAULT_GRID,
+from htcsim.plan.defaults import DEFAULT_GRID
+from htcsim.plan.fleet import (
     PlanStep,
     _fleet_policy,
     _Point,
     _smallest_meeting,
     min_fleet,
-    parse_duration,
     plan_fleet,
-    plot_plan,
     scale_arrivals,
     with_fleet,
 )
+from htcsim.plan.plot import plot_plan
 from htcsim.policy import Policy
 from htcsim.sim import simulate
+from htcsim.units import parse_duration
 from htcsim.workload.lublin import generate_lublin
 from htcsim.workload.swf import write_workload_swf
 
@@ -43,7 +43,7 @@ runner = CliRunner()
 
 def _cli() -> typer.Typer:
     """The ``htcsim`` application, where ``plan`` is registered."""
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     return app
 

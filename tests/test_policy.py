@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 from htcsim.policy import (
     DEFAULT_POLICY_TOML,
     Policy,

@@ -22,10 +22,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from htcsim.comparison_plots import NODE_STATES, comparison_figures
 from htcsim.metrics import format_duration
 from htcsim.policy import Policy
-from htcsim.report import (
+from htcsim.report.comparison_plots import NODE_STATES, comparison_figures
+from htcsim.report.html import (
     ReportError,
     best_runs,
     format_metric,
@@ -33,7 +33,7 @@ from htcsim.report import (
     run_labels,
     write_report,
 )
-from htcsim.results import write_results
+from htcsim.report.results import write_results
 from htcsim.sim import simulate
 from htcsim.workload.lublin import generate_lublin
 
@@ -297,7 +297,7 @@ def test_formats_and_judgements() -> None:
 
 
 def _app() -> typer.Typer:
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     return app
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from htcsim.metrics import summarize
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
-from htcsim.results import build_summary, summary_table, write_results
+from htcsim.report.results import build_summary, summary_table, write_results
 from htcsim.schedule import SimResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

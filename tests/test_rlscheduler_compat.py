@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from htcsim.compat.rlscheduler import (
+from htcsim.kernel import rlscheduler_window
+from htcsim.sim.rlscheduler import (
     HEURISTICS,
     read_rlscheduler_swf,
     scores,
     table_value,
     window_starts,
 )
-from htcsim.kernel import rlscheduler_window
 
 
 def test_the_published_window_starts_come_from_the_gym_seeding() -> None:

@@ -309,7 +309,7 @@ def test_epoch_times_repeated_ids_and_large_counts(tmp_path: Path) -> None:
 def test_import_sacct_command_writes_a_replayable_swf(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from htcsim.cli import app
+    from htcsim.cli.app import app
 
     source = sacct_file(tmp_path, LINES)
     out = tmp_path / "mine.swf"

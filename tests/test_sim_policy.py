@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 from htcsim.cluster import Cluster, load_cluster
 from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, dense_ids, job_specs
 from htcsim.model import Machine, Workload, empty_jobs

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.cli import app
+from htcsim.cli.app import app
 from htcsim.policy import Policy, load_policy
 from htcsim.sim import simulate
 from htcsim.tune import (

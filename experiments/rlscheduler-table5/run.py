@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from htcsim.compat.rlscheduler import read_rlscheduler_swf, table_value
+from htcsim.sim.rlscheduler import read_rlscheduler_swf, table_value
 
 HERE = Path(__file__).resolve().parent
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import tomli_w
 import uvicorn
 
-from htcsim.agent.api import Tokens, create_app
-from htcsim.agent.auth import add_token, load_tokens
-from htcsim.agent.cluster_pool import ClusterPool, create_manager
+from htcsim.agent.api.app import Tokens, create_app
+from htcsim.agent.api.auth import add_token, load_tokens
 from htcsim.agent.config import AgentConfig, AgentConfigError, ClusterConfig, local_nodes
-from htcsim.agent.dask_executor import DaskExecutor, InventoryWatcher, wait_for_workers
-from htcsim.agent.engine import Engine
-from htcsim.agent.shadow_runner import ShadowRunner
+from htcsim.agent.engine.loop import Engine
+from htcsim.agent.executors.dask.cluster_pool import ClusterPool, create_manager
+from htcsim.agent.executors.dask.executor import DaskExecutor, InventoryWatcher, wait_for_workers
+from htcsim.agent.shadow.runner import ShadowRunner
 from htcsim.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger("htcsim.agent")

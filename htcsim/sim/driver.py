@@ -21,7 +21,6 @@ import polars as pl
 import simpy
 
 from htcsim.cluster import Cluster
-from htcsim.failures import FAILURE_DTYPE
 from htcsim.kernel import (
     SERIES_COLUMNS,
     JobState,
@@ -35,6 +34,7 @@ from htcsim.kernel import (
 from htcsim.model import Workload
 from htcsim.policy import Policy
 from htcsim.schedule import ESTIMATE_DTYPE, SimResult
+from htcsim.sim.failures import FAILURE_DTYPE
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the number of events applied so far."""

@@ -89,7 +89,7 @@ def plot_pareto(result: StudyResult, path: Path) -> Path:
     """The first two objectives of every training trial, the front highlighted."""
     from matplotlib.figure import Figure
 
-    from htcsim.plots import _save
+    from htcsim.report.plots import _save
 
     x_name, y_name = result.objective.names[:2]
 

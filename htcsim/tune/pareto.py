@@ -8,33 +8,37 @@ Latin hypercube sample. Deterministic given the study's seed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from htcsim.tune.study import Study, TrialStep
-
 
 def nsga2(
-    study: Study,
+    losses_of: Callable[[np.ndarray], np.ndarray],
+    *,
+    dims: int,
+    n_obj: int,
+    seed: int,
     n_trials: int,
     seeds: list[np.ndarray],
-    progress: Callable[[TrialStep], None] | None,
+    on_batch: Callable[[int, int, np.ndarray], None] | None = None,
 ) -> None:
-    """Run NSGA-II for about ``n_trials`` training replays; the study stores them."""
+    """Run NSGA-II for about ``n_trials`` training replays.
+
+    ``losses_of`` replays a batch of points of the unit cube (one row each) and
+    returns their losses, shape (n, n_obj), inf where a replay failed; the
+    study behind it stores every trial. ``on_batch(done, budget, losses)`` is
+    told after each batch. The search knows nothing of the study, so the study
+    can call it without the two modules importing each other.
+    """
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem
     from pymoo.optimize import minimize
     from scipy.stats import qmc
 
-    from htcsim.tune.study import TRAIN, TrialStep
-
-    dims = study.space.dimensions
-    n_obj = len(study.objective.terms)
     size = max(4, min(4 * dims + 4, n_trials // 3 or 1))
     generations = max(1, n_trials // size)
-    init = qmc.LatinHypercube(d=dims, rng=np.random.default_rng(study.seed)).random(size)
+    init = qmc.LatinHypercube(d=dims, rng=np.random.default_rng(seed)).random(size)
     for k, point in enumerate(seeds[:size]):
         init[k] = point
     done = 0
@@ -45,24 +49,17 @@ def nsga2(
 
         def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
             nonlocal done
-            metrics = study.evaluate([(TRAIN, study.space.values(p)) for p in x])
-            losses = np.array(
-                [
-                    study.objective.losses(m) if m is not None else np.full(n_obj, np.inf)
-                    for m in metrics
-                ]
-            )
+            losses = losses_of(x)
             losses[~np.isfinite(losses)] = 1e300
             done += len(x)
-            if progress is not None:
-                best = float(np.min(losses[:, 0]))
-                progress(TrialStep(done, size * generations, best))
+            if on_batch is not None:
+                on_batch(done, size * generations, losses)
             out["F"] = losses
 
     minimize(
         _Space(),
         NSGA2(pop_size=size, sampling=init, eliminate_duplicates=True),
         ("n_gen", generations),
-        seed=study.seed,
+        seed=seed,
         verbose=False,
     )

@@ -176,9 +176,7 @@ class Study:
             p for p in (self.space.encode(pol) for pol in base_policies.values()) if p is not None
         ]
         if self.objective.pareto:
-            from htcsim.tune.pareto import nsga2
-
-            nsga2(self, n_trials, seeds, progress)
+            self._nsga2(n_trials, seeds, progress)
         else:
             self._differential_evolution(n_trials, seeds, progress)
         train_rows = [
@@ -217,6 +215,40 @@ class Study:
             pareto=_pareto_front(train_rows, self.objective) if self.objective.pareto else [],
             n_replayed=self.n_replayed,
             others=others,
+        )
+
+    def _nsga2(
+        self,
+        n_trials: int,
+        seeds: list[np.ndarray],
+        progress: Callable[[TrialStep], None] | None,
+    ) -> None:
+        """Several objectives: NSGA-II over the space, each batch replayed as training trials."""
+        from htcsim.tune.pareto import nsga2
+
+        n_obj = len(self.objective.terms)
+
+        def losses_of(points: np.ndarray) -> np.ndarray:
+            metrics = self.evaluate([(TRAIN, self.space.values(p)) for p in points])
+            return np.array(
+                [
+                    self.objective.losses(m) if m is not None else np.full(n_obj, np.inf)
+                    for m in metrics
+                ]
+            )
+
+        def on_batch(done: int, budget: int, losses: np.ndarray) -> None:
+            if progress is not None:
+                progress(TrialStep(done, budget, float(np.min(losses[:, 0]))))
+
+        nsga2(
+            losses_of,
+            dims=self.space.dimensions,
+            n_obj=n_obj,
+            seed=self.seed,
+            n_trials=n_trials,
+            seeds=seeds,
+            on_batch=on_batch,
         )
 
     def close(self) -> None:

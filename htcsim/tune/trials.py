@@ -19,7 +19,7 @@ from typing import Any
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
-from htcsim.worker_pool import WorkerPool
+from htcsim.sim.worker_pool import WorkerPool
 
 _COST_HINT = {"none": 1, "easy": 1, "conservative": 3}
 """Relative replay cost by backfill mode, to start the long trials of a batch first."""

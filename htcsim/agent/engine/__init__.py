@@ -1,0 +1,1 @@
+"""htcsim/agent/engine."""

@@ -1,0 +1,380 @@
+"""The Dask backend: each Dask worker is a node; a job runs on the worker the
+kernel chose.
+
+Why Dask distributed: a site already starts Dask workers by hand, with
+dask-jobqueue on Slurm/PBS/SGE, with dask-kubernetes or a cloud cluster
+manager; the agent needs no daemon of its own on the nodes. A worker
+declares its node with Dask resources (``dask worker ... --resources
+"cores=16,mem_mib=64000,gpus=2"``; without them its threads and memory limit
+are used) and is named by its ``--name``. The kernel places jobs as it does
+locally; the agent starts them on that worker only (``Client.run`` of
+``htcsim.agent.executors.dask.worker.launch_jobs`` with ``workers=[address]``), where
+each runs as a process of its own session, as the local shepherd runs them,
+and the worker reports their exits as they come (``wait_exits``). Jobs are
+not Dask tasks: the placement is the kernel's, and the scheduler's task
+bookkeeping would cost more than a short job.
+
+A worker that leaves, or whose heartbeat is older than the timeout, is a
+lost node: its jobs are requeued by the policy, and nothing more is sent to
+it or taken from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from distributed import Client
+from distributed.protocol.pickle import dumps
+
+from htcsim.agent.config import NodeSpec
+from htcsim.agent.executors.base import (
+    JobExit,
+    LaunchError,
+    LaunchSpec,
+    Recovered,
+    exit_from_record,
+)
+from htcsim.agent.executors.dask import worker as dask_worker
+
+logger = logging.getLogger(__name__)
+
+EXIT_POLL_S = 1.0
+"""How long one wait for a worker's exits lasts before it is asked again."""
+EXIT_LINGER_S = 0.005
+"""After a worker's first exit, how long it waits for more before answering
+(one call for exits close together; the loop lingers as long to commit them)."""
+
+
+def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
+    """The nodes the workers declare, in name order; workers not heard from
+    within ``heartbeat_timeout_s`` are left out (hung or gone)."""
+    now = time.time()
+    out = []
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        if now - float(info.get("last_seen", now)) > heartbeat_timeout_s:
+            continue
+        resources = info.get("resources") or {}
+        cores = int(resources.get("cores", info.get("nthreads", 1)))
+        mem_mib = int(resources.get("mem_mib", int(info.get("memory_limit") or 0) >> 20))
+        gpus = int(resources.get("gpus", 0))
+        name = str(info.get("name", address))
+        out.append(NodeSpec(name, cores, mem_mib, gpus, (), address))
+    return sorted(out, key=lambda n: n.name)
+
+
+def run_on(client: Client, address: str, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on one worker, asked directly (the worker's ``run``
+    handler, which ``Client.run`` reaches through the scheduler): one hop
+    instead of two, and no load on the scheduler per job."""
+
+    async def call() -> Any:
+        answer = await client.rpc(address).run(function=dumps(function), args=dumps(args))
+        if answer.get("status") != "OK":
+            raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
+        return answer["result"]
+
+    return client.sync(call)
+
+
+class _Worker:
+    """The agent's line to one worker: a thread that sends it the jobs to
+    start (everything queued since the last call, in one ``Client.run``) and
+    one that waits for its exits (``wait_exits``, answered as soon as there
+    is one). Both stop when the worker is lost or the executor closes."""
+
+    def __init__(self, executor: DaskExecutor, address: str) -> None:
+        self.executor = executor
+        self.address = address
+        self.lost = threading.Event()
+        self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="htcsim-launch", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="htcsim-exits", daemon=True)
+        self._sender.start()
+        self._watcher.start()
+
+    def launch(self, payloads: list[dict[str, Any]]) -> None:
+        self._outbox.put(payloads)
+
+    def _stopped(self) -> bool:
+        return self.lost.is_set() or self.executor.closed.is_set()
+
+    def _send(self) -> None:
+        client = self.executor.client
+        while not self._stopped():
+            try:
+                batch = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    batch.extend(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                run_on(client, self.address, dask_worker.launch_jobs, batch)
+            except Exception:  # the worker is gone: the inventory requeues its jobs
+                if not self._stopped():
+                    logger.exception("starting %d jobs on %s failed", len(batch), self.address)
+
+    def _watch(self) -> None:
+        client = self.executor.client
+        after = 0
+        while not self._stopped():
+            try:
+                records = run_on(
+                    client, self.address, dask_worker.wait_exits, after, EXIT_POLL_S, EXIT_LINGER_S
+                )
+            except Exception:  # gone or hung: the inventory watcher decides
+                self.lost.wait(0.2)
+                continue
+            for record in records:
+                after = max(after, int(record["seq"]))
+                self.executor.exited(self.address, record)
+
+
+class DaskExecutor:
+    """Runs jobs on Dask workers (same interface as ``LocalExecutor``)."""
+
+    memory_limit_mode = "off"
+    memory_limit_note = (
+        "Dask backend: no per-job memory limit; the worker's own --memory-limit applies"
+    )
+
+    def __init__(self, client: Client, on_exit: Callable[[JobExit], None]) -> None:
+        self.client = client
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
+        self._runs = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:8]  # this agent's runs, told from an earlier agent's
+        self._workers: dict[str, _Worker] = {}
+        self._to_release: list[int] = []
+        self.closed = threading.Event()
+        self._releaser = threading.Thread(
+            target=self._release_loop, name="htcsim-dask", daemon=True
+        )
+        self._releaser.start()
+
+    # ------------------------------------------------------------------ jobs
+
+    def _worker(self, address: str) -> _Worker:
+        with self._lock:
+            worker = self._workers.get(address)
+            if worker is None:
+                worker = self._workers[address] = _Worker(self, address)
+            return worker
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[int | LaunchError]:
+        """Start each job on its node's worker (pid 0: remote): one call per
+        worker and pass, sent by that worker's thread (the loop does not wait)."""
+        out: list[int | LaunchError] = []
+        by_worker: dict[str, list[LaunchSpec]] = {}
+        for spec in specs:
+            if not spec.node:
+                out.append(LaunchError(f"job {spec.job_id}: no worker address"))
+                continue
+            by_worker.setdefault(spec.node, []).append(spec)
+            out.append(0)
+        for address, group in by_worker.items():
+            payloads = []
+            with self._lock:
+                for spec in group:
+                    run = f"{self._tag}-{next(self._runs)}"
+                    self._where[spec.job_id] = (address, run)
+                    payloads.append(spec.payload() | {"run": run})
+            self._worker(address).launch(payloads)
+        return out
+
+    def exited(self, address: str, record: dict[str, Any]) -> None:
+        """A worker reported an exit: the loop hears of it if the job is still
+        placed there (not requeued since, not ended already)."""
+        job_id = int(record["job"])
+        with self._lock:
+            if self._where.get(job_id) != (address, record.get("run", "")):
+                return
+            del self._where[job_id]
+        self._on_exit(exit_from_record(record))
+
+    def signal(self, job_id: int, sig: int) -> bool:
+        with self._lock:
+            address, _ = self._where.get(job_id, ("", ""))
+        if not address:
+            return False
+        try:
+            answer = self.client.run(
+                dask_worker.signal_job, job_id, int(sig), workers=[address], on_error="return"
+            )
+        except Exception:  # the worker is gone: nothing runs there any more
+            return False
+        return bool(answer.get(address) is True)
+
+    def running(self) -> dict[int, int]:
+        with self._lock:
+            return dict.fromkeys(self._where, 0)
+
+    def node_lost(self, address: str) -> list[int]:
+        """The jobs of a lost worker (the agent requeues them); nothing more is
+        sent to it or heard from it."""
+        with self._lock:
+            jobs = [j for j, (a, _) in self._where.items() if a == address]
+            for j in jobs:
+                del self._where[j]
+            worker = self._workers.pop(address, None)
+        if worker is not None:
+            worker.lost.set()
+        return jobs
+
+    def kill_strays(self, address: str) -> None:
+        """A worker came back: stop what still runs there that the agent no
+        longer places there (its jobs were requeued when it was lost)."""
+        with self._lock:
+            mine = {j for j, (a, _) in self._where.items() if a == address}
+        with contextlib.suppress(Exception):
+            table = self.client.run(dask_worker.job_table, workers=[address])[address]
+            for job_id in table["running"]:
+                if int(job_id) not in mine:
+                    self.client.run(dask_worker.signal_job, int(job_id), 9, workers=[address])
+
+    def retire(self, address: str) -> None:
+        """Ask the scheduler to retire a drained worker (it closes once its
+        tasks are done; in the background, the loop does not wait for it)."""
+
+        def retire() -> None:
+            try:
+                self.client.retire_workers([address], close_workers=True)
+            except Exception:
+                logger.exception("retiring worker %s failed", address)
+
+        threading.Thread(target=retire, name="htcsim-retire", daemon=True).start()
+
+    def release_many(self, job_ids: Sequence[int]) -> None:
+        """Recorded exits the workers may forget: sent in the background, every
+        half second (a round trip to every worker per commit would cost the loop)."""
+        with self._lock:
+            self._to_release.extend(int(j) for j in job_ids)
+
+    def _flush_releases(self) -> None:
+        with self._lock:
+            ids, self._to_release = self._to_release, []
+        if ids:
+            try:
+                self.client.run(dask_worker.release_jobs, ids, on_error="return")
+            except Exception:  # a worker gone: what it held went with it
+                logger.debug("releasing %d exits failed", len(ids), exc_info=True)
+
+    def release(self, job_id: int) -> None:
+        self.release_many([job_id])
+
+    def recover(self, job_ids: Sequence[int]) -> list[Recovered]:
+        """After a restart: ask every worker what still runs and what ended;
+        the exits of jobs still running come as any other's."""
+        tables: dict[str, Any] = self.client.run(dask_worker.job_table, on_error="return")
+        running: dict[int, tuple[str, str]] = {}
+        exits: dict[int, dict[str, Any]] = {}
+        for address, table in tables.items():
+            if not isinstance(table, dict):
+                continue
+            for job_id in table["running"]:
+                running[int(job_id)] = (address, str(table["runs"].get(job_id, "")))
+            for record in table["exits"]:
+                exits[int(record["job"])] = record
+        out = []
+        for job_id in job_ids:
+            if job_id in running:
+                with self._lock:
+                    self._where[job_id] = running[job_id]
+                self._worker(running[job_id][0])
+                out.append(Recovered(job_id, "running", 0, None))
+            elif job_id in exits:
+                out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
+            else:
+                out.append(Recovered(job_id, "lost", None, None))
+        return out
+
+    def _release_loop(self) -> None:
+        while not self.closed.wait(0.5):
+            self._flush_releases()
+
+    def read_log(self, job_id: int, address: str, path: str, tail: int) -> bytes:
+        """A job's log from the node that ran it."""
+        answer = self.client.run(dask_worker.read_log, path, tail, workers=[address])
+        return bytes(answer[address])
+
+    def close(self) -> None:
+        self.closed.set()
+        self._releaser.join(timeout=5)
+        self.client.close()
+
+    def shutdown(self, *, kill_jobs: bool) -> None:
+        if kill_jobs:
+            for job_id in list(self.running()):
+                self.signal(job_id, 9)
+        self.close()
+
+
+class InventoryWatcher:
+    """Polls the Dask scheduler for its workers and tells the engine when the
+    node inventory changes (a worker joined, left or stopped answering)."""
+
+    def __init__(
+        self,
+        client: Client,
+        current: Sequence[NodeSpec],
+        on_change: Callable[[list[NodeSpec]], Any],
+        heartbeat_timeout_s: float,
+        every_s: float = 0.25,
+        *,
+        empty_ok: bool = False,
+    ) -> None:
+        self.client = client
+        self._empty_ok = empty_ok  # a pool may shrink to no worker at all
+        self._seen = _identity(current)
+        self._on_change = on_change
+        self._timeout = heartbeat_timeout_s
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="htcsim-inventory", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                nodes = dask_nodes(self.client, self._timeout)
+            except (OSError, ValueError, RuntimeError):
+                continue
+            if not nodes and not self._empty_ok:
+                continue  # no worker at all: keep the last inventory (its jobs stay)
+            identity = _identity(nodes)
+            if identity != self._seen:
+                self._seen = identity
+                self._on_change(nodes)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _identity(nodes: Sequence[NodeSpec]) -> tuple[tuple[str, str, int, int, int], ...]:
+    return tuple((n.name, n.address, n.cores, n.mem_mib, n.gpus) for n in nodes)
+
+
+def wait_for_workers(
+    client: Client, heartbeat_timeout_s: float, timeout_s: float
+) -> list[NodeSpec]:
+    """The inventory once at least one worker is there (the kernel needs a node)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = dask_nodes(client, heartbeat_timeout_s)
+        if nodes:
+            return nodes
+        if time.monotonic() > deadline:
+            raise LaunchError(f"no Dask worker joined the scheduler in {timeout_s:.0f} s")
+        time.sleep(0.2)

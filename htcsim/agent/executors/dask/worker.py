@@ -1,0 +1,202 @@
+"""What runs inside a Dask worker for the agent: the job processes of that node.
+
+Why these functions: with the Dask backend each worker is a node. The agent
+calls them on the worker the kernel chose (``Client.run`` with that worker
+only): ``launch_jobs`` starts a pass's jobs there as processes of their own
+session, each watched by a thread that records its exit; ``wait_exits``
+(a coroutine, on the worker's event loop) answers as soon as exits are
+there. A job is not a Dask task: the scheduler's task machinery would cost
+more than the job (``/bin/true``) and the kernel, not Dask, decides where
+and when it runs. The table of what runs and how it ended outlives the
+agent's client: an agent restarted after a crash asks every worker what
+still runs and how the rest ended, as it asks the local shepherd. A job dies
+with its worker process: a worker that is killed is a lost node whose jobs
+are requeued elsewhere, and they must not also go on running, unseen, where
+it was; a small guard process (``htcsim.agent.executors.dask.job_guard``) that the worker
+feeds the process groups of its jobs kills those still running when the
+worker's end of its pipe closes.
+
+Only the standard library (and the shepherd's record format): it is imported
+in the worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from htcsim.agent.executors.base import exit_record
+
+_lock = threading.Lock()
+_running: dict[int, int] = {}  # job id -> pid (the process group id)
+_runs: dict[int, str] = {}  # job id -> the agent's token for this run of it
+_exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
+_seq = 0  # exits recorded so far; each record carries its number ("seq")
+_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+_guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
+
+
+def _tell_guard(line: str) -> None:
+    """``+PGID`` (a job started) or ``-PGID`` (it ended) to the guard, started
+    at the first job (and again if it died); under ``_lock``."""
+    global _guard
+    for _ in range(2):
+        if _guard is None or _guard.poll() is not None:
+            _guard = subprocess.Popen(
+                [sys.executable, "-m", "htcsim.agent.executors.dask.job_guard"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # not in the worker's group: it outlives it
+            )
+        assert _guard.stdin is not None
+        try:
+            _guard.stdin.write(line.encode() + b"\n")
+            _guard.stdin.flush()
+            return
+        except OSError:
+            _guard = None
+
+
+def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) -> None:
+    """Keep a job's exit (numbered, with its run's token: a job requeued and
+    placed here again is another run) and wake whoever waits for exits."""
+    global _seq
+    record = exit_record(job_id, code, sig, cpu, rss)
+    record["run"] = run
+    with _lock:
+        _seq += 1
+        record["seq"] = _seq
+        pid = _running.pop(job_id, None)
+        if pid is not None:
+            _tell_guard(f"-{pid}")
+        _runs.pop(job_id, None)
+        _exits[job_id] = record
+        waiters = list(_waiters)
+    for loop, event in waiters:
+        with contextlib.suppress(RuntimeError):  # its loop closed
+            loop.call_soon_threadsafe(event.set)
+
+
+def launch_jobs(jobs: list[dict[str, Any]]) -> list[int]:
+    """Start these jobs here (``Client.run``: on the worker's event loop
+    thread); returns their pids, 0 for a job that could not start (its exit,
+    126 or 127 with the reason in its stderr, is recorded at once)."""
+    return [_start(job) for job in jobs]
+
+
+def _start(job: dict[str, Any]) -> int:
+    job_id = int(job["job"])
+    run = str(job.get("run", ""))
+    files: list[Any] = []
+    try:
+        for key in ("stdout", "stderr"):
+            os.makedirs(os.path.dirname(job[key]), exist_ok=True)
+            if key == "stderr" and job["stderr"] == job["stdout"]:
+                files.append(files[0])
+            else:
+                files.append(open(job[key], "ab"))  # noqa: SIM115 (closed below)
+        try:
+            # Popen, not posix_spawn: it changes to the job's directory in the
+            # child (a worker's threads share one current directory)
+            process = subprocess.Popen(
+                job["argv"],
+                cwd=job["cwd"],
+                env=job["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=files[0],
+                stderr=files[1],
+                start_new_session=True,
+            )
+        except OSError as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            files[-1].write(f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n".encode())
+            _record(job_id, run, code, 0, -1.0, -1.0)
+            return 0
+    except OSError as exc:  # the log files
+        _record(job_id, run, 126, 0, -1.0, -1.0)
+        with contextlib.suppress(OSError), open(job["stderr"], "ab") as err:
+            err.write(f"htcsim: cannot open the job's logs: {exc}\n".encode())
+        return 0
+    finally:
+        for f in {id(f): f for f in files}.values():
+            f.close()
+    with _lock:
+        _running[job_id] = process.pid
+        _runs[job_id] = run
+        _tell_guard(f"+{process.pid}")
+    threading.Thread(target=_wait, args=(job_id, run, process), daemon=True).start()
+    return process.pid
+
+
+def _wait(job_id: int, run: str, process: subprocess.Popen[bytes]) -> None:
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, for rusage
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    code = 128 + sig if sig else os.WEXITSTATUS(status)
+    _record(job_id, run, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+
+
+async def wait_exits(after: int, timeout: float, linger: float = 0.0) -> list[dict[str, Any]]:
+    """The exits numbered above ``after``, as soon as there is one (at most
+    ``timeout`` seconds; then maybe none), and those that follow it within
+    ``linger`` seconds: one answer for exits that come close together."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    waiter = (loop, event)
+    with _lock:
+        _waiters.append(waiter)
+    try:
+        deadline = loop.time() + timeout
+        while True:
+            event.clear()  # before looking: a set() after the look wakes the wait
+            with _lock:
+                new = [r for r in _exits.values() if r["seq"] > after]
+            left = deadline - loop.time()
+            if new and linger > 0:
+                await asyncio.sleep(linger)
+                linger = 0.0
+                continue
+            if new or left <= 0:
+                return sorted(new, key=lambda r: int(r["seq"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), left)
+    finally:
+        with _lock:
+            _waiters.remove(waiter)
+
+
+def signal_job(job_id: int, sig: int) -> bool:
+    """Signal a job's whole process group; False if it does not run here."""
+    with _lock:
+        pid = _running.get(job_id)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    return True
+
+
+def job_table() -> dict[str, Any]:
+    """What runs here and the exits not yet released (for an agent's restart)."""
+    with _lock:
+        return {"running": dict(_running), "runs": dict(_runs), "exits": list(_exits.values())}
+
+
+def release_jobs(job_ids: list[int]) -> None:
+    """The agent recorded these exits: forget them."""
+    with _lock:
+        for job_id in job_ids:
+            _exits.pop(int(job_id), None)
+
+
+def read_log(path: str, tail: int) -> bytes:
+    """The last ``tail`` bytes of a log file of this node."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - tail, 0))
+        return f.read()

@@ -1,0 +1,156 @@
+"""``htcsim agent ...`` and ``htcsim replay-log``: the agent's own command line
+(registered by ``htcsim.cli.app``; the client side is ``htcsim.agent.client.commands``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from htcsim.agent.config import DEFAULT_STATE_DIR, AgentConfig, AgentConfigError, load_agent_config
+from htcsim.cli._console import console, fail
+
+agent_app = typer.Typer(
+    help="Run the live agent (REST API, scheduler, executor).", no_args_is_help=True
+)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+agent_app.add_typer(token_app, name="token")
+
+
+@agent_app.command("serve")
+def serve_command(
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Agent settings (TOML), see the README.")
+    ] = None,
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file (TOML), as for simulate.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8642).")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Store, tokens, run files (default ./htcsim-agent).")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="Slice the machine into N nodes.")] = None,
+    cores_per_node: Annotated[
+        int | None, typer.Option(help="Cores each node declares (default: CPUs / nodes).")
+    ] = None,
+    mem_mib_per_node: Annotated[
+        int | None, typer.Option(help="Memory each node declares, MiB.")
+    ] = None,
+    kill_grace_s: Annotated[
+        float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")
+    ] = None,
+    allow_root: Annotated[
+        bool, typer.Option("--allow-root", help="Accept running jobs as root.")
+    ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="local (this machine) or dask (each worker a node).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="The Dask scheduler (tcp://HOST:8786), backend dask.")
+    ] = None,
+    heartbeat_timeout_s: Annotated[
+        float | None, typer.Option(help="A Dask worker silent this long is lost (15 s).")
+    ] = None,
+    shadow_policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-policy",
+            help="A candidate policy (TOML) run on the live events without acting: "
+            "GET /shadow and `htcsim shadow` compare its decisions.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the REST API and schedule jobs on this machine with the policy."""
+    from htcsim.agent.api.auth import TokenFileError
+    from htcsim.agent.server import AgentStartError, serve
+    from htcsim.agent.store.jobs import StoreError
+    from htcsim.policy import Policy, PolicyError, load_policy
+
+    try:
+        config = load_agent_config(config_file) if config_file else AgentConfig()
+        config = config.with_overrides(
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            nodes=nodes,
+            cores_per_node=cores_per_node,
+            mem_mib_per_node=mem_mib_per_node,
+            kill_grace_s=kill_grace_s,
+            allow_root=allow_root or None,
+            policy=policy_file,
+            backend=backend,
+            scheduler=scheduler,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            shadow_policy=shadow_policy_file,
+        )
+        policy = load_policy(config.policy) if config.policy else Policy()
+        shadow = load_policy(config.shadow_policy) if config.shadow_policy else None
+    except (AgentConfigError, PolicyError) as exc:
+        raise fail(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console.print(
+        f"htcsim agent on [bold]{config.url}[/] (state in {config.state_dir}, "
+        f"policy {policy.label}"
+        + (f", shadow policy {shadow.label}" if shadow is not None else "")
+        + "); Ctrl-C stops it"
+        + (
+            f" and the {config.cluster.manager} workers with their jobs (requeued at restart)"
+            if config.cluster is not None
+            else ", jobs keep running"
+        )
+    )
+    try:
+        serve(config, policy)
+    except (AgentStartError, StoreError, TokenFileError) as exc:
+        raise fail(str(exc)) from exc
+
+
+@token_app.command("add")
+def token_add(
+    user: Annotated[str, typer.Argument(help="The user the token acts as.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Node and policy operations too.")] = False,
+    group: Annotated[str, typer.Option(help="The user's group (account).")] = "",
+    state_dir: Annotated[
+        Path, typer.Option(help="The agent's state directory.")
+    ] = DEFAULT_STATE_DIR,
+    tokens: Annotated[
+        Path | None, typer.Option(help="Token file (default: STATE_DIR/tokens.toml).")
+    ] = None,
+) -> None:
+    """Create a token for USER (printed once); the running agent picks it up."""
+    from htcsim.agent.api.auth import TokenFileError, add_token
+
+    path = tokens or state_dir / "tokens.toml"
+    try:
+        token = add_token(path, user, "admin" if admin else "user", group)
+    except TokenFileError as exc:
+        raise fail(str(exc)) from exc
+    console.print(token, highlight=False)
+
+
+def replay_log_command(
+    db: Annotated[
+        Path, typer.Option(help="The agent's store.", exists=True, dir_okay=False)
+    ] = DEFAULT_STATE_DIR / "agent.db",
+) -> None:
+    """Replay an agent's decision log through the kernel and check that every
+    pass starts the same jobs on the same nodes."""
+    from htcsim.agent.engine.replay_log import replay_decision_log
+    from htcsim.agent.store.jobs import AgentStore, StoreError
+
+    try:
+        store = AgentStore(db, readonly=True)
+        result = replay_decision_log(store.decisions())
+    except (StoreError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"{result.passes:,} passes, {result.starts:,} starts, {result.restarts} agent start(s) "
+        f"replayed; {len(result.differences)} difference(s)"
+    )
+    for line in result.differences[:20]:
+        console.print(f"  [red]{line}[/]")
+    if result.differences:
+        raise typer.Exit(code=1)

@@ -1,0 +1,288 @@
+"""``htcsim simulate``: replay a workload under one policy or several, and write the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from htcsim.cli._args import TraceArgument
+from htcsim.cli._console import console, err_console, fail, print_loading
+from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from htcsim.cluster import Cluster
+    from htcsim.model import Workload
+    from htcsim.schedule import SimResult
+
+
+def simulate_command(
+    trace: TraceArgument = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML); the options below override it."),
+    ] = None,
+    cluster_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster", help="Cluster file (TOML node types) instead of the log's machine."
+        ),
+    ] = None,
+    backfill: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)} [default: easy]."
+        ),
+    ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Queue order: {', '.join(o for o in ORDERS if o != 'priority')} [default: fcfs]."
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Task placement: first_fit, best_fit, spread [default: first_fit]."),
+    ] = None,
+    backfill_depth: Annotated[
+        int | None,
+        typer.Option(help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for per-job tables, summary, SWF, plots."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG plots with --out.")] = True,
+    max_procs: Annotated[
+        int | None,
+        typer.Option(help="Machine size in processors (default: the header's MaxProcs)."),
+    ] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Replay only the first N jobs of the log.")
+    ] = None,
+    estimate_sample: Annotated[
+        int,
+        typer.Option(
+            help="Every N-th job: record the start the kernel estimated at submit "
+            "(estimates.csv, error summary); 0 records none."
+        ),
+    ] = 0,
+    skip_bad_lines: Annotated[
+        bool, typer.Option(help="Skip malformed SWF lines (counted) instead of stopping.")
+    ] = False,
+    explain_job: Annotated[
+        int | None,
+        typer.Option(
+            "--explain",
+            help="Show one job's priority factors (as sprio) instead of a summary: "
+            "at --at, or at the pass that started it.",
+        ),
+    ] = None,
+    at_s: Annotated[
+        int | None, typer.Option("--at", help="With --explain: the moment (seconds, trace time).")
+    ] = None,
+    failures_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--failures",
+            help="Node failure trace (CSV time_s,node,duration_s): jobs on a failed node "
+            "are requeued.",
+        ),
+    ] = None,
+    mtbf_h: Annotated[
+        float | None,
+        typer.Option("--mtbf", help="Random node failures: mean time between failures (hours)."),
+    ] = None,
+    mttr_h: Annotated[
+        float, typer.Option("--mttr", help="With --mtbf: mean time to repair (hours).")
+    ] = 1.0,
+    failure_seed: Annotated[int, typer.Option(help="With --mtbf: the random seed.")] = 1,
+    checkpoint_s: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-interval",
+            help="Every job checkpoints every N seconds of run: after a node failure it "
+            "restarts from its last checkpoint (0: never).",
+        ),
+    ] = 0,
+) -> None:
+    """Replay a workload under a policy and print a summary (one column per backfill mode)."""
+    from htcsim.kernel import KernelInputError
+    from htcsim.workload.loader import load_workload
+    from htcsim.workload.swf import SWFError
+
+    try:
+        policies = _policies(policy_file, backfill, order, backfill_depth, placement)
+    except PolicyError as exc:
+        raise fail(str(exc)) from exc
+    if any(policy.order == "priority" for policy in policies):
+        raise fail(
+            "the 'priority' order needs a priority per job, which only the Python API takes "
+            "for now: htcsim.sim.simulate(workload, policy, priority=...)"
+        )
+    try:
+        workload = load_workload(
+            trace, max_procs=max_procs, max_jobs=max_jobs, skip_bad_lines=skip_bad_lines
+        )
+    except (SWFError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    cluster = None
+    if cluster_file is not None:
+        from htcsim.cluster import ClusterError, load_cluster
+
+        try:
+            cluster = load_cluster(cluster_file)
+        except ClusterError as exc:
+            raise fail(str(exc)) from exc
+    failures = None
+    if failures_file is not None:
+        from htcsim.sim.failures import FailureTraceError, load_failures
+
+        try:
+            failures = load_failures(failures_file)
+        except FailureTraceError as exc:
+            raise fail(str(exc)) from exc
+    if mtbf_h is not None:
+        if failures is not None:
+            raise fail("give either --failures or --mtbf, not both")
+        failures = _random_failures(workload, cluster, policies[0], mtbf_h, mttr_h, failure_seed)
+    if checkpoint_s < 0:
+        raise fail("--checkpoint-interval must be >= 0 seconds")
+    if explain_job is not None:
+        _explain(workload, policies[0], explain_job, at_s, cluster)
+        return
+    print_loading(workload, cluster)
+    summaries = []
+    for policy in policies:
+        try:
+            result = _run_with_progress(
+                workload, policy, cluster, estimate_sample, failures, checkpoint_s
+            )
+        except KernelInputError as exc:
+            raise fail(str(exc)) from exc
+        from htcsim.metrics import estimate_error_summary, summarize
+
+        summaries.append((policy.label, summarize(result)))
+        if estimate_sample > 0:
+            errors = estimate_error_summary(result)
+            if errors:
+                console.print(
+                    f"start estimates ({policy.label}): {int(errors['estimates'])} sampled; "
+                    f"median error {errors['median_error_s'] / 3600:+.2f} h, "
+                    f"90% within {errors['p90_abs_error_s'] / 3600:.2f} h"
+                )
+        if out is not None:
+            from htcsim.report.results import write_results
+
+            target = out if len(policies) == 1 else out / policy.backfill
+            written = write_results(result, target, plots=plots)
+            console.print(f"[green]wrote[/] {len(written)} files to {target}/")
+    from htcsim.report.results import summary_table
+
+    console.print(summary_table(summaries))
+
+
+def _random_failures(
+    workload: Workload,
+    cluster: Cluster | None,
+    policy: Policy,
+    mtbf_h: float,
+    mttr_h: float,
+    seed: int,
+) -> np.ndarray:
+    """Seeded MTBF/MTTR failures of every node of the pool over the workload's span."""
+    from htcsim.sim import node_pool
+    from htcsim.sim.failures import failure_model
+
+    if not mtbf_h > 0 or not mttr_h > 0:
+        raise fail("--mtbf and --mttr must be positive (hours)")
+    jobs = workload.jobs
+    first = int(jobs["submit_s"].min()) if len(jobs) else 0
+    span = int(jobs["submit_s"].max() + jobs["walltime_s"].max()) - first if len(jobs) else 1
+    n_nodes = node_pool(workload, policy, cluster).n_nodes
+    return failure_model(
+        n_nodes, mtbf_h * 3600.0, mttr_h * 3600.0, max(span, 1), seed=seed, start_s=first
+    )
+
+
+def _explain(
+    workload: Workload, policy: Policy, job_id: int, at_s: int | None, cluster: Cluster | None
+) -> None:
+    """Print one job's priority factors at a moment of the replay, as sprio."""
+    from htcsim.kernel import KernelInputError
+    from htcsim.sim import explain
+
+    try:
+        why = explain(workload, policy, job_id, at_s, cluster=cluster)
+    except KernelInputError as exc:
+        raise fail(str(exc)) from exc
+    place = "" if why.queue_position is None else f", #{why.queue_position + 1} in the queue"
+    console.print(
+        f"job {why.job_id} at t={why.at_s} s: {why.state} (reason {why.reason}{place}); "
+        f"policy {policy.label}"
+    )
+    table = Table("factor", "value (0..1)", "weight x value")
+    for name, value in why.factors.items():
+        table.add_row(name, f"{value:.4f}", f"{why.weighted[name]:+.2f}")
+    table.add_row("[bold]priority[/]", "", f"[bold]{why.priority:.2f}[/]")
+    console.print(table)
+
+
+def _policies(
+    policy_file: Path | None,
+    backfill: str | None,
+    order: str | None,
+    depth: int | None,
+    placement: str | None = None,
+) -> list[Policy]:
+    """The policy file (or the defaults) with the command line's overrides, one per mode."""
+    from dataclasses import replace
+
+    from htcsim.policy import load_policy
+
+    base = load_policy(policy_file) if policy_file is not None else Policy()
+    overrides: dict[str, object] = {}
+    if order is not None:
+        overrides["order"] = order
+    if depth is not None:
+        overrides["backfill_depth"] = depth
+    if placement is not None:
+        overrides["placement"] = placement
+    modes = [m.strip() for m in backfill.split(",")] if backfill else [base.backfill]
+    return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
+
+
+def _run_with_progress(
+    workload: Workload,
+    policy: Policy,
+    cluster: Cluster | None = None,
+    estimate_sample: int = 0,
+    failures: np.ndarray | None = None,
+    checkpoint_s: int = 0,
+) -> SimResult:
+    from htcsim.sim import simulate as replay
+
+    with Progress(
+        TextColumn(f"[bold]{workload.name}[/] {policy.label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replay", total=2 * len(workload))
+        return replay(
+            workload,
+            policy,
+            cluster=cluster,
+            estimate_sample=estimate_sample,
+            failures=failures,
+            checkpoint_s=checkpoint_s,
+            progress=lambda n: progress.update(task, completed=n),
+        )

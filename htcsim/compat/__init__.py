@@ -1,4 +1,0 @@
-"""Named compatibility profiles: other simulators' conventions, to reproduce published results.
-
-Never the default; each profile says which published table it reproduces.
-"""
