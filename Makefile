@@ -14,6 +14,7 @@ test:
 lint:
 	$(PYTHON) -m ruff check htcsim tests benchmarks experiments
 	$(PYTHON) -m mypy
+	lint-imports
 
 bench:
 	$(PYTHON) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max,rounds

@@ -1,6 +1,6 @@
 """Metrics of a simulated schedule: one definition used by the CLI, the tests and experiments.
 
-Every figure here follows the conventions of ARCHITECTURE.md (and so of the
+Every figure here follows the conventions of docs/architecture.md (and so of the
 job-scheduling literature: Feitelson, Rudolph & Schwiegelshohn, "Parallel job
 scheduling -- a status report", JSSPP 2004), so a table produced by htcsim can
 be set beside a published one. All computations are vectorised over the job
@@ -314,6 +314,7 @@ def format_duration(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------- over time
+
 
 def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:
     """Time-weighted means of a :func:`htcsim.schedule.time_series` over bins of ``bin_s`` seconds.

@@ -3,7 +3,7 @@
 Pure Python, a pool of cores, no incremental tricks: every step looks at the
 whole job list and rebuilds everything from scratch (which jobs have ended,
 which dependencies are met, which jobs are queued, in which order, which are
-held back by a limit). It implements the semantics of ARCHITECTURE.md and of
+held back by a limit). It implements the semantics of docs/architecture.md and of
 the kernel notes literally:
 
 * events at one instant are applied together (completions, then arrivals),

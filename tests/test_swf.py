@@ -550,7 +550,7 @@ def test_write_workload_of_multicore_tasks(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ real logs
 
-# From /work/shared/traces/MANIFEST.md, re-checked line by line with awk.
+# The trace folder's MANIFEST counts (the archive's cleaned logs), re-checked with awk.
 REAL = {
     "KTH-SP2-1996-2.1-cln": dict(
         lines=28476, procs=100, nodes=100, dropped={"size_unknown_or_zero": 1},

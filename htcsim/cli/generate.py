@@ -70,4 +70,3 @@ def _write_generated(workload: Workload, output: Path) -> None:
         output, workload, comment=f"synthetic workload {workload.name} (htcsim {__version__})"
     )
     console.print(f"[green]wrote[/] {len(workload):,} jobs to {output}")
-

@@ -114,5 +114,3 @@ def plot_plan(plan: PlanResult, path: Path | str) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(handles=handles, loc="upper right", fontsize=8)
     return _save(fig, path)
-
-

@@ -1,0 +1,1 @@
+"""Jobs in, no policy: SWF logs, Slurm's sacct, the trace catalog and synthetic generators."""

@@ -1,1 +1,1 @@
-"""htcsim/agent/shadow."""
+"""Shadow mode: a candidate policy replayed on the live decision log, beside the active one."""

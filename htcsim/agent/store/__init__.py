@@ -1,1 +1,1 @@
-"""htcsim/agent/store."""
+"""The agent's durable state: SQLite (WAL, full sync) with a versioned schema migrated in place."""

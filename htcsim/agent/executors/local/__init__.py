@@ -1,1 +1,1 @@
-"""htcsim/agent/executors/local."""
+"""Jobs as local processes: the shepherd that starts, watches and reaps them, and its limits."""
