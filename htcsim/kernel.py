@@ -3,7 +3,8 @@
 It validates and coerces inputs at the boundary (dtypes, ranges, impossible
 requests), then hands C arrays to the kernel; the hot loop never checks
 anything again. Drivers (simulator, agent) use ``Kernel`` and ``ReplayFeed``
-from here and nothing else of the compiled module.
+from here and nothing else of the compiled module. One idea, one module: it
+mirrors every entry of the compiled kernel, so it grows with the kernel.
 """
 
 from __future__ import annotations
