@@ -5,7 +5,8 @@ submits (fairshare, limits and who may cancel what depend on it) without an
 identity service; an operator hands each user a token, as with a Slurm or
 HTCondor pool password. The file is TOML, one ``[[token]]`` table per token
 (token, user, role ``user`` or ``admin``, optional group), readable by the
-agent's user only.
+agent's user only. ``Tokens`` is the running agent's view of that file,
+read again whenever it changes.
 """
 
 from __future__ import annotations
@@ -76,3 +77,22 @@ def add_token(path: Path, user: str, role: str = "user", group: str = "") -> str
     with os.fdopen(fd, "w") as out:
         out.write(tomli_w.dumps({"token": entries}))
     return token
+
+
+class Tokens:
+    """The token file, read again when it changes (add a user without a restart)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._table: dict[str, Principal] = {}
+
+    def lookup(self, token: str) -> Principal | None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if mtime != self._mtime:
+            self._table = load_tokens(self.path)
+            self._mtime = mtime
+        return self._table.get(token)

@@ -1,0 +1,260 @@
+"""Jobs: submit (one, an array, a batch), list, show, history, logs, cancel/hold/release.
+
+A user sees and acts on their own jobs only; another user's job is a 404,
+as a job that does not exist. ``PUBLIC_COLUMNS`` are the store's columns a
+job's answer carries (``_public``), with the kernel's live view of a
+pending job (reason, priority, estimated start) laid over them.
+"""
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from htcsim.agent.api.deps import Caller, EngineDep, Readers, ReadersDep, ask
+from htcsim.agent.api.errors import ERRORS, ApiError
+from htcsim.agent.api.schemas import MAX_ID, BatchRequest, JobIds, JobRequest, parse_array
+from htcsim.agent.engine.loop import Engine
+from htcsim.agent.engine.principal import Principal
+from htcsim.agent.store.jobs import JOB_STATES, NewJob
+
+PUBLIC_COLUMNS = (
+    "id",
+    "name",
+    "user",
+    "grp",
+    "state",
+    "reason",
+    "command",
+    "cwd",
+    "cores",
+    "mem_mib",
+    "gpus",
+    "walltime_s",
+    "qos",
+    "array_id",
+    "array_index",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "exit_code",
+    "node",
+    "requeues",
+    "stdout",
+    "stderr",
+    "pid",
+    "cpu_time_s",
+    "max_rss_mib",
+    "signal",
+    "signal_before_s",
+    "workflow_id",
+)
+
+
+JobIdPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+"""A job id in a path: bounded as SQLite's integers are (a bigger one is a 422, not a 500)."""
+
+router = APIRouter()
+
+
+def visible(readers: Readers, principal: Principal, job_id: int) -> dict[str, Any]:
+    try:
+        row = readers.get().job(job_id)
+    except KeyError:
+        raise ApiError(404, f"no job {job_id}", "job_id") from None
+    if not principal.is_admin and row["user"] != principal.user:
+        raise ApiError(404, f"no job {job_id}", "job_id")
+    return row
+
+
+def new_jobs(readers: Readers, principal: Principal, request: JobRequest) -> list[NewJob]:
+    if not os.path.isdir(request.cwd):
+        raise ApiError(422, f"cwd: {request.cwd} is not a directory on the agent", "cwd")
+    for key in ("after_ok", "after_any", "after_not_ok"):
+        # jobs are never deleted, so one that exists now still exists when the loop
+        # admits the request; checked here to name the field (the loop checks again)
+        parents: list[int] = getattr(request, key)
+        known = readers.get().states_of(parents) if parents else {}
+        unknown = [p for p in parents if p not in known]
+        if unknown:
+            raise ApiError(422, f"{key}: no job {unknown[0]}", key)
+    depends = tuple(
+        [(p, "afterok", 0) for p in request.after_ok]
+        + [(p, "afterany", 0) for p in request.after_any]
+        + [(p, "afternotok", 0) for p in request.after_not_ok]
+    )
+    base = NewJob(
+        user=principal.user,
+        group=principal.group,
+        command=request.command,
+        cwd=request.cwd,
+        cores=request.cores,
+        walltime_s=request.walltime_s,
+        mem_mib=request.mem_mib,
+        gpus=request.gpus,
+        name=request.name,
+        env=request.env,
+        qos=request.qos,
+        hold=request.hold,
+        depends_on=depends,
+        stdout=request.stdout,
+        stderr=request.stderr,
+        signal=request.signal,
+        signal_before_s=request.signal_before_s if request.signal else 0,
+    )
+    if request.array is None:
+        return [base]
+    return [replace(base, array_index=k) for k in parse_array(request.array)]
+
+
+@router.post("/jobs", status_code=201, responses=ERRORS, tags=["jobs"])
+async def submit(
+    request: JobRequest, principal: Caller, engine: EngineDep, readers: ReadersDep
+) -> JobIds:
+    """Submit one job or one job array (durable when this answers)."""
+    jobs = new_jobs(readers, principal, request)
+    ids = await ask(engine.submit(principal, jobs))
+    return JobIds(ids=ids, array_id=ids[0] if request.array is not None else None)
+
+
+@router.post("/jobs/batch", status_code=201, responses=ERRORS, tags=["jobs"])
+async def submit_batch(
+    request: BatchRequest, principal: Caller, engine: EngineDep, readers: ReadersDep
+) -> JobIds:
+    """Submit many jobs at once, all or none."""
+    jobs: list[NewJob] = []
+    for k, job in enumerate(request.jobs):
+        try:
+            jobs += new_jobs(readers, principal, job)
+        except ApiError as exc:
+            raise ApiError(exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}") from None
+    ids = await ask(engine.submit(principal, jobs))
+    return JobIds(ids=ids)
+
+
+@router.get("/jobs", responses=ERRORS, tags=["jobs"])
+async def list_jobs(
+    principal: Caller,
+    engine: EngineDep,
+    readers: ReadersDep,
+    state: Annotated[list[str] | None, Query()] = None,
+    user: str | None = None,
+    array_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    estimate: bool = False,
+) -> dict[str, Any]:
+    """Jobs in id order, one page; ``next`` is the ``after`` of the next page.
+    Pending jobs carry their reason and priority (and estimated start with ``estimate``)."""
+    states = state or []
+    for s in states:
+        if s not in JOB_STATES:
+            raise ApiError(
+                422, f"state: unknown state {s!r} (known: {', '.join(JOB_STATES)})", "state"
+            )
+    if not principal.is_admin:
+        if user is not None and user != principal.user:
+            raise ApiError(403, "a user lists only their own jobs", "user")
+        user = principal.user
+
+    def read() -> dict[str, Any]:
+        rows = readers.get().jobs(
+            states=states, user=user, limit=limit, after_id=after, array_id=array_id
+        )
+        live = engine.live(
+            [r["id"] for r in rows if r["state"] in ("pending", "held")], estimate=estimate
+        )
+        jobs = [_public(r, live.get(r["id"])) for r in rows]
+        return {"jobs": jobs, "next": rows[-1]["id"] if len(rows) == limit else None}
+
+    return await run_in_threadpool(read)
+
+
+@router.get("/jobs/{job_id}", responses=ERRORS, tags=["jobs"])
+async def get_job(
+    job_id: JobIdPath, principal: Caller, engine: EngineDep, readers: ReadersDep
+) -> dict[str, Any]:
+    """One job: state, reason, priority factors, estimated start, node, exit code, logs."""
+
+    def read() -> dict[str, Any]:
+        row = visible(readers, principal, job_id)
+        live = engine.live([job_id], estimate=True).get(job_id)
+        out = _public(row, live)
+        out["dependencies"] = [
+            {"job": p, "kind": k, "delay_s": d} for p, k, d in readers.get().dependencies(job_id)
+        ]
+        out["env"] = row["env"]
+        return out
+
+    return await run_in_threadpool(read)
+
+
+@router.get("/jobs/{job_id}/history", responses=ERRORS, tags=["jobs"])
+async def history(job_id: JobIdPath, principal: Caller, readers: ReadersDep) -> dict[str, Any]:
+    """Every state change of a job: time, state, cause."""
+    visible(readers, principal, job_id)
+    events = readers.get().history(job_id)
+    return {
+        "job": job_id,
+        "events": [{"time": t, "state": s, "cause": c} for t, s, c in events],
+    }
+
+
+@router.get("/jobs/{job_id}/log", responses=ERRORS, tags=["jobs"])
+async def job_log(
+    job_id: JobIdPath,
+    principal: Caller,
+    engine: EngineDep,
+    readers: ReadersDep,
+    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
+    tail: Annotated[int, Query(ge=0, le=1 << 26)] = 65536,
+) -> PlainTextResponse:
+    """The last ``tail`` bytes of a job's stdout or stderr."""
+    row = visible(readers, principal, job_id)
+    path = row[stream]
+    if not path:
+        raise ApiError(404, f"job {job_id} has no {stream} yet (not started)", "stream")
+    try:  # from the node that ran it (a Dask worker's disk, or this machine's)
+        data = await run_in_threadpool(engine.read_log, row, stream, tail)
+    except OSError as exc:
+        raise ApiError(404, f"{stream} of job {job_id}: {exc.strerror}: {path}", "stream") from None
+    except Exception as exc:  # the remote read failed (worker gone...)
+        raise ApiError(404, f"{stream} of job {job_id}: {exc}", "stream") from None
+    return PlainTextResponse(data.decode(errors="replace"))
+
+
+def job_action(name: str, method: Callable[[Engine, Principal, list[int]], Any]) -> None:
+    async def act(job_id: JobIdPath, principal: Caller, engine: EngineDep) -> dict[str, Any]:
+        ids = await ask(method(engine, principal, [job_id]))
+        return {"ids": ids}
+
+    act.__doc__ = f"{name.capitalize()} a job (a user acts on their own jobs only)."
+    router.post(f"/jobs/{{job_id}}/{name}", responses=ERRORS, tags=["jobs"], name=name)(act)
+
+
+job_action("cancel", Engine.cancel)
+job_action("hold", Engine.hold)
+job_action("release", Engine.release)
+
+
+@router.delete("/jobs/{job_id}", responses=ERRORS, tags=["jobs"])
+async def delete_job(job_id: JobIdPath, principal: Caller, engine: EngineDep) -> dict[str, Any]:
+    """Cancel a job (as POST /jobs/{id}/cancel)."""
+    return {"ids": await ask(engine.cancel(principal, [job_id]))}
+
+
+def _public(row: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
+    out = {k: row[k] for k in PUBLIC_COLUMNS}
+    out["group"] = out.pop("grp")
+    if live is not None:
+        out["reason"] = live.get("reason", out["reason"])
+        out["priority"] = live.get("priority")
+        out["factors"] = live.get("factors")
+        if "estimated_start" in live:
+            out["estimated_start"] = live["estimated_start"]
+    return out

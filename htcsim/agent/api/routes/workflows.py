@@ -1,0 +1,83 @@
+"""Workflows: submit a whole DAG of jobs at once, and follow its progress.
+
+A workflow's jobs are built by the workflow parser, not by ``JobRequest``,
+so ``_check_bounds`` puts the request's upper bounds on them here.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+
+from htcsim.agent.api.deps import Caller, EngineDep, ReadersDep, ask
+from htcsim.agent.api.errors import ERRORS, ApiError
+from htcsim.agent.api.schemas import (
+    MAX_CORES,
+    MAX_GPUS,
+    MAX_MEM_MIB,
+    MAX_WALLTIME_S,
+    WorkflowRequest,
+)
+from htcsim.agent.engine.workflow import WorkflowError, workflow_from_mapping, workflow_progress
+from htcsim.agent.store.jobs import NewJob
+
+router = APIRouter()
+
+
+@router.post("/workflows", status_code=201, responses=ERRORS, tags=["workflows"])
+async def submit_workflow(
+    request: WorkflowRequest, principal: Caller, engine: EngineDep
+) -> dict[str, Any]:
+    """A whole DAG of jobs, accepted atomically (all or none); cycles are refused."""
+    try:
+        workflow = workflow_from_mapping(
+            request.workflow,
+            source="workflow",
+            base_dir=Path(request.base_dir),
+            user=principal.user,
+            group=principal.group,
+            default_walltime_s=3600,
+        )
+    except WorkflowError as exc:
+        raise ApiError(422, str(exc), "workflow") from None
+    for job in workflow.jobs:
+        _check_bounds(job)
+    ids = await ask(engine.submit(principal, workflow.jobs, workflow.name))
+    return {
+        "name": workflow.name,
+        "ids": ids,
+        "jobs": dict(zip(workflow.names, ids, strict=True)),
+    }
+
+
+@router.get("/workflows/{name}", responses=ERRORS, tags=["workflows"])
+async def workflow_status(
+    name: str, principal: Caller, readers: ReadersDep, user: str | None = None
+) -> dict[str, Any]:
+    """Progress of a workflow: counts per state, overall state, per-job rows."""
+    owner = user if principal.is_admin and user else principal.user
+    try:
+        record = readers.get().workflow(name, owner)
+    except KeyError as exc:
+        raise ApiError(404, str(exc).strip("'\""), "name") from None
+    return workflow_progress(record)
+
+
+_BOUNDS = (
+    ("cores", 1, MAX_CORES),
+    ("mem_mib", 0, MAX_MEM_MIB),
+    ("gpus", 0, MAX_GPUS),
+    ("walltime_s", 1, MAX_WALLTIME_S),
+    ("signal_before_s", 0, MAX_WALLTIME_S),
+)
+
+
+def _check_bounds(job: NewJob) -> None:
+    """The bounds JobRequest puts on a job, for jobs built from a workflow file (whose
+    parser checks only the lower ones): a huge number would overflow the kernel's
+    int64 arrays or SQLite inside the scheduling loop."""
+    for key, low, high in _BOUNDS:
+        value = getattr(job, key)
+        if not low <= value <= high:
+            where = f"workflow: job {job.name!r}: {key.removesuffix('_mib').removesuffix('_s')}"
+            raise ApiError(422, f"{where}: must be {low}..{high}, got {value}", "workflow")
