@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from htcsim.agent.client.commands import _parse_env, _parse_signal, _ranges, human_duration
+from htcsim.agent.client._output import _ranges, human_duration
 from htcsim.agent.client.http import ClientError, resolve_settings
+from htcsim.agent.client.jobs import _parse_env, _parse_signal
 from htcsim.cli.app import app
 from tests.agent_harness import AgentProcess, free_port, running_agent, wait_for
 

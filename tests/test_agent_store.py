@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from htcsim.agent.store.jobs import SCHEMA_VERSION, AgentStore, NewJob, StoreError
+from htcsim.agent.store.jobs import AgentStore, NewJob
+from htcsim.agent.store.schema import SCHEMA_VERSION, StoreError
 
 
 def job(**kw) -> NewJob:  # type: ignore[no-untyped-def]
@@ -85,7 +86,7 @@ def test_schema_versions(tmp_path: Path) -> None:
 def test_an_older_store_is_migrated_in_place(tmp_path: Path) -> None:
     """A file of schema 1 (the first agent store) with a job in it: opening it
     applies the later migrations and keeps the job, which gains the new columns."""
-    from htcsim.agent.store.jobs import MIGRATIONS
+    from htcsim.agent.store.schema import MIGRATIONS
 
     path = tmp_path / "agent.db"
     db = sqlite3.connect(path)

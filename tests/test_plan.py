@@ -36,7 +36,7 @@ from htcsim.policy import Policy
 from htcsim.sim import simulate
 from htcsim.units import parse_duration
 from htcsim.workload.lublin import generate_lublin
-from htcsim.workload.swf import write_workload_swf
+from htcsim.workload.swf_writer import write_workload_swf
 
 runner = CliRunner()
 

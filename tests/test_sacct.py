@@ -12,7 +12,8 @@ import pytest
 from htcsim.model import Machine
 from htcsim.sim import simulate
 from htcsim.workload.sacct import SacctError, SacctImport, read_sacct, write_name_tables
-from htcsim.workload.swf import read_swf, write_workload_swf
+from htcsim.workload.swf import read_swf
+from htcsim.workload.swf_writer import write_workload_swf
 
 HEADER = (
     "JobID|User|Group|Account|Partition|QOS|Submit|Eligible|Start|End|Elapsed|Timelimit|"

@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 
 from htcsim.model import JOB_DTYPE, Machine, Workload, empty_jobs
 from htcsim.workload import swf as swf_module
-from htcsim.workload.swf import (
-    SWFError,
-    read_swf,
-    read_swf_header,
-    write_swf,
-    write_workload_swf,
-)
+from htcsim.workload.swf import SWFError, read_swf, read_swf_header
+from htcsim.workload.swf_writer import write_swf, write_workload_swf
 
 # Field defaults for a test line: a 4-processor job that ran 100 s of a 200 s request.
 DEFAULTS = {

@@ -66,7 +66,7 @@ def serve_command(
     """Serve the REST API and schedule jobs on this machine with the policy."""
     from htcsim.agent.api.auth import TokenFileError
     from htcsim.agent.server import AgentStartError, serve
-    from htcsim.agent.store.jobs import StoreError
+    from htcsim.agent.store.schema import StoreError
     from htcsim.policy import Policy, PolicyError, load_policy
 
     try:
@@ -139,7 +139,8 @@ def replay_log_command(
     """Replay an agent's decision log through the kernel and check that every
     pass starts the same jobs on the same nodes."""
     from htcsim.agent.engine.replay_log import replay_decision_log
-    from htcsim.agent.store.jobs import AgentStore, StoreError
+    from htcsim.agent.store.jobs import AgentStore
+    from htcsim.agent.store.schema import StoreError
 
     try:
         store = AgentStore(db, readonly=True)

@@ -64,7 +64,7 @@ def generate_htc_cmd(
 
 
 def _write_generated(workload: Workload, output: Path) -> None:
-    from htcsim.workload.swf import write_workload_swf
+    from htcsim.workload.swf_writer import write_workload_swf
 
     write_workload_swf(
         output, workload, comment=f"synthetic workload {workload.name} (htcsim {__version__})"

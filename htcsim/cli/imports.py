@@ -49,7 +49,7 @@ def import_sacct(
 ) -> None:
     """Slurm accounting history (sacct --parsable2) as an SWF workload to replay."""
     from htcsim.workload.sacct import read_sacct, write_name_tables
-    from htcsim.workload.swf import write_workload_swf
+    from htcsim.workload.swf_writer import write_workload_swf
 
     try:
         imported = read_sacct(

@@ -61,7 +61,8 @@ def _agent_report(
     import time
 
     from htcsim.agent.engine.accounting import export_swf, parse_since, print_usage, usage_report
-    from htcsim.agent.store.jobs import AgentStore, StoreError
+    from htcsim.agent.store.jobs import AgentStore
+    from htcsim.agent.store.schema import StoreError
 
     if not db.exists():
         raise fail(f"no agent store at {db} (give --db, or simulation result directories)")

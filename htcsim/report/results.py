@@ -56,7 +56,7 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
     ``plots=False`` skips the figures (the slow part, and useless in a sweep).
     """
     # Imported here: the SWF module is I/O for traces, needed only when writing.
-    from htcsim.workload.swf import write_swf
+    from htcsim.workload.swf_writer import write_swf
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

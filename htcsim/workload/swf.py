@@ -1,11 +1,13 @@
-"""Standard Workload Format (SWF) reader and writer.
+"""Standard Workload Format (SWF) reader.
 
 SWF is the format of the Parallel Workloads Archive (PWA): one job per line, 18
 whitespace-separated numeric fields, ``-1`` for "not known", header lines starting
 with ``;`` (``; MaxProcs: 128``). The published scheduling literature replays these
-logs under fixed conventions (ARCHITECTURE.md, "SWF conventions"); this module applies
-them once, at load time, and accounts for every job it leaves out or alters, so a
-result is comparable with the papers and nothing is lost silently.
+logs under fixed conventions (docs/architecture.md, "SWF conventions"); this module
+applies them once, at load time, and accounts for every job it leaves out or alters,
+so a result is comparable with the papers and nothing is lost silently. The 18 fields
+and the rules a data line must meet are ``htcsim.workload.swf_fields``; writing SWF is
+``htcsim.workload.swf_writer``.
 
 Speed matters because experiments reload whole logs (HPC2N: 202,871 jobs) many times.
 The bulk of the data is therefore parsed without a Python loop per line: the
@@ -19,19 +21,30 @@ by line, whose only job is to find and name the exact bad line.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import polars as pl
 
 from htcsim.model import JOB_DTYPE, Machine, Workload, empty_jobs
+from htcsim.workload.swf_fields import (
+    _DATA_LINE,
+    _FLOAT_FIELDS,
+    _OK,
+    _REASONS,
+    _WS_SPLIT,
+    N_FIELDS,
+    SWF_FIELDS,
+    _bad_line_detail,
+    _row_message,
+    _Rows,
+    _validate,
+)
 
 __all__ = [
     "SWF_FIELDS",
@@ -39,90 +52,13 @@ __all__ = [
     "SWFHeader",
     "read_swf",
     "read_swf_header",
-    "write_swf",
-    "write_workload_swf",
 ]
 
 logger = logging.getLogger(__name__)
 
-N_FIELDS = 18
-
-SWF_FIELDS: tuple[str, ...] = (
-    "job number",
-    "submit time",
-    "wait time",
-    "run time",
-    "allocated processors",
-    "average CPU time",
-    "used memory",
-    "requested processors",
-    "requested time",
-    "requested memory",
-    "status",
-    "user id",
-    "group id",
-    "executable id",
-    "queue",
-    "partition",
-    "preceding job",
-    "think time",
-)
-"""Names of the 18 SWF fields, index 0 = field 1, used to make error messages readable."""
-
-_FLOAT_FIELDS = frozenset({6, 7})
-"""1-based fields that may hold decimals (average CPU time, used memory); the rest are
-whole numbers by the SWF definition."""
-
-_I8 = (-(2**7), 2**7 - 1)
-_I32 = (-(2**31), 2**31 - 1)
-_I53 = (-(2**53), 2**53)  # int64 columns: keep to integers a float64 holds exactly
-_INT_RANGE: dict[int, tuple[int, int]] = {
-    1: _I53,
-    2: _I53,
-    3: _I53,
-    4: _I53,
-    5: _I32,
-    8: _I32,
-    9: _I53,
-    10: _I53,
-    11: _I8,
-    12: _I32,
-    13: _I32,
-    14: _I32,
-    15: _I32,
-    16: _I32,
-    17: _I53,
-    18: _I53,
-}
-"""Range each whole-number field must fit, from the JOB_DTYPE column it lands in (field 10
-is not stored yet; it gets the int64-safe range)."""
-
-# Reason codes of a bad line, in the order they are checked.
-_OK = 0
-_FIELD_COUNT = 1
-_NOT_NUMERIC = 2
-_NOT_INTEGRAL = 3
-_OUT_OF_RANGE = 4
-_NEGATIVE_SUBMIT = 5
-_UNSORTED_SUBMIT = 6
-_REASONS = {
-    _FIELD_COUNT: "field_count",
-    _NOT_NUMERIC: "not_numeric",
-    _NOT_INTEGRAL: "not_integral",
-    _OUT_OF_RANGE: "out_of_range",
-    _NEGATIVE_SUBMIT: "negative_submit",
-    _UNSORTED_SUBMIT: "unsorted_submit",
-}
-
 _GZIP_MAGIC = b"\x1f\x8b"
 _SPACE_TABLE = bytes.maketrans(b"\t\r\v\f", b"    ")
 _WS_CHARS = b" \t\r\v\f"
-_WS_SPLIT = re.compile(rb"[ \t\r\v\f]+")
-_NUMBER_PATTERN = rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
-_NUMBER = re.compile(_NUMBER_PATTERN)
-_DATA_LINE = re.compile(  # 18 numbers separated by blanks (the line already stripped)
-    rb"(?:" + _NUMBER_PATTERN + rb")(?:[ \t\r\v\f]+(?:" + _NUMBER_PATTERN + rb")){17}"
-)
 _HEADER_KEY = re.compile(r";[ \t]{0,2}([A-Za-z][A-Za-z0-9_]*)[ \t]*:(?!//)[ \t]*(.*)$")
 _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 _BLANK_LINE = re.compile(rb"\n[ \t\r\v\f]*\n")
@@ -356,36 +292,6 @@ def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     return {j: frame.get_column(f"f{j}").to_numpy() for j in range(1, N_FIELDS + 1)}
 
 
-@dataclass
-class _Rows:
-    """Data lines as columns, with what the line scan already found wrong."""
-
-    cols: dict[int, np.ndarray]
-    line_no: np.ndarray  # 1-based line number in the file of each data line
-    code: np.ndarray  # reason code per data line (0 = fine so far)
-    field: np.ndarray  # 1-based field the reason refers to
-    messages: dict[int, str]  # row index -> message, for problems found while scanning
-
-
-def _bad_line_detail(text: bytes) -> tuple[int, int, str]:
-    """Reason code, field and message for a data line that is not 18 numbers."""
-    tokens = _WS_SPLIT.split(text)
-    if len(tokens) != N_FIELDS:
-        if len(tokens) < N_FIELDS:
-            bad = len(tokens) + 1
-            what = f"missing: the line has {len(tokens)} fields, SWF has {N_FIELDS}"
-        else:
-            bad = N_FIELDS + 1
-            what = f"unexpected: the line has {len(tokens)} fields, SWF has {N_FIELDS}"
-        name = f" ({SWF_FIELDS[bad - 1]})" if bad <= N_FIELDS else ""
-        return _FIELD_COUNT, bad, f"field {bad}{name}: {what}"
-    for j, token in enumerate(tokens, start=1):
-        if not _NUMBER.fullmatch(token):
-            shown = token.decode("latin-1")
-            return _NOT_NUMERIC, j, f"field {j} ({SWF_FIELDS[j - 1]}): {shown!r} is not a number"
-    raise AssertionError("a line of 18 numbers was taken for a bad one")  # pragma: no cover
-
-
 def _slow_rows(data: bytes, max_jobs: int | None) -> tuple[_Rows, list[tuple[int, str]]]:
     """Scan line by line: the fallback that names bad lines and finds comments anywhere.
 
@@ -444,84 +350,6 @@ def _slow_rows(data: bytes, max_jobs: int | None) -> tuple[_Rows, list[tuple[int
         messages=messages,
     )
     return rows, comments
-
-
-def _fmt_number(value: float | int) -> str:
-    """A value as it would appear in the file: ``12`` rather than ``12.0``."""
-    number = float(value)
-    if np.isfinite(number) and number == int(number):
-        return str(int(number))
-    return repr(number)
-
-
-def _validate(rows: _Rows) -> None:
-    """Mark lines whose numbers break the SWF rules; vectorised, one pass per field.
-
-    A line gets the first problem in field order; submit order is checked last, over
-    the lines that are otherwise fine, against the running maximum of earlier submits.
-    """
-    code = rows.code
-    field = rows.field
-    for j in range(1, N_FIELDS + 1):
-        col = rows.cols[j]
-        is_float = col.dtype.kind == "f"
-        if is_float:
-            bad = (code == _OK) & ~np.isfinite(col)
-            code[bad] = _NOT_NUMERIC
-            field[bad] = j
-        if j in _FLOAT_FIELDS:
-            continue
-        if is_float:
-            with np.errstate(invalid="ignore"):
-                bad = (code == _OK) & (col != np.floor(col))
-            code[bad] = _NOT_INTEGRAL
-            field[bad] = j
-        lo, hi = _INT_RANGE[j]
-        bad = (code == _OK) & ((col < lo) | (col > hi))
-        code[bad] = _OUT_OF_RANGE
-        field[bad] = j
-        if j == 2:
-            bad = (code == _OK) & (col < 0)
-            code[bad] = _NEGATIVE_SUBMIT
-            field[bad] = j
-    ok_idx = np.flatnonzero(code == _OK)
-    if ok_idx.size > 1:
-        submits = rows.cols[2][ok_idx]
-        running_max = np.maximum.accumulate(submits)
-        late = ok_idx[1:][submits[1:] < running_max[:-1]]
-        code[late] = _UNSORTED_SUBMIT
-        field[late] = 2
-
-
-def _row_message(rows: _Rows, i: int) -> str:
-    """The ``field N (name): ...`` part of the message for bad row ``i``."""
-    if i in rows.messages:
-        return rows.messages[i]
-    code = int(rows.code[i])
-    j = int(rows.field[i])
-    value = rows.cols[j][i]
-    where = f"field {j} ({SWF_FIELDS[j - 1]}): "
-    if code == _NOT_NUMERIC:
-        return where + f"{_fmt_number(value)} is not a finite number"
-    if code == _NOT_INTEGRAL:
-        return where + f"{_fmt_number(value)} is not a whole number, which this field must be"
-    if code == _OUT_OF_RANGE:
-        lo, hi = _INT_RANGE[j]
-        return where + f"{_fmt_number(value)} is outside the range this field can hold ({lo}..{hi})"
-    if code == _NEGATIVE_SUBMIT:
-        return where + (
-            f"{_fmt_number(value)} is negative; submit times count seconds from the log's "
-            "start and must be >= 0"
-        )
-    if code == _UNSORTED_SUBMIT:
-        earlier = np.flatnonzero(rows.code[:i] == _OK)
-        submits = rows.cols[2][earlier]
-        k = int(earlier[int(np.argmax(submits))])
-        return where + (
-            f"{_fmt_number(value)} is earlier than {_fmt_number(rows.cols[2][k])} on line "
-            f"{int(rows.line_no[k])}; SWF lists jobs in non-decreasing submit order"
-        )
-    return where + _REASONS.get(code, "bad line")
 
 
 def _workload_name(path: Path) -> str:
@@ -600,12 +428,12 @@ def read_swf(
 ) -> Workload:
     """Load an SWF log (``.swf`` or ``.swf.gz``) as a :class:`Workload`.
 
-    Applies the conventions of ARCHITECTURE.md so results compare with the literature:
-    a job's size is its requested processors (field 8), or the allocated ones (field 5)
-    when the request is unknown; its walltime is the requested time (field 9), or its
-    run time when that is unknown; jobs that never ran, have no size, or are larger
-    than the machine are dropped. Every dropped job is counted by reason in
-    ``dropped`` and every altered one in ``changed``, so that
+    Applies the conventions of docs/architecture.md ("SWF conventions") so results
+    compare with the literature: a job's size is its requested processors (field 8),
+    or the allocated ones (field 5) when the request is unknown; its walltime is the
+    requested time (field 9), or its run time when that is unknown; jobs that never
+    ran, have no size, or are larger than the machine are dropped. Every dropped job
+    is counted by reason in ``dropped`` and every altered one in ``changed``, so that
     ``len(jobs) + sum(dropped.values())`` equals the data lines read. With
     ``skip_bad_lines`` malformed lines are left out as ``dropped["bad_line:<reason>"]``
     (and counted in ``skipped_lines``); without it the first one raises
@@ -759,208 +587,4 @@ def read_swf(
         dropped=dropped,
         changed=changed,
         skipped_lines=int(bad_rows.size),
-    )
-
-
-# ----------------------------------------------------------------------------- writer
-
-_REGENERATED_KEYS = frozenset(
-    {"Version", "Computer", "MaxJobs", "MaxRecords", "MaxNodes", "MaxProcs", "UnixStartTime"}
-)
-"""Header keys the writer states itself, from the schedule and machine it is given."""
-
-_CONTINUATION = ";        "
-"""Indent that makes the reader treat a header line as the continuation of a value."""
-
-
-def _header_lines(key: str, value: str) -> list[str]:
-    """``; Key: first line`` plus indented continuation lines, so multi-line values
-    (repeated keys, a cleaned log's filter list) read back under the same key."""
-    parts = str(value).splitlines() or [""]
-    return [f"; {key}: {parts[0]}"] + [_CONTINUATION + part for part in parts[1:]]
-
-
-def _compact(name: str) -> pl.Expr:
-    """Decimal column as text: ``43307`` when integral, ``552.21`` otherwise, ``-1`` when
-    not finite. A polars expression, so formatting is vectorised, not per value."""
-    col = pl.col(name)
-    finite = col.is_finite()
-    integral = finite & (col == col.round(0)) & (col.abs() < 2.0**53)
-    return (
-        pl.when(integral)
-        .then(col.cast(pl.Int64, strict=False).cast(pl.String))
-        .when(finite)
-        .then(col.cast(pl.String))
-        .otherwise(pl.lit("-1"))
-        .alias(name)
-    )
-
-
-def _write(
-    path: Path,
-    jobs: np.ndarray,
-    wait: np.ndarray,
-    run: np.ndarray,
-    alloc: np.ndarray,
-    *,
-    header: dict[str, str] | None,
-    machine: Machine | None,
-    note: list[str],
-    comment: str,
-) -> None:
-    """Format the 18 columns (polars, vectorised) under a header; gzip for ``.gz``.
-
-    ``jobs`` and the per-job arrays must already be in (submit, job id) order.
-    """
-    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
-    cores = np.maximum(jobs["cores_per_task"].astype(np.int64), 1)
-    mem = jobs["mem_mib_per_task"].astype(np.int64)
-    req_mem_kib = np.where(mem > 0, -((-mem * 1024) // cores), -1)  # KB per processor
-    table = pl.DataFrame(
-        {
-            "f1": jobs["job_id"],
-            "f2": jobs["submit_s"],
-            "f3": wait,
-            "f4": run,
-            "f5": alloc,
-            "f6": jobs["avg_cpu_s"],
-            "f7": jobs["used_mem_kib"],
-            "f8": procs,
-            "f9": jobs["walltime_s"],
-            "f10": req_mem_kib,
-            "f11": jobs["status"].astype(np.int64),
-            "f12": jobs["user_id"],
-            "f13": jobs["group_id"],
-            "f14": jobs["executable_id"],
-            "f15": jobs["queue_id"],
-            "f16": jobs["partition_id"],
-            "f17": jobs["preceding_job_id"],
-            "f18": jobs["think_time_s"],
-        }
-    ).with_columns(_compact("f6"), _compact("f7"))
-    given = dict(header or {})
-    lines = ["; Version: 2.2", *_header_lines("Computer", given.get("Computer", "htcsim"))]
-    lines += [
-        line
-        for key, value in given.items()
-        if key not in _REGENERATED_KEYS
-        for line in _header_lines(key, value)
-    ]
-    lines += [f"; MaxJobs: {jobs.size}", f"; MaxRecords: {jobs.size}"]
-    if "UnixStartTime" in given:
-        lines += _header_lines("UnixStartTime", given["UnixStartTime"])
-    if machine is not None:
-        lines += [f"; MaxNodes: {machine.n_nodes}", f"; MaxProcs: {machine.total_cores}"]
-    else:
-        for key in ("MaxNodes", "MaxProcs"):
-            if key in given:
-                lines += _header_lines(key, given[key])
-    lines += _header_lines("Note", "\n".join(note))
-    if comment.strip():
-        lines += _header_lines("Comment", comment.strip())
-    head = ("\n".join(lines) + "\n").encode("utf-8")
-
-    def write_body(target: IO[bytes]) -> None:
-        table.write_csv(
-            target, include_header=False, separator=" ", quote_style="never", line_terminator="\n"
-        )
-
-    if path.name.endswith(".gz"):
-        body = io.BytesIO()
-        write_body(body)
-        path.write_bytes(gzip.compress(head + body.getvalue(), compresslevel=6, mtime=0))
-        return
-    with path.open("wb") as handle:  # the body goes straight from polars to the file
-        handle.write(head)
-        write_body(handle)
-
-
-def _submit_order(jobs: np.ndarray) -> np.ndarray:
-    """Row order SWF requires: by submit time, then job id; refuses negative submits."""
-    if jobs.dtype != JOB_DTYPE:
-        raise TypeError(f"jobs must have JOB_DTYPE, got {jobs.dtype}")
-    if jobs.size and int(jobs["submit_s"].min()) < 0:
-        raise ValueError("submit times must be >= 0 to be written as SWF")
-    return np.lexsort((jobs["job_id"], jobs["submit_s"]))
-
-
-def write_swf(
-    path: str | Path,
-    jobs: np.ndarray,
-    start_s: np.ndarray,
-    end_s: np.ndarray,
-    *,
-    header: dict[str, str] | None = None,
-    machine: Machine | None = None,
-    comment: str = "",
-) -> None:
-    """Write a simulated schedule as an 18-field SWF log (gzip when ``path`` ends in .gz).
-
-    The output is what the literature's tools read: field 3 is the simulated wait
-    (start - submit), field 4 the simulated run (end - start), fields 5 and 8 the
-    processors (``n_tasks * cores_per_task``), field 9 the walltime, the rest copied
-    from the job table (-1 where unknown). Jobs that never started (``start < 0``) have
-    wait and run -1; a job that started but has no end yet has run -1. Jobs are written
-    in (submit, job id) order, which SWF requires. GPUs have no SWF field and are not
-    written. ``header`` entries (e.g. a source log's ``Workload.header``) are copied,
-    except those restated from the schedule (Version, Computer unless given, MaxJobs,
-    MaxRecords, MaxNodes, MaxProcs, UnixStartTime); ``comment`` becomes a ``Comment``
-    header entry.
-    """
-    start = np.asarray(start_s, dtype=np.int64)
-    end = np.asarray(end_s, dtype=np.int64)
-    if start.shape != jobs.shape or end.shape != jobs.shape:
-        raise ValueError(
-            f"start_s {start.shape} and end_s {end.shape} must match jobs {jobs.shape}"
-        )
-    order = _submit_order(jobs)
-    jobs, start, end = jobs[order], start[order], end[order]
-    started = start >= 0
-    ended = started & (end >= start)
-    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
-    _write(
-        Path(path),
-        jobs,
-        np.where(started, start - jobs["submit_s"], -1),
-        np.where(ended, end - start, -1),
-        procs,
-        header=header,
-        machine=machine,
-        note=[
-            "schedule simulated by htcsim: field 3 is the simulated wait, field 4 the",
-            "simulated run time (-1 for jobs that never started)",
-        ],
-        comment=comment,
-    )
-
-
-def write_workload_swf(path: str | Path, workload: Workload, *, comment: str = "") -> None:
-    """Write a workload itself (not a schedule) as SWF, e.g. a generated one.
-
-    The jobs go out as they are: field 3 the recorded wait (-1 when unknown, as for
-    generated jobs), field 4 the run time, field 5 the recorded allocation where known
-    and the processor count otherwise, so :func:`read_swf` gives the same jobs back
-    (sizes as ``n_tasks * cores_per_task`` one-core tasks). The machine and start time
-    go in the header, so the file replays on the same machine.
-    """
-    order = _submit_order(workload.jobs)
-    jobs = workload.jobs[order]
-    procs = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
-    recorded = jobs["recorded_alloc"].astype(np.int64)
-    header = dict(workload.header)
-    if workload.unix_start_time is not None:
-        header["UnixStartTime"] = str(workload.unix_start_time)
-    _write(
-        Path(path),
-        jobs,
-        jobs["recorded_wait_s"],
-        jobs["run_s"],
-        np.where(recorded > 0, recorded, procs),
-        header=header,
-        machine=workload.machine,
-        note=[
-            f"workload {workload.name} written by htcsim: field 3 is the recorded wait",
-            "(-1 when unknown), field 4 the run time; not a simulated schedule",
-        ],
-        comment=comment,
     )

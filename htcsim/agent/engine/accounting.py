@@ -30,7 +30,7 @@ from rich.table import Table
 from htcsim.agent.store.jobs import FINAL_STATES, AgentStore
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.units import parse_duration
-from htcsim.workload.swf import write_workload_swf
+from htcsim.workload.swf_writer import write_workload_swf
 
 __all__ = [
     "SWF_STATUS",
@@ -307,7 +307,7 @@ def export_swf(
 ) -> int:
     """Write the jobs that ended in [since, until) as an SWF log; returns how many.
 
-    Built as a job table and written by ``htcsim.workload.swf.write_workload_swf``,
+    Built as a job table and written by ``htcsim.workload.swf_writer.write_workload_swf``,
     the same writer as for generated workloads, so the file is exactly what
     ``read_swf`` and the simulator read. Jobs are numbered 1..n in submit
     order; field 2 is seconds since the first submit (``UnixStartTime`` in the

@@ -30,7 +30,8 @@ from typing import Any
 from htcsim.agent.metrics import AgentMetrics
 from htcsim.agent.shadow.report import wait_stats
 from htcsim.agent.shadow.twin import LateRowError, ShadowTwin
-from htcsim.agent.store.jobs import AgentStore, StoreError
+from htcsim.agent.store.jobs import AgentStore
+from htcsim.agent.store.schema import StoreError
 from htcsim.policy import Policy, policy_to_toml
 
 log = logging.getLogger("htcsim.agent")

@@ -1,0 +1,152 @@
+"""What the client commands share: how they print and how they fail.
+
+Why every failure is one line with exit code 2: people run these commands in
+scripts and read them in a terminal; a traceback helps neither, the agent's
+own sentence ("HTTP 422: cwd: must be an absolute path") does. Tables print at
+their natural width when piped, so rows stay whole for grep and awk; ``--json``
+prints what the agent answered, for scripts. Durations, times and memory sizes
+are written as people read them ("2m13s", "14:02:11", "11.8G"), job ids as
+ranges ("17-19,25").
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from htcsim.agent.client.http import AgentClient, ClientError
+
+PANEL = "Live agent (client)"
+"""The help panel that lists the client commands in ``htcsim --help``."""
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+# ---------------------------------------------------------------------- plumbing
+
+
+def _fail(message: str) -> typer.Exit:
+    """One line on stderr, exit code 2 (as ``htcsim agent``'s errors); never wrapped,
+    so ``2>&1 | grep`` and people both see the whole sentence."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@contextmanager
+def _agent() -> Iterator[AgentClient]:
+    """A client for the agent found in the environment; its errors become ``_fail``."""
+    try:
+        with AgentClient() as client:
+            yield client
+    except ClientError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _table(*headers: str) -> Table:
+    """A plain table; cells fold rather than being cut, so nothing is lost in a pipe."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """At its natural width when piped (rows stay whole for grep and awk), folded to
+    the terminal otherwise."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    buffer = io.StringIO()
+    Console(file=buffer, width=100_000, highlight=False, color_system=None).print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+
+
+def _split_ids(values: Iterable[str], what: str) -> list[int]:
+    """Job ids from repeated options and comma (or Slurm's colon) separated lists."""
+    out: list[int] = []
+    for value in values:
+        for part in re.split(r"[,:]", value):
+            if not part.strip():
+                continue
+            try:
+                job_id = int(part)
+            except ValueError:
+                raise _fail(f"{what}: {part!r} is not a job id") from None
+            if job_id < 1:
+                raise _fail(f"{what}: {part!r} is not a job id")
+            out.append(job_id)
+    return out
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """17,18,19,25 -> "17-19,25": an array's ids in a line of any length."""
+    parts: list[str] = []
+    start = prev = None
+    for job_id in sorted(ids):
+        if prev is not None and job_id == prev + 1:
+            prev = job_id
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = job_id
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+    return ",".join(parts)
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def human_duration(seconds: float | None) -> str:
+    """ "45s", "2m13s", "1h02m", "3d04h": two units at most, as people read a clock."""
+    if seconds is None:
+        return "-"
+    s = max(int(seconds), 0)
+    days, s = divmod(s, 86_400)
+    hours, s = divmod(s, 3_600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{s:02d}s"
+    return f"{s}s"
+
+
+def human_time(timestamp: float | None, *, now: float | None = None) -> str:
+    """A Unix time in local time; the date is left out when it is today."""
+    if timestamp is None:
+        return "-"
+    when = datetime.fromtimestamp(timestamp)
+    today = datetime.fromtimestamp(time.time() if now is None else now).date()
+    return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S")
+
+
+def _mib(value: float | None) -> str:
+    """MiB as people write it: "512M", "11.8G" (binary units, as --mem reads them)."""
+    if not value:
+        return "0"
+    for unit, size in (("T", 1 << 20), ("G", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f}".removesuffix(".0") + unit
+    return f"{value:.1f}".removesuffix(".0") + "M"

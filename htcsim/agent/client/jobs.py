@@ -1,0 +1,446 @@
+"""``htcsim submit``, ``queue``, ``show``, ``history``, ``cancel``, ``hold``,
+``release`` and ``logs``: a user's jobs on the live agent, as Slurm's
+sbatch/squeue/scontrol/scancel are.
+
+Nothing heavy is imported at module level, so the commands stay quick to
+start; the parsers of memory sizes and durations (shared with workflow files,
+so "8G" means the same everywhere) are imported when ``submit`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as signal_module
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from htcsim.agent.client._output import (
+    PANEL,
+    JsonOption,
+    _agent,
+    _fail,
+    _mib,
+    _print_json,
+    _print_table,
+    _ranges,
+    _split_ids,
+    _table,
+    console,
+    err_console,
+    human_duration,
+    human_time,
+)
+from htcsim.agent.client.http import LOG_MAX_BYTES, AgentClient, ClientError
+
+jobs_app = typer.Typer(add_completion=False)
+"""The job commands; ``htcsim.agent.client.commands`` merges them into ``client_app``."""
+
+ACTIVE_STATES = ("pending", "held", "running")
+"""What ``queue`` lists without ``--state``: like squeue, ended jobs are left out."""
+PASS_THROUGH = {"allow_interspersed_args": False}
+"""``submit``'s options end where the job's command starts (as with sbatch), so the
+command's own options are never taken for ours; ``--`` makes the boundary explicit."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_EXPORTED = frozenset({"HTCSIM_TOKEN"})
+_SLURM_LOG_PATTERNS = {"%j": "{id}", "%A": "{array_id}", "%a": "{index}", "%%": "%"}
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def _elapsed(job: dict[str, Any], now: float) -> float | None:
+    if job.get("start_time") is None:
+        return None
+    end = job.get("end_time")
+    return (end if end is not None else now) - job["start_time"]
+
+
+def _job_name(job: dict[str, Any]) -> str:
+    """The name, else the program's base name (as Slurm names a job after its script);
+    an array task carries its index: ``process.sh[3]``."""
+    name = job.get("name") or os.path.basename(str((job.get("command") or ["?"])[0]))
+    if job.get("array_index") is not None:
+        name += f"[{job['array_index']}]"
+    return str(name)
+
+
+def _priority(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def _parse_signal(text: str) -> tuple[str, int]:
+    """Slurm's ``--signal [B:]SIG[@SECONDS]``: the signal (name or number) and how long
+    before the walltime it is sent (60 s when not given, Slurm's default)."""
+    spec = text.strip()
+    spec = spec[2:] if spec[:2].upper() in ("B:", "R:") else spec
+    sig, _, before = spec.partition("@")
+    if sig.isdigit():
+        try:
+            sig = signal_module.Signals(int(sig)).name
+        except ValueError:
+            raise _fail(f"--signal: {int(sig)} is not a signal number") from None
+    if not sig:
+        raise _fail(f"--signal: {text!r} names no signal (give e.g. USR1 or USR1@60)")
+    if not before:
+        return sig, 60
+    if not before.isdigit():
+        raise _fail(f"--signal: {before!r} is not a number of seconds (e.g. USR1@60)")
+    return sig, int(before)
+
+
+def _parse_env(pairs: Sequence[str], export_env: bool) -> dict[str, str]:
+    """The job's environment: the submitter's if asked, then NAME=VALUE pairs.
+
+    From the submitter's, only names the API accepts, and never the agent token:
+    the job's environment is stored by the agent and shown by ``show``."""
+    env: dict[str, str] = {}
+    if export_env:
+        env = {
+            k: v for k, v in os.environ.items() if _ENV_NAME.fullmatch(k) and k not in _NOT_EXPORTED
+        }
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME.fullmatch(key):
+            raise _fail(f"--env: {pair!r} is not NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def _log_pattern(path: str) -> str:
+    """Slurm's %j, %A, %a in -o/-e become the agent's {id}, {array_id}, {index}."""
+    for slurm, ours in _SLURM_LOG_PATTERNS.items():
+        path = path.replace(slurm, ours)
+    return path
+
+
+@jobs_app.command("submit", context_settings=PASS_THROUGH, rich_help_panel=PANEL)
+def submit_command(
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            help="The program and its arguments, after `--`; {id}, {index} and {array_id} "
+            "are filled in at launch.",
+            metavar="COMMAND",
+            show_default=False,
+        ),
+    ],
+    cores: Annotated[int, typer.Option("--cores", "-c", help="Cores.")] = 1,
+    mem: Annotated[str, typer.Option(help="Memory: 512M, 8G, 1.5G or MiB.")] = "0",
+    gpus: Annotated[int, typer.Option(help="GPUs.")] = 0,
+    walltime: Annotated[
+        str, typer.Option("--time", "-t", help="Walltime: 90, 30m, 1h, 1:30:00, 2-00:00:00.")
+    ] = "1h",
+    name: Annotated[str, typer.Option("--name", "-J", help="Job name.")] = "",
+    qos: Annotated[str, typer.Option(help="Quality of service (from the policy).")] = "",
+    array: Annotated[
+        str | None, typer.Option(help='Job array, Slurm syntax: "1-1000", "0-99:2", "1,3,5".')
+    ] = None,
+    after_ok: Annotated[
+        list[str] | None,
+        typer.Option("--after-ok", help="Start after these jobs completed (repeat or 17,18)."),
+    ] = None,
+    after_any: Annotated[
+        list[str] | None, typer.Option("--after-any", help="Start after these jobs ended.")
+    ] = None,
+    after_not_ok: Annotated[
+        list[str] | None,
+        typer.Option("--after-not-ok", help="Start after these jobs ended badly."),
+    ] = None,
+    hold: Annotated[bool, typer.Option("--hold", help="Submit held (release it later).")] = False,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="stdout file (default htcsim-{id}.out).")
+    ] = "",
+    error: Annotated[
+        str, typer.Option("--error", "-e", help="stderr file (default htcsim-{id}.err).")
+    ] = "",
+    signal: Annotated[
+        str, typer.Option("--signal", help="USR1@60: send USR1 60 s before the walltime.")
+    ] = "",
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="NAME=VALUE for the job (repeatable).")
+    ] = None,
+    export_env: Annotated[
+        bool, typer.Option("--export-env", help="Send this whole environment to the job.")
+    ] = False,
+    chdir: Annotated[
+        Path | None, typer.Option("--chdir", "-D", help="Working directory (default: here).")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Submit a job (or a job array): htcsim submit --cores 2 --mem 4G -- python train.py"""
+    from htcsim.units import parse_duration_s, parse_mem_mib
+
+    if not command:
+        raise _fail("no command: put it after `--`, e.g. htcsim submit -- python train.py")
+    try:
+        mem_mib = parse_mem_mib(mem)
+        walltime_s = parse_duration_s(walltime)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    request: dict[str, Any] = {
+        "command": list(command),
+        "cwd": str((chdir or Path.cwd()).absolute()),
+        "cores": cores,
+        "mem_mib": mem_mib,
+        "gpus": gpus,
+        "walltime_s": walltime_s,
+        "name": name,
+        "qos": qos,
+        "hold": hold,
+        "array": array,
+        "after_ok": _split_ids(after_ok or [], "--after-ok"),
+        "after_any": _split_ids(after_any or [], "--after-any"),
+        "after_not_ok": _split_ids(after_not_ok or [], "--after-not-ok"),
+        "stdout": _log_pattern(output),
+        "stderr": _log_pattern(error),
+        "env": _parse_env(env or [], export_env),
+    }
+    if signal:
+        request["signal"], request["signal_before_s"] = _parse_signal(signal)
+    with _agent() as client:
+        result = client.submit(request)
+    if json_out:
+        _print_json(result)
+    elif result.get("array_id") is not None:
+        console.print(f"array {result['array_id']}: jobs {_ranges(result['ids'])}")
+    else:
+        console.print(str(result["ids"][0]))
+
+
+# ---------------------------------------------------------------------- queue, show
+
+
+def _states(values: Sequence[str] | None) -> list[str]:
+    """--state values (repeated or comma lists); "all" lifts the filter."""
+    states = [s.strip().lower() for v in values or [] for s in v.split(",") if s.strip()]
+    if not states:
+        return list(ACTIVE_STATES)
+    return [] if "all" in states else states
+
+
+def _own_jobs(client: AgentClient, states: Sequence[str], estimate: bool) -> list[dict[str, Any]]:
+    """The jobs of the user the token stands for."""
+    return client.jobs(states=states, user=client.whoami()["user"], estimate=estimate)
+
+
+@jobs_app.command("queue", rich_help_panel=PANEL)
+def queue_command(
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state", "-s", help="pending, held, running, completed, ... or all (repeatable)."
+        ),
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="This user's jobs.")] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all", "-a", help="Every user's jobs (admin token).")
+    ] = False,
+    start: Annotated[bool, typer.Option("--start", help="Show estimated start times.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Jobs waiting and running (as squeue): state, reason, priority, node, elapsed."""
+    states = _states(state)
+    with _agent() as client:
+        if all_users or user is not None:
+            jobs = client.jobs(states=states, user=user, estimate=start)
+        else:
+            jobs = _own_jobs(client, states, start)
+    if json_out:
+        _print_json(jobs)
+        return
+    now = time.time()
+    headers = ["ID", "NAME", "USER", "STATE", "REASON", "PRIORITY"]
+    headers += ["START"] if start else []
+    table = _table(*headers, "NODE", "ELAPSED")
+    for job in jobs:
+        row = [
+            str(job["id"]),
+            _job_name(job),
+            str(job["user"]),
+            str(job["state"]),
+            str(job.get("reason") or "-"),
+            _priority(job.get("priority")),
+        ]
+        if start:
+            row.append(human_time(job.get("estimated_start"), now=now))
+        row += [str(job.get("node") or "-"), human_duration(_elapsed(job, now))]
+        table.add_row(*(escape(cell) for cell in row))
+    if jobs:
+        _print_table(table)
+    else:
+        console.print("no jobs" + ("" if state else " waiting or running"))
+
+
+def _factors(factors: dict[str, float] | None) -> str:
+    if not factors:
+        return "-"
+    return ", ".join(f"{k}={v:.4g}" for k, v in factors.items())
+
+
+def _show_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
+    """(label, value) of every field of a job, in the order a person reads them."""
+    deps = ", ".join(f"{d['kind']}:{d['job']}" for d in job.get("dependencies", [])) or "-"
+    array = f"{job['array_id']}_{job['array_index']}" if job.get("array_index") is not None else "-"
+    exit_code = job.get("exit_code")
+    return [
+        ("job", str(job["id"])),
+        ("name", _job_name(job)),
+        ("user", f"{job['user']}" + (f" (group {job['group']})" if job.get("group") else "")),
+        ("state", str(job["state"])),
+        ("reason", str(job.get("reason") or "-")),
+        ("priority", _priority(job.get("priority"))),
+        ("factors", _factors(job.get("factors"))),
+        ("estimated start", human_time(job.get("estimated_start"), now=now)),
+        ("command", " ".join(job["command"])),
+        ("cwd", str(job["cwd"])),
+        ("array", array),
+        ("dependencies", deps),
+        ("resources", f"cores {job['cores']}, memory {_mib(job['mem_mib'])}, gpus {job['gpus']}"),
+        ("walltime", human_duration(job["walltime_s"])),
+        ("qos", str(job.get("qos") or "-")),
+        ("submitted", human_time(job.get("submit_time"), now=now)),
+        ("started", human_time(job.get("start_time"), now=now)),
+        ("ended", human_time(job.get("end_time"), now=now)),
+        ("elapsed", human_duration(_elapsed(job, now))),
+        ("node", str(job.get("node") or "-")),
+        ("pid", str(job.get("pid") or "-")),
+        ("exit code", "-" if exit_code is None else str(exit_code)),
+        ("requeues", str(job.get("requeues", 0))),
+        ("cpu time", human_duration(job.get("cpu_time_s"))),
+        ("max rss", _mib(job.get("max_rss_mib")) if job.get("max_rss_mib") is not None else "-"),
+        ("stdout", str(job.get("stdout") or "-")),
+        ("stderr", str(job.get("stderr") or "-")),
+        ("env", ", ".join(sorted(job.get("env") or {})) or "-"),
+    ]
+
+
+@jobs_app.command("show", rich_help_panel=PANEL)
+def show_command(
+    job_id: Annotated[int, typer.Argument(help="The job.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Everything about one job (as scontrol show job): why it waits, when it may start,
+    where it ran, how it ended, its logs and dependencies."""
+    with _agent() as client:
+        job = client.job(job_id)
+    if json_out:
+        _print_json(job)
+        return
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in _show_rows(job, time.time()):
+        table.add_row(label, escape(value))
+    _print_table(table)
+
+
+@jobs_app.command("history", rich_help_panel=PANEL)
+def history_command(
+    job_id: Annotated[int, typer.Argument(help="The job.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Every state change of a job: when, to which state, and why."""
+    with _agent() as client:
+        events = client.history(job_id)
+    if json_out:
+        _print_json(events)
+        return
+    table = _table("TIME", "STATE", "CAUSE")
+    now = time.time()
+    for event in events:
+        table.add_row(human_time(event["time"], now=now), event["state"], escape(event["cause"]))
+    _print_table(table)
+
+
+# ---------------------------------------------------------------------- actions
+
+
+def _act(job_ids: Sequence[int], verb: str, done: str) -> None:
+    """Apply an action to each job; a refusal is reported and the others still done."""
+    failed = False
+    with _agent() as client:
+        action = getattr(client, verb)
+        for job_id in job_ids:
+            try:
+                action(job_id)
+            except ClientError as exc:
+                if exc.status is None:  # the agent is gone: no point in going on
+                    raise
+                err_console.print(
+                    f"[bold red]error:[/] job {job_id}: {escape(str(exc))}", soft_wrap=True
+                )
+                failed = True
+                continue
+            console.print(f"{done} {job_id}")
+    if failed:
+        raise typer.Exit(code=2)
+
+
+JobIdsArgument = Annotated[list[int], typer.Argument(help="Job ids.", show_default=False)]
+
+
+@jobs_app.command("cancel", rich_help_panel=PANEL)
+def cancel_command(job_ids: JobIdsArgument) -> None:
+    """Cancel jobs: pending ones end now, running ones get SIGTERM then SIGKILL."""
+    _act(job_ids, "cancel", "cancelled")
+
+
+@jobs_app.command("hold", rich_help_panel=PANEL)
+def hold_command(job_ids: JobIdsArgument) -> None:
+    """Keep pending jobs from starting until released."""
+    _act(job_ids, "hold", "held")
+
+
+@jobs_app.command("release", rich_help_panel=PANEL)
+def release_command(job_ids: JobIdsArgument) -> None:
+    """Let held jobs be scheduled again."""
+    _act(job_ids, "release", "released")
+
+
+# ---------------------------------------------------------------------- logs
+
+
+def _last_lines(client: AgentClient, job_id: int, stream: str, lines: int) -> str:
+    """The last ``lines`` lines, fetching more bytes until there are enough (the API
+    counts bytes, people count lines)."""
+    size = 65536
+    while True:
+        text = client.log(job_id, stream, size)
+        if text.count("\n") > lines or len(text.encode()) < size or size >= LOG_MAX_BYTES:
+            kept = text.splitlines(keepends=True)[-lines:] if lines else []
+            return "".join(kept)
+        size *= 4
+
+
+@jobs_app.command("logs", rich_help_panel=PANEL)
+def logs_command(
+    job_id: Annotated[int, typer.Argument(help="The job.")],
+    stderr: Annotated[bool, typer.Option("--stderr", help="Its stderr, not stdout.")] = False,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.")
+    ] = None,
+) -> None:
+    """The output of a job, read through the agent (works from another machine)."""
+    stream = "stderr" if stderr else "stdout"
+    with _agent() as client:
+        if tail is None:
+            text = client.log(job_id, stream, LOG_MAX_BYTES)
+            if len(text.encode()) >= LOG_MAX_BYTES:
+                err_console.print(f"(only the last {LOG_MAX_BYTES >> 20} MiB)")
+        else:
+            text = _last_lines(client, job_id, stream, tail)
+    sys.stdout.write(text)
+    sys.stdout.flush()
