@@ -1,0 +1,347 @@
+"""Admission: what the engine's callers ask of it about jobs, and what an
+accepted request changes.
+
+A submission is validated (resources against the nodes, qos against the
+policy, dependencies within the batch and on stored jobs), accounted (users
+and groups named to the kernel), stored and handed to the kernel with its
+dependency edges; cancel, hold and release check every job before changing
+any; a new policy reconfigures the kernel. When a job ends as its dependents
+exclude, the kernel cancels them and the cascade records why.
+
+This is the engine's contract with its callers (which request is refused,
+with which status and field) and the one way jobs enter the kernel; the
+restart admits the store's unfinished jobs through ``_admit`` too. The turn
+loop only dispatches the commands here.
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signals
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from htcsim.agent.engine.principal import Principal
+from htcsim.agent.engine.state import EngineError, EngineState
+from htcsim.agent.store.jobs import FINAL_STATES, NewJob, StateChange
+from htcsim.kernel import (
+    DEPENDENCY_KINDS,
+    JOB_SPEC_DTYPE,
+    RESOURCES,
+    JobState,
+    KernelInputError,
+    check_acyclic,
+)
+from htcsim.policy import Policy, policy_to_toml
+
+
+class Admission(EngineState):
+    """Submissions, the commands on jobs and policies, the dependency cascade."""
+
+    # ------------------------------------------------------------------ command handlers
+
+    def _account(self, user: str, group: str) -> tuple[int, int]:
+        new = False
+        if user not in self.users:
+            self.users[user] = len(self.users)
+            new = True
+        if group not in self.groups:
+            self.groups[group] = len(self.groups)
+            new = True
+        if new:
+            self.kernel.set_account_names(list(self.users), list(self.groups))
+            self._log.append(
+                (
+                    int(self.clock()),
+                    "accounts",
+                    None,
+                    json.dumps({"users": list(self.users), "groups": list(self.groups)}),
+                )
+            )
+        return self.users[user], self.groups[group]
+
+    def _specs(self, jobs: Sequence[NewJob]) -> np.ndarray:
+        specs = np.zeros(len(jobs), dtype=JOB_SPEC_DTYPE)
+        qos_index = {q.name: k for k, q in enumerate(self.policy.qos)}
+        for k, job in enumerate(jobs):
+            if job.qos and job.qos not in qos_index:
+                known = ", ".join(qos_index) or "none defined"
+                raise EngineError(f"unknown qos {job.qos!r} (known: {known})", field="qos")
+            specs[k]["job_id"] = k
+            specs[k]["walltime_s"] = job.walltime_s
+            specs[k]["n_tasks"] = 1
+            specs[k]["per_task"][:3] = (job.cores, job.mem_mib, job.gpus)
+            specs[k]["qos_idx"] = qos_index.get(job.qos, -1)
+            specs[k]["user_idx"] = -1
+            specs[k]["group_idx"] = -1
+        try:
+            self.kernel._validate(specs)
+        except KernelInputError as exc:
+            k = exc.row if exc.row is not None else 0
+            who = "" if len(jobs) == 1 else f"job {k} of the request: "
+            if exc.resource is None:
+                raise EngineError(f"{who}{exc}", field="resources") from exc
+            asked = int(specs[k]["per_task"][RESOURCES.index(exc.resource)])
+            most = int(self.kernel.capacity[:, RESOURCES.index(exc.resource)].max())
+            raise EngineError(
+                f"{who}{exc.resource}: {asked} asked, more than any node of the cluster has "
+                f"(at most {most}; a job runs on one node)",
+                field=exc.resource,
+            ) from exc
+        return specs
+
+    def _do_submit(
+        self, now: int, principal: Principal, jobs: list[NewJob], workflow: str | None
+    ) -> list[int]:
+        if not jobs:
+            raise EngineError("no job in the request", field="jobs")
+        specs = self._specs(jobs)
+        local = [(c, p) for c, job in enumerate(jobs) for p, _, _ in job.after]
+        for child, parent in local:
+            if not 0 <= parent < len(jobs) or parent == child:
+                raise EngineError(
+                    f"job {child} of the request depends on batch index {parent}", field="after"
+                )
+        if local:
+            try:
+                check_acyclic(
+                    np.array([c for c, _ in local]), np.array([p for _, p in local]), len(jobs)
+                )
+            except KernelInputError as exc:
+                raise EngineError(
+                    str(exc).replace("job slots", "jobs of the request"), field="after"
+                ) from exc
+        parents = {p for job in jobs for p, _, _ in job.depends_on}
+        states = self.store.states_of(sorted(parents))
+        for p in parents:
+            if p not in states:
+                raise EngineError(f"dependency on unknown job {p}", field="depends_on")
+        ids = self.store.add_jobs(jobs, now=self._now_f, workflow=workflow)
+        self._admit(ids, jobs, specs, states, now)
+        self.metrics.submitted.inc(len(ids))
+        return ids
+
+    def _admit(
+        self,
+        ids: list[int],
+        jobs: Sequence[NewJob],
+        specs: np.ndarray,
+        parent_states: dict[int, str],
+        now: int,
+        *,
+        submit: bool = True,
+    ) -> set[int]:
+        """Hand accepted jobs to the kernel (dependencies included) and log it;
+        the jobs whose dependency on an earlier job can never be met are
+        returned (and cancelled when ``submit``)."""
+        for k, job in enumerate(jobs):
+            specs[k]["job_id"] = ids[k]
+            specs[k]["submit_s"] = now
+            specs[k]["user_idx"], specs[k]["group_idx"] = self._account(job.user, job.group)
+        first = self.kernel.add_jobs(specs)
+        for k, job_id in enumerate(ids):
+            self.slot_of[job_id] = first + k
+            self.job_of.append(job_id)
+        self._log.extend(
+            (
+                now,
+                "add",
+                job_id,
+                json.dumps(
+                    {
+                        "cores": job.cores,
+                        "mem_mib": job.mem_mib,
+                        "gpus": job.gpus,
+                        "walltime_s": job.walltime_s,
+                        "user": int(specs[k]["user_idx"]),
+                        "group": int(specs[k]["group_idx"]),
+                        "qos": int(specs[k]["qos_idx"]),
+                    }
+                ),
+            )
+            for k, (job_id, job) in enumerate(zip(ids, jobs, strict=True))
+        )
+        child, parent, kind, delay, doomed = [], [], [], [], set()
+        for k, job in enumerate(jobs):
+            edges = list(job.depends_on) + [(ids[p], kd, d) for p, kd, d in job.after]
+            for p, kd, d in edges:
+                self.children.setdefault(p, []).append(ids[k])
+                if p in self.slot_of:  # the kernel knows the parent, ended or not
+                    child.append(self.slot_of[ids[k]])
+                    parent.append(self.slot_of[p])
+                    kind.append(DEPENDENCY_KINDS[kd])
+                    delay.append(d)
+                elif not _edge_met(kd, parent_states.get(p, "")):
+                    doomed.add(ids[k])
+        if child:
+            self.kernel.add_dependencies(
+                np.array(child), np.array(parent), np.array(kind, dtype=np.int32), np.array(delay)
+            )
+            self._log.append(
+                (
+                    now,
+                    "deps",
+                    None,
+                    json.dumps(
+                        [
+                            [self.job_of[c], self.job_of[p], k, d]
+                            for c, p, k, d in zip(child, parent, kind, delay, strict=True)
+                        ]
+                    ),
+                )
+            )
+        if not submit:
+            return doomed
+        for k, job_id in enumerate(ids):
+            if job_id in doomed:
+                self._cancel_pending(job_id, now, "a dependency can never be satisfied")
+                continue
+            self.kernel.submit(self.slot_of[job_id], now)
+            self._log.append((now, "submit", job_id, "{}"))
+            if self.kernel.state_of(self.slot_of[job_id]) == JobState["CANCELLED"]:
+                # its parent, known to the kernel, already ended as the edge excludes
+                self._record_dependency_cancel(job_id, now)
+                continue
+            if jobs[k].hold:
+                self.kernel.hold(self.slot_of[job_id])
+                self._log.append((now, "hold", job_id, "{}"))
+        self._dirty = True
+        return doomed
+
+    def _owned(self, principal: Principal, job_id: int) -> dict[str, Any]:
+        try:
+            row = self.store.job(job_id)
+        except KeyError:
+            raise EngineError(f"no job {job_id}", status=404, field="job_id") from None
+        if not principal.is_admin and row["user"] != principal.user:
+            raise EngineError(f"no job {job_id}", status=404, field="job_id")
+        return row
+
+    def _cancel_pending(self, job_id: int, now: int, cause: str) -> None:
+        slot = self.slot_of[job_id]
+        self.kernel.cancel(slot, now)
+        self._log.append((now, "cancel", job_id, "{}"))
+        self._ended.add(job_id)
+        self._changes.append(StateChange(job_id, "cancelled", cause, {"end_time": self._now_f}))
+        self.metrics.finished.labels("cancelled").inc()
+        self._dirty = True
+        self._cascade(job_id, now)
+
+    def _do_cancel(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
+        rows = [self._owned(principal, j) for j in job_ids]
+        for row in rows:  # all checked before any is cancelled
+            if row["id"] not in self.running and (
+                row["state"] in FINAL_STATES or row["id"] in self._ended
+            ):
+                raise EngineError(f"job {row['id']} already ended ({row['state']})", status=409)
+        done = []
+        for row in rows:
+            job_id = row["id"]
+            run = self.running.get(job_id)
+            if run is not None:
+                if run.phase != "cancelling":
+                    run.phase = "cancelling"
+                    self.executor.signal(job_id, signals.SIGTERM)
+                    self._push_timer(self.clock() + self.config.kill_grace_s, "kill", run)
+                    self.store.update(job_id, reason=f"cancelled by {principal.user}")
+                done.append(job_id)
+            else:
+                self._cancel_pending(job_id, now, f"cancelled by {principal.user}")
+                done.append(job_id)
+        return done
+
+    def _do_hold(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
+        for job_id in job_ids:  # all checked before any is held
+            row = self._owned(principal, job_id)
+            slot = self.slot_of.get(job_id)
+            if slot is None or self.kernel.state_of(slot) != JobState["PENDING"]:
+                waits = slot is not None and self.kernel.state_of(slot) == JobState["HELD"]
+                raise EngineError(
+                    f"job {job_id} is not pending ({row['state']}"
+                    + (", waiting for a dependency" if waits else "")
+                    + "): only a pending job can be held",
+                    status=409,
+                )
+        for job_id in job_ids:
+            slot = self.slot_of[job_id]
+            self.kernel.hold(slot)
+            self._log.append((now, "hold", job_id, "{}"))
+            self._changes.append(
+                StateChange(job_id, "held", f"held by {principal.user}", {"reason": "Held"})
+            )
+        self._dirty = True
+        return job_ids
+
+    def _do_release(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
+        for job_id in job_ids:  # all checked before any is released
+            row = self._owned(principal, job_id)
+            if job_id not in self.slot_of or row["state"] != "held":
+                raise EngineError(f"job {job_id} is not held ({row['state']})", status=409)
+        for job_id in job_ids:
+            slot = self.slot_of[job_id]
+            self.kernel.release(slot, now)
+            self._log.append((now, "release", job_id, "{}"))
+            self._changes.append(
+                StateChange(job_id, "pending", f"released by {principal.user}", {"reason": ""})
+            )
+        self._dirty = True
+        return job_ids
+
+    def _do_policy(self, now: int, principal: Principal, policy: Policy, note: str) -> int:
+        if self.pool is not None and _autoscale_knobs(policy) != _autoscale_knobs(self.policy):
+            raise EngineError(
+                "the [autoscale] section applies from the agent's start: restart the agent "
+                "with the new policy to change it",
+                status=409,
+                field="autoscale",
+            )
+        text = policy_to_toml(policy)
+        self.kernel.configure(policy)
+        self.kernel.set_account_names(list(self.users), list(self.groups))
+        self.policy = policy
+        self._log.append((now, "policy", None, json.dumps({"toml": text})))
+        self._dirty = True
+        return self.store.audit_policy(principal.user, text, note)
+
+    # ------------------------------------------------------------------ the dependency cascade
+
+    def _cascade(self, job_id: int, now: int) -> None:
+        """Dependents the kernel cancelled because ``job_id`` ended as they exclude."""
+        todo = list(self.children.get(job_id, ()))
+        while todo:
+            child = todo.pop()
+            slot = self.slot_of.get(child)
+            if slot is None or self.kernel.state_of(slot) != JobState["CANCELLED"]:
+                continue
+            if child in self._ended:
+                continue
+            self._record_dependency_cancel(child, now)
+            todo.extend(self.children.get(child, ()))
+
+    def _record_dependency_cancel(self, job_id: int, now: int) -> None:
+        self._ended.add(job_id)
+        self._changes.append(
+            StateChange(
+                job_id,
+                "cancelled",
+                "a dependency can never be satisfied",
+                {"end_time": self._now_f, "reason": "DependencyNeverSatisfied"},
+            )
+        )
+        self.metrics.finished.labels("cancelled").inc()
+
+
+def _autoscale_knobs(policy: Policy) -> tuple[Any, ...]:
+    return tuple(getattr(policy, f.name) for f in fields(policy) if f.name.startswith("autoscale"))
+
+
+def _edge_met(kind: str, parent_state: str) -> bool:
+    """Whether a dependency on a job that already ended is satisfied."""
+    if kind == "afterany":
+        return True
+    if kind == "afterok":
+        return parent_state == "completed"
+    return parent_state in ("failed", "cancelled", "timeout", "node_fail")

@@ -1,0 +1,95 @@
+"""What a job the kernel started needs to run: cores on its node, and the
+description of its process.
+
+``_place`` takes the job's cores from its node's free ones (for pinning) and
+makes its ``Running`` record, for a job a pass starts as for one the restart
+adopts. ``_launch_spec`` turns the stored job into what an executor starts:
+its command and log paths with ``{id}``, ``{index}``, ``{array_id}``
+expanded, its environment (a few of the agent's variables, the job's own,
+the ``HTCSIM_*`` ones), its CPUs and memory limit, its node's address.
+
+It is separate from the turn loop, which hands these specs to the executor,
+because it is a translation of a stored job into a process, independent of
+when and how the loop starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+from typing import Any
+
+from htcsim.agent.engine.state import EngineState, Running
+from htcsim.agent.executors.base import LaunchSpec
+from htcsim.agent.store.jobs import NewJob
+
+ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+"""The agent's variables a job inherits (HTCondor's default: not the whole environment)."""
+
+
+class Launch(EngineState):
+    """A started job's cores and launch spec."""
+
+    def _place(self, job_id: int, slot: int, node: int, start: float, job: NewJob) -> Running:
+        """The record of a job running on ``node`` since ``start``, with its cores
+        taken from the node's free ones (for pinning)."""
+        return Running(
+            job_id=job_id,
+            slot=slot,
+            node=node,
+            cores=[self.free_cores[node].pop(0) for _ in range(job.cores)],
+            start=start,
+            walltime_s=job.walltime_s,
+            signal=_signal_number(job.signal) if job.signal else 0,
+            signal_before_s=job.signal_before_s,
+            user=job.user,
+        )
+
+    def _launch_spec(self, run: Running, row: dict[str, Any]) -> LaunchSpec:
+        """What the executor needs to start the job: placeholders expanded, the
+        environment (the agent's basic variables, the job's, HTCSIM_*), logs, CPUs."""
+        node = self.node_specs[run.node]
+        index = "" if row["array_index"] is None else str(row["array_index"])
+        values = {
+            "id": str(run.job_id),
+            "index": index,
+            "array_id": "" if row["array_id"] is None else str(row["array_id"]),
+        }
+        env = dict(self._base_env)
+        env.update(row["env"])
+        env.update(
+            HTCSIM_JOB_ID=values["id"],
+            HTCSIM_ARRAY_INDEX=index,
+            HTCSIM_ARRAY_ID=values["array_id"],
+            HTCSIM_NODE=node.name,
+            HTCSIM_CORES=str(row["cores"]),
+        )
+        return LaunchSpec(
+            job_id=run.job_id,
+            argv=[_expand(a, values) for a in row["command"]],
+            cwd=row["cwd"],
+            env=env,
+            stdout=_log_path(row["stdout"] or "htcsim-{id}.out", row["cwd"], values),
+            stderr=_log_path(row["stderr"] or "htcsim-{id}.err", row["cwd"], values),
+            cpus=tuple(sorted({node.cpus[c % len(node.cpus)] for c in run.cores}))
+            if node.cpus
+            else (),
+            mem_limit_mib=int(row["mem_mib"]),
+            node=node.address,
+        )
+
+
+def _signal_number(name: str) -> int:
+    return int(signals.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    """``{id}``, ``{index}``, ``{array_id}`` in a command or path; other braces stay."""
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def _log_path(pattern: str, cwd: str, values: dict[str, str]) -> str:
+    path = _expand(pattern, values)
+    return path if os.path.isabs(path) else os.path.join(cwd, path)
