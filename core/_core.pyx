@@ -90,86 +90,7 @@ cdef int _reserve(void** ptr, int* cap, Py_ssize_t need, size_t elsize) noexcept
     return 0
 
 
-cdef inline int _qcmp(const QEntry* a, const QEntry* b) noexcept nogil:
-    """Queue order: (key, submit_s, job_id); ties end on the job's slot index."""
-    if a.key != b.key:
-        return -1 if a.key < b.key else 1
-    if a.submit_s != b.submit_s:
-        return -1 if a.submit_s < b.submit_s else 1
-    if a.job_id != b.job_id:
-        return -1 if a.job_id < b.job_id else 1
-    return 0
-
-
-cdef int _qsort_cmp(const void* a, const void* b) noexcept nogil:
-    cdef int c = _qcmp(<const QEntry*>a, <const QEntry*>b)
-    if c != 0:
-        return c
-    return (<const QEntry*>a).job_idx - (<const QEntry*>b).job_idx
-
-
-cdef int _run_cmp(const void* a, const void* b) noexcept nogil:
-    """Running-set order: (end_req_s, job_idx)."""
-    cdef const RunEntry* x = <const RunEntry*>a
-    cdef const RunEntry* y = <const RunEntry*>b
-    if x.end_req_s != y.end_req_s:
-        return -1 if x.end_req_s < y.end_req_s else 1
-    return x.job_idx - y.job_idx
-
-
-cdef inline int _qless(const QEntry* a, const QEntry* b) noexcept nogil:
-    cdef int c = _qcmp(a, b)
-    if c != 0:
-        return c < 0
-    return a.job_idx < b.job_idx
-
-
-cdef void _merge_sort(QEntry* a, QEntry* tmp, int n) noexcept nogil:
-    """Sort by queue order: insertion sort below 24 entries, else halves merged;
-    an already ordered pair of halves costs one comparison (re-sorts of a queue
-    whose order barely changed are near-linear)."""
-    cdef int i, k, h, l, r
-    cdef QEntry x
-    if n < 24:
-        for i in range(1, n):
-            x = a[i]
-            k = i - 1
-            while k >= 0 and _qless(&x, &a[k]):
-                a[k + 1] = a[k]
-                k -= 1
-            a[k + 1] = x
-        return
-    h = n >> 1
-    _merge_sort(a, tmp, h)
-    _merge_sort(&a[h], tmp, n - h)
-    if not _qless(&a[h], &a[h - 1]):
-        return
-    memcpy(tmp, a, h * sizeof(QEntry))
-    l = 0
-    r = h
-    k = 0
-    while l < h and r < n:
-        if _qless(&a[r], &tmp[l]):
-            a[k] = a[r]
-            r += 1
-        else:
-            a[k] = tmp[l]
-            l += 1
-        k += 1
-    while l < h:
-        a[k] = tmp[l]
-        l += 1
-        k += 1
-
-
-cdef int _sort_entries(QEntry* a, int n) noexcept nogil:
-    """Sort queue entries (stable merge sort with a half-size buffer). 0, or -1."""
-    cdef QEntry* tmp = <QEntry*>malloc(max(n // 2 + 1, 1) * sizeof(QEntry))
-    if tmp == NULL:
-        return -1
-    _merge_sort(a, tmp, n)
-    free(tmp)
-    return 0
+include "order.pxi"
 
 
 cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
@@ -196,43 +117,7 @@ cdef int _grow_f64(double** p, int n) noexcept nogil:
     return 0
 
 
-cdef int _settle_edge(ClusterState st, int e, int p, int64_t now) noexcept nogil:
-    """Dependency edge ``e`` of parent ``p``, which ended at ``now``.
-
-    Returns the child's slot if it was cancelled here (its dependency can
-    never be met: afterok on a failure, afternotok on a success), -1
-    otherwise, -2 when out of memory. afterany is met by any end, a
-    cancellation included; a cancellation counts as not ok.
-    """
-    cdef int c = st.edges[e].child
-    cdef int kind = st.edges[e].kind
-    cdef int ok = st.end_ok[p]
-    cdef int64_t ready
-    st.dep_unmet[c] -= 1
-    if kind == DEP_AFTERANY or (kind == DEP_AFTEROK and ok) or (kind == DEP_AFTERNOTOK and not ok):
-        ready = now + st.edges[e].delay_s
-        if ready > st.dep_ready[c]:
-            st.dep_ready[c] = ready
-        if (st.dep_unmet[c] == 0 and not st.dep_doomed[c] and st.job_state[c] == JS_HELD
-                and st.hold_why[c] == WHY_DEPENDENCY):
-            if st.dep_ready[c] <= now:
-                if st._submit(c, now) != 0:
-                    return -2
-            else:
-                st.hold_why[c] = WHY_BEGIN_TIME
-                if heap_push(&st.begin_heap, st.dep_ready[c], c) != 0:
-                    return -2
-        return -1
-    if st.dep_doomed[c]:
-        return -1
-    st.dep_doomed[c] = 1
-    if st.job_state[c] == JS_HELD:
-        st.job_state[c] = JS_CANCELLED
-        st.dep_cancelled[c] = 1
-        st.end_s[c] = now
-        st.end_ok[c] = 0
-        return c
-    return -1  # not arrived yet: cancelled when it does
+include "dependencies.pxi"
 
 
 cdef int _LIMIT_REASON[3]
@@ -242,6 +127,22 @@ _LIMIT_REASON[LVL_QOS] = WHY_QOS_LIMIT
 
 
 # ---------------------------------------------------------------- the state
+
+# ClusterState stays whole in this file: Cython allows ``include`` only at
+# module level ("include statement not allowed here" in a class body), so a
+# cdef class's methods cannot be split across files. The topics kept in .pxi
+# files beside it are module-level functions of the state (nodes.pxi,
+# priority.pxi, dependencies.pxi); splitting this class the same way would
+# mean rewriting its methods as such functions, not moving them. Its
+# sections, in order: configuration (policy, partitions, limits, QoS,
+# priority, fairshare, dependencies, holds, reservations); jobs (slots and
+# their growth); events (submit, adopt, finish, cancel, dependents settled,
+# begin times, starvation, reservations, node failures and requeue,
+# checkpoints, node states and types, autoscaling, clocks); queue internals;
+# running set; placement; the pass (partitions, EASY, limits, shadow);
+# conservative (reservations, the profile); queries (estimate_start,
+# why_pending, started and pending jobs, allocations, shadow).
+
 
 cdef class ClusterState:
     """Cluster state and scheduling passes (see module docstring and _core.pxd)."""
@@ -2533,230 +2434,4 @@ cdef class ClusterState:
                 np.array([self.extra[r] for r in range(N_RES)], dtype=np.int64))
 
 
-# ---------------------------------------------------------------- replay feed
-
-cdef class ReplayFeed:
-    """Arrivals and completions of a trace replay, for one SimPy driver process.
-
-    The simulator knows what the kernel must not: each job's actual run time
-    and whether it succeeds. This feed keeps the arrival cursor and a binary
-    heap of completion times (ties by slot index) in C, so that a step of the
-    simulation is a handful of calls whatever the queue length.
-    """
-
-    cdef int n
-    cdef public int cursor  # slots below it have arrived
-    cdef int64_t* submit
-    cdef int64_t* duration
-    cdef int8_t* ok
-    cdef TimeHeap done
-    cdef public long long n_events
-    # time series: one row per distinct step time at least series_dt apart
-    cdef int64_t* rows
-    cdef double* rate
-    cdef int n_rows
-    cdef int cap_rows
-    cdef int cap_rate
-    cdef public int64_t series_dt    # -1: no series
-    # node failures and repairs, in time order (repairs first at one instant)
-    cdef int64_t* ev_t
-    cdef int8_t* ev_fail
-    cdef int32_t* ev_node
-    cdef int64_t* ev_repair
-    cdef int n_ev
-    cdef int ev_next
-    cdef int64_t* up_at              # per node: when its outage ends, -1 up
-    cdef int n_up_at
-
-    def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
-                  const int8_t[::1] ok=None):
-        cdef Py_ssize_t k
-        if submit_s.shape[0] != duration_s.shape[0]:
-            raise ValueError("submit_s and duration_s must have the same length")
-        if ok is not None and ok.shape[0] != submit_s.shape[0]:
-            raise ValueError("ok needs one flag per job")
-        self.n = <int>submit_s.shape[0]
-        self.submit = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
-        self.duration = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
-        self.ok = <int8_t*>malloc(max(self.n, 1) * sizeof(int8_t))
-        if self.submit == NULL or self.duration == NULL or self.ok == NULL:
-            raise MemoryError()
-        for k in range(self.n):
-            if k > 0 and submit_s[k] < submit_s[k - 1]:
-                raise ValueError(f"submit times must be sorted (slot {k})")
-            self.submit[k] = submit_s[k]
-            self.duration[k] = duration_s[k]
-            self.ok[k] = 1 if ok is None else (1 if ok[k] else 0)
-        self.cursor = 0
-        self.series_dt = -1
-
-    def __dealloc__(self):
-        free(self.submit); free(self.duration); free(self.ok)
-        free(self.rows); free(self.rate)
-        free(self.ev_t); free(self.ev_fail); free(self.ev_node); free(self.ev_repair); free(self.up_at)
-        heap_release(&self.done)
-
-    def set_node_events(self, const int64_t[::1] t, const int8_t[::1] failing,
-                        const int32_t[::1] node, const int64_t[::1] repair_s, int n_nodes):
-        """Node failures (failing 1, with the time the node is repaired) and
-        repairs (failing 0), sorted by time with repairs first at one instant.
-        A failing node goes down and its jobs are requeued or fail
-        (ClusterState.fail_node); overlapping outages of one node end at the
-        last repair; an OFF node cannot fail."""
-        cdef Py_ssize_t k, m = t.shape[0]
-        if failing.shape[0] != m or node.shape[0] != m or repair_s.shape[0] != m:
-            raise ValueError("one failing flag, node and repair time per event")
-        for k in range(1, m):
-            if t[k] < t[k - 1] or (t[k] == t[k - 1] and failing[k] < failing[k - 1]):
-                raise ValueError(f"node events must be sorted (event {k})")
-        self.ev_t = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
-        self.ev_fail = <int8_t*>malloc(max(m, 1) * sizeof(int8_t))
-        self.ev_node = <int32_t*>malloc(max(m, 1) * sizeof(int32_t))
-        self.ev_repair = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
-        self.up_at = <int64_t*>malloc(max(n_nodes, 1) * sizeof(int64_t))
-        if (self.ev_t == NULL or self.ev_fail == NULL or self.ev_node == NULL
-                or self.ev_repair == NULL or self.up_at == NULL):
-            raise MemoryError()
-        for k in range(m):
-            if not 0 <= node[k] < n_nodes:
-                raise ValueError(f"node event {k}: node {node[k]} out of range")
-            self.ev_t[k] = t[k]
-            self.ev_fail[k] = failing[k]
-            self.ev_node[k] = node[k]
-            self.ev_repair[k] = repair_s[k]
-        for k in range(n_nodes):
-            self.up_at[k] = -1
-        self.n_ev = <int>m
-        self.ev_next = 0
-        self.n_up_at = n_nodes
-
-    cdef int _node_events(self, ClusterState state, int64_t now) except -1:
-        """Apply the node failures and repairs due at ``now``."""
-        cdef int n
-        while self.ev_next < self.n_ev and self.ev_t[self.ev_next] <= now:
-            n = self.ev_node[self.ev_next]
-            if n >= state.n_nodes:
-                raise ValueError(f"node {n} out of range")
-            if self.ev_fail[self.ev_next]:
-                if self.up_at[n] < 0 and state.node_state[n] != NODE_OFF:
-                    if state._fail_node(n, now) < 0:
-                        raise MemoryError()
-                    self.up_at[n] = self.ev_repair[self.ev_next]
-                elif self.up_at[n] >= 0 and self.ev_repair[self.ev_next] > self.up_at[n]:
-                    self.up_at[n] = self.ev_repair[self.ev_next]
-            elif self.up_at[n] >= 0 and self.ev_t[self.ev_next] >= self.up_at[n]:
-                if state.node_state[n] == NODE_DOWN:
-                    _node_to(state, n, NODE_UP, now)
-                self.up_at[n] = -1
-            self.ev_next += 1
-        return 0
-
-    cpdef int64_t next_time(self):
-        """Time of the next arrival or completion; -1 when there is none."""
-        cdef int64_t t = NEVER
-        if self.cursor < self.n:
-            t = self.submit[self.cursor]
-        if self.done.n > 0 and self.done.t[0] < t:
-            t = self.done.t[0]
-        return -1 if t == NEVER else t
-
-    cdef int _apply(self, ClusterState state, int64_t now) except -1:
-        """Completions due at ``now``, then arrivals at ``now``, into the state."""
-        cdef int j, count = 0
-        while self.done.n > 0 and self.done.t[0] <= now:
-            j = heap_pop(&self.done)
-            # a job requeued (its node failed) left a completion that no longer holds
-            if (state.job_state[j] != JS_RUNNING
-                    or state.start_s[j] + self.duration[j] - state.done_s[j] != now):
-                continue
-            state.finish(j, now, self.ok[j])
-            count += 1
-        while self.cursor < self.n and self.submit[self.cursor] <= now:
-            # (a job cancelled before its submit time never arrives)
-            if state.job_state[self.cursor] == JS_NEW and state._arrive(self.cursor, now) != 0:
-                raise MemoryError()
-            self.cursor += 1
-            count += 1
-        self.n_events += count
-        return count
-
-    cpdef int64_t step(self, ClusterState state, int64_t now) except -2:
-        """One simulation step at ``now``: events, one pass, completions of the
-        jobs it started. Returns the next time something happens: an event,
-        or a held job's think time ending (-1: the replay is over)."""
-        cdef int64_t t, w
-        if self.ev_next < self.n_ev:
-            self._node_events(state, now)
-        self._apply(state, now)
-        _complete_boots(state, now)
-        state.schedule(now)
-        self._record_starts(state, now)
-        if state.as_on:
-            if _autoscale(state, now) != 0:
-                raise MemoryError()
-            while state.n_as_booted and state.as_boot_s == 0:
-                # up at once: use them now, and decide again on what still waits
-                # (the pool is bounded, so this ends)
-                state.schedule(now)
-                self._record_starts(state, now)
-                if _autoscale(state, now) != 0:
-                    raise MemoryError()
-        if self.series_dt >= 0:
-            self._record_row(state, now)
-        t = self.next_time()
-        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
-            return -1  # every job has ended: nothing left to serve, no failure matters
-        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
-            t = self.ev_t[self.ev_next]
-        w = state._wakeup()
-        if w != NEVER and (t < 0 or w < t):
-            return w
-        return t
-
-    cdef int _record_row(self, ClusterState state, int64_t now) except -1:
-        """The state after the step at ``now`` as one time-series row (replacing
-        the last row when it is less than series_dt old)."""
-        cdef int64_t* row
-        cdef int cap
-        if self.n_rows == 0 or now - self.rows[(self.n_rows - 1) * SERIES_COLS] >= max(self.series_dt, 1):
-            cap = self.cap_rows
-            if _reserve(<void**>&self.rows, &cap, self.n_rows + 1, SERIES_COLS * sizeof(int64_t)) != 0:
-                raise MemoryError()
-            if _reserve(<void**>&self.rate, &self.cap_rate, self.n_rows + 1, sizeof(double)) != 0:
-                raise MemoryError()
-            self.cap_rows = cap
-            self.n_rows += 1
-        row = &self.rows[(self.n_rows - 1) * SERIES_COLS]
-        row[0] = now
-        row[1] = state.n_pending
-        row[2] = state.n_run
-        row[3] = state.run_cores
-        row[4] = state.total_cap[RES_CORES]
-        row[5] = state.n_in_state[NODE_UP] - state.n_busy_up
-        row[6] = state.n_busy_up
-        row[7] = state.n_in_state[NODE_BOOTING]
-        row[8] = state.n_in_state[NODE_DRAINING]
-        row[9] = state.n_in_state[NODE_DOWN]
-        row[10] = state.n_in_state[NODE_OFF]
-        self.rate[self.n_rows - 1] = state.on_rate
-        return 0
-
-    def series(self):
-        """(rows, price per hour): the recorded time series, columns SERIES_COLUMNS."""
-        out = np.empty((self.n_rows, SERIES_COLS), dtype=np.int64)
-        rate = np.empty(self.n_rows, dtype=np.float64)
-        cdef int64_t[:, ::1] v = out
-        cdef double[::1] vr = rate
-        if self.n_rows:
-            memcpy(&v[0, 0], self.rows, self.n_rows * SERIES_COLS * sizeof(int64_t))
-            memcpy(&vr[0], self.rate, self.n_rows * sizeof(double))
-        return out, rate
-
-    cdef int _record_starts(self, ClusterState state, int64_t now) except -1:
-        """Schedule the completion of every job the last pass started."""
-        cdef int k, j
-        for k in range(state.n_started):
-            j = state.started[k]
-            if heap_push(&self.done, now + self.duration[j] - state.done_s[j], j) != 0:
-                raise MemoryError()
-        return state.n_started
+include "replay.pxi"

@@ -1,0 +1,236 @@
+# The replay feed: one trace replay stepped in C for the SimPy driver.
+# Included by _core.pyx, after ClusterState.
+#
+# Arrivals (a cursor over slots sorted by submit time), completions (a
+# TimeHeap of actual ends, stale ones of requeued jobs skipped), node failures
+# and repairs, the autoscaler's decisions after each pass, and the recorded
+# time series (one row per step at least series_dt apart, SERIES_COLUMNS).
+# ReplayFeed is one cdef class and stays whole: Cython allows ``include``
+# only at module level, so a class's methods cannot be split across files.
+
+
+cdef class ReplayFeed:
+    """Arrivals and completions of a trace replay, for one SimPy driver process.
+
+    The simulator knows what the kernel must not: each job's actual run time
+    and whether it succeeds. This feed keeps the arrival cursor and a binary
+    heap of completion times (ties by slot index) in C, so that a step of the
+    simulation is a handful of calls whatever the queue length.
+    """
+
+    cdef int n
+    cdef public int cursor  # slots below it have arrived
+    cdef int64_t* submit
+    cdef int64_t* duration
+    cdef int8_t* ok
+    cdef TimeHeap done
+    cdef public long long n_events
+    # time series: one row per distinct step time at least series_dt apart
+    cdef int64_t* rows
+    cdef double* rate
+    cdef int n_rows
+    cdef int cap_rows
+    cdef int cap_rate
+    cdef public int64_t series_dt    # -1: no series
+    # node failures and repairs, in time order (repairs first at one instant)
+    cdef int64_t* ev_t
+    cdef int8_t* ev_fail
+    cdef int32_t* ev_node
+    cdef int64_t* ev_repair
+    cdef int n_ev
+    cdef int ev_next
+    cdef int64_t* up_at              # per node: when its outage ends, -1 up
+    cdef int n_up_at
+
+    def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
+                  const int8_t[::1] ok=None):
+        cdef Py_ssize_t k
+        if submit_s.shape[0] != duration_s.shape[0]:
+            raise ValueError("submit_s and duration_s must have the same length")
+        if ok is not None and ok.shape[0] != submit_s.shape[0]:
+            raise ValueError("ok needs one flag per job")
+        self.n = <int>submit_s.shape[0]
+        self.submit = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
+        self.duration = <int64_t*>malloc(max(self.n, 1) * sizeof(int64_t))
+        self.ok = <int8_t*>malloc(max(self.n, 1) * sizeof(int8_t))
+        if self.submit == NULL or self.duration == NULL or self.ok == NULL:
+            raise MemoryError()
+        for k in range(self.n):
+            if k > 0 and submit_s[k] < submit_s[k - 1]:
+                raise ValueError(f"submit times must be sorted (slot {k})")
+            self.submit[k] = submit_s[k]
+            self.duration[k] = duration_s[k]
+            self.ok[k] = 1 if ok is None else (1 if ok[k] else 0)
+        self.cursor = 0
+        self.series_dt = -1
+
+    def __dealloc__(self):
+        free(self.submit); free(self.duration); free(self.ok)
+        free(self.rows); free(self.rate)
+        free(self.ev_t); free(self.ev_fail); free(self.ev_node); free(self.ev_repair); free(self.up_at)
+        heap_release(&self.done)
+
+    def set_node_events(self, const int64_t[::1] t, const int8_t[::1] failing,
+                        const int32_t[::1] node, const int64_t[::1] repair_s, int n_nodes):
+        """Node failures (failing 1, with the time the node is repaired) and
+        repairs (failing 0), sorted by time with repairs first at one instant.
+        A failing node goes down and its jobs are requeued or fail
+        (ClusterState.fail_node); overlapping outages of one node end at the
+        last repair; an OFF node cannot fail."""
+        cdef Py_ssize_t k, m = t.shape[0]
+        if failing.shape[0] != m or node.shape[0] != m or repair_s.shape[0] != m:
+            raise ValueError("one failing flag, node and repair time per event")
+        for k in range(1, m):
+            if t[k] < t[k - 1] or (t[k] == t[k - 1] and failing[k] < failing[k - 1]):
+                raise ValueError(f"node events must be sorted (event {k})")
+        self.ev_t = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+        self.ev_fail = <int8_t*>malloc(max(m, 1) * sizeof(int8_t))
+        self.ev_node = <int32_t*>malloc(max(m, 1) * sizeof(int32_t))
+        self.ev_repair = <int64_t*>malloc(max(m, 1) * sizeof(int64_t))
+        self.up_at = <int64_t*>malloc(max(n_nodes, 1) * sizeof(int64_t))
+        if (self.ev_t == NULL or self.ev_fail == NULL or self.ev_node == NULL
+                or self.ev_repair == NULL or self.up_at == NULL):
+            raise MemoryError()
+        for k in range(m):
+            if not 0 <= node[k] < n_nodes:
+                raise ValueError(f"node event {k}: node {node[k]} out of range")
+            self.ev_t[k] = t[k]
+            self.ev_fail[k] = failing[k]
+            self.ev_node[k] = node[k]
+            self.ev_repair[k] = repair_s[k]
+        for k in range(n_nodes):
+            self.up_at[k] = -1
+        self.n_ev = <int>m
+        self.ev_next = 0
+        self.n_up_at = n_nodes
+
+    cdef int _node_events(self, ClusterState state, int64_t now) except -1:
+        """Apply the node failures and repairs due at ``now``."""
+        cdef int n
+        while self.ev_next < self.n_ev and self.ev_t[self.ev_next] <= now:
+            n = self.ev_node[self.ev_next]
+            if n >= state.n_nodes:
+                raise ValueError(f"node {n} out of range")
+            if self.ev_fail[self.ev_next]:
+                if self.up_at[n] < 0 and state.node_state[n] != NODE_OFF:
+                    if state._fail_node(n, now) < 0:
+                        raise MemoryError()
+                    self.up_at[n] = self.ev_repair[self.ev_next]
+                elif self.up_at[n] >= 0 and self.ev_repair[self.ev_next] > self.up_at[n]:
+                    self.up_at[n] = self.ev_repair[self.ev_next]
+            elif self.up_at[n] >= 0 and self.ev_t[self.ev_next] >= self.up_at[n]:
+                if state.node_state[n] == NODE_DOWN:
+                    _node_to(state, n, NODE_UP, now)
+                self.up_at[n] = -1
+            self.ev_next += 1
+        return 0
+
+    cpdef int64_t next_time(self):
+        """Time of the next arrival or completion; -1 when there is none."""
+        cdef int64_t t = NEVER
+        if self.cursor < self.n:
+            t = self.submit[self.cursor]
+        if self.done.n > 0 and self.done.t[0] < t:
+            t = self.done.t[0]
+        return -1 if t == NEVER else t
+
+    cdef int _apply(self, ClusterState state, int64_t now) except -1:
+        """Completions due at ``now``, then arrivals at ``now``, into the state."""
+        cdef int j, count = 0
+        while self.done.n > 0 and self.done.t[0] <= now:
+            j = heap_pop(&self.done)
+            # a job requeued (its node failed) left a completion that no longer holds
+            if (state.job_state[j] != JS_RUNNING
+                    or state.start_s[j] + self.duration[j] - state.done_s[j] != now):
+                continue
+            state.finish(j, now, self.ok[j])
+            count += 1
+        while self.cursor < self.n and self.submit[self.cursor] <= now:
+            # (a job cancelled before its submit time never arrives)
+            if state.job_state[self.cursor] == JS_NEW and state._arrive(self.cursor, now) != 0:
+                raise MemoryError()
+            self.cursor += 1
+            count += 1
+        self.n_events += count
+        return count
+
+    cpdef int64_t step(self, ClusterState state, int64_t now) except -2:
+        """One simulation step at ``now``: events, one pass, completions of the
+        jobs it started. Returns the next time something happens: an event,
+        or a held job's think time ending (-1: the replay is over)."""
+        cdef int64_t t, w
+        if self.ev_next < self.n_ev:
+            self._node_events(state, now)
+        self._apply(state, now)
+        _complete_boots(state, now)
+        state.schedule(now)
+        self._record_starts(state, now)
+        if state.as_on:
+            if _autoscale(state, now) != 0:
+                raise MemoryError()
+            while state.n_as_booted and state.as_boot_s == 0:
+                # up at once: use them now, and decide again on what still waits
+                # (the pool is bounded, so this ends)
+                state.schedule(now)
+                self._record_starts(state, now)
+                if _autoscale(state, now) != 0:
+                    raise MemoryError()
+        if self.series_dt >= 0:
+            self._record_row(state, now)
+        t = self.next_time()
+        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
+            return -1  # every job has ended: nothing left to serve, no failure matters
+        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
+            t = self.ev_t[self.ev_next]
+        w = state._wakeup()
+        if w != NEVER and (t < 0 or w < t):
+            return w
+        return t
+
+    cdef int _record_row(self, ClusterState state, int64_t now) except -1:
+        """The state after the step at ``now`` as one time-series row (replacing
+        the last row when it is less than series_dt old)."""
+        cdef int64_t* row
+        cdef int cap
+        if self.n_rows == 0 or now - self.rows[(self.n_rows - 1) * SERIES_COLS] >= max(self.series_dt, 1):
+            cap = self.cap_rows
+            if _reserve(<void**>&self.rows, &cap, self.n_rows + 1, SERIES_COLS * sizeof(int64_t)) != 0:
+                raise MemoryError()
+            if _reserve(<void**>&self.rate, &self.cap_rate, self.n_rows + 1, sizeof(double)) != 0:
+                raise MemoryError()
+            self.cap_rows = cap
+            self.n_rows += 1
+        row = &self.rows[(self.n_rows - 1) * SERIES_COLS]
+        row[0] = now
+        row[1] = state.n_pending
+        row[2] = state.n_run
+        row[3] = state.run_cores
+        row[4] = state.total_cap[RES_CORES]
+        row[5] = state.n_in_state[NODE_UP] - state.n_busy_up
+        row[6] = state.n_busy_up
+        row[7] = state.n_in_state[NODE_BOOTING]
+        row[8] = state.n_in_state[NODE_DRAINING]
+        row[9] = state.n_in_state[NODE_DOWN]
+        row[10] = state.n_in_state[NODE_OFF]
+        self.rate[self.n_rows - 1] = state.on_rate
+        return 0
+
+    def series(self):
+        """(rows, price per hour): the recorded time series, columns SERIES_COLUMNS."""
+        out = np.empty((self.n_rows, SERIES_COLS), dtype=np.int64)
+        rate = np.empty(self.n_rows, dtype=np.float64)
+        cdef int64_t[:, ::1] v = out
+        cdef double[::1] vr = rate
+        if self.n_rows:
+            memcpy(&v[0, 0], self.rows, self.n_rows * SERIES_COLS * sizeof(int64_t))
+            memcpy(&vr[0], self.rate, self.n_rows * sizeof(double))
+        return out, rate
+
+    cdef int _record_starts(self, ClusterState state, int64_t now) except -1:
+        """Schedule the completion of every job the last pass started."""
+        cdef int k, j
+        for k in range(state.n_started):
+            j = state.started[k]
+            if heap_push(&self.done, now + self.duration[j] - state.done_s[j], j) != 0:
+                raise MemoryError()
+        return state.n_started
