@@ -20,6 +20,7 @@ bench:
 	$(PYTHON) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,max,rounds
 
 annotate:
+	mkdir -p build
 	cython -3 -a core/_core.pyx -o build/_core.c
 
 clean:
