@@ -32,10 +32,16 @@ class LaunchSpec:
     """0: no limit."""
     node: str = ""
     """The Dask worker's address (Dask backend; the local executor ignores it)."""
+    uid: int = -1
+    """The Unix account the job runs as; -1: the runner's own (single-user mode)."""
+    gid: int = -1
+    """Its primary group; -1 with ``uid``."""
+    groups: tuple[int, ...] = ()
+    """Its supplementary groups (``os.getgrouplist``), set before the job's exec."""
 
     def payload(self) -> dict[str, Any]:
         """What a process runner (the shepherd, a Dask worker) needs of the job."""
-        return {
+        payload: dict[str, Any] = {
             "job": self.job_id,
             "argv": self.argv,
             "cwd": self.cwd,
@@ -43,6 +49,9 @@ class LaunchSpec:
             "stdout": self.stdout,
             "stderr": self.stderr,
         }
+        if self.uid >= 0:
+            payload.update(uid=self.uid, gid=self.gid, groups=list(self.groups))
+        return payload
 
 
 @dataclass(frozen=True)
