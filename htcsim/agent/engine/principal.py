@@ -17,7 +17,14 @@ class Principal:
     user: str
     role: str = "user"
     group: str = ""
+    account: str = ""
+    """The Unix account the caller's jobs run as (the token's ``account``); empty: ``user``."""
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def unix_account(self) -> str:
+        """The account name to run this caller's jobs as (before the agent's mode applies)."""
+        return self.account or self.user
