@@ -108,6 +108,8 @@ class AgentConfig:
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
     shadow_policy: Path | None = None  # a candidate policy run on the live events, not acted on
     shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
+    max_body_bytes: int = 4 << 20  # a larger request body is answered 413, unread
+    idempotency_ttl_s: float = 86400.0  # how long an Idempotency-Key is remembered
     cluster: ClusterConfig | None = None  # a Dask cluster manager to create and scale
 
     @property
@@ -163,6 +165,10 @@ class AgentConfig:
             bad("heartbeat_timeout_s", "must be > 0")
         if self.shadow_interval_s <= 0:
             bad("shadow_interval_s", "must be > 0")
+        if not 1024 <= self.max_body_bytes <= 1 << 30:
+            bad("max_body_bytes", f"must be 1024..{1 << 30}, got {self.max_body_bytes}")
+        if self.idempotency_ttl_s <= 0:
+            bad("idempotency_ttl_s", "must be > 0")
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")

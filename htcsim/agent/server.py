@@ -13,7 +13,9 @@ import fcntl
 import getpass
 import logging
 import os
+import stat
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 import tomli_w
@@ -47,9 +49,10 @@ class Agent:
             )
         self.config = config
         shadow_policy = _shadow_policy(config)  # a bad candidate stops the start here
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        _private_state(config)
         self._lock = _lock(config.state_dir)
         self.admin_token = _first_token(config)
+        _check_modes(config)
         self.policy = policy or Policy()
         self._watcher: InventoryWatcher | None = None
         self._pool: ClusterPool | None = None
@@ -160,9 +163,52 @@ def _shadow_policy(config: AgentConfig) -> Policy | None:
         raise AgentStartError(f"shadow policy: {exc}") from exc
 
 
+def _private_state(config: AgentConfig) -> None:
+    """Create the state directory (0700) and an empty store file (0600) if missing;
+    then refuse to start if the directory, the store or the token file is open to
+    group or others (SQLite gives its -wal and -shm the store file's mode)."""
+    state_dir = config.state_dir
+    first = not config.db_path.exists()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if first and os.stat(state_dir).st_mode & 0o077:
+        # nothing of the agent's in it yet (a fresh volume, a directory just made for it)
+        try:
+            os.chmod(state_dir, 0o700)
+        except OSError as exc:
+            raise AgentStartError(
+                f"{state_dir}: cannot make it mode 0700: {exc.strerror}"
+            ) from None
+    _check_modes(config)
+    config.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(config.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _check_modes(config: AgentConfig) -> None:
+    db = config.db_path
+    paths = [
+        config.state_dir,
+        db,
+        db.with_name(db.name + "-wal"),
+        db.with_name(db.name + "-shm"),
+        config.tokens_path,
+    ]
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            want = "700" if stat.S_ISDIR(mode) else "600"
+            raise AgentStartError(
+                f"{path} has mode {stat.S_IMODE(mode):04o}: group/other may read the agent's "
+                f"state (jobs, tokens); run: chmod {want} {path}"
+            )
+
+
 def _lock(state_dir: Path) -> int:
     path = state_dir / "agent.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -108,27 +108,74 @@ def serve_command(
         raise fail(str(exc)) from exc
 
 
+StateDirOption = Annotated[Path, typer.Option(help="The agent's state directory.")]
+TokensOption = Annotated[
+    Path | None, typer.Option(help="Token file (default: STATE_DIR/tokens.toml).")
+]
+
+
 @token_app.command("add")
 def token_add(
     user: Annotated[str, typer.Argument(help="The user the token acts as.")],
     admin: Annotated[bool, typer.Option("--admin", help="Node and policy operations too.")] = False,
-    group: Annotated[str, typer.Option(help="The user's group (account).")] = "",
-    state_dir: Annotated[
-        Path, typer.Option(help="The agent's state directory.")
-    ] = DEFAULT_STATE_DIR,
-    tokens: Annotated[
-        Path | None, typer.Option(help="Token file (default: STATE_DIR/tokens.toml).")
-    ] = None,
+    group: Annotated[str, typer.Option(help="The user's group (fairshare account).")] = "",
+    account: Annotated[
+        str, typer.Option(help="The Unix account the user's jobs run as (default: USER).")
+    ] = "",
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    tokens: TokensOption = None,
 ) -> None:
-    """Create a token for USER (printed once); the running agent picks it up."""
+    """Create a token for USER, printed once (only its hash is kept); the running
+    agent picks it up."""
     from htcsim.agent.api.auth import TokenFileError, add_token
 
     path = tokens or state_dir / "tokens.toml"
     try:
-        token = add_token(path, user, "admin" if admin else "user", group)
-    except TokenFileError as exc:
+        token = add_token(path, user, "admin" if admin else "user", group, account=account)
+    except (TokenFileError, OSError) as exc:
         raise fail(str(exc)) from exc
     console.print(token, highlight=False)
+
+
+@token_app.command("list")
+def token_list(state_dir: StateDirOption = DEFAULT_STATE_DIR, tokens: TokensOption = None) -> None:
+    """The tokens: id, user, role, group, account, created (never the token)."""
+    import time
+
+    from htcsim.agent.api.auth import TokenFileError, read_entries
+
+    path = tokens or state_dir / "tokens.toml"
+    try:
+        entries = read_entries(path)
+    except (TokenFileError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    rows = [("ID", "USER", "ROLE", "GROUP", "ACCOUNT", "CREATED")]
+    for e in entries:
+        created = e.get("created", 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "-"
+        account = e.get("account") or e["user"]
+        rows.append((e["id"], e["user"], e["role"], e.get("group") or "-", account, when))
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    for r in rows:
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        console.print(line, highlight=False, markup=False)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id (token list).")],
+    state_dir: StateDirOption = DEFAULT_STATE_DIR,
+    tokens: TokensOption = None,
+) -> None:
+    """Remove a token; the running agent refuses it from the next request on."""
+    from htcsim.agent.api.auth import TokenFileError, revoke_token
+
+    path = tokens or state_dir / "tokens.toml"
+    try:
+        entry = revoke_token(path, token_id)
+    except (TokenFileError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"revoked token {entry['id']} of {entry['user']}", highlight=False)
 
 
 def replay_log_command(

@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from htcsim.agent.api.auth import Tokens
 from htcsim.agent.api.deps import Readers
 from htcsim.agent.api.errors import ApiError, api_error, engine_error, http_error, invalid_request
+from htcsim.agent.api.guards import BodyLimit, SafeJSONResponse
+from htcsim.agent.api.idempotency import Idempotency
 from htcsim.agent.api.routes import agent, cluster, jobs, metrics, nodes, policy, shadow, workflows
 from htcsim.agent.engine.loop import Engine, EngineError
 from htcsim.agent.shadow.runner import ShadowRunner
@@ -44,11 +46,14 @@ def create_app(engine: Engine, tokens: Tokens, shadow: ShadowRunner | None = Non
         title="htcsim agent",
         description="Submit, watch and control jobs scheduled by htcsim's kernel.",
         version="1",
+        default_response_class=SafeJSONResponse,
     )
+    app.add_middleware(BodyLimit, limit=engine.config.max_body_bytes)
     app.state.engine = engine
     app.state.tokens = tokens
     app.state.readers = Readers(engine.config.db_path)
     app.state.shadow = shadow
+    app.state.idempotency = Idempotency(engine.config)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(EngineError)(engine_error)
     app.exception_handler(RequestValidationError)(invalid_request)

@@ -27,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from htcsim.agent.api.auth import Tokens
 from htcsim.agent.api.errors import ApiError
+from htcsim.agent.api.idempotency import Idempotency
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.shadow.runner import ShadowRunner
@@ -66,6 +67,11 @@ async def get_readers(request: Request) -> Readers:
     return readers
 
 
+async def get_idempotency(request: Request) -> Idempotency:
+    idempotency: Idempotency = request.app.state.idempotency
+    return idempotency
+
+
 async def get_shadow(request: Request) -> ShadowRunner | None:
     shadow: ShadowRunner | None = request.app.state.shadow
     return shadow
@@ -74,6 +80,7 @@ async def get_shadow(request: Request) -> ShadowRunner | None:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 TokensDep = Annotated[Tokens, Depends(get_tokens)]
 ReadersDep = Annotated[Readers, Depends(get_readers)]
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 ShadowDep = Annotated[ShadowRunner | None, Depends(get_shadow)]
 
 

@@ -7,20 +7,30 @@ schema. The four handlers turn an ``ApiError``, the engine's
 into the same Problem body; ``create_app`` registers them on the app.
 """
 
+import json
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse as _JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from htcsim.agent.api.schemas import Problem
 from htcsim.agent.engine.loop import EngineError
 
+
+class JSONResponse(_JSONResponse):
+    """JSON as ASCII: an error message quoting a string UTF-8 cannot encode is no 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     404: {"model": Problem},
     409: {"model": Problem},
+    413: {"model": Problem},
     422: {"model": Problem},
 }
 """The error responses a route declares in the schema (its ``responses=``)."""

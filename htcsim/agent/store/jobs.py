@@ -137,6 +137,26 @@ class AgentStore:
             raise
         self._db.execute("COMMIT")
 
+    def idempotent_answer(self, user: str, key: str, since: float) -> tuple[str, Any] | None:
+        """(request hash, answer) recorded for ``user``'s ``key`` after ``since``, if any."""
+        row = self._db.execute(
+            "SELECT request, answer FROM idempotency WHERE user = ? AND key = ? AND time >= ?",
+            (user, key, since),
+        ).fetchone()
+        return None if row is None else (str(row["request"]), json.loads(row["answer"]))
+
+    def remember_idempotent(
+        self, user: str, key: str, request: str, answer: Any, *, now: float, before: float
+    ) -> None:
+        """Record a request's answer under its key (and forget keys older than ``before``)."""
+        with self.batch():
+            self._db.execute("DELETE FROM idempotency WHERE time < ?", (before,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO idempotency (user, key, request, answer, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (user, key, request, json.dumps(answer), now),
+            )
+
     def add_jobs(
         self,
         jobs: Sequence[NewJob],

@@ -13,7 +13,9 @@ refused rather than misread. What is read and written in the file is
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from contextlib import suppress
 from pathlib import Path
 
 MIGRATIONS: tuple[str, ...] = (
@@ -106,6 +108,18 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 3: Idempotency-Key of submissions: a retried request returns the first one's jobs
+    """
+    CREATE TABLE idempotency (
+        user TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request TEXT NOT NULL,            -- SHA-256 hex of the request (route and body)
+        answer TEXT NOT NULL,             -- JSON: what the first request answered
+        time REAL NOT NULL,
+        PRIMARY KEY (user, key)
+    );
+    CREATE INDEX idempotency_time ON idempotency (time);
+    """,
 )
 """The schema, one entry per version; a new version appends an entry, never edits one."""
 
@@ -120,10 +134,18 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """The store file at ``path``, created and migrated to ``SCHEMA_VERSION`` unless
     ``readonly`` (then only checked not to be newer); rows read as ``sqlite3.Row``."""
     if not readonly:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the store holds every user's jobs (their environments): the agent's alone;
+        # SQLite creates the -wal and -shm files with the mode of this one
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
         db.row_factory = sqlite3.Row
+        if readonly:
+            # the API's readers: a text value that is not UTF-8 (written by another
+            # tool) reads with replacement characters instead of failing every request
+            db.text_factory = _text
         if not readonly:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # committed means on disk
@@ -135,6 +157,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not an htcsim agent store ({exc})") from exc
     return db
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _check_version(db: sqlite3.Connection, path: Path) -> int:

@@ -16,9 +16,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from htcsim.agent.api.deps import Caller, EngineDep, Readers, ReadersDep, ask
+from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
+from htcsim.agent.api.guards import check_job_paths, has_surrogate
+from htcsim.agent.api.idempotency import IdempotencyKey
 from htcsim.agent.api.schemas import MAX_ID, BatchRequest, JobIds, JobRequest, parse_array
+from htcsim.agent.config import AgentConfig
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.store.jobs import JOB_STATES, NewJob
@@ -72,7 +75,13 @@ def visible(readers: Readers, principal: Principal, job_id: int) -> dict[str, An
     return row
 
 
-def new_jobs(readers: Readers, principal: Principal, request: JobRequest) -> list[NewJob]:
+def new_jobs(
+    readers: Readers, principal: Principal, request: JobRequest, config: AgentConfig
+) -> list[NewJob]:
+    for key in ("command", "env", "cwd", "stdout", "stderr"):
+        if has_surrogate(getattr(request, key)):
+            raise ApiError(422, f"{key}: holds text that is not valid Unicode", key)
+    check_job_paths(config, request.cwd, request.stdout, request.stderr)
     if not os.path.isdir(request.cwd):
         raise ApiError(422, f"cwd: {request.cwd} is not a directory on the agent", "cwd")
     for key in ("after_ok", "after_any", "after_not_ok"):
@@ -114,27 +123,49 @@ def new_jobs(readers: Readers, principal: Principal, request: JobRequest) -> lis
 
 @router.post("/jobs", status_code=201, responses=ERRORS, tags=["jobs"])
 async def submit(
-    request: JobRequest, principal: Caller, engine: EngineDep, readers: ReadersDep
+    request: JobRequest,
+    principal: Caller,
+    engine: EngineDep,
+    readers: ReadersDep,
+    idempotency: IdempotencyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobIds:
-    """Submit one job or one job array (durable when this answers)."""
-    jobs = new_jobs(readers, principal, request)
-    ids = await ask(engine.submit(principal, jobs))
-    return JobIds(ids=ids, array_id=ids[0] if request.array is not None else None)
+    """Submit one job or one job array (durable when this answers); a retry with the
+    same ``Idempotency-Key`` returns the first request's ids and creates nothing."""
+
+    async def run() -> dict[str, Any]:
+        jobs = new_jobs(readers, principal, request, engine.config)
+        ids = await ask(engine.submit(principal, jobs))
+        return {"ids": ids, "array_id": ids[0] if request.array is not None else None}
+
+    body = request.model_dump(mode="json")
+    return JobIds(**await idempotency.run(principal, idempotency_key, "jobs", body, run))
 
 
 @router.post("/jobs/batch", status_code=201, responses=ERRORS, tags=["jobs"])
 async def submit_batch(
-    request: BatchRequest, principal: Caller, engine: EngineDep, readers: ReadersDep
+    request: BatchRequest,
+    principal: Caller,
+    engine: EngineDep,
+    readers: ReadersDep,
+    idempotency: IdempotencyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobIds:
-    """Submit many jobs at once, all or none."""
-    jobs: list[NewJob] = []
-    for k, job in enumerate(request.jobs):
-        try:
-            jobs += new_jobs(readers, principal, job)
-        except ApiError as exc:
-            raise ApiError(exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}") from None
-    ids = await ask(engine.submit(principal, jobs))
-    return JobIds(ids=ids)
+    """Submit many jobs at once, all or none (``Idempotency-Key`` as for one job)."""
+
+    async def run() -> dict[str, Any]:
+        jobs: list[NewJob] = []
+        for k, job in enumerate(request.jobs):
+            try:
+                jobs += new_jobs(readers, principal, job, engine.config)
+            except ApiError as exc:
+                raise ApiError(
+                    exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}"
+                ) from None
+        return {"ids": await ask(engine.submit(principal, jobs))}
+
+    body = request.model_dump(mode="json")
+    return JobIds(**await idempotency.run(principal, idempotency_key, "batch", body, run))
 
 
 @router.get("/jobs", responses=ERRORS, tags=["jobs"])

@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from htcsim.agent.api.deps import Caller, EngineDep, ReadersDep, ask
+from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
+from htcsim.agent.api.guards import check_job_paths, has_surrogate
+from htcsim.agent.api.idempotency import IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_CORES,
     MAX_GPUS,
@@ -26,28 +28,46 @@ router = APIRouter()
 
 @router.post("/workflows", status_code=201, responses=ERRORS, tags=["workflows"])
 async def submit_workflow(
-    request: WorkflowRequest, principal: Caller, engine: EngineDep
+    request: WorkflowRequest,
+    principal: Caller,
+    engine: EngineDep,
+    idempotency: IdempotencyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    """A whole DAG of jobs, accepted atomically (all or none); cycles are refused."""
-    try:
-        workflow = workflow_from_mapping(
-            request.workflow,
-            source="workflow",
-            base_dir=Path(request.base_dir),
-            user=principal.user,
-            group=principal.group,
-            default_walltime_s=3600,
-        )
-    except WorkflowError as exc:
-        raise ApiError(422, str(exc), "workflow") from None
-    for job in workflow.jobs:
-        _check_bounds(job)
-    ids = await ask(engine.submit(principal, workflow.jobs, workflow.name))
-    return {
-        "name": workflow.name,
-        "ids": ids,
-        "jobs": dict(zip(workflow.names, ids, strict=True)),
-    }
+    """A whole DAG of jobs, accepted atomically (all or none); cycles are refused
+    (``Idempotency-Key`` as for ``POST /jobs``)."""
+    if has_surrogate(request.workflow) or has_surrogate(request.base_dir):
+        raise ApiError(422, "workflow: holds text that is not valid Unicode", "workflow")
+
+    async def run() -> dict[str, Any]:
+        try:
+            workflow = workflow_from_mapping(
+                request.workflow,
+                source="workflow",
+                base_dir=Path(request.base_dir),
+                user=principal.user,
+                group=principal.group,
+                default_walltime_s=3600,
+            )
+        except WorkflowError as exc:
+            raise ApiError(422, str(exc), "workflow") from None
+        for job in workflow.jobs:
+            _check_bounds(job)
+            try:
+                check_job_paths(engine.config, job.cwd, job.stdout, job.stderr)
+            except ApiError as exc:
+                raise ApiError(
+                    422, f"workflow: job {job.name!r}: {exc.detail}", "workflow"
+                ) from None
+        ids = await ask(engine.submit(principal, workflow.jobs, workflow.name))
+        return {
+            "name": workflow.name,
+            "ids": ids,
+            "jobs": dict(zip(workflow.names, ids, strict=True)),
+        }
+
+    body = request.model_dump(mode="json")
+    return await idempotency.run(principal, idempotency_key, "workflows", body, run)
 
 
 @router.get("/workflows/{name}", responses=ERRORS, tags=["workflows"])
