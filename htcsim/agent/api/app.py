@@ -48,7 +48,7 @@ def create_app(engine: Engine, tokens: Tokens, shadow: ShadowRunner | None = Non
         version="1",
         default_response_class=SafeJSONResponse,
     )
-    app.add_middleware(BodyLimit, limit=engine.config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=lambda: engine.config.max_body_bytes)
     app.state.engine = engine
     app.state.tokens = tokens
     app.state.readers = Readers(engine.config.db_path)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -106,14 +106,15 @@ class SafeJSONResponse(JSONResponse):
 class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413, unparsed."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
         self.app = app
-        self.limit = limit
+        self.limit = limit  # read when a request comes (the app is built before the engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit()
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -121,8 +122,8 @@ class BodyLimit:
                 except ValueError:
                     await self._refuse(send, "Content-Length is not a number", 400)
                     return
-                if length > self.limit:
-                    await self._too_large(send)
+                if length > limit:
+                    await self._too_large(send, limit)
                     return
         # read the body here (chunked or not), counting, before the app parses it
         chunks: list[bytes] = []
@@ -134,8 +135,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await self._too_large(send)
+            if size > limit:
+                await self._too_large(send, limit)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -151,8 +152,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        await self._refuse(send, f"the request body is larger than {self.limit} bytes", 413)
+    async def _too_large(self, send: Send, limit: int) -> None:
+        await self._refuse(send, f"the request body is larger than {limit} bytes", 413)
 
     async def _refuse(self, send: Send, detail: str, status: int) -> None:
         body = json.dumps({"detail": detail, "field": "body"}).encode()
