@@ -333,3 +333,37 @@ def test_weird_text_in_a_job_never_makes_a_500(agent: AgentProcess, tmp_path: Pa
         one = admin.get(f"/jobs/{odd}")
         assert one.status_code == 200, one.text
         assert admin.get(f"/jobs/{odd}/history").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("mode", "own_group", "accepted"),
+    [
+        (0o600, True, True),
+        (0o440, True, True),  # a mounted Kubernetes Secret: fsGroup is the agent's group
+        (0o440, False, False),  # another group may read it
+        (0o460, True, False),  # the group may write: it could add an admin
+        (0o444, True, False),  # anyone may read it
+    ],
+)
+def test_a_token_file_readable_by_the_agents_own_group_only_is_accepted(
+    tmp_path: Path, mode: int, own_group: bool, accepted: bool
+) -> None:
+    """Hashes only, so the agent's own group may read the token file; no one else."""
+    from htcsim.agent.config import AgentConfig
+    from htcsim.agent.server import AgentStartError, _check_modes
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    tokens = state / "tokens.toml"
+    add_token(tokens, "alice")
+    if not own_group:
+        if os.geteuid() != 0:
+            pytest.skip("giving the file another group needs root")
+        os.chown(tokens, -1, os.getegid() + 4242)
+    tokens.chmod(mode)
+    config = AgentConfig(state_dir=state)
+    if accepted:
+        _check_modes(config)
+    else:
+        with pytest.raises(AgentStartError, match=str(tokens)):
+            _check_modes(config)

@@ -280,14 +280,15 @@ def test_configmap_settings_and_policy_load_with_the_agent_readers(tmp_path: Pat
 
 
 def test_placeholder_tokens_are_refused_so_they_cannot_go_live(tmp_path: Path) -> None:
-    """The Secret ships placeholders; the agent must refuse to start on them."""
+    """The Secret ships placeholder hashes; the agent must refuse to start on them."""
     text = find("Secret", "htcsim-tokens")["stringData"]["tokens.toml"]
     entries = tomllib.loads(text)["token"]
-    assert entries and all("REPLACE" in e["token"] for e in entries)
+    assert entries and all("REPLACE" in e["sha256"] for e in entries)
+    assert not any("token" in e for e in entries)  # never a plaintext token
     assert {e["role"] for e in entries} >= {"admin"}
     path = tmp_path / "tokens.toml"
     path.write_text(text)
-    with pytest.raises(TokenFileError, match="at least 16 characters"):
+    with pytest.raises(TokenFileError, match="64 lowercase hex digits"):
         load_tokens(path)
 
 

@@ -195,8 +195,11 @@ def _check_modes(config: AgentConfig) -> None:
     ]
     for path in paths:
         try:
-            mode = os.stat(path).st_mode
+            info = os.stat(path)
         except FileNotFoundError:
+            continue
+        mode = info.st_mode
+        if path == config.tokens_path and _hashes_for_own_group(info):
             continue
         if mode & 0o077:
             want = "700" if stat.S_ISDIR(mode) else "600"
@@ -204,6 +207,17 @@ def _check_modes(config: AgentConfig) -> None:
                 f"{path} has mode {stat.S_IMODE(mode):04o}: group/other may read the agent's "
                 f"state (jobs, tokens); run: chmod {want} {path}"
             )
+
+
+def _hashes_for_own_group(info: os.stat_result) -> bool:
+    """A token file that only the agent's own group may read, and nobody else may write.
+
+    It holds hashes only, so reading it gives no token; this is how a mounted
+    Kubernetes Secret arrives (``defaultMode: 0440``, group ``fsGroup`` = the
+    agent's). Writable by group or other, or readable by other, it is refused.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    return not mode & 0o027 and info.st_gid == os.getegid()
 
 
 def _lock(state_dir: Path) -> int:
