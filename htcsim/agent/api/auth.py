@@ -4,7 +4,8 @@ Why a file of tokens: an agent on a shared machine needs to know which user
 submits (fairshare, limits and who may cancel what depend on it) without an
 identity service; an operator hands each user a token, as with a Slurm or
 HTCondor pool password. The file is TOML, one ``[[token]]`` table per token
-(token, user, role ``user`` or ``admin``, optional group), readable by the
+(token, user, role ``user`` or ``admin``, optional group, optional ``account``:
+the Unix account the user's jobs run as, by default the user name), readable by the
 agent's user only. ``Tokens`` is the running agent's view of that file,
 read again whenever it changes.
 """
@@ -40,11 +41,12 @@ def load_tokens(path: Path) -> dict[str, Principal]:
         where = f"{path}: token entry {k + 1}"
         if not isinstance(entry, dict):
             raise TokenFileError(f"{where} is not a table")
-        unknown = set(entry) - {"token", "user", "role", "group"}
+        unknown = set(entry) - {"token", "user", "role", "group", "account"}
         if unknown:
             raise TokenFileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         token, user = entry.get("token"), entry.get("user")
         role, group = entry.get("role", "user"), entry.get("group", "")
+        account = entry.get("account", "")
         if not isinstance(token, str) or len(token) < 16:
             raise TokenFileError(f"{where}: token must be a string of at least 16 characters")
         if not isinstance(user, str) or not user:
@@ -53,14 +55,17 @@ def load_tokens(path: Path) -> dict[str, Principal]:
             raise TokenFileError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
         if not isinstance(group, str):
             raise TokenFileError(f"{where}: group must be a string")
+        if not isinstance(account, str):
+            raise TokenFileError(f"{where}: account must be a string (a Unix account name)")
         if token in out:
             raise TokenFileError(f"{where}: the same token is listed twice")
-        out[token] = Principal(user, role, group)
+        out[token] = Principal(user, role, group, account)
     return out
 
 
-def add_token(path: Path, user: str, role: str = "user", group: str = "") -> str:
-    """Append a new random token for ``user`` to the file (created 0600); returns it."""
+def add_token(path: Path, user: str, role: str = "user", group: str = "", account: str = "") -> str:
+    """Append a new random token for ``user`` to the file (created 0600); returns it.
+    ``account``: the Unix account the user's jobs run as (empty: the user name)."""
     if role not in ROLES:
         raise TokenFileError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     entries: list[dict[str, str]] = []
@@ -71,6 +76,8 @@ def add_token(path: Path, user: str, role: str = "user", group: str = "") -> str
     entry = {"token": token, "user": user, "role": role}
     if group:
         entry["group"] = group
+    if account:
+        entry["account"] = account
     entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -106,6 +106,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self.users = {}
         self.groups = {}
         self.free_cores = [list(range(n.cores)) for n in self.node_specs]
+        self.free_gpus = [list(n.devices) for n in self.node_specs]
+        self.run_as = config.jobs_run_as()
         self._commands = queue.SimpleQueue()
         self._timers = []
         self._timer_seq = 0
@@ -467,10 +469,13 @@ class Engine(Admission, Recovery, Inventory, Launch):
                 "start_time": now_f,
                 "node": self.node_specs[node].name,
                 "reason": "",
+                "gpu_ids": run.gpu_ids,
             }
             try:
                 run.spec = self._launch_spec(run, row)
                 fields["stdout"], fields["stderr"] = run.spec.stdout, run.spec.stderr
+            except LaunchError as exc:  # its account is gone or changed
+                self._launch_failures.append((job_id, str(exc)))
             except (KeyError, ValueError) as exc:
                 self._launch_failures.append((job_id, f"bad command or paths: {exc}"))
             self.running[job_id] = run
@@ -523,8 +528,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         run = self.running.pop(exit.job_id, None)
         if run is None:
             return
-        self.free_cores[run.node].extend(run.cores)
-        self.free_cores[run.node].sort()
+        self._free_devices(run)
         if run.phase == "cancelling":
             state, cause = "cancelled", "cancelled while running"
         elif run.phase == "timeout":
@@ -562,7 +566,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         run = self.running.pop(job_id, None)
         if run is None:
             return
-        self.free_cores[run.node].extend(run.cores)
+        self._free_devices(run)
         self.kernel.finish(run.slot, now, 0)
         self._log.append((now, "finish", job_id, json.dumps({"ok": 0})))
         self._changes.append(

@@ -53,6 +53,7 @@ PUBLIC_COLUMNS = (
     "signal",
     "signal_before_s",
     "workflow_id",
+    "gpu_ids",
 )
 
 
