@@ -299,6 +299,9 @@ def test_a_restart_keeps_the_running_jobs_devices(tmp_path: Path) -> None:
                 after = get(client, job)
                 assert after["state"] == "running"
                 assert after["gpu_ids"] == [int(seen[job])]
+            (node,) = client.get("/nodes").json()["nodes"]
+            assert node["gpu_ids"] == [0, 1, 2, 3]
+            assert node["free_gpu_ids"] == [0, 3]  # rebuilt from the running jobs
             new = _start_gpu_jobs(client, tmp_path, 2)
             assert sorted(_seen(tmp_path, job) for job in new) == ["0", "3"]
             for job in new:

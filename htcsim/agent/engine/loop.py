@@ -244,13 +244,14 @@ class Engine(Admission, Recovery, Inventory, Launch):
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: type, state (as sinfo: idle, mixed, allocated, draining,
         drained, down, booting; ``off`` for a pool's slot without a worker),
-        capacity, free resources, running jobs."""
+        capacity, free resources, running jobs, GPU device ids (all, free)."""
         on_node: dict[int, list[int]] = {}
         with self.kernel_lock:
             states = self.kernel.node_states()
             free = self.kernel.free_per_node()
             for run in list(self.running.values()):
                 on_node.setdefault(run.node, []).append(run.job_id)
+            free_gpus = [list(ids) for ids in self.free_gpus]
         out = []
         pool = self.pool
         for k, spec in enumerate(self.node_specs):
@@ -268,6 +269,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
                     "free": free_k,
                     "jobs": sorted(on_node.get(k, [])),
                     "cpus": list(spec.cpus),
+                    "gpu_ids": list(spec.devices),
+                    "free_gpu_ids": free_gpus[k] if k < len(free_gpus) else [],
                     "address": spec.address,
                 }
             )
