@@ -63,7 +63,9 @@ def load_tokens(path: Path) -> dict[str, Principal]:
     return out
 
 
-def add_token(path: Path, user: str, role: str = "user", group: str = "", account: str = "") -> str:
+def add_token(
+    path: Path, user: str, role: str = "user", group: str = "", *, account: str = ""
+) -> str:
     """Append a new random token for ``user`` to the file (created 0600); returns it.
     ``account``: the Unix account the user's jobs run as (empty: the user name)."""
     if role not in ROLES:
