@@ -84,7 +84,13 @@ def test_ten_thousand_true_jobs(benchmark, tmp_path: Path) -> None:
 
 def _queued_agent(tmp_path: Path) -> tuple[Agent, str]:
     """An in-process agent on one node of one core."""
-    config = AgentConfig(state_dir=tmp_path / "state", allow_root=True, nodes=1, cores_per_node=1)
+    config = AgentConfig(
+        state_dir=tmp_path / "state",
+        allow_root=True,
+        run_jobs_as="agent",
+        nodes=1,
+        cores_per_node=1,
+    )
     agent = Agent(config)
     agent.start()
     return agent, agent.admin_token or ""

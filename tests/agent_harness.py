@@ -120,12 +120,15 @@ def running_agent(
     **settings: Any,
 ) -> Iterator[AgentProcess]:
     """Start an agent (settings: keys of AgentConfig, written to agent.toml;
-    ``tables``: TOML tables appended to it, such as ``[cluster]``)."""
+    ``tables``: TOML tables appended to it, such as ``[cluster]``). It runs as
+    root in single-user mode (``allow_root``, ``run_jobs_as = "agent"``) unless
+    the settings say otherwise."""
     state_dir = tmp_path / "agent-state"
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp_path / "agent.toml"
-    lines = [f'state_dir = "{state_dir}"', f"port = {port}", "allow_root = true"]
+    lines = [f'state_dir = "{state_dir}"', f"port = {port}"]
+    settings = {"allow_root": True, "run_jobs_as": "agent"} | settings
     for key, value in settings.items():
         lines.append(
             f"{key} = {value!r}".replace("'", '"')

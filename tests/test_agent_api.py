@@ -38,7 +38,12 @@ ME = getpass.getuser()
 def make_agent(state_dir: Path) -> Agent:
     """Two nodes of two cores: small enough that 9999 cores is more than the cluster."""
     config = AgentConfig(
-        state_dir=state_dir, allow_root=True, nodes=2, cores_per_node=2, kill_grace_s=1
+        state_dir=state_dir,
+        allow_root=True,
+        run_jobs_as="agent",
+        nodes=2,
+        cores_per_node=2,
+        kill_grace_s=1,
     )
     agent = Agent(config)
     agent.start()

@@ -86,13 +86,15 @@ def test_serve_refuses_a_pool_the_policy_does_not_fit(tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text("[autoscale]\nenabled = true\nmin_nodes = 1\nmax_nodes = 9\n")
     config = tmp_path / "agent.toml"
-    config.write_text(f'state_dir = "{tmp_path / "state"}"\nallow_root = true\n' + GOOD)
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nallow_root = true\nrun_jobs_as = "agent"\n' + GOOD
+    )
     args = ["agent", "serve", "--config", str(config), "--policy", str(policy)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
     assert "max 9 nodes, more than the pool's 4" in result.output
     config.write_text(
-        f'state_dir = "{tmp_path / "state2"}"\nallow_root = true\n'
+        f'state_dir = "{tmp_path / "state2"}"\nallow_root = true\nrun_jobs_as = "agent"\n'
         + GOOD.replace("distributed.LocalCluster", "no_such_pkg.Cluster")
     )
     result = CliRunner().invoke(app, ["agent", "serve", "--config", str(config)])

@@ -22,7 +22,12 @@ from tests.agent_harness import wait_for
 
 def _agent(state: Path, policy: Policy) -> tuple[Agent, TestClient, dict[str, str]]:
     config = AgentConfig(
-        state_dir=state, allow_root=True, nodes=2, cores_per_node=2, kill_grace_s=1
+        state_dir=state,
+        allow_root=True,
+        run_jobs_as="agent",
+        nodes=2,
+        cores_per_node=2,
+        kill_grace_s=1,
     )
     agent = Agent(config, policy)
     agent.start()

@@ -42,6 +42,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     config = AgentConfig(
         state_dir=state_dir,
         allow_root=True,
+        run_jobs_as="agent",
         nodes=2,
         cores_per_node=2,
         kill_grace_s=1,

@@ -362,18 +362,25 @@ def test_a_bad_candidate_policy_stops_the_start_naming_file_and_key(tmp_path: Pa
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 2
     assert str(bad) in out.output and "order" in out.output and "fastest" in out.output
-    config = AgentConfig(state_dir=tmp_path / "state", allow_root=True, shadow_policy=bad)
+    config = AgentConfig(
+        state_dir=tmp_path / "state", allow_root=True, run_jobs_as="agent", shadow_policy=bad
+    )
     with pytest.raises(AgentStartError, match=r"shadow policy: .*candidate\.toml.*order"):
         Agent(config)
     missing = AgentConfig(
-        state_dir=tmp_path / "state", allow_root=True, shadow_policy=tmp_path / "nope.toml"
+        state_dir=tmp_path / "state",
+        allow_root=True,
+        run_jobs_as="agent",
+        shadow_policy=tmp_path / "nope.toml",
     )
     with pytest.raises(AgentStartError, match=r"nope\.toml: cannot read"):
         Agent(missing)
 
 
 def test_without_a_shadow_policy_the_route_says_how_to_get_one(tmp_path: Path) -> None:
-    agent = Agent(AgentConfig(state_dir=tmp_path / "state", allow_root=True, nodes=1))
+    agent = Agent(
+        AgentConfig(state_dir=tmp_path / "state", allow_root=True, run_jobs_as="agent", nodes=1)
+    )
     agent.start()
     try:
         client = TestClient(agent.app, raise_server_exceptions=False)

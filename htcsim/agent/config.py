@@ -8,7 +8,9 @@ one node), and an operator must be able to pin every choice in one TOML file
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +21,7 @@ import psutil
 DEFAULT_PORT = 8642
 DEFAULT_STATE_DIR = Path("htcsim-agent")
 MEMORY_LIMITS = ("auto", "cgroup", "rlimit", "off")
+RUN_JOBS_AS = ("owner", "agent")
 
 
 class AgentConfigError(ValueError):
@@ -40,6 +43,14 @@ class NodeSpec:
     gpus: int
     cpus: tuple[int, ...]
     address: str = ""  # the Dask worker's address (Dask backend)
+    gpu_ids: tuple[int, ...] = ()
+    """The device indices of its GPUs (what CUDA_VISIBLE_DEVICES names); empty
+    with ``gpus`` > 0: 0..gpus-1 (a Dask worker, a pool's slot)."""
+
+    @property
+    def devices(self) -> tuple[int, ...]:
+        """The node's GPU device indices, ``gpus`` of them."""
+        return self.gpu_ids or tuple(range(self.gpus))
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ class AgentConfig:
     db: Path | None = None  # default: state_dir/agent.db
     tokens: Path | None = None  # default: state_dir/tokens.toml
     policy: Path | None = None  # default: the built-in Policy()
-    allow_root: bool = False  # jobs run as the agent's user: refuse root unless asked
+    allow_root: bool = False  # root jobs (owner mode) or an agent as root (agent mode)
+    run_jobs_as: str = ""  # owner | agent; empty: owner when the agent runs as root, else agent
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL (walltime, cancel), as Slurm's KillWait
     sample_interval_s: float = 10.0  # node and job resource sampling
     memory_limit: str = "auto"  # auto | cgroup | rlimit | off
@@ -103,6 +115,8 @@ class AgentConfig:
     cores_per_node: int = 0  # 0: the machine's CPUs divided among the nodes
     mem_mib_per_node: int = 0  # 0: the machine's memory divided among the nodes
     gpus_per_node: int = 0
+    gpu_devices: list[Any] = field(default_factory=list, hash=False)
+    """The machine's GPU device ids, divided among the nodes, or one list per node."""
     backend: str = "local"  # local | dask
     scheduler: str = ""  # the Dask scheduler's address (backend dask)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
@@ -172,6 +186,85 @@ class AgentConfig:
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
+        if self.run_jobs_as not in ("", *RUN_JOBS_AS):
+            bad("run_jobs_as", f"must be owner or agent, got {self.run_jobs_as!r}")
+        if self.run_jobs_as == "owner" and self.backend == "dask":
+            bad("run_jobs_as", "owner needs the local backend (a Dask worker runs jobs as itself)")
+        _check_gpu_devices(self, bad)
+
+    def jobs_run_as(self, euid: int | None = None) -> str:
+        """Whose account jobs run as: ``owner`` (each job its owner's), ``agent``
+        (the agent's own, single-user mode) or ``worker`` (a Dask worker's own);
+        unset, ``owner`` when the agent runs as root (``euid`` 0), else ``agent``."""
+        if self.backend == "dask":
+            return "worker"
+        if self.run_jobs_as:
+            return self.run_jobs_as
+        euid = os.geteuid() if euid is None else euid
+        return "owner" if euid == 0 else "agent"
+
+
+def check_identity(config: AgentConfig, euid: int | None = None) -> str:
+    """Whether an agent running as ``euid`` (default: this process's) may start
+    with these settings: the sentence of the start line that says whose account
+    jobs run as, or an ``AgentConfigError`` saying why not (one line)."""
+    euid = os.geteuid() if euid is None else euid
+    mode = config.jobs_run_as(euid)
+    account = _account_name(euid)
+    if mode == "owner":
+        if euid != 0:
+            raise AgentConfigError(
+                f"run_jobs_as = owner needs the agent to run as root (it runs as {account}): "
+                "run it as root, or set run_jobs_as = agent (single-user mode)"
+            )
+        root = "allowed" if config.allow_root else "refused"
+        return f"each job runs as its owner's Unix account (jobs as root {root})"
+    if euid == 0 and not config.allow_root:
+        raise AgentConfigError(
+            "refusing to run as root: jobs run as the agent's user. Run the agent as an "
+            "unprivileged user, or set allow_root = true (--allow-root) to accept it"
+        )
+    if mode == "worker":
+        return "Dask backend: every job runs as the account of the Dask worker that runs it"
+    return (
+        f"single-user mode: every job runs as {account}; "
+        "each token gives its holder this account's authority"
+    )
+
+
+def _account_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_gpu_devices(config: AgentConfig, bad: Any) -> None:
+    """``gpu_devices``: the machine's GPU ids (divided among the nodes), or one list per node."""
+    devices = config.gpu_devices
+    if not isinstance(devices, list):
+        bad("gpu_devices", "must be a list of device indices (or one list per node)")
+    if not devices:
+        return
+    per_node = all(isinstance(d, list) for d in devices)
+    flat = [i for d in devices for i in d] if per_node else devices
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in flat):
+        bad("gpu_devices", f"must hold device indices >= 0, got {devices!r}")
+    if len(set(flat)) != len(flat):
+        bad("gpu_devices", f"names a device twice: {devices!r}")
+    if per_node:
+        if len(devices) != config.nodes:
+            bad("gpu_devices", f"has {len(devices)} lists, one per node wanted ({config.nodes})")
+        if config.gpus_per_node and any(len(d) != config.gpus_per_node for d in devices):
+            bad("gpu_devices", f"must list gpus_per_node ({config.gpus_per_node}) per node")
+    else:
+        want = (config.gpus_per_node or len(flat) // config.nodes) * config.nodes
+        if want == 0 or len(flat) != want:
+            bad(
+                "gpu_devices",
+                f"has {len(flat)} devices: not {config.nodes} node(s) of gpus_per_node "
+                f"({config.gpus_per_node or 'unset'}) each",
+            )
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -203,6 +296,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
             if not isinstance(value, str):
                 raise AgentConfigError(f"{path}: {key} must be a path string")
             value = Path(value)
+        elif key == "gpu_devices":
+            if not isinstance(value, list):
+                raise AgentConfigError(f"{path}: gpu_devices must be a list of device indices")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise AgentConfigError(f"{path}: {key} must be true or false")
@@ -258,15 +354,54 @@ def machine_memory_mib() -> int:
     return int(psutil.virtual_memory().total // (1 << 20))
 
 
+def nvml_gpus() -> list[int]:
+    """The indices of this machine's NVIDIA GPUs through NVML (``pynvml``, from
+    the optional ``nvidia-ml-py``); empty when it is not installed or finds none."""
+    try:
+        import pynvml  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no device: pynvml.NVMLError and kin
+        return []
+    try:
+        return list(range(int(pynvml.nvmlDeviceGetCount())))
+    except Exception:
+        return []
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def node_gpu_ids(config: AgentConfig, discover: Any = nvml_gpus) -> list[tuple[int, ...]]:
+    """Each node's GPU device indices: ``gpu_devices`` as declared (one list per
+    node, or the machine's divided among the nodes), else ``gpus_per_node`` of
+    them (node k: k*g .. k*g+g-1), else the GPUs NVML finds divided among the nodes."""
+    n = config.nodes
+    declared = config.gpu_devices
+    if declared and all(isinstance(d, list) for d in declared):
+        return [tuple(int(i) for i in d) for d in declared]
+    if not declared and config.gpus_per_node:
+        g = config.gpus_per_node
+        return [tuple(range(k * g, (k + 1) * g)) for k in range(n)]
+    flat = [int(i) for i in declared] if declared else list(discover())
+    g = len(flat) // n
+    return [tuple(flat[k * g : (k + 1) * g]) for k in range(n)]
+
+
 def local_nodes(config: AgentConfig) -> list[NodeSpec]:
     """The machine as ``config.nodes`` nodes: CPUs, memory and GPUs divided
-    evenly unless the config declares per-node figures."""
+    evenly unless the config declares per-node figures (GPUs: their device ids,
+    see ``node_gpu_ids``)."""
     cpus = machine_cpus()
     n = config.nodes
     cores = config.cores_per_node or max(len(cpus) // n, 1)
     mem = config.mem_mib_per_node or machine_memory_mib() // n
+    gpu_ids = node_gpu_ids(config)
     out = []
     for k in range(n):
         node_cpus = tuple(cpus[(k * cores + c) % len(cpus)] for c in range(min(cores, len(cpus))))
-        out.append(NodeSpec(f"node{k}", cores, mem, config.gpus_per_node, node_cpus))
+        ids = gpu_ids[k]
+        out.append(NodeSpec(f"node{k}", cores, mem, len(ids), node_cpus, gpu_ids=ids))
     return out

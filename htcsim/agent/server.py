@@ -23,7 +23,13 @@ import uvicorn
 
 from htcsim.agent.api.app import Tokens, create_app
 from htcsim.agent.api.auth import add_token, load_tokens
-from htcsim.agent.config import AgentConfig, AgentConfigError, ClusterConfig, local_nodes
+from htcsim.agent.config import (
+    AgentConfig,
+    AgentConfigError,
+    ClusterConfig,
+    check_identity,
+    local_nodes,
+)
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.executors.dask.cluster_pool import ClusterPool, create_manager
 from htcsim.agent.executors.dask.executor import DaskExecutor, InventoryWatcher, wait_for_workers
@@ -42,11 +48,10 @@ class Agent:
     """One running agent: engine thread plus the ASGI app (served by ``serve``)."""
 
     def __init__(self, config: AgentConfig, policy: Policy | None = None) -> None:
-        if os.geteuid() == 0 and not config.allow_root:
-            raise AgentStartError(
-                "refusing to run as root: jobs run as the agent's user. Run the agent as an "
-                "unprivileged user, or set allow_root = true (--allow-root) to accept it"
-            )
+        try:  # whose account jobs run as: refused here with one line
+            self.identity = check_identity(config)
+        except AgentConfigError as exc:
+            raise AgentStartError(str(exc)) from exc
         self.config = config
         shadow_policy = _shadow_policy(config)  # a bad candidate stops the start here
         _private_state(config)
@@ -125,6 +130,7 @@ class Agent:
 
     def start(self) -> None:
         self.engine.start()
+        log.info("jobs: %s", self.identity)
         log.info("memory limits: %s", self.engine.executor.memory_limit_note)
         if self.shadow is not None:
             self.shadow.start()  # after the engine's start: the log begins with it

@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from htcsim.agent.config import DEFAULT_STATE_DIR, AgentConfig, AgentConfigError, load_agent_config
+from htcsim.agent.config import (
+    DEFAULT_STATE_DIR,
+    AgentConfig,
+    AgentConfigError,
+    check_identity,
+    load_agent_config,
+)
 from htcsim.cli._console import console, fail
 
 agent_app = typer.Typer(
@@ -43,8 +49,22 @@ def serve_command(
         float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")
     ] = None,
     allow_root: Annotated[
-        bool, typer.Option("--allow-root", help="Accept running jobs as root.")
+        bool,
+        typer.Option(
+            "--allow-root",
+            help="Accept jobs as root: an owner mapped to root, or the agent itself as root "
+            "in single-user mode.",
+        ),
     ] = False,
+    run_jobs_as: Annotated[
+        str | None,
+        typer.Option(
+            "--run-jobs-as",
+            help="owner (each job as its owner's Unix account; the agent runs as root) or "
+            "agent (every job as the agent's account: single-user mode). Default: owner "
+            "as root, else agent.",
+        ),
+    ] = None,
     backend: Annotated[
         str | None, typer.Option(help="local (this machine) or dask (each worker a node).")
     ] = None,
@@ -80,6 +100,7 @@ def serve_command(
             mem_mib_per_node=mem_mib_per_node,
             kill_grace_s=kill_grace_s,
             allow_root=allow_root or None,
+            run_jobs_as=run_jobs_as,
             policy=policy_file,
             backend=backend,
             scheduler=scheduler,
@@ -88,6 +109,7 @@ def serve_command(
         )
         policy = load_policy(config.policy) if config.policy else Policy()
         shadow = load_policy(config.shadow_policy) if config.shadow_policy else None
+        identity = check_identity(config)
     except (AgentConfigError, PolicyError) as exc:
         raise fail(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -101,6 +123,7 @@ def serve_command(
             if config.cluster is not None
             else ", jobs keep running"
         )
+        + f"; {identity}"
     )
     try:
         serve(config, policy)

@@ -316,6 +316,7 @@ def _show_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
         ("ended", human_time(job.get("end_time"), now=now)),
         ("elapsed", human_duration(_elapsed(job, now))),
         ("node", str(job.get("node") or "-")),
+        ("gpu ids", _gpu_ids(job.get("gpu_ids"))),
         ("pid", str(job.get("pid") or "-")),
         ("exit code", "-" if exit_code is None else str(exit_code)),
         ("requeues", str(job.get("requeues", 0))),
@@ -325,6 +326,11 @@ def _show_rows(job: dict[str, Any], now: float) -> list[tuple[str, str]]:
         ("stderr", str(job.get("stderr") or "-")),
         ("env", ", ".join(sorted(job.get("env") or {})) or "-"),
     ]
+
+
+def _gpu_ids(ids: list[int] | None) -> str:
+    """The GPU devices a job holds (CUDA_VISIBLE_DEVICES), "-" before it starts or without."""
+    return ",".join(str(i) for i in ids) if ids else "-"
 
 
 @jobs_app.command("show", rich_help_panel=PANEL)

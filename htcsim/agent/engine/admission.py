@@ -1,7 +1,8 @@
 """Admission: what the engine's callers ask of it about jobs, and what an
 accepted request changes.
 
-A submission is validated (resources against the nodes, qos against the
+A submission is validated (in owner mode the caller's Unix account first:
+``accounts.owner_account``; resources against the nodes, qos against the
 policy, dependencies within the batch and on stored jobs), accounted (users
 and groups named to the kernel), stored and handed to the kernel with its
 dependency edges; cancel, hold and release check every job before changing
@@ -19,11 +20,12 @@ from __future__ import annotations
 import json
 import signal as signals
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 
+from htcsim.agent.engine.accounts import owner_account
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.engine.state import EngineError, EngineState
 from htcsim.agent.store.jobs import FINAL_STATES, NewJob, StateChange
@@ -98,6 +100,9 @@ class Admission(EngineState):
     ) -> list[int]:
         if not jobs:
             raise EngineError("no job in the request", field="jobs")
+        if self.run_as == "owner":  # the owner's account, resolved now and stored with the job
+            name, uid = owner_account(principal, allow_root=self.config.allow_root)
+            jobs = [replace(job, account=name, uid=uid) for job in jobs]
         specs = self._specs(jobs)
         local = [(c, p) for c, job in enumerate(jobs) for p, _, _ in job.after]
         for child, parent in local:

@@ -207,6 +207,7 @@ class Inventory(EngineState):
                 self.metrics.finished.labels("node_fail").inc()
                 self._cascade(job_id, now)
         self.free_cores[k] = list(range(self.node_specs[k].cores))
+        self.free_gpus[k] = list(self.node_specs[k].devices)
 
     def _autoscale(self, now: int) -> None:
         """The kernel's autoscaler decision after a pass, carried out: booted

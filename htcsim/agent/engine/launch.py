@@ -1,12 +1,18 @@
-"""What a job the kernel started needs to run: cores on its node, and the
-description of its process.
+"""What a job the kernel started needs to run: cores and GPU devices on its
+node, and the description of its process.
 
 ``_place`` takes the job's cores from its node's free ones (for pinning) and
-makes its ``Running`` record, for a job a pass starts as for one the restart
-adopts. ``_launch_spec`` turns the stored job into what an executor starts:
+its GPUs' device indices (the lowest free ones, or those a re-adopted job
+holds), and makes its ``Running`` record, for a job a pass starts as for one
+the restart adopts; ``_free_devices`` gives them back when it ends. The
+kernel decides the node; this decides which devices on it.
+``_launch_spec`` turns the stored job into what an executor starts:
 its command and log paths with ``{id}``, ``{index}``, ``{array_id}``
-expanded, its environment (a few of the agent's variables, the job's own,
-the ``HTCSIM_*`` ones), its CPUs and memory limit, its node's address.
+expanded, its environment (a few of the agent's variables, its account's
+``HOME``/``USER``/``LOGNAME``/``SHELL`` in owner mode, the job's own, the
+``HTCSIM_*`` ones, ``CUDA_VISIBLE_DEVICES`` and kin naming its GPUs), its
+account (uid, gid, groups; -1 in single-user mode), its CPUs and memory
+limit, its node's address.
 
 It is separate from the turn loop, which hands these specs to the executor,
 because it is a translation of a stored job into a process, independent of
@@ -17,22 +23,41 @@ from __future__ import annotations
 
 import os
 import signal as signals
+from collections.abc import Sequence
 from typing import Any
 
+from htcsim.agent.engine.accounts import IDENTITY_ENV, job_account
 from htcsim.agent.engine.state import EngineState, Running
 from htcsim.agent.executors.base import LaunchSpec
 from htcsim.agent.store.jobs import NewJob
 
 ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
-"""The agent's variables a job inherits (HTCondor's default: not the whole environment)."""
+"""The agent's variables a job inherits (HTCondor's default: not the whole environment);
+in owner mode ``HOME``, ``USER``, ``LOGNAME``, ``SHELL`` come from the job's account instead."""
+
+DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+"""Set to the job's GPU device indices (empty for a job without GPUs: it sees none)."""
 
 
 class Launch(EngineState):
     """A started job's cores and launch spec."""
 
-    def _place(self, job_id: int, slot: int, node: int, start: float, job: NewJob) -> Running:
+    def _place(
+        self,
+        job_id: int,
+        slot: int,
+        node: int,
+        start: float,
+        job: NewJob,
+        gpu_ids: Sequence[int] | None = None,
+    ) -> Running:
         """The record of a job running on ``node`` since ``start``, with its cores
-        taken from the node's free ones (for pinning)."""
+        taken from the node's free ones (for pinning) and its GPU devices: the
+        ``gpu_ids`` it holds (a re-adopted job), else the lowest free ones."""
+        free = self.free_gpus[node]
+        free.sort()
+        gpus = list(gpu_ids) if gpu_ids is not None else free[: job.gpus]
+        self.free_gpus[node] = [g for g in free if g not in gpus]
         return Running(
             job_id=job_id,
             slot=slot,
@@ -43,7 +68,17 @@ class Launch(EngineState):
             signal=_signal_number(job.signal) if job.signal else 0,
             signal_before_s=job.signal_before_s,
             user=job.user,
+            gpu_ids=gpus,
         )
+
+    def _free_devices(self, run: Running) -> None:
+        """``run`` ended: its cores and GPU devices are its node's again."""
+        self.free_cores[run.node].extend(run.cores)
+        self.free_cores[run.node].sort()
+        devices = set(self.node_specs[run.node].devices)
+        free = self.free_gpus[run.node]
+        free.extend(g for g in run.gpu_ids if g in devices and g not in free)
+        free.sort()
 
     def _launch_spec(self, run: Running, row: dict[str, Any]) -> LaunchSpec:
         """What the executor needs to start the job: placeholders expanded, the
@@ -56,7 +91,16 @@ class Launch(EngineState):
             "array_id": "" if row["array_id"] is None else str(row["array_id"]),
         }
         env = dict(self._base_env)
+        uid, gid = -1, -1
+        groups: tuple[int, ...] = ()
+        if self.run_as == "owner":  # never the agent's identity: its account's
+            account = job_account(run.job_id, row["account"], row["uid"])
+            uid, gid, groups = account.uid, account.gid, account.groups
+            for key in IDENTITY_ENV:
+                env.pop(key, None)
+            env.update(account.env)
         env.update(row["env"])
+        devices = ",".join(str(g) for g in run.gpu_ids)
         env.update(
             HTCSIM_JOB_ID=values["id"],
             HTCSIM_ARRAY_INDEX=index,
@@ -64,6 +108,7 @@ class Launch(EngineState):
             HTCSIM_NODE=node.name,
             HTCSIM_CORES=str(row["cores"]),
         )
+        env.update(dict.fromkeys(DEVICE_ENV, devices))
         return LaunchSpec(
             job_id=run.job_id,
             argv=[_expand(a, values) for a in row["command"]],
@@ -76,6 +121,9 @@ class Launch(EngineState):
             else (),
             mem_limit_mib=int(row["mem_mib"]),
             node=node.address,
+            uid=uid,
+            gid=gid,
+            groups=groups,
         )
 
 

@@ -106,6 +106,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self.users = {}
         self.groups = {}
         self.free_cores = [list(range(n.cores)) for n in self.node_specs]
+        self.free_gpus = [list(n.devices) for n in self.node_specs]
+        self.run_as = config.jobs_run_as()
         self._commands = queue.SimpleQueue()
         self._timers = []
         self._timer_seq = 0
@@ -242,13 +244,14 @@ class Engine(Admission, Recovery, Inventory, Launch):
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: type, state (as sinfo: idle, mixed, allocated, draining,
         drained, down, booting; ``off`` for a pool's slot without a worker),
-        capacity, free resources, running jobs."""
+        capacity, free resources, running jobs, GPU device ids (all, free)."""
         on_node: dict[int, list[int]] = {}
         with self.kernel_lock:
             states = self.kernel.node_states()
             free = self.kernel.free_per_node()
             for run in list(self.running.values()):
                 on_node.setdefault(run.node, []).append(run.job_id)
+            free_gpus = [list(ids) for ids in self.free_gpus]
         out = []
         pool = self.pool
         for k, spec in enumerate(self.node_specs):
@@ -266,6 +269,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
                     "free": free_k,
                     "jobs": sorted(on_node.get(k, [])),
                     "cpus": list(spec.cpus),
+                    "gpu_ids": list(spec.devices),
+                    "free_gpu_ids": free_gpus[k] if k < len(free_gpus) else [],
                     "address": spec.address,
                 }
             )
@@ -467,10 +472,13 @@ class Engine(Admission, Recovery, Inventory, Launch):
                 "start_time": now_f,
                 "node": self.node_specs[node].name,
                 "reason": "",
+                "gpu_ids": run.gpu_ids,
             }
             try:
                 run.spec = self._launch_spec(run, row)
                 fields["stdout"], fields["stderr"] = run.spec.stdout, run.spec.stderr
+            except LaunchError as exc:  # its account is gone or changed
+                self._launch_failures.append((job_id, str(exc)))
             except (KeyError, ValueError) as exc:
                 self._launch_failures.append((job_id, f"bad command or paths: {exc}"))
             self.running[job_id] = run
@@ -523,8 +531,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         run = self.running.pop(exit.job_id, None)
         if run is None:
             return
-        self.free_cores[run.node].extend(run.cores)
-        self.free_cores[run.node].sort()
+        self._free_devices(run)
         if run.phase == "cancelling":
             state, cause = "cancelled", "cancelled while running"
         elif run.phase == "timeout":
@@ -562,7 +569,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         run = self.running.pop(job_id, None)
         if run is None:
             return
-        self.free_cores[run.node].extend(run.cores)
+        self._free_devices(run)
         self.kernel.finish(run.slot, now, 0)
         self._log.append((now, "finish", job_id, json.dumps({"ok": 0})))
         self._changes.append(

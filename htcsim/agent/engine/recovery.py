@@ -55,6 +55,7 @@ class Recovery(EngineState):
         self.slot_of, self.job_of, self.children, self.running = {}, [], {}, {}
         self.users, self.groups = {}, {}
         self.free_cores = [list(range(n.cores)) for n in self.node_specs]
+        self.free_gpus = [list(n.devices) for n in self.node_specs]  # adopted jobs retake theirs
         self._log.append(
             (
                 now,
@@ -121,7 +122,8 @@ class Recovery(EngineState):
                     self._log.append(
                         (now, "adopt", job_id, json.dumps({"node": node, "start": start}))
                     )
-                    run = self._place(job_id, slot, node, float(row["start_time"]), job)
+                    start_f = float(row["start_time"])
+                    run = self._place(job_id, slot, node, start_f, job, row["gpu_ids"])
                     run.pid = rec.pid
                     before = previous.get(job_id)
                     if before is not None:  # a rebuild while it runs: keep what it was doing
@@ -149,7 +151,13 @@ def _lost_run(job_id: int, requeues: int, requeued: bool, cause: str, now_f: flo
     """The record of a running job whose node was lost: back in the queue
     (``requeued``, by the policy's ``[failures]``), or ended ``node_fail``."""
     if requeued:
-        fields_ = {"requeues": requeues + 1, "start_time": None, "node": None, "reason": ""}
+        fields_ = {
+            "requeues": requeues + 1,
+            "start_time": None,
+            "node": None,
+            "reason": "",
+            "gpu_ids": None,
+        }
         return StateChange(job_id, "pending", f"requeued: {cause}", fields_)
     return StateChange(job_id, "node_fail", cause, {"end_time": now_f})
 

@@ -60,6 +60,7 @@ class Running:
     phase: str = ""  # "" | "cancelling" | "timeout"
     peak_rss_mib: float = -1.0
     spec: LaunchSpec | None = None
+    gpu_ids: list[int] = field(default_factory=list)  # its GPU devices on its node
 
 
 @dataclass(order=True)
@@ -99,6 +100,8 @@ class EngineState(ABC):
     users: dict[str, int]
     groups: dict[str, int]
     free_cores: list[list[int]]  # per node
+    free_gpus: list[list[int]]  # per node: its GPU device indices no running job holds
+    run_as: str  # whose account jobs run as: owner | agent | worker (AgentConfig.jobs_run_as)
     last_pass_s: float
     passes: int
     started_at: float
@@ -174,5 +177,17 @@ class EngineState(ABC):
     # ------------------------------------------------------------------ launch.py
 
     @abstractmethod
-    def _place(self, job_id: int, slot: int, node: int, start: float, job: NewJob) -> Running:
-        """The record of a job running on ``node``, its cores taken."""
+    def _place(
+        self,
+        job_id: int,
+        slot: int,
+        node: int,
+        start: float,
+        job: NewJob,
+        gpu_ids: Sequence[int] | None = None,
+    ) -> Running:
+        """The record of a job running on ``node``, its cores and GPU devices taken."""
+
+    @abstractmethod
+    def _free_devices(self, run: Running) -> None:
+        """A job that ended gives its cores and GPU devices back to its node."""

@@ -61,6 +61,8 @@ class NewJob:
     stderr: str = ""
     signal: str = ""  # e.g. "SIGUSR1": sent signal_before_s before the walltime
     signal_before_s: int = 0
+    account: str = ""  # the Unix account it runs as, resolved at submit; "": the agent's own
+    uid: int = -1  # that account's uid when resolved; -1: the agent's own
 
 
 SETTABLE = frozenset(
@@ -76,6 +78,7 @@ SETTABLE = frozenset(
         "max_rss_mib",
         "stdout",
         "stderr",
+        "gpu_ids",
     }
 )
 """Columns a state change may set besides the state."""
@@ -188,8 +191,8 @@ class AgentStore:
                 cursor = self._db.execute(
                     "INSERT INTO jobs (user, name, command, cwd, env, cores, mem_mib, gpus, "
                     "walltime_s, qos, array_index, state, reason, submit_time, grp, stdout, "
-                    "stderr, signal, signal_before_s, workflow_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "stderr, signal, signal_before_s, workflow_id, account, uid) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.user,
                         job.name,
@@ -211,6 +214,8 @@ class AgentStore:
                         job.signal,
                         job.signal_before_s,
                         workflow_id,
+                        job.account,
+                        job.uid if job.uid >= 0 else None,
                     ),
                 )
                 job_id = int(cursor.lastrowid or 0)
@@ -259,9 +264,10 @@ class AgentStore:
                         f"cannot set {', '.join(sorted(unknown))} (settable: {sorted(SETTABLE)})"
                     )
                 columns = ", ".join(f"{name} = ?" for name in ("state", *change.fields))
+                values = [_column(v) for v in change.fields.values()]
                 cursor = self._db.execute(
                     f"UPDATE jobs SET {columns} WHERE id = ?",
-                    (change.state, *change.fields.values(), change.job_id),
+                    (change.state, *values, change.job_id),
                 )
                 if cursor.rowcount != 1:
                     raise KeyError(f"no job {change.job_id}")
@@ -496,8 +502,15 @@ class AgentStore:
         return out
 
 
+def _column(value: Any) -> Any:
+    """A value as its column holds it (a list, such as ``gpu_ids``, as JSON)."""
+    return json.dumps(value) if isinstance(value, list | tuple) else value
+
+
 def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
     job = dict(row)
     job["command"] = json.loads(job["command"])
     job["env"] = json.loads(job["env"])
+    if "gpu_ids" in job:
+        job["gpu_ids"] = json.loads(job["gpu_ids"]) if job["gpu_ids"] is not None else None
     return job

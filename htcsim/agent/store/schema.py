@@ -120,6 +120,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX idempotency_time ON idempotency (time);
     """,
+    # 4: the Unix account a job runs as (resolved at submit), its GPU devices
+    """
+    ALTER TABLE jobs ADD COLUMN account TEXT NOT NULL DEFAULT '';  -- '': the agent's own
+    ALTER TABLE jobs ADD COLUMN uid INTEGER;                        -- NULL: the agent's own
+    ALTER TABLE jobs ADD COLUMN gpu_ids TEXT;                       -- JSON list, set at start
+    """,
 )
 """The schema, one entry per version; a new version appends an entry, never edits one."""
 

@@ -56,6 +56,7 @@ PUBLIC_COLUMNS = (
     "signal",
     "signal_before_s",
     "workflow_id",
+    "gpu_ids",
 )
 
 
