@@ -195,13 +195,11 @@ class Shepherd:
         if cgroup_base is not None and (containment == "cgroup" or self.memory_cgroup):
             digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
             self.cgroup_root = cgroup_base / f"htcsim-{digest}"
-            self.cgroup_root.mkdir(exist_ok=True)
-            for stale in self.cgroup_root.glob("job-*"):  # a dead shepherd's, emptied
+            # what shepherds killed with SIGKILL left: empty cgroups (rmdir
+            # refuses a populated one; a live shepherd makes its own again)
+            for stale in [*cgroup_base.glob("htcsim-*/job-*"), *cgroup_base.glob("htcsim-*")]:
                 with contextlib.suppress(OSError):
                     stale.rmdir()
-            if self.memory_cgroup:
-                with contextlib.suppress(OSError):
-                    (self.cgroup_root / "cgroup.subtree_control").write_text("+memory")
         if containment == "subreaper":
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -507,7 +505,17 @@ class Shepherd:
         if group.is_dir():
             with contextlib.suppress(OSError):
                 (group / "cgroup.kill").write_text("1")
-        group.mkdir(exist_ok=True)
+        for attempt in range(3):  # another shepherd's start may sweep an empty root away
+            try:
+                if not self.cgroup_root.is_dir():
+                    self.cgroup_root.mkdir(exist_ok=True)
+                    if self.memory_cgroup:
+                        (self.cgroup_root / "cgroup.subtree_control").write_text("+memory")
+                group.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         if mem_mib and self.memory_cgroup:
             (group / "memory.max").write_text(str(mem_mib << 20))
             with contextlib.suppress(OSError):
