@@ -351,24 +351,33 @@ def test_the_shepherd_ignores_a_stale_event_of_an_agent_it_dropped(tmp_path: Pat
     connected): the shepherd must skip it, not read the wrong socket or stop."""
     import socket as sockets
 
-    from htcsim.agent.executors.local.shepherd import Shepherd, socket_name
+    from htcsim.agent.executors.local.shepherd import Shepherd, socket_path
 
-    shepherd = Shepherd(tmp_path, None)
+    secret = "s" * 64
+    # a fake cgroup folder: cgroup containment needs no prctl in the test's own process
+    shepherd = Shepherd(tmp_path, tmp_path, secret=secret, containment="cgroup")
+    hello = b'{"op": "hello", "secret": "' + secret.encode() + b'"}\n'
     try:
         old = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-        old.connect(socket_name(tmp_path))
+        old.connect(str(socket_path(tmp_path)))
+        old.sendall(hello)
         shepherd._accept()
+        shepherd._read_pending(next(iter(shepherd.pending)))  # the handshake
         stale = shepherd.client
+        assert stale is not None
         old.close()
         shepherd._drop_client()  # as a failed send does
         shepherd._read_client(stale)  # the same round's event for it: ignored
         new = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-        new.connect(socket_name(tmp_path))
+        new.connect(str(socket_path(tmp_path)))
+        new.sendall(hello)
         shepherd._accept()
+        shepherd._read_pending(next(iter(shepherd.pending)))
         shepherd._read_client(stale)  # not the current agent: ignored, nothing read
         assert shepherd.client is not None and shepherd.client is not stale
         assert b'"op": "hello"' in new.recv(1 << 16)
         new.close()
     finally:
         shepherd.listener.close()
+        shepherd.lock.close()
         shepherd.journal.close()

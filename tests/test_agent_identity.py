@@ -151,7 +151,6 @@ def test_a_job_gets_its_owners_home_user_and_logname(
 
 
 @needs_root_and_accounts
-@pytest.mark.xfail(strict=False, reason="needs the shepherd's privilege drop")
 def test_a_job_runs_as_its_owners_uid_gid_and_groups(
     owner_agent: AgentProcess, shared_dir: Path
 ) -> None:

@@ -22,6 +22,7 @@ DEFAULT_PORT = 8642
 DEFAULT_STATE_DIR = Path("htcsim-agent")
 MEMORY_LIMITS = ("auto", "cgroup", "rlimit", "off")
 RUN_JOBS_AS = ("owner", "agent")
+CONTAINMENTS = ("auto", "cgroup", "subreaper")
 
 
 class AgentConfigError(ValueError):
@@ -111,6 +112,7 @@ class AgentConfig:
     kill_grace_s: float = 10.0  # SIGTERM -> SIGKILL (walltime, cancel), as Slurm's KillWait
     sample_interval_s: float = 10.0  # node and job resource sampling
     memory_limit: str = "auto"  # auto | cgroup | rlimit | off
+    containment: str = "auto"  # auto | cgroup | subreaper: how a job's processes die with it
     nodes: int = 1  # the machine sliced into this many nodes (testing)
     cores_per_node: int = 0  # 0: the machine's CPUs divided among the nodes
     mem_mib_per_node: int = 0  # 0: the machine's memory divided among the nodes
@@ -163,6 +165,8 @@ class AgentConfig:
             bad("sample_interval_s", "must be > 0")
         if self.memory_limit not in MEMORY_LIMITS:
             bad("memory_limit", f"must be one of {', '.join(MEMORY_LIMITS)}")
+        if self.containment not in CONTAINMENTS:
+            bad("containment", f"must be one of {', '.join(CONTAINMENTS)}")
         if self.nodes < 1:
             bad("nodes", "must be >= 1")
         if self.backend not in ("local", "dask"):

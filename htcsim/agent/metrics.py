@@ -35,6 +35,7 @@ METRIC_NAMES = (
     "htcsim_shadow_differences",
     "htcsim_shadow_wait_seconds",
     "htcsim_shadow_lag_seconds",
+    "htcsim_shepherd_up",
 )
 """Every metric the agent exports (the Grafana dashboard may only use these)."""
 
@@ -103,6 +104,11 @@ class AgentMetrics:
         self.shadow_lag = Gauge(
             "htcsim_shadow_lag_seconds",
             "How far the shadow policy's decided horizon is behind the present",
+            registry=r,
+        )
+        self.shepherd_up = Gauge(
+            "htcsim_shepherd_up",
+            "1 if the executor can run jobs (the shepherd reachable and this agent's), else 0",
             registry=r,
         )
         for state in JOB_STATES:

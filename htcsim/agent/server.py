@@ -132,6 +132,9 @@ class Agent:
         self.engine.start()
         log.info("jobs: %s", self.identity)
         log.info("memory limits: %s", self.engine.executor.memory_limit_note)
+        containment = getattr(self.engine.executor, "containment_note", "")
+        if containment:
+            log.info("job containment: %s", containment)
         if self.shadow is not None:
             self.shadow.start()  # after the engine's start: the log begins with it
             label = self.shadow.candidate.label

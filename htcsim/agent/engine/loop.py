@@ -97,7 +97,12 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self.executor = (
             executor(self._on_exit)
             if executor is not None
-            else LocalExecutor(config.run_dir, self._on_exit, config.memory_limit)
+            else LocalExecutor(
+                config.run_dir,
+                self._on_exit,
+                config.memory_limit,
+                containment=config.containment,
+            )
         )
         self.slot_of = {}
         self.job_of = []
@@ -289,6 +294,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
             "passes": self.passes,
             "last_pass_seconds": self.last_pass_s,
             "memory_limit": self.executor.memory_limit_mode,
+            "containment": getattr(self.executor, "containment_mode", "none"),
+            "executor": dict(zip(("ok", "reason"), self.executor_health(), strict=True)),
             "policy": self.policy.label,
             "uptime_s": self.clock() - self.started_at,
         } | ({"pool": self.pool.summary()} if self.pool is not None else {})
@@ -304,6 +311,16 @@ class Engine(Admission, Recovery, Inventory, Launch):
         m.cores.labels("total").set(summary["cores"]["total"])
         m.cores.labels("allocated").set(summary["cores"]["allocated"])
         m.utilization.set(summary["utilization"])
+        m.shepherd_up.set(1.0 if summary["executor"]["ok"] else 0.0)
+
+    def executor_health(self) -> tuple[bool, str]:
+        """Whether the executor can still run jobs (the local shepherd reachable
+        and this agent's), and why not; a backend without ``health`` is ok."""
+        health = getattr(self.executor, "health", None)
+        if health is None:
+            return True, "ok"
+        ok, reason = health()
+        return bool(ok), str(reason)
 
     # ------------------------------------------------------------------ the loop
 

@@ -12,9 +12,14 @@ router = APIRouter()
 
 @router.get("/healthz", tags=["agent"])
 async def healthz(engine: EngineDep) -> dict[str, Any]:
-    """Liveness: answers without a token; 503 when the scheduling loop stopped."""
+    """Liveness: answers without a token; 503 when the scheduling loop stopped or
+    the executor cannot run jobs (e.g. the shepherd is gone or took another
+    agent's connection)."""
     if not engine.alive:
         raise ApiError(503, "the scheduling loop is not running")
+    ok, reason = engine.executor_health()
+    if not ok:
+        raise ApiError(503, f"the executor is not usable: {reason}")
     return {"status": "ok", "passes": engine.passes}
 
 

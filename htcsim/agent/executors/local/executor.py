@@ -11,7 +11,14 @@ exit codes and resource use: nothing is guessed.
 
 Every job runs in its own session (so its own process group: a signal
 reaches the whole job), pinned to its CPUs from birth, with its memory limit
-(cgroup v2 where the agent's cgroup is delegated, else RLIMIT_AS).
+(cgroup v2 where the agent's cgroup is delegated, else RLIMIT_AS), and
+contained: every process it starts dies with it (a cgroup v2 per job where
+one can be made, else the shepherd as a child subreaper; ``containment``).
+
+Only the agent talks to its shepherd: the run directory is 0700, the
+shepherd accepts connections of its own uid only, and a connection must
+present the secret kept in ``shepherd.secret`` (0600) before it replaces the
+agent's. ``health`` says whether this executor's connection is up.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import socket
 import subprocess
 import sys
@@ -37,16 +45,72 @@ from htcsim.agent.executors.base import (
     Recovered,
     exit_from_record,
 )
-from htcsim.agent.executors.local.shepherd import socket_name
+from htcsim.agent.executors.local.shepherd import (
+    SECRET_FILE,
+    secure_dir,
+    socket_path,
+    unix_address,
+)
 
 logger = logging.getLogger(__name__)
 
 MemoryLimitMode = Literal["cgroup-v2", "rlimit-as", "off"]
+ContainmentMode = Literal["cgroup", "subreaper"]
+CONTAINMENT_SETTINGS = ("auto", "cgroup", "subreaper")
+
+
+def cgroup2_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` on a unified
+    system, ``/sys/fs/cgroup/unified`` on a hybrid one), or None."""
+    with contextlib.suppress(OSError):
+        for line in mounts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return Path(fields[1])
+    return None
+
+
+def own_cgroup(proc_cgroup: Path, cgroup_root: Path) -> Path | None:
+    """This process's cgroup v2 folder (its ``0::/path`` line) under ``cgroup_root``."""
+    lines = proc_cgroup.read_text().splitlines()
+    rel = next((line[3:] for line in lines if line.startswith("0::")), None)
+    return None if rel is None else cgroup_root / rel.strip().lstrip("/")
+
+
+def detect_job_cgroup(
+    proc_cgroup: Path = Path("/proc/self/cgroup"),
+    mounts: Path = Path("/proc/self/mounts"),
+) -> tuple[Path | None, str]:
+    """The cgroup v2 folder under which a cgroup per job can be made and killed
+    (``cgroup.kill``, Linux 5.14), and why (not)."""
+    root = cgroup2_mount(mounts)
+    if root is None:
+        return None, "no cgroup v2 hierarchy mounted"
+    try:
+        base = own_cgroup(proc_cgroup, root)
+    except OSError as exc:
+        return None, f"cannot read {proc_cgroup}: {exc}"
+    if base is None:
+        return None, f"{proc_cgroup} has no cgroup v2 entry"
+    if not base.is_dir() or not os.access(base, os.W_OK):
+        return None, f"the agent's cgroup {base} is not writable"
+    probe = base / f"htcsim-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        probe.mkdir()
+        try:
+            killable = (probe / "cgroup.kill").exists()
+        finally:
+            probe.rmdir()
+    except OSError as exc:
+        return None, f"cannot make a cgroup under {base}: {exc}"
+    if not killable:
+        return None, f"no cgroup.kill under {base} (Linux < 5.14)"
+    return base, f"a cgroup v2 per job under {base}, killed with cgroup.kill"
 
 
 def detect_memory_cgroup(
     proc_cgroup: Path = Path("/proc/self/cgroup"),
-    cgroup_root: Path = Path("/sys/fs/cgroup"),
+    cgroup_root: Path | None = None,
 ) -> tuple[Path | None, str]:
     """The cgroup v2 folder under which per-job cgroups can be made, and why (not).
 
@@ -54,8 +118,10 @@ def detect_memory_cgroup(
     cgroup (the ``0::/path`` line) writable, and the memory controller enabled
     for its children (enabling it is tried). The second value is a one-line
     explanation for the log. The paths are parameters so that tests can point
-    them at a fake tree.
+    them at a fake tree; by default ``cgroup_root`` is where cgroup2 is mounted.
     """
+    if cgroup_root is None:
+        cgroup_root = cgroup2_mount() or Path("/sys/fs/cgroup")
     if not (cgroup_root / "cgroup.controllers").is_file():
         return None, f"no cgroup v2 unified hierarchy at {cgroup_root}"
     try:
@@ -96,6 +162,8 @@ class LocalExecutor:
 
     memory_limit_mode: MemoryLimitMode
     memory_limit_note: str
+    containment_mode: ContainmentMode
+    containment_note: str
 
     def __init__(
         self,
@@ -103,13 +171,18 @@ class LocalExecutor:
         on_exit: Callable[[JobExit], None],
         memory_limit: str = "auto",
         *,
+        containment: str = "auto",
         connect_timeout_s: float = 20.0,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        secure_dir(self.run_dir)  # 0700: the socket and the secret are the agent's alone
         self._on_exit = on_exit
         self._cgroup_base: Path | None = None
+        self._job_cgroup_base: Path | None = None
         self._setup_memory_limit(memory_limit)
+        self._setup_containment(containment)
+        self._secret = self._load_secret()
+        self._lost: str = ""  # why the connection to the shepherd is down
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()
         self._running: dict[int, int] = {}
@@ -120,6 +193,10 @@ class LocalExecutor:
         self._timeout = connect_timeout_s
         self._sock, self._reader, self.hello = self._connect()
         self.shepherd_pid = int(self.hello["pid"])
+        if self.hello.get("containment", self.containment_mode) != self.containment_mode:
+            # a shepherd started by an earlier agent with another setting: it decides
+            self.containment_mode = self.hello["containment"]
+            self.containment_note = f"{self.containment_mode} (the running shepherd's)"
         self._thread = threading.Thread(target=self._read, name="htcsim-executor", daemon=True)
         self._thread.start()
 
@@ -145,17 +222,67 @@ class LocalExecutor:
             "so programs that reserve much address space (JVMs, many threads) need headroom"
         )
 
+    def _setup_containment(self, mode: str) -> None:
+        """Pick how a job's processes are kept together (and killed together)."""
+        if mode not in CONTAINMENT_SETTINGS:
+            raise ValueError(f"containment must be auto, cgroup or subreaper, not {mode!r}")
+        why = "asked"
+        if mode != "subreaper":
+            base, why = detect_job_cgroup()
+            if base is not None:
+                self._job_cgroup_base = base
+                self.containment_mode, self.containment_note = "cgroup", why
+                return
+            if mode == "cgroup":
+                raise ValueError(f"cgroup v2 containment unavailable: {why}")
+        self.containment_mode = "subreaper"
+        self.containment_note = (
+            f"the shepherd as child subreaper, sampling /proc for each job's processes ({why})"
+        )
+
+    def _load_secret(self) -> str:
+        """The shepherd's secret: made once (0600, in the 0700 run directory),
+        read again by a restarted agent."""
+        path = self.run_dir / SECRET_FILE
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            tmp = self.run_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(tmp, path)  # atomic: two agents starting at once agree
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            fd = os.open(path, flags)
+        with os.fdopen(fd) as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid():
+                raise LaunchError(f"{path} belongs to uid {st.st_uid}, not to this agent")
+            if st.st_mode & 0o077:
+                os.fchmod(f.fileno(), 0o600)
+            secret = f.read().strip()
+        if len(secret) < 32:
+            raise LaunchError(f"{path} does not hold a secret; remove it and restart")
+        return secret
+
     # ------------------------------------------------------------------ the shepherd
 
     def _connect(self) -> tuple[socket.socket, Any, dict[str, Any]]:
-        """Connect to the run directory's shepherd, starting one if none answers."""
-        name = socket_name(self.run_dir)
+        """Connect to the run directory's shepherd, starting one if none answers,
+        and present the secret."""
+        path = socket_path(self.run_dir)
         deadline = time.monotonic() + self._timeout
         started = False
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(name)
+                with unix_address(path) as address:
+                    sock.connect(address)
             except (ConnectionRefusedError, FileNotFoundError):
                 sock.close()
                 if not started:
@@ -169,11 +296,26 @@ class LocalExecutor:
                 time.sleep(0.01)
                 continue
             reader = sock.makefile("rb")
-            hello = json.loads(reader.readline())
-            return sock, reader, hello
+            try:
+                sock.sendall(json.dumps({"op": "hello", "secret": self._secret}).encode() + b"\n")
+                line = reader.readline()
+            except OSError:
+                line = b""
+            if not line:
+                sock.close()
+                raise LaunchError(
+                    f"the shepherd of {self.run_dir} refused this agent's secret "
+                    f"({self.run_dir / SECRET_FILE}); stop that shepherd to start afresh"
+                )
+            return sock, reader, json.loads(line)
 
     def _start_shepherd(self) -> None:
         log = open(self.run_dir / "shepherd.log", "ab")  # noqa: SIM115 (the child keeps it)
+        options = {
+            "cgroup": str(self._job_cgroup_base or self._cgroup_base or ""),
+            "containment": self.containment_mode,
+            "memory_cgroup": self._cgroup_base is not None,
+        }
         try:
             self._shepherd = subprocess.Popen(
                 [
@@ -181,14 +323,18 @@ class LocalExecutor:
                     "-m",
                     "htcsim.agent.executors.local.shepherd",
                     str(self.run_dir),
-                    str(self._cgroup_base or ""),
+                    json.dumps(options),
                 ],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 cwd=self.run_dir,
                 start_new_session=True,  # it outlives the agent
             )
+            assert self._shepherd.stdin is not None
+            with contextlib.suppress(OSError):  # one that exits at once is reported by _connect
+                self._shepherd.stdin.write(self._secret.encode() + b"\n")
+                self._shepherd.stdin.close()
         finally:
             log.close()
 
@@ -206,6 +352,9 @@ class LocalExecutor:
                 message = json.loads(line)
                 if message["op"] == "started":
                     self._replies.put(message)
+                elif message["op"] == "displaced":
+                    with self._lock:
+                        self._lost = "displaced: another agent connected to the shepherd"
                 elif message["op"] == "exit":
                     with self._lock:
                         if self._running.pop(int(message["job"]), None) is None:
@@ -218,15 +367,36 @@ class LocalExecutor:
             pass
         with self._lock:
             closing = self._closed
+            displaced = bool(self._lost)
+            if not self._lost:
+                self._lost = f"the connection to the shepherd {self.shepherd_pid} is lost"
             lost = list(self._running)
             self._running.clear()
         self._replies.put({"op": "gone"})
         if closing:
             return
+        if displaced:  # its jobs are now the other agent's
+            logger.error("the shepherd of %s took another agent's connection", self.run_dir)
+            return
         # the shepherd died: how its jobs ended is unknown
         logger.error("the shepherd of %s is gone; its %d jobs are lost", self.run_dir, len(lost))
         for job_id in lost:
             self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
+
+    def health(self) -> tuple[bool, str]:
+        """Whether the shepherd is alive and this executor is still its agent, and why not."""
+        with self._lock:
+            if self._closed:
+                return False, "the executor is closed"
+            if self._lost:
+                return False, self._lost
+        try:
+            os.kill(self.shepherd_pid, 0)
+        except ProcessLookupError:
+            return False, f"the shepherd {self.shepherd_pid} is gone"
+        except PermissionError:
+            pass
+        return True, f"the shepherd {self.shepherd_pid} is connected"
 
     # ------------------------------------------------------------------ jobs
 

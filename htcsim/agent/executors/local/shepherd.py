@@ -6,17 +6,54 @@ from the kernel (``wait4``), even while the agent is down, and it survives
 the agent (its own session): an agent killed with ``kill -9`` reconnects on
 restart and is told which jobs still run and how the others ended; nothing
 is guessed. It also takes process creation off the agent's interpreter: the
-agent sends a line of JSON per job, the shepherd (single-threaded, so it may
-change its own directory, CPU affinity and limits around each spawn) starts
-the job itself with ``posix_spawnp``, no shell in between.
+agent sends a line of JSON per job, the shepherd (single-threaded, so
+``fork`` is safe) forks, sets the child up and execs the job, no shell in
+between.
 
-Protocol: JSON lines over an abstract Unix socket named after the run
-directory. Agent -> shepherd: ``launch`` (a list of jobs), ``signal``,
-``release`` (the agent committed an exit: forget it), ``shutdown``.
-Shepherd -> agent: ``hello`` (on connect: running jobs, exits not yet
-released), ``started`` (pid or error per job), ``exit``. Exits not yet
-released are also appended to ``exits.jsonl`` in the run directory, so a
-shepherd that is itself restarted still knows them.
+Protocol: JSON lines over a Unix socket ``shepherd.sock`` inside the run
+directory, which belongs to the agent's account and is mode 0700 (nobody
+else can even reach the socket). A connection is closed before a byte is
+read unless its peer (``SO_PEERCRED``) has the shepherd's own uid, and its
+first line must be ``{"op": "hello", "secret": ...}`` with the secret the
+agent handed the shepherd on its stdin (kept in ``shepherd.secret``, 0600,
+for a restarted agent): only then does it replace the current agent's
+connection (which is told ``displaced``); otherwise it is closed and the
+current one is kept. Agent -> shepherd: ``launch`` (a list of jobs),
+``signal``, ``release`` (the agent committed an exit: forget it),
+``shutdown``. Shepherd -> agent: ``hello`` (after the handshake: running
+jobs, exits not yet released), ``started`` (pid or error per job), ``exit``,
+``displaced``. Exits not yet released are also appended to ``exits.jsonl``
+in the run directory, so a shepherd that is itself restarted still knows
+them.
+
+Jobs: each runs in a new session (so its own process group), pinned to its
+CPUs, with its memory limit; with ``uid``/``gid``/``groups`` in its payload
+it runs as that account (``setgroups``, ``setgid``, ``setuid`` in the child,
+in that order), and its stdout/stderr are opened (``O_NOFOLLOW``) and its cwd
+entered *as that account*, so ordinary file permissions decide what it may
+write. A failure of that set-up comes back through a close-on-exec pipe as
+the job's launch error; a program that cannot be executed is reported as the
+job's exit, 127 or 126, as a shell does.
+
+Containment: every process a job starts dies with it (cancel, walltime,
+kill, and when the job's main process exits, as Slurm's proctrack/cgroup),
+by one of:
+
+* ``cgroup``: a cgroup v2 per job (``<agent's cgroup>/htcsim-<run>/job-N``),
+  entered by the child itself before exec, so nothing escapes it; a
+  SIGTERM goes to every process in it, a SIGKILL and the main process's end
+  write ``cgroup.kill``, and the cgroup is removed once empty. It also
+  carries ``memory.max`` where the memory controller is enabled.
+* ``subreaper``: the shepherd is a child subreaper (``PR_SET_CHILD_SUBREAPER``):
+  orphans of its jobs are reparented to it, not to init. It samples ``/proc``
+  (every ``SCAN_S`` while jobs run, before each signal and at each exit) to
+  learn each job's descendants by parent chain, session or process group,
+  and kills all of them when the job ends. Limits: a process that leaves its
+  session and whose parent exits within one sampling interval is found only
+  as an orphan of the shepherd; it is attributed by its ``HTCSIM_JOB_ID``
+  variable if it kept one, else killed at once (it can only come from one of
+  the jobs). Pid reuse is guarded by the start time. A process the shepherd
+  cannot signal (another account's, when the shepherd is not root) survives.
 
 Only the standard library is imported: it starts in a few milliseconds.
 """
@@ -24,47 +61,182 @@ Only the standard library is imported: it starts in a few milliseconds.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import hashlib
+import hmac
 import json
 import os
 import resource
 import selectors
 import signal
 import socket
+import struct
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from htcsim.agent.executors.base import exit_record
 
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """Python ignores these; a job gets them back at their default action."""
-LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+"""O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of hanging the
+launch; it is cleared once the file is open."""
+SOCKET_FILE = "shepherd.sock"
+SECRET_FILE = "shepherd.secret"
+HANDSHAKE_S = 10.0
+"""A connection that has not presented the secret within this long is closed."""
+MAX_PENDING = 16
+SCAN_S = 0.2
+"""How often the subreaper samples /proc while jobs run."""
+PR_SET_CHILD_SUBREAPER = 36
+CONTAINMENTS = ("cgroup", "subreaper")
 
 
-def socket_name(run_dir: Path) -> bytes:
-    """The abstract socket of the shepherd of ``run_dir`` (no path length limit,
-    nothing left on disk)."""
-    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:20]
-    return f"\0htcsim-shepherd-{digest}".encode()
+def socket_path(run_dir: Path) -> Path:
+    """The shepherd's socket: a file in the (0700) run directory."""
+    return run_dir / SOCKET_FILE
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An address to ``bind``/``connect`` for ``path``: the path itself or, when
+    too long for ``sun_path``, the same file reached through ``/proc/self/fd``."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def secure_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700 if missing; refuse one that is a symlink or
+    not this uid's, and take group/other permissions off one that has them."""
+    old = os.umask(0o077)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(old)
+    st = os.lstat(path)
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise NotADirectoryError(f"{path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to {os.geteuid()}")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def proc_table() -> dict[int, tuple[int, int, int, str, int]]:
+    """pid -> (ppid, process group, session, state, start time) of every process."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+            rest = data[data.rindex(b")") + 2 :].split()
+            table[int(name)] = (
+                int(rest[1]),
+                int(rest[2]),
+                int(rest[3]),
+                rest[0].decode(),
+                int(rest[19]),
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+    return table
+
+
+def _environ_job(pid: int) -> int | None:
+    """The HTCSIM_JOB_ID a process was started with, if it kept it."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/environ", "rb") as f:
+        for item in f.read().split(b"\0"):
+            if item.startswith(b"HTCSIM_JOB_ID="):
+                return int(item.split(b"=", 1)[1])
+    return None
 
 
 class Shepherd:
-    def __init__(self, run_dir: Path, cgroup_base: Path | None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        cgroup_base: Path | None,
+        *,
+        secret: str,
+        containment: str = "subreaper",
+        memory_cgroup: bool = False,
+    ) -> None:
+        if containment not in CONTAINMENTS:
+            raise ValueError(f"containment must be one of {CONTAINMENTS}, not {containment!r}")
+        if containment == "cgroup" and cgroup_base is None:
+            raise ValueError("containment cgroup needs a cgroup v2 folder")
+        if len(secret) < 32:
+            raise ValueError("the shepherd needs the agent's secret")
         self.run_dir = run_dir
-        self.cgroup_base = cgroup_base
+        secure_dir(run_dir)
+        self.secret = secret.encode()
+        self.containment = containment
+        self.memory_cgroup = memory_cgroup and cgroup_base is not None
+        self.cgroup_root: Path | None = None
+        if cgroup_base is not None and (containment == "cgroup" or self.memory_cgroup):
+            digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+            self.cgroup_root = cgroup_base / f"htcsim-{digest}"
+            # what shepherds killed with SIGKILL left: empty cgroups (rmdir
+            # refuses a populated one; a live shepherd makes its own again)
+            for stale in [*cgroup_base.glob("htcsim-*/job-*"), *cgroup_base.glob("htcsim-*")]:
+                with contextlib.suppress(OSError):
+                    stale.rmdir()
+        if containment == "subreaper":
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+        # one shepherd per run directory, for its whole life (the lock is not inherited)
+        self.lock = open(run_dir / "shepherd.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock.close()
+            raise RuntimeError(f"another shepherd serves {run_dir}") from None
         self.journal_path = run_dir / "exits.jsonl"
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(socket_name(run_dir))
-        self.listener.listen(4)
+        path = socket_path(run_dir)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a dead shepherd's (a live one would have answered the agent)
+        old = os.umask(0o177)
+        try:
+            with unix_address(path) as address:
+                self.listener.bind(address)
+        finally:
+            os.umask(old)
+        self.listener.listen(MAX_PENDING)
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.client: socket.socket | None = None
         self.inbuf = b""
+        self.pending: dict[socket.socket, tuple[float, bytes]] = {}  # -> (deadline, bytes)
         self.jobs: dict[int, tuple[int, int]] = {}  # job -> (pid, pidfd)
         self.by_fd: dict[int, int] = {}
         self.exits: dict[int, dict[str, Any]] = {}  # reported, not yet released
         self.cgroups: dict[int, Path] = {}
+        self.doomed_cgroups: set[Path] = set()  # killed; removed once empty
+        self.killed: set[int] = set()  # jobs sent SIGKILL (cgroup containment)
+        self.members: dict[int, dict[int, int]] = {}  # subreaper: job -> {pid: start time}
+        self.ended: set[int] = set()  # subreaper: jobs whose remaining members must die
+        self.next_scan = 0.0
         self.affinity = tuple(sorted(os.sched_getaffinity(0)))
         self.cwd = os.getcwd()
         self._load_journal()
@@ -104,18 +276,80 @@ class Shepherd:
             self.inbuf = b""
 
     def _accept(self) -> None:
+        """A new connection: kept only if it is the shepherd's own uid, and
+        pending (not yet the agent) until it presents the secret."""
         conn, _ = self.listener.accept()
-        self._drop_client()  # one agent at a time: the newest
+        try:
+            uid = peer_uid(conn)
+        except OSError:
+            uid = -1
+        if uid != os.geteuid() or len(self.pending) >= MAX_PENDING:
+            conn.close()  # before reading a byte
+            return
+        conn.setblocking(False)
+        self.pending[conn] = (time.monotonic() + HANDSHAKE_S, b"")
+        self.sel.register(conn, selectors.EVENT_READ, "pending")
+
+    def _close_pending(self, conn: socket.socket) -> None:
+        self.pending.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn)
+        conn.close()
+
+    def _read_pending(self, conn: Any) -> None:
+        """The first line of a pending connection: the agent's handshake, or it is closed."""
+        if conn not in self.pending:
+            return
+        deadline, buf = self.pending[conn]
+        try:
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        buf += data
+        if b"\n" not in buf:
+            if not data or len(buf) > 4096:
+                self._close_pending(conn)
+            else:
+                self.pending[conn] = (deadline, buf)
+            return
+        line, rest = buf.split(b"\n", 1)
+        try:
+            hello = json.loads(line)
+            given = str(hello["secret"]).encode() if hello.get("op") == "hello" else b""
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+            given = b""
+        if not hmac.compare_digest(given, self.secret):
+            self._close_pending(conn)  # the current agent keeps its connection
+            return
+        self.pending.pop(conn)
+        self.sel.unregister(conn)
+        conn.setblocking(True)
+        if self.client is not None:
+            self.send({"op": "displaced"})
+        self._drop_client()  # one agent at a time: the newest that knows the secret
         self.client = conn
+        self.inbuf = b""
         self.sel.register(conn, selectors.EVENT_READ, "client")
         self.send(
             {
                 "op": "hello",
                 "pid": os.getpid(),
+                "containment": self.containment,
                 "running": {str(j): pid for j, (pid, _) in self.jobs.items()},
                 "exits": list(self.exits.values()),
             }
         )
+        if rest:
+            self.inbuf = rest
+            self._lines()
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        for conn, (deadline, _) in list(self.pending.items()):
+            if deadline < now:
+                self._close_pending(conn)
 
     def _read_client(self, conn: Any) -> None:
         if conn is not self.client:
@@ -128,6 +362,9 @@ class Shepherd:
             self._drop_client()
             return
         self.inbuf += data
+        self._lines()
+
+    def _lines(self) -> None:
         *lines, self.inbuf = self.inbuf.split(b"\n")
         for line in lines:
             if line.strip():
@@ -156,9 +393,6 @@ class Shepherd:
         try:
             return self._launch(job)
         except Exception as exc:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, self.affinity)
-                os.chdir(self.cwd)
             return {"job": job.get("job"), "error": f"cannot start: {exc}"}
 
     def _launch(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -166,94 +400,267 @@ class Shepherd:
         job_id = int(job["job"])
         if job_id in self.jobs:
             return {"job": job_id, "error": "already running"}
-        fds: list[int] = []
+        uid = int(job.get("uid", -1))
+        if uid >= 0 and os.geteuid() != 0 and uid != os.geteuid():
+            return {
+                "job": job_id,
+                "error": f"the shepherd runs as uid {os.geteuid()}, it cannot run jobs as {uid}",
+            }
+        group = self._job_cgroup(job_id, int(job.get("mem_mib") or 0))
+        r, w = os.pipe2(os.O_CLOEXEC)
         try:
-            try:
-                os.chdir(job["cwd"])
-            except OSError as exc:
-                return {"job": job_id, "error": f"cannot enter {job['cwd']}: {exc.strerror}"}
-            for key in ("stdout", "stderr"):
-                if key == "stderr" and job["stderr"] == job["stdout"]:
-                    fds.append(fds[0])
-                    continue
-                try:
-                    fds.append(os.open(job[key], LOG_FLAGS, 0o644))
-                except OSError as exc:
-                    return {"job": job_id, "error": f"cannot open {key} {job[key]}: {exc.strerror}"}
-            cpus = tuple(job.get("cpus") or self.affinity)
-            if cpus != self.affinity:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child execs or _exits)
+                os.close(r)
+                self._child(job, group, w)
+            os.close(w)
+            w = -1
+            report = b""
+            while chunk := os.read(r, 65536):
+                report += chunk
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        if report:  # the child did not reach exec: it is already exiting
+            os.waitpid(pid, 0)
+            self._remove_cgroup(job_id)
+            failure = json.loads(report)
+            if "exec" in failure:
+                # the job "ran" and failed to exec, as a shell reports it: 127 / 126
+                self._record_exit(job_id, int(failure["exec"]), 0, -1.0, -1.0)
+                return {"job": job_id, "pid": 0}
+            return {"job": job_id, "error": failure["error"]}
+        pidfd = os.pidfd_open(pid)
+        self.jobs[job_id] = (pid, pidfd)
+        self.by_fd[pidfd] = job_id
+        self.sel.register(pidfd, selectors.EVENT_READ, "job")
+        if self.containment == "subreaper":
+            self.members.setdefault(job_id, {})
+        return {"job": job_id, "pid": pid}
+
+    def _child(self, job: dict[str, Any], group: Path | None, report: int) -> NoReturn:
+        """In the forked child: set up and exec the job, or report why not."""
+        what = "set up the job"
+        try:
+            os.setsid()
+            if group is not None:
+                what = f"enter the cgroup {group}"
+                with open(group / "cgroup.procs", "w") as f:
+                    f.write("0")
+            for sig in (*RESET_SIGNALS, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            cpus = tuple(job.get("cpus") or ())
+            if cpus and cpus != self.affinity:
+                what = f"pin to CPUs {list(cpus)}"
                 os.sched_setaffinity(0, cpus)
             mem = int(job.get("mem_mib") or 0)
-            limit = resource.getrlimit(resource.RLIMIT_AS)
-            if mem and self.cgroup_base is None:
+            if mem and not (group is not None and self.memory_cgroup):
+                limit = resource.getrlimit(resource.RLIMIT_AS)
                 resource.setrlimit(resource.RLIMIT_AS, (mem << 20, limit[1]))
-            try:
-                pid = os.posix_spawnp(
-                    job["argv"][0],
-                    job["argv"],
-                    job["env"],
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, fds[0], 1),
-                        (os.POSIX_SPAWN_DUP2, fds[1], 2),
-                    ],
-                    setsid=True,
-                    setsigmask=(),
-                    setsigdef=RESET_SIGNALS,
-                )
-            except OSError as exc:
-                # the job "ran" and failed to exec, as a shell reports it: 127 / 126
-                code = 127 if isinstance(exc, FileNotFoundError) else 126
-                os.write(fds[1], f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n".encode())
-                self._record_exit(job_id, code, 0, -1.0, -1.0)
-                return {"job": job_id, "pid": 0}
-            finally:
-                if mem and self.cgroup_base is None:
-                    resource.setrlimit(resource.RLIMIT_AS, limit)
-                if cpus != self.affinity:
-                    os.sched_setaffinity(0, self.affinity)
-            if mem and self.cgroup_base is not None:
-                self._enter_cgroup(job_id, pid, mem)
-            pidfd = os.pidfd_open(pid)
-            self.jobs[job_id] = (pid, pidfd)
-            self.by_fd[pidfd] = job_id
-            self.sel.register(pidfd, selectors.EVENT_READ, "job")
-            return {"job": job_id, "pid": pid}
-        finally:
-            for fd in set(fds):
-                os.close(fd)
-            os.chdir(self.cwd)
+            uid = int(job.get("uid", -1))
+            if uid >= 0 and (os.geteuid() == 0 or uid != os.geteuid()):
+                what = f"switch to uid {uid} gid {job['gid']}"
+                os.setgroups([int(g) for g in job.get("groups") or ()])
+                os.setgid(int(job["gid"]))
+                os.setuid(uid)
+            fds = [os.open(os.devnull, os.O_RDONLY)]
+            for key in ("stdout", "stderr"):
+                if key == "stderr" and job["stderr"] == job["stdout"]:
+                    fds.append(fds[1])
+                    continue
+                what = f"open {key} {job[key]}"
+                fd = os.open(job[key], LOG_FLAGS, 0o644)
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+                fds.append(fd)
+            what = f"enter {job['cwd']}"
+            os.chdir(job["cwd"])
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+        except BaseException as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+                reason = "it is a symbolic link (refused)"
+            with contextlib.suppress(BaseException):
+                os.write(report, json.dumps({"error": f"cannot {what}: {reason}"}).encode())
+            os._exit(126)
+        try:
+            os.execvpe(job["argv"][0], job["argv"], job["env"])
+        except BaseException as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            reason = str(exc.strerror if isinstance(exc, OSError) else exc)
+            with contextlib.suppress(BaseException):
+                os.write(2, f"htcsim: cannot run {job['argv'][0]}: {reason}\n".encode())
+                os.write(report, json.dumps({"exec": code}).encode())
+        os._exit(127)
 
-    def _enter_cgroup(self, job_id: int, pid: int, mem_mib: int) -> None:
-        assert self.cgroup_base is not None
-        group = self.cgroup_base / f"htcsim-job-{job_id}"
-        with contextlib.suppress(OSError):
-            group.mkdir(exist_ok=True)
+    # ------------------------------------------------------------------ containment
+
+    def _job_cgroup(self, job_id: int, mem_mib: int) -> Path | None:
+        """The job's cgroup, made (a stale one of the same name is killed first)."""
+        if self.cgroup_root is None or (self.containment != "cgroup" and not mem_mib):
+            return None
+        group = self.cgroup_root / f"job-{job_id}"
+        if group.is_dir():
+            with contextlib.suppress(OSError):
+                (group / "cgroup.kill").write_text("1")
+        for attempt in range(3):  # another shepherd's start may sweep an empty root away
+            try:
+                if not self.cgroup_root.is_dir():
+                    self.cgroup_root.mkdir(exist_ok=True)
+                    if self.memory_cgroup:
+                        (self.cgroup_root / "cgroup.subtree_control").write_text("+memory")
+                group.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        if mem_mib and self.memory_cgroup:
             (group / "memory.max").write_text(str(mem_mib << 20))
             with contextlib.suppress(OSError):
                 (group / "memory.swap.max").write_text("0")
-            (group / "cgroup.procs").write_text(str(pid))
-            self.cgroups[job_id] = group
+        self.cgroups[job_id] = group
+        return group
+
+    def _remove_cgroup(self, job_id: int) -> None:
+        group = self.cgroups.pop(job_id, None)
+        if group is not None:
+            with contextlib.suppress(OSError):
+                (group / "cgroup.kill").write_text("1")
+            self.doomed_cgroups.add(group)
+            self._sweep_cgroups()
+
+    def _sweep_cgroups(self) -> None:
+        """Remove killed cgroups whose processes are all gone."""
+        for group in list(self.doomed_cgroups):
+            try:
+                group.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # still dying
+            self.doomed_cgroups.discard(group)
+
+    def _cgroup_pids(self, group: Path) -> list[int]:
+        with contextlib.suppress(OSError, ValueError):
+            return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        return []
+
+    def _scan(self) -> dict[int, tuple[int, int, int, str, int]]:
+        """Subreaper: learn every job's descendants from /proc; kill those of
+        ended jobs and orphans no job can be told for; reap orphans that died."""
+        me = os.getpid()
+        table = proc_table()
+        owner: dict[int, int] = {}
+        for job_id, (pid, _) in self.jobs.items():
+            owner[pid] = job_id
+        sessions = dict(owner)  # a job's leader pid is its session and process group id
+        for job_id, members in self.members.items():
+            for pid, start in list(members.items()):
+                if pid in table and table[pid][4] == start:
+                    owner.setdefault(pid, job_id)
+                else:
+                    del members[pid]
+        unknown: dict[int, None] = {}
+
+        def find(pid: int) -> int | None:
+            chain = []
+            job: int | None = None
+            while pid in table and pid not in (0, 1, me):
+                if pid in owner:
+                    job = owner[pid]
+                    break
+                if pid in unknown:
+                    break
+                ppid, pgrp, sid, _, _ = table[pid]
+                chain.append(pid)
+                job = sessions.get(sid, sessions.get(pgrp))
+                if job is not None:
+                    break
+                pid = ppid
+            for p in chain:
+                if job is None:
+                    unknown[p] = None
+                else:
+                    owner[p] = job
+            return job
+
+        for pid, (ppid, _, _, state, start) in table.items():
+            if pid == me:
+                continue
+            job = find(pid)
+            if job is not None and self.jobs.get(job, (0,))[0] != pid:
+                self.members.setdefault(job, {})[pid] = start
+            if ppid == me and pid not in sessions:
+                if state == "Z":
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+                    continue
+                if job is None:
+                    job = _environ_job(pid)
+                    if job is not None and job in self.members:
+                        self.members[job][pid] = start
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)  # an orphan of no known job
+        for job_id in list(self.ended):
+            members = self.members.get(job_id, {})
+            for pid in members:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if not members:
+                self.ended.discard(job_id)
+                self.members.pop(job_id, None)
+        return table
 
     def _signal(self, job_id: int, sig: int) -> None:
         entry = self.jobs.get(job_id)
         if entry is None:
             return
+        if self.containment == "subreaper":
+            self._scan()  # before the signal, while the parent chain is intact
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(entry[0], sig)
+        if sig not in (signal.SIGTERM, signal.SIGKILL):
+            return  # e.g. the checkpoint signal: the job's process group only
         group = self.cgroups.get(job_id)
-        if group is not None and sig == signal.SIGKILL:
-            with contextlib.suppress(OSError):
-                (group / "cgroup.kill").write_text("1")
+        if self.containment == "cgroup" and group is not None:
+            if sig == signal.SIGKILL:
+                self.killed.add(job_id)
+                with contextlib.suppress(OSError):
+                    (group / "cgroup.kill").write_text("1")
+            else:
+                for pid in self._cgroup_pids(group):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, sig)
+        elif self.containment == "subreaper":
+            for pid in self.members.get(job_id, {}):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
 
     def _reap(self, pidfd: int) -> None:
         job_id = self.by_fd.pop(pidfd)
         self.sel.unregister(pidfd)
         os.close(pidfd)
-        pid, _ = self.jobs.pop(job_id)
+        pid, _ = self.jobs[job_id]
+        # the main process has ended: everything else of the job goes too. Its
+        # pid is still a zombie here, so the process group id cannot be reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if self.containment == "subreaper":
+            self._scan()  # the leader still counts as the job's: attribute the rest
         try:
             _, status, usage = os.wait4(pid, 0)
         except ChildProcessError:
+            status, usage = -1, None
+        del self.jobs[job_id]
+        self.killed.discard(job_id)
+        self._remove_cgroup(job_id)
+        if self.containment == "subreaper":
+            self.ended.add(job_id)
+            self._scan()
+        if usage is None:
             self._record_exit(job_id, -1, 0, -1.0, -1.0)
             return
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
@@ -261,10 +668,6 @@ class Shepherd:
         self._record_exit(
             job_id, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
         )
-        group = self.cgroups.pop(job_id, None)
-        if group is not None:
-            with contextlib.suppress(OSError):
-                group.rmdir()
 
     def _record_exit(self, job_id: int, code: int, sig: int, cpu: float, rss: float) -> None:
         record = exit_record(job_id, code, sig, cpu, rss)
@@ -274,23 +677,69 @@ class Shepherd:
 
     # ------------------------------------------------------------------ loop
 
+    def _tick(self) -> None:
+        if self.pending:
+            self._expire_pending()
+        if self.doomed_cgroups:
+            self._sweep_cgroups()
+        if self.containment == "subreaper" and time.monotonic() >= self.next_scan:
+            self.next_scan = time.monotonic() + SCAN_S
+            if self.jobs or self.ended:
+                self._scan()
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         while self.running:
-            for key, _ in self.sel.select(timeout=1.0):
+            busy = self.containment == "subreaper" and (self.jobs or self.ended)
+            timeout = SCAN_S if busy or self.doomed_cgroups else 1.0
+            for key, _ in self.sel.select(timeout=timeout):
                 if key.data == "listen":
                     self._accept()
+                elif key.data == "pending":
+                    self._read_pending(key.fileobj)
                 elif key.data == "client":
                     self._read_client(key.fileobj)
                 else:
                     self._reap(key.fd)
+            self._tick()
         self.journal.close()
+        with contextlib.suppress(OSError):
+            socket_path(self.run_dir).unlink()
+        self._cleanup_cgroups()
+
+    def _cleanup_cgroups(self) -> None:
+        """At exit: remove the cgroups of killed jobs once empty (waiting a
+        little for them to die), then the shepherd's own if nothing is left."""
+        if self.cgroup_root is None:
+            return
+        killed = {self.cgroups[j] for j in self.killed if j in self.cgroups}
+        self.doomed_cgroups |= killed
+        deadline = time.monotonic() + 2.0
+        while True:
+            self._sweep_cgroups()
+            if not self.doomed_cgroups or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        with contextlib.suppress(OSError):
+            self.cgroup_root.rmdir()
 
 
 def main(argv: list[str]) -> None:
+    """``shepherd RUN_DIR OPTIONS_JSON``; the secret is the first line of stdin."""
     run_dir = Path(argv[0]).resolve()
-    cgroup_base = Path(argv[1]) if len(argv) > 1 and argv[1] else None
-    Shepherd(run_dir, cgroup_base).run()
+    options = json.loads(argv[1]) if len(argv) > 1 else {}
+    secret = sys.stdin.readline().strip()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    cgroup = options.get("cgroup") or ""
+    Shepherd(
+        run_dir,
+        Path(cgroup) if cgroup else None,
+        secret=secret,
+        containment=options.get("containment", "subreaper"),
+        memory_cgroup=bool(options.get("memory_cgroup")),
+    ).run()
 
 
 if __name__ == "__main__":
