@@ -105,11 +105,15 @@ def _opens(work: Path, job: int) -> dict:
     return result
 
 
-def _job_cgroups(agent: AgentProcess) -> list[Path]:
+def _devices_root(agent: AgentProcess) -> Path:
+    """The agent's shepherd's devices cgroup folder (its jobs' are in it)."""
     assert _BASE is not None
     run_dir = (agent.state_dir / "run").resolve()
-    root = _BASE / f"htcsim-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:16]}"
-    return sorted(root.glob("job-*"))
+    return _BASE / f"htcsim-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:16]}"
+
+
+def _job_cgroups(agent: AgentProcess) -> list[Path]:
+    return sorted(_devices_root(agent).glob("job-*"))
 
 
 # ------------------------------------------------------------------ settings
@@ -223,7 +227,7 @@ def test_each_job_opens_only_its_own_gpus_device(tmp_path: Path, fake_gpus: list
         Path(go).touch()
         for job in [*four, none]:
             assert wait_state(client, job)["state"] == "completed"
-        wait_for(lambda: not _job_cgroups(agent))  # removed once empty
+        wait_for(lambda: not _devices_root(agent).exists())  # removed once empty
 
 
 @needs_devices_cgroup

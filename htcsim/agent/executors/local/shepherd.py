@@ -709,6 +709,13 @@ class Shepherd:
             except OSError:
                 continue  # still dying
             self.doomed_cgroups.discard(group)
+        root = self.devices_root
+        idle = not self.devices_groups and all(
+            root not in (g, g.parent) for g in self.doomed_cgroups
+        )
+        if root is not None and idle:
+            with contextlib.suppress(OSError):  # made again by the next job
+                root.rmdir()
 
     def _cgroup_pids(self, group: Path) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
