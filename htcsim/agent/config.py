@@ -119,6 +119,10 @@ class AgentConfig:
     gpus_per_node: int = 0
     gpu_devices: list[Any] = field(default_factory=list, hash=False)
     """The machine's GPU device ids, divided among the nodes, or one list per node."""
+    gpu_device_files: dict[str, str] | list[str] = field(default_factory=dict, hash=False)
+    """The device file of each GPU id (``{"0" = "/dev/nvidia0"}``, or a list aligned
+    with ``gpu_devices``): a job is denied the others' (devices cgroup). Empty:
+    ``/dev/nvidia<id>`` for each id whose file exists."""
     backend: str = "local"  # local | dask
     scheduler: str = ""  # the Dask scheduler's address (backend dask)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
@@ -195,6 +199,7 @@ class AgentConfig:
         if self.run_jobs_as == "owner" and self.backend == "dask":
             bad("run_jobs_as", "owner needs the local backend (a Dask worker runs jobs as itself)")
         _check_gpu_devices(self, bad)
+        _check_gpu_device_files(self, bad)
 
     def jobs_run_as(self, euid: int | None = None) -> str:
         """Whose account jobs run as: ``owner`` (each job its owner's), ``agent``
@@ -271,6 +276,67 @@ def _check_gpu_devices(config: AgentConfig, bad: Any) -> None:
             )
 
 
+def _declared_gpu_ids(config: AgentConfig) -> list[int] | None:
+    """The GPU ids the settings name (``gpu_devices``, else ``gpus_per_node``
+    of each node), or None when they are left to discovery."""
+    if config.gpu_devices:
+        per_node = all(isinstance(d, list) for d in config.gpu_devices)
+        return [i for d in config.gpu_devices for i in d] if per_node else config.gpu_devices
+    if config.gpus_per_node:
+        return list(range(config.gpus_per_node * config.nodes))
+    return None
+
+
+def _check_gpu_device_files(config: AgentConfig, bad: Any) -> None:
+    """``gpu_device_files``: a table GPU id -> absolute path, or a list of paths
+    aligned with ``gpu_devices``."""
+    files = config.gpu_device_files
+    key = "gpu_device_files"
+    if isinstance(files, dict):
+        ids = []
+        for gpu in files:
+            text = str(gpu)
+            if isinstance(gpu, bool) or not text.isdigit():
+                bad(key, f"keys must be GPU ids (0, 1, ...), got {gpu!r}")
+            ids.append(int(text))
+        if len(set(ids)) != len(ids):
+            bad(key, f"names a GPU id twice: {sorted(ids)}")
+        paths = list(files.values())
+        known = _declared_gpu_ids(config)
+        unknown = sorted(set(ids) - set(known)) if known is not None else []
+        if unknown:
+            bad(key, f"names GPU ids {unknown} that are not among the GPUs {sorted(known or [])}")
+    elif isinstance(files, list):
+        paths = files
+        if files:
+            flat = _declared_gpu_ids(config) if config.gpu_devices else None
+            if flat is None:
+                bad(key, "as a list needs gpu_devices (it is aligned with it); or use a table")
+            elif len(files) != len(flat):
+                bad(key, f"has {len(files)} files for the {len(flat)} devices of gpu_devices")
+    else:
+        bad(key, 'must be a table of GPU id -> device file ({ "0" = "/dev/nvidia0" }) or a list')
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            bad(key, f"must name absolute paths, got {path!r}")
+    if len(set(paths)) != len(paths):
+        bad(key, f"names a file twice: {paths!r}")
+
+
+def gpu_device_files(config: AgentConfig, ids: Any) -> dict[int, str]:
+    """The device file of each of this machine's GPU ``ids``: as declared in
+    ``gpu_device_files``, else ``/dev/nvidia<id>`` for each id whose file exists
+    (in the usual case the minor number of ``/dev/nvidiaN`` is the GPU's index N:
+    where it is not, as with some MIG or container set-ups, declare the files)."""
+    files = config.gpu_device_files
+    if isinstance(files, dict) and files:
+        return {int(str(k)): str(v) for k, v in files.items()}
+    if isinstance(files, list) and files:
+        flat = _declared_gpu_ids(config) or []
+        return {int(i): str(p) for i, p in zip(flat, files, strict=True)}
+    return {i: f"/dev/nvidia{i}" for i in ids if os.path.exists(f"/dev/nvidia{i}")}
+
+
 def load_agent_config(path: str | Path) -> AgentConfig:
     """Read an agent TOML file (all keys at the top level or under ``[agent]``)."""
     path = Path(path)
@@ -303,6 +369,12 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         elif key == "gpu_devices":
             if not isinstance(value, list):
                 raise AgentConfigError(f"{path}: gpu_devices must be a list of device indices")
+        elif key == "gpu_device_files":
+            if not isinstance(value, dict | list):
+                raise AgentConfigError(
+                    f"{path}: gpu_device_files must be a table of GPU id -> device file "
+                    "or a list aligned with gpu_devices"
+                )
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise AgentConfigError(f"{path}: {key} must be true or false")

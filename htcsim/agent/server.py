@@ -135,6 +135,7 @@ class Agent:
         containment = getattr(self.engine.executor, "containment_note", "")
         if containment:
             log.info("job containment: %s", containment)
+        log.info("GPU device isolation: %s", self.engine.gpu_isolation_note())
         if self.shadow is not None:
             self.shadow.start()  # after the engine's start: the log begins with it
             label = self.shadow.candidate.label

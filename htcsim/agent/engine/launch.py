@@ -12,7 +12,9 @@ expanded, its environment (a few of the agent's variables, its account's
 ``HOME``/``USER``/``LOGNAME``/``SHELL`` in owner mode, the job's own, the
 ``HTCSIM_*`` ones, ``CUDA_VISIBLE_DEVICES`` and kin naming its GPUs), its
 account (uid, gid, groups; -1 in single-user mode), its CPUs and memory
-limit, its node's address.
+limit, its node's address, and the device files of the machine's GPUs
+that are not its own (``deny_devices``: type, major, minor from ``os.stat``,
+for the shepherd's devices cgroup; ``gpu_device_files``, missing files skipped).
 
 It is separate from the turn loop, which hands these specs to the executor,
 because it is a translation of a stored job into a process, independent of
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import os
 import signal as signals
-from collections.abc import Sequence
+import stat
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from htcsim.agent.engine.accounts import IDENTITY_ENV, job_account
@@ -124,7 +127,33 @@ class Launch(EngineState):
             uid=uid,
             gid=gid,
             groups=groups,
+            deny_devices=deny_devices(self.gpu_files, run.gpu_ids),
         )
+
+
+def deny_devices(files: Mapping[int, str], own: Sequence[int]) -> tuple[tuple[str, int, int], ...]:
+    """(type, major, minor) of the device files of the GPUs in ``files`` that
+    are not in ``own``; a missing file or one that is no device is skipped, and
+    a device one of ``own`` also names is never denied."""
+
+    def device(path: str) -> tuple[str, int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if stat.S_ISCHR(st.st_mode):
+            return ("c", os.major(st.st_rdev), os.minor(st.st_rdev))
+        if stat.S_ISBLK(st.st_mode):
+            return ("b", os.major(st.st_rdev), os.minor(st.st_rdev))
+        return None
+
+    mine = {device(files[g]) for g in own if g in files}
+    out = []
+    for gpu, path in sorted(files.items()):
+        triple = device(path) if gpu not in own else None
+        if triple is not None and triple not in mine and triple not in out:
+            out.append(triple)
+    return tuple(out)
 
 
 def _signal_number(name: str) -> int:

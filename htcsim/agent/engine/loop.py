@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from htcsim.agent.config import AgentConfig, NodeSpec
+from htcsim.agent.config import AgentConfig, NodeSpec, gpu_device_files
 from htcsim.agent.engine.admission import Admission
 from htcsim.agent.engine.inventory import _NODE_NAMES, Inventory, _node_state_name, node_type
 from htcsim.agent.engine.launch import ENV_KEPT, Launch
@@ -112,6 +112,13 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self.groups = {}
         self.free_cores = [list(range(n.cores)) for n in self.node_specs]
         self.free_gpus = [list(n.devices) for n in self.node_specs]
+        # the local nodes are slices of this machine: a job is denied every GPU
+        # of the machine that is not its own (a Dask worker's are not here)
+        self.gpu_files = (
+            gpu_device_files(config, sorted({g for n in self.node_specs for g in n.devices}))
+            if config.backend == "local"
+            else {}
+        )
         self.run_as = config.jobs_run_as()
         self._commands = queue.SimpleQueue()
         self._timers = []
@@ -295,10 +302,26 @@ class Engine(Admission, Recovery, Inventory, Launch):
             "last_pass_seconds": self.last_pass_s,
             "memory_limit": self.executor.memory_limit_mode,
             "containment": getattr(self.executor, "containment_mode", "none"),
+            "gpu_isolation": self.gpu_isolation_mode(),
             "executor": dict(zip(("ok", "reason"), self.executor_health(), strict=True)),
             "policy": self.policy.label,
             "uptime_s": self.clock() - self.started_at,
         } | ({"pool": self.pool.summary()} if self.pool is not None else {})
+
+    def gpu_isolation_mode(self) -> str:
+        """``devices-cgroup-v1`` when jobs are denied other GPUs' device files, else ``off``."""
+        on = getattr(self.executor, "devices_mode", "off") == "cgroup-v1" and self.gpu_files
+        return "devices-cgroup-v1" if on else "off"
+
+    def gpu_isolation_note(self) -> str:
+        """The start line's words on GPU device isolation: how, or why it is off."""
+        note = str(getattr(self.executor, "devices_note", "")) or "off: not with this backend"
+        if note.startswith("off"):
+            return note
+        if not self.gpu_files:
+            return f"off: no GPU device files known (gpu_device_files, /dev/nvidia<id>); {note}"
+        files = ", ".join(f"{g}={f}" for g, f in sorted(self.gpu_files.items()))
+        return f"{note} ({files})"
 
     def refresh_metrics(self, counts: dict[str, int]) -> None:
         """Set the gauges that describe the present (called at scrape time)."""

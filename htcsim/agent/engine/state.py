@@ -101,6 +101,7 @@ class EngineState(ABC):
     groups: dict[str, int]
     free_cores: list[list[int]]  # per node
     free_gpus: list[list[int]]  # per node: its GPU device indices no running job holds
+    gpu_files: dict[int, str]  # this machine's GPU id -> device file (local backend)
     run_as: str  # whose account jobs run as: owner | agent | worker (AgentConfig.jobs_run_as)
     last_pass_s: float
     passes: int

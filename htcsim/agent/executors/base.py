@@ -38,6 +38,9 @@ class LaunchSpec:
     """Its primary group; -1 with ``uid``."""
     groups: tuple[int, ...] = ()
     """Its supplementary groups (``os.getgrouplist``), set before the job's exec."""
+    deny_devices: tuple[tuple[str, int, int], ...] = ()
+    """Device files the job must not open: (``c``/``b``, major, minor) of the
+    GPUs of its machine that are not its own (the shepherd's devices cgroup)."""
 
     def payload(self) -> dict[str, Any]:
         """What a process runner (the shepherd, a Dask worker) needs of the job."""
@@ -51,6 +54,8 @@ class LaunchSpec:
         }
         if self.uid >= 0:
             payload.update(uid=self.uid, gid=self.gid, groups=list(self.groups))
+        if self.deny_devices:
+            payload["deny_devices"] = [list(d) for d in self.deny_devices]
         return payload
 
 

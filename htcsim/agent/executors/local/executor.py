@@ -13,7 +13,9 @@ Every job runs in its own session (so its own process group: a signal
 reaches the whole job), pinned to its CPUs from birth, with its memory limit
 (cgroup v2 where the agent's cgroup is delegated, else RLIMIT_AS), and
 contained: every process it starts dies with it (a cgroup v2 per job where
-one can be made, else the shepherd as a child subreaper; ``containment``).
+one can be made, else the shepherd as a child subreaper; ``containment``),
+and denied the device files of GPUs not its own where the cgroup v1
+``devices`` controller is writable (``devices_mode``, ``devices_note``).
 
 Only the agent talks to its shepherd: the run directory is 0700, the
 shepherd accepts connections of its own uid only, and a connection must
@@ -47,6 +49,7 @@ from htcsim.agent.executors.base import (
 )
 from htcsim.agent.executors.local.shepherd import (
     SECRET_FILE,
+    detect_devices_cgroup,
     secure_dir,
     socket_path,
     unix_address,
@@ -164,6 +167,9 @@ class LocalExecutor:
     memory_limit_note: str
     containment_mode: ContainmentMode
     containment_note: str
+    devices_mode: Literal["cgroup-v1", "off"]
+    devices_note: str
+    """Whether a job is denied other GPUs' device files, and how or why not."""
 
     def __init__(
         self,
@@ -181,6 +187,9 @@ class LocalExecutor:
         self._job_cgroup_base: Path | None = None
         self._setup_memory_limit(memory_limit)
         self._setup_containment(containment)
+        self._devices_base, why = detect_devices_cgroup()
+        self.devices_mode = "cgroup-v1" if self._devices_base is not None else "off"
+        self.devices_note = why if self._devices_base is not None else f"off: {why}"
         self._secret = self._load_secret()
         self._lost: str = ""  # why the connection to the shepherd is down
         self._lock = threading.Lock()
@@ -197,6 +206,16 @@ class LocalExecutor:
             # a shepherd started by an earlier agent with another setting: it decides
             self.containment_mode = self.hello["containment"]
             self.containment_note = f"{self.containment_mode} (the running shepherd's)"
+        shepherd_devices = str(self.hello.get("devices_cgroup", ""))
+        if shepherd_devices != str(self._devices_base or ""):
+            # a shepherd started by an earlier agent: what it does is what holds
+            self._devices_base = Path(shepherd_devices) if shepherd_devices else None
+            self.devices_mode = "cgroup-v1" if shepherd_devices else "off"
+            self.devices_note = (
+                f"devices cgroup v1 at {shepherd_devices} (the running shepherd's)"
+                if shepherd_devices
+                else "off: the running shepherd (started earlier) has no devices cgroup"
+            )
         self._thread = threading.Thread(target=self._read, name="htcsim-executor", daemon=True)
         self._thread.start()
 
@@ -315,6 +334,7 @@ class LocalExecutor:
             "cgroup": str(self._job_cgroup_base or self._cgroup_base or ""),
             "containment": self.containment_mode,
             "memory_cgroup": self._cgroup_base is not None,
+            "devices_cgroup": str(self._devices_base or ""),
         }
         try:
             self._shepherd = subprocess.Popen(

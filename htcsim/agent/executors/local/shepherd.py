@@ -55,6 +55,17 @@ by one of:
   the jobs). Pid reuse is guarded by the start time. A process the shepherd
   cannot signal (another account's, when the shepherd is not root) survives.
 
+GPU devices: a job whose payload carries ``deny_devices`` (``[type, major,
+minor]`` of the device files of GPUs that are not its own) is put, where the
+cgroup v1 ``devices`` controller is mounted and writable, in a devices cgroup
+of its own (``<devices mount>/<the shepherd's devices cgroup>/htcsim-<run>/job-N``)
+with one ``devices.deny`` line per device (``c 195:1 rwm``), entered by the
+child before it drops privileges and execs: opening another job's GPU fails
+with EPERM, whatever the job's environment says. It is removed once empty.
+Without that controller (a pure cgroup v2 host needs a BPF program,
+BPF_PROG_TYPE_CGROUP_DEVICE, which is not implemented) jobs run without it;
+``detect_devices_cgroup`` says why, and the agent logs it at start.
+
 Only the standard library is imported: it starts in a few milliseconds.
 """
 
@@ -94,6 +105,9 @@ MAX_PENDING = 16
 SCAN_S = 0.2
 """How often the subreaper samples /proc while jobs run."""
 PR_SET_CHILD_SUBREAPER = 36
+STALE_DEVICES_S = 60.0
+"""Another shepherd's devices cgroups are swept at start only when this old
+(an empty one may be a job's that is being entered)."""
 CONTAINMENTS = ("cgroup", "subreaper")
 
 
@@ -161,6 +175,84 @@ def proc_table() -> dict[int, tuple[int, int, int, str, int]]:
     return table
 
 
+def devices_v1_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
+    """Where the cgroup v1 ``devices`` controller is mounted, or None."""
+    with contextlib.suppress(OSError):
+        for line in mounts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 3 and fields[2] == "cgroup" and "devices" in fields[3].split(","):
+                return Path(fields[1])
+    return None
+
+
+def detect_devices_cgroup(
+    proc_cgroup: Path = Path("/proc/self/cgroup"),
+    mounts: Path = Path("/proc/self/mounts"),
+) -> tuple[Path | None, str]:
+    """The cgroup v1 devices folder under which a devices cgroup per job can
+    be made (this process's own devices cgroup), and why (not)."""
+    root = devices_v1_mount(mounts)
+    if root is None:
+        v2 = any(
+            len(line.split()) > 2 and line.split()[2] == "cgroup2" for line in _lines_of(mounts)
+        )
+        why = "no cgroup v1 devices controller mounted"
+        if v2:
+            why += (
+                " (on a cgroup v2 host device access is controlled by a BPF program, "
+                "BPF_PROG_TYPE_CGROUP_DEVICE, which htcsim does not load)"
+            )
+        return None, why
+    rel = None
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "devices" in controllers.split(","):
+                rel = path
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read {proc_cgroup}: {exc}"
+    if rel is None:
+        return None, f"{proc_cgroup} has no devices entry"
+    base = root / rel.strip().lstrip("/")
+    if not os.access(base, os.W_OK):
+        return None, f"the devices cgroup {base} is not writable"
+    probe = base / f"htcsim-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        try:
+            usable = (probe / "devices.deny").exists() and (probe / "cgroup.procs").exists()
+        finally:
+            probe.rmdir()
+    except OSError as exc:
+        return None, f"cannot make a devices cgroup under {base}: {exc}"
+    if not usable:
+        return None, f"no devices.deny under {base}"
+    return base, f"devices cgroup v1 at {base}: a job is denied the other GPUs' device files"
+
+
+def _lines_of(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return path.read_text().splitlines()
+    return []
+
+
+def _still_allowed(listing: str, kind: str, major: int, minor: int) -> bool:
+    """Whether a devices cgroup whose ``devices.list`` is ``listing`` lets
+    (any access to) the device through. A default-allow cgroup lists only
+    ``a *:* rwm`` whatever it denies, so the answer is then False: only a
+    default-deny (allow list) cgroup can be checked, and must be."""
+    entries = [line.split() for line in listing.splitlines() if line.strip()]
+    if [e[:2] for e in entries] == [["a", "*:*"]]:
+        return False
+    for entry in entries:
+        if len(entry) < 2 or ":" not in entry[1]:
+            continue
+        emajor, eminor = entry[1].split(":", 1)
+        if entry[0] in ("a", kind) and emajor in ("*", str(major)) and eminor in ("*", str(minor)):
+            return True
+    return False
+
+
 def _environ_job(pid: int) -> int | None:
     """The HTCSIM_JOB_ID a process was started with, if it kept it."""
     with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/environ", "rb") as f:
@@ -179,6 +271,7 @@ class Shepherd:
         secret: str,
         containment: str = "subreaper",
         memory_cgroup: bool = False,
+        devices_cgroup: Path | None = None,
     ) -> None:
         if containment not in CONTAINMENTS:
             raise ValueError(f"containment must be one of {CONTAINMENTS}, not {containment!r}")
@@ -200,6 +293,10 @@ class Shepherd:
             for stale in [*cgroup_base.glob("htcsim-*/job-*"), *cgroup_base.glob("htcsim-*")]:
                 with contextlib.suppress(OSError):
                     stale.rmdir()
+        self.devices_root: Path | None = None
+        if devices_cgroup is not None:
+            digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+            self.devices_root = devices_cgroup / f"htcsim-{digest}"
         if containment == "subreaper":
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -211,6 +308,8 @@ class Shepherd:
         except BlockingIOError:
             self.lock.close()
             raise RuntimeError(f"another shepherd serves {run_dir}") from None
+        if devices_cgroup is not None:
+            self._sweep_devices(devices_cgroup)
         self.journal_path = run_dir / "exits.jsonl"
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -232,6 +331,7 @@ class Shepherd:
         self.by_fd: dict[int, int] = {}
         self.exits: dict[int, dict[str, Any]] = {}  # reported, not yet released
         self.cgroups: dict[int, Path] = {}
+        self.devices_groups: dict[int, Path] = {}
         self.doomed_cgroups: set[Path] = set()  # killed; removed once empty
         self.killed: set[int] = set()  # jobs sent SIGKILL (cgroup containment)
         self.members: dict[int, dict[int, int]] = {}  # subreaper: job -> {pid: start time}
@@ -242,6 +342,18 @@ class Shepherd:
         self._load_journal()
         self.journal = open(self.journal_path, "a", buffering=1)  # noqa: SIM115
         self.running = True
+
+    def _sweep_devices(self, base: Path) -> None:
+        """Remove the empty devices cgroups dead shepherds left: this run's
+        (its shepherd is this one, it holds the lock), and others' not made in
+        the last ``STALE_DEVICES_S`` (v1 has no ``cgroup.kill``, and an empty
+        job cgroup another shepherd made a moment ago may not be entered yet)."""
+        recent = time.time() - STALE_DEVICES_S
+        for group in [*base.glob("htcsim-*/job-*"), *base.glob("htcsim-*")]:
+            mine = self.devices_root in (group, group.parent)
+            with contextlib.suppress(OSError):
+                if mine or group.stat().st_mtime < recent:
+                    group.rmdir()
 
     def _load_journal(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -337,6 +449,7 @@ class Shepherd:
                 "op": "hello",
                 "pid": os.getpid(),
                 "containment": self.containment,
+                "devices_cgroup": str(self.devices_root.parent) if self.devices_root else "",
                 "running": {str(j): pid for j, (pid, _) in self.jobs.items()},
                 "exits": list(self.exits.values()),
             }
@@ -407,12 +520,17 @@ class Shepherd:
                 "error": f"the shepherd runs as uid {os.geteuid()}, it cannot run jobs as {uid}",
             }
         group = self._job_cgroup(job_id, int(job.get("mem_mib") or 0))
+        try:
+            devices = self._devices_cgroup(job_id, job.get("deny_devices") or ())
+        except BaseException:
+            self._remove_cgroup(job_id)
+            raise
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
             if pid == 0:  # pragma: no cover (the child execs or _exits)
                 os.close(r)
-                self._child(job, group, w)
+                self._child(job, group, w, devices)
             os.close(w)
             w = -1
             report = b""
@@ -439,7 +557,9 @@ class Shepherd:
             self.members.setdefault(job_id, {})
         return {"job": job_id, "pid": pid}
 
-    def _child(self, job: dict[str, Any], group: Path | None, report: int) -> NoReturn:
+    def _child(
+        self, job: dict[str, Any], group: Path | None, report: int, devices: Path | None = None
+    ) -> NoReturn:
         """In the forked child: set up and exec the job, or report why not."""
         what = "set up the job"
         try:
@@ -448,6 +568,10 @@ class Shepherd:
                 what = f"enter the cgroup {group}"
                 with open(group / "cgroup.procs", "w") as f:
                     f.write("0")
+            if devices is not None:  # while still privileged: the job cannot leave it
+                what = f"enter the devices cgroup {devices}"
+                with open(devices / "cgroup.procs", "w") as f:
+                    f.write(str(os.getpid()))
             for sig in (*RESET_SIGNALS, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -523,7 +647,51 @@ class Shepherd:
         self.cgroups[job_id] = group
         return group
 
+    def _devices_cgroup(self, job_id: int, deny: Any) -> Path | None:
+        """The job's devices cgroup (v1), denying it the devices in ``deny``
+        (``[type, major, minor]`` each); None without devices to deny or
+        without the controller."""
+        if not deny or self.devices_root is None:
+            return None
+        rules = []
+        for kind, major, minor in deny:
+            if kind not in ("c", "b"):
+                raise ValueError(f"a device type is c or b, not {kind!r}")
+            rules.append((str(kind), int(major), int(minor)))
+        group = self.devices_root / f"job-{job_id}"
+        for attempt in range(3):  # another shepherd's start may sweep an empty root away
+            try:
+                self.devices_root.mkdir(exist_ok=True)
+                group.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        self.devices_groups[job_id] = group
+        try:
+            for kind, major, minor in rules:
+                with open(group / "devices.deny", "w") as f:
+                    f.write(f"{kind} {major}:{minor} rwm")
+            listing = (group / "devices.list").read_text()
+            for kind, major, minor in rules:
+                if _still_allowed(listing, kind, major, minor):
+                    raise PermissionError(
+                        f"the devices cgroup {group} still allows {kind} {major}:{minor} "
+                        "(its parent allows it by a wider rule)"
+                    )
+        except BaseException:
+            self._remove_devices_cgroup(job_id)
+            raise
+        return group
+
+    def _remove_devices_cgroup(self, job_id: int) -> None:
+        group = self.devices_groups.pop(job_id, None)
+        if group is not None:
+            self.doomed_cgroups.add(group)  # rmdir once its processes are gone
+            self._sweep_cgroups()
+
     def _remove_cgroup(self, job_id: int) -> None:
+        self._remove_devices_cgroup(job_id)
         group = self.cgroups.pop(job_id, None)
         if group is not None:
             with contextlib.suppress(OSError):
@@ -541,6 +709,13 @@ class Shepherd:
             except OSError:
                 continue  # still dying
             self.doomed_cgroups.discard(group)
+        root = self.devices_root
+        idle = not self.devices_groups and all(
+            root not in (g, g.parent) for g in self.doomed_cgroups
+        )
+        if root is not None and idle:
+            with contextlib.suppress(OSError):  # made again by the next job
+                root.rmdir()
 
     def _cgroup_pids(self, group: Path) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
@@ -710,7 +885,7 @@ class Shepherd:
     def _cleanup_cgroups(self) -> None:
         """At exit: remove the cgroups of killed jobs once empty (waiting a
         little for them to die), then the shepherd's own if nothing is left."""
-        if self.cgroup_root is None:
+        if self.cgroup_root is None and self.devices_root is None:
             return
         killed = {self.cgroups[j] for j in self.killed if j in self.cgroups}
         self.doomed_cgroups |= killed
@@ -720,8 +895,10 @@ class Shepherd:
             if not self.doomed_cgroups or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-        with contextlib.suppress(OSError):
-            self.cgroup_root.rmdir()
+        for root in (self.cgroup_root, self.devices_root):
+            if root is not None:
+                with contextlib.suppress(OSError):
+                    root.rmdir()
 
 
 def main(argv: list[str]) -> None:
@@ -739,6 +916,7 @@ def main(argv: list[str]) -> None:
         secret=secret,
         containment=options.get("containment", "subreaper"),
         memory_cgroup=bool(options.get("memory_cgroup")),
+        devices_cgroup=Path(devices) if (devices := options.get("devices_cgroup")) else None,
     ).run()
 
 
