@@ -367,3 +367,26 @@ def test_a_token_file_readable_by_the_agents_own_group_only_is_accepted(
     else:
         with pytest.raises(AgentStartError, match=str(tokens)):
             _check_modes(config)
+
+
+def test_a_user_beyond_the_submission_cap_is_refused_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    """``max_submit_jobs_per_user``: jobs pending, held or running count; the rest is 429."""
+    with running_agent(tmp_path, max_submit_jobs_per_user=3) as capped:
+        alice, bob = user_client(capped, "alice"), user_client(capped, "bob")
+        held = [
+            alice.post("/jobs", json=job(tmp_path, hold=True)).json()["ids"][0] for _ in range(2)
+        ]
+        before = len(all_jobs(capped))
+        response = alice.post("/jobs", json=job(tmp_path, hold=True, array="1-2"))
+        assert response.status_code == 429, response.text
+        assert "max_submit_jobs_per_user = 3" in response.json()["detail"]
+        assert len(all_jobs(capped)) == before  # nothing of the refused request stored
+        assert bob.post("/jobs", json=job(tmp_path, hold=True)).status_code == 201
+        assert alice.post("/jobs", json=job(tmp_path, hold=True)).status_code == 201
+        assert alice.post("/jobs", json=job(tmp_path, hold=True)).status_code == 429
+        assert alice.post(f"/jobs/{held[0]}/cancel").status_code == 200
+        assert alice.post("/jobs", json=job(tmp_path, hold=True)).status_code == 201
+        alice.close()
+        bob.close()

@@ -130,6 +130,7 @@ class AgentConfig:
     shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
     max_body_bytes: int = 4 << 20  # a larger request body is answered 413, unread
     idempotency_ttl_s: float = 86400.0  # how long an Idempotency-Key is remembered
+    max_submit_jobs_per_user: int = 0  # pending+held+running a user may have (0: no cap)
     cluster: ClusterConfig | None = None  # a Dask cluster manager to create and scale
 
     @property
@@ -191,6 +192,8 @@ class AgentConfig:
             bad("max_body_bytes", f"must be 1024..{1 << 30}, got {self.max_body_bytes}")
         if self.idempotency_ttl_s <= 0:
             bad("idempotency_ttl_s", "must be > 0")
+        if self.max_submit_jobs_per_user < 0:
+            bad("max_submit_jobs_per_user", "must be >= 0 (0: no cap)")
         for key in ("cores_per_node", "mem_mib_per_node", "gpus_per_node"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")

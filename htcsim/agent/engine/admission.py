@@ -100,6 +100,7 @@ class Admission(EngineState):
     ) -> list[int]:
         if not jobs:
             raise EngineError("no job in the request", field="jobs")
+        self._check_submit_cap(principal, len(jobs))
         if self.run_as == "owner":  # the owner's account, resolved now and stored with the job
             name, uid = owner_account(principal, allow_root=self.config.allow_root)
             jobs = [replace(job, account=name, uid=uid) for job in jobs]
@@ -128,6 +129,26 @@ class Admission(EngineState):
         self._admit(ids, jobs, specs, states, now)
         self.metrics.submitted.inc(len(ids))
         return ids
+
+    def _check_submit_cap(self, principal: Principal, n_new: int) -> None:
+        """Refuse, before anything is stored, jobs beyond the user's submission cap.
+
+        As Slurm's MaxSubmitJobsPerUser: the policy's ``queued_jobs_per_user``
+        only limits which pending jobs a pass considers, so a user could still
+        fill the store; this bounds what one user may have accepted at once.
+        The engine applies submissions one at a time, so the count is exact.
+        """
+        cap = self.config.max_submit_jobs_per_user
+        if cap <= 0:
+            return
+        active = self.store.active_jobs_of(principal.user)
+        if active + n_new > cap:
+            raise EngineError(
+                f"user {principal.user!r} has {active} jobs pending, held or running; "
+                f"{n_new} more would pass max_submit_jobs_per_user = {cap}",
+                status=429,
+                field="jobs",
+            )
 
     def _admit(
         self,

@@ -415,6 +415,14 @@ class AgentStore:
             ]
         return out
 
+    def active_jobs_of(self, user: str) -> int:
+        """How many jobs ``user`` has pending, held or running (the submission cap's count)."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE user = ? AND state IN ('pending', 'held', 'running')",
+            (user,),
+        ).fetchone()
+        return int(row[0])
+
     def states_of(self, job_ids: Sequence[int]) -> dict[int, str]:
         """The state of each named job that exists."""
         out: dict[int, str] = {}
