@@ -8,6 +8,8 @@ every job process it left (jobs outlive the agent by design).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -109,6 +111,46 @@ def kill_jobs_of(state_dir: Path) -> None:
                     os.killpg(child.pid, signal.SIGKILL)
             p.kill()
             p.wait(5)
+        _remove_cgroups_of(marker, cmdline[-1])
+
+
+def _remove_cgroups_of(run_dir: str, options: str) -> None:
+    """The cgroups a shepherd killed with SIGKILL leaves (its own, empty once its
+    jobs died): the next shepherd of the same run directory would sweep them,
+    but a test's run directory has none."""
+    try:
+        settings = json.loads(options)
+    except ValueError:
+        return
+    remove_cgroups_of(run_dir, [settings.get("cgroup"), settings.get("devices_cgroup")])
+
+
+def cgroup_mounts() -> list[str]:
+    """Where a shepherd of this machine may make cgroups: the cgroup v2 mount and
+    the v1 devices controller's (as the shepherd finds them)."""
+    found = []
+    with suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            _, where, kind, opts, *_ = line.split()
+            if kind == "cgroup2" or (kind == "cgroup" and "devices" in opts.split(",")):
+                found.append(where)
+    return found
+
+
+def remove_cgroups_of(run_dir: str, bases: list[str | None]) -> None:
+    """Remove the (empty) cgroups of the shepherd of ``run_dir`` under each base
+    folder: its jobs', its own leaf and its folder; a populated one stays."""
+    digest = hashlib.sha1(run_dir.encode()).hexdigest()[:16]
+    for base in bases:
+        if not base:
+            continue
+        for root in Path(base).rglob(f"htcsim-{digest}"):
+            deadline = time.monotonic() + 5.0
+            while root.exists() and time.monotonic() < deadline:
+                for group in [*root.glob("job-*"), root / "shepherd", root]:
+                    with suppress(OSError):
+                        group.rmdir()
+                time.sleep(0.02)
 
 
 @contextmanager

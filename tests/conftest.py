@@ -30,10 +30,17 @@ def _stop_leftover_shepherds(tmp_path_factory: pytest.TempPathFactory):  # type:
     yield
     import psutil
 
-    from tests.agent_harness import kill_jobs_of
+    from tests.agent_harness import cgroup_mounts, kill_jobs_of, remove_cgroups_of
 
     base = str(tmp_path_factory.getbasetemp().resolve())
     for p in psutil.process_iter(["cmdline"]):
         cmdline = p.info["cmdline"] or []
         if "htcsim.agent.executors.local.shepherd" in cmdline and cmdline[-2].startswith(base):
             kill_jobs_of(Path(cmdline[-2]).parent)
+    # the cgroups of the session's shepherds, all stopped now (a shepherd that
+    # was killed leaves its empty folders; the next one on its run dir would
+    # sweep them, but a test's run dir has no next one)
+    mounts = cgroup_mounts()
+    if mounts:
+        for lock in Path(base).rglob("shepherd.lock"):
+            remove_cgroups_of(str(lock.parent.resolve()), list(mounts))
