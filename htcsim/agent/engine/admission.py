@@ -191,10 +191,13 @@ class Admission(EngineState):
             for k, (job_id, job) in enumerate(zip(ids, jobs, strict=True))
         )
         child, parent, kind, delay, doomed = [], [], [], [], set()
+        never: dict[int, str] = {}  # job id -> why its dependency can never be met
         for k, job in enumerate(jobs):
             edges = list(job.depends_on) + [(ids[p], kd, d) for p, kd, d in job.after]
             for p, kd, d in edges:
-                self.children.setdefault(p, []).append(ids[k])
+                self.children.setdefault(p, []).append((ids[k], kd))
+                if parent_states.get(p) in FINAL_STATES and not _edge_met(kd, parent_states[p]):
+                    never.setdefault(ids[k], _never_cause(p, kd, parent_states[p]))
                 if p in self.slot_of:  # the kernel knows the parent, ended or not
                     child.append(self.slot_of[ids[k]])
                     parent.append(self.slot_of[p])
@@ -222,14 +225,15 @@ class Admission(EngineState):
         if not submit:
             return doomed
         for k, job_id in enumerate(ids):
+            cause = never.get(job_id, "a dependency can never be satisfied")
             if job_id in doomed:
-                self._cancel_pending(job_id, now, "a dependency can never be satisfied")
+                self._cancel_pending(job_id, now, cause)
                 continue
             self.kernel.submit(self.slot_of[job_id], now)
             self._log.append((now, "submit", job_id, "{}"))
             if self.kernel.state_of(self.slot_of[job_id]) == JobState["CANCELLED"]:
                 # its parent, known to the kernel, already ended as the edge excludes
-                self._record_dependency_cancel(job_id, now)
+                self._record_dependency_cancel(job_id, cause)
                 continue
             if jobs[k].hold:
                 self.kernel.hold(self.slot_of[job_id])
@@ -334,26 +338,34 @@ class Admission(EngineState):
 
     # ------------------------------------------------------------------ the dependency cascade
 
-    def _cascade(self, job_id: int, now: int) -> None:
-        """Dependents the kernel cancelled because ``job_id`` ended as they exclude."""
-        todo = list(self.children.get(job_id, ()))
+    def _cascade(self, job_id: int, now: int, state: str = "cancelled") -> None:
+        """Dependents the kernel cancelled because ``job_id`` ended (``state``)
+        as they exclude, and theirs in turn: each recorded at once, its cause
+        naming the parent and the dependency kind. Called on every end, a
+        success included (afternotok)."""
+        todo = [(job_id, state)]
         while todo:
-            child = todo.pop()
-            slot = self.slot_of.get(child)
-            if slot is None or self.kernel.state_of(slot) != JobState["CANCELLED"]:
-                continue
-            if child in self._ended:
-                continue
-            self._record_dependency_cancel(child, now)
-            todo.extend(self.children.get(child, ()))
+            parent, parent_state = todo.pop()
+            kinds: dict[int, list[str]] = {}
+            for child, kd in self.children.get(parent, ()):
+                kinds.setdefault(child, []).append(kd)
+            for child, kds in kinds.items():
+                slot = self.slot_of.get(child)
+                if slot is None or self.kernel.state_of(slot) != JobState["CANCELLED"]:
+                    continue
+                if child in self._ended:
+                    continue
+                unmet = [kd for kd in kds if not _edge_met(kd, parent_state)] or kds
+                self._record_dependency_cancel(child, _never_cause(parent, unmet[0], parent_state))
+                todo.append((child, "cancelled"))
 
-    def _record_dependency_cancel(self, job_id: int, now: int) -> None:
+    def _record_dependency_cancel(self, job_id: int, cause: str) -> None:
         self._ended.add(job_id)
         self._changes.append(
             StateChange(
                 job_id,
                 "cancelled",
-                "a dependency can never be satisfied",
+                cause,
                 {"end_time": self._now_f, "reason": "DependencyNeverSatisfied"},
             )
         )
@@ -362,6 +374,14 @@ class Admission(EngineState):
 
 def _autoscale_knobs(policy: Policy) -> tuple[Any, ...]:
     return tuple(getattr(policy, f.name) for f in fields(policy) if f.name.startswith("autoscale"))
+
+
+def _never_cause(parent: int, kind: str, parent_state: str) -> str:
+    """Why a job whose ``kind`` dependency on ``parent`` can never be met was cancelled."""
+    return (
+        f"dependency {kind} on job {parent} can never be satisfied "
+        f"(job {parent} ended {parent_state})"
+    )
 
 
 def _edge_met(kind: str, parent_state: str) -> bool:

@@ -205,7 +205,7 @@ class Inventory(EngineState):
             if not requeued:
                 self._ended.add(job_id)
                 self.metrics.finished.labels("node_fail").inc()
-                self._cascade(job_id, now)
+                self._cascade(job_id, now, "node_fail")
         self.free_cores[k] = list(range(self.node_specs[k].cores))
         self.free_gpus[k] = list(self.node_specs[k].devices)
 

@@ -602,8 +602,9 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._ended.add(run.job_id)
         self.metrics.finished.labels(state).inc()
         self._dirty = True
-        if not ok:
-            self._cascade(run.job_id, now)
+        # every end settles the dependents: afterok ones on a failure, afternotok
+        # ones on a success, are cancelled by the kernel and recorded here
+        self._cascade(run.job_id, now, state)
 
     def _end_failed_launch(self, job_id: int, why: str, now: int) -> None:
         run = self.running.pop(job_id, None)
@@ -617,7 +618,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         )
         self.metrics.finished.labels("failed").inc()
         self._dirty = True
-        self._cascade(job_id, now)
+        self._cascade(job_id, now, "failed")
 
     # ------------------------------------------------------------------ launch
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from htcsim.agent.engine.admission import _edge_met, _never_cause
 from htcsim.agent.engine.state import EngineState
 from htcsim.agent.executors.base import JobExit, Recovered
 from htcsim.agent.store.jobs import NewJob, StateChange
@@ -112,7 +113,9 @@ class Recovery(EngineState):
                 job_id = row["id"]
                 slot = self.slot_of[job_id]
                 if job_id in doomed and row["state"] != "running":
-                    self._cancel_pending(job_id, now, "a dependency can never be satisfied")
+                    self._cancel_pending(
+                        job_id, now, _never_met(by_child.get(job_id, ()), parent_states)
+                    )
                     continue
                 rec = found.get(job_id)
                 if row["state"] == "running" and rec is not None:
@@ -182,3 +185,12 @@ def _new_job(row: dict[str, Any], edges: Sequence[tuple[int, str, int]]) -> NewJ
         signal=row["signal"],
         signal_before_s=int(row["signal_before_s"]),
     )
+
+
+def _never_met(edges: Sequence[tuple[int, str, int]], parent_states: dict[int, str]) -> str:
+    """The cause of a recovered job whose dependency on an ended job can never be met."""
+    for p, kind, _ in edges:
+        state = parent_states.get(p, "")
+        if not _edge_met(kind, state):
+            return _never_cause(p, kind, state or "before the agent restarted")
+    return "a dependency can never be satisfied"

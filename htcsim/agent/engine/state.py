@@ -95,7 +95,7 @@ class EngineState(ABC):
     executor: JobExecutor
     slot_of: dict[int, int]  # job id -> the kernel's slot
     job_of: list[int]  # the kernel's slot -> job id
-    children: dict[int, list[int]]  # job id -> the jobs that depend on it
+    children: dict[int, list[tuple[int, str]]]  # job id -> (dependent, kind) of its dependents
     running: dict[int, Running]
     users: dict[str, int]
     groups: dict[str, int]
@@ -166,7 +166,7 @@ class EngineState(ABC):
         """A job that does not run cancelled, and its dependents with it."""
 
     @abstractmethod
-    def _cascade(self, job_id: int, now: int) -> None:
+    def _cascade(self, job_id: int, now: int, state: str = "cancelled") -> None:
         """The records of the dependents the kernel cancelled when ``job_id`` ended."""
 
     # ------------------------------------------------------------------ recovery.py
