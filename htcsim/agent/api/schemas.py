@@ -219,6 +219,55 @@ class PolicyRequest(BaseModel):
     note: str = Field("", max_length=1000)
 
 
+class BulkRequest(BaseModel):
+    """Which jobs a bulk cancel, hold or release acts on: the ``ids`` named, or
+    (without ids) every job the filter selects; every criterion given must hold.
+
+    ``array_id``: all tasks of that array; ``user``: a user selects only their own
+    jobs (another user's name selects none), an admin anyone's (without it, every
+    user's); ``state``: without it, the states the action applies to (cancel:
+    pending, held, running; hold: pending; release: held); ``name``: a glob
+    ("train*"). At least one of them must be given.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"ids": [17, 18]}, {"array_id": 12}, {"state": ["held"], "name": "x*"}]
+        },
+    )
+
+    ids: list[JOB_ID] = Field(default_factory=list, max_length=100_000)
+    array_id: JOB_ID | None = None
+    user: str | None = Field(None, min_length=1, max_length=200)
+    state: list[str] = Field(default_factory=list, max_length=8)
+    name: str | None = Field(None, max_length=200)
+
+    @field_validator("user", "name")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None:
+            _no_nul(value)
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("holds text that is not valid Unicode") from None
+        return value
+
+
+class BulkError(BaseModel):
+    id: int
+    status: int
+    detail: str
+
+
+class BulkResult(BaseModel):
+    """The jobs acted on, and why each named job that was not refused."""
+
+    ids: list[int]
+    errors: list[BulkError] = Field(default_factory=list)
+
+
 class JobIds(BaseModel):
     ids: list[int]
     array_id: int | None = None

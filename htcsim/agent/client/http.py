@@ -235,6 +235,25 @@ class AgentClient:
     def release(self, job_id: int) -> list[int]:
         return [int(i) for i in self._json("POST", f"/jobs/{job_id}/release")["ids"]]
 
+    def bulk(
+        self,
+        action: str,
+        ids: Sequence[int] = (),
+        *,
+        array_id: int | None = None,
+        user: str | None = None,
+        states: Sequence[str] = (),
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Cancel, hold or release many jobs in one request: the ``ids`` named, or
+        those the filter selects; ``{"ids": acted on, "errors": [{id, status, detail}]}``."""
+        body: dict[str, Any] = {"ids": list(ids), "state": list(states)}
+        for key, value in (("array_id", array_id), ("user", user), ("name", name)):
+            if value is not None:
+                body[key] = value
+        result: dict[str, Any] = self._json("POST", f"/jobs/{action}", json=body)
+        return result
+
     # ------------------------------------------------------------------ nodes, agent
 
     def nodes(self) -> list[dict[str, Any]]:

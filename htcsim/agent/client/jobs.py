@@ -38,7 +38,7 @@ from htcsim.agent.client._output import (
     human_duration,
     human_time,
 )
-from htcsim.agent.client.http import LOG_MAX_BYTES, AgentClient, ClientError
+from htcsim.agent.client.http import LOG_MAX_BYTES, AgentClient
 
 jobs_app = typer.Typer(add_completion=False)
 """The job commands; ``htcsim.agent.client.commands`` merges them into ``client_app``."""
@@ -374,46 +374,137 @@ def history_command(
 # ---------------------------------------------------------------------- actions
 
 
-def _act(job_ids: Sequence[int], verb: str, done: str) -> None:
-    """Apply an action to each job; a refusal is reported and the others still done."""
-    failed = False
-    with _agent() as client:
-        action = getattr(client, verb)
-        for job_id in job_ids:
-            try:
-                action(job_id)
-            except ClientError as exc:
-                if exc.status is None:  # the agent is gone: no point in going on
-                    raise
-                err_console.print(
-                    f"[bold red]error:[/] job {job_id}: {escape(str(exc))}", soft_wrap=True
-                )
-                failed = True
+_JOB_ID_PART = re.compile(r"^(\d+)(?:-(\d+)|_\*)?$")
+
+
+def _parse_job_ids(values: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Job ids ("17", "20-25", comma lists) and Slurm's whole arrays ("12_*"): (ids, arrays)."""
+    ids: list[int] = []
+    arrays: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
                 continue
-            console.print(f"{done} {job_id}")
-    if failed:
+            match = _JOB_ID_PART.match(part)
+            if not match or int(match[1]) < 1:
+                raise _fail(f"{part!r} is not a job id, a range N-M or an array N_*")
+            first = int(match[1])
+            if part.endswith("_*"):
+                arrays.append(first)
+            elif match[2] is not None:
+                last = int(match[2])
+                if last < first or last - first >= 100_000:
+                    raise _fail(f"{part!r}: a range N-M with N <= M, at most 100000 ids")
+                ids.extend(range(first, last + 1))
+            else:
+                ids.append(first)
+    return ids, arrays
+
+
+def _act(
+    verb: str,
+    done: str,
+    values: Sequence[str] | None,
+    array: int | None,
+    user: str | None,
+    states: Sequence[str] | None,
+    name: str | None,
+) -> None:
+    """One request for all the jobs selected; each refused job is reported, the others done."""
+    ids, arrays = _parse_job_ids(values or [])
+    if array is not None:
+        arrays.append(array)
+    if len(set(arrays)) > 1 or (arrays and ids):
+        raise _fail("give job ids or one array, not both")
+    wanted = [s.strip().lower() for v in states or [] for s in v.split(",") if s.strip()]
+    if not (ids or arrays or user or wanted or name):
+        raise _fail("give job ids, --array, --user, --state or --name")
+    with _agent() as client:
+        result = client.bulk(
+            verb,
+            ids,
+            array_id=arrays[0] if arrays else None,
+            user=user,
+            states=wanted,
+            name=name,
+        )
+    acted = [int(i) for i in result["ids"]]
+    if acted:
+        console.print(f"{done} {_ranges(acted)}", soft_wrap=True)
+    elif not result["errors"]:
+        err_console.print(f"no jobs to {verb}")
+    for error in result["errors"]:
+        err_console.print(
+            f"[bold red]error:[/] job {error['id']}: HTTP {error['status']}: "
+            f"{escape(error['detail'])}",
+            soft_wrap=True,
+        )
+    if result["errors"]:
         raise typer.Exit(code=2)
 
 
-JobIdsArgument = Annotated[list[int], typer.Argument(help="Job ids.", show_default=False)]
+JobIdsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Job ids: 17 18, ranges 20-25, whole arrays 12_* (Slurm's form).",
+        show_default=False,
+    ),
+]
+ArrayOption = Annotated[
+    int | None, typer.Option("--array", "-a", help="Every task of this array (its id).")
+]
+UserOption = Annotated[
+    str | None, typer.Option("--user", "-u", help="Jobs of this user (a user: only their own).")
+]
+StateOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--state",
+        "-t",
+        help="Jobs in these states (repeated or comma list); default: those the action applies to.",
+    ),
+]
+NameOption = Annotated[
+    str | None, typer.Option("--name", "-n", help='Jobs whose name matches this glob ("train*").')
+]
 
 
 @jobs_app.command("cancel", rich_help_panel=PANEL)
-def cancel_command(job_ids: JobIdsArgument) -> None:
-    """Cancel jobs: pending ones end now, running ones get SIGTERM then SIGKILL."""
-    _act(job_ids, "cancel", "cancelled")
+def cancel_command(
+    job_ids: JobIdsArgument = None,
+    array: ArrayOption = None,
+    user: UserOption = None,
+    state: StateOption = None,
+    name: NameOption = None,
+) -> None:
+    """Cancel jobs (one request for all): pending ones end now, running ones get SIGTERM
+    then SIGKILL. By ids, an array, or a filter: `cancel --user alice --state pending`."""
+    _act("cancel", "cancelled", job_ids, array, user, state, name)
 
 
 @jobs_app.command("hold", rich_help_panel=PANEL)
-def hold_command(job_ids: JobIdsArgument) -> None:
-    """Keep pending jobs from starting until released."""
-    _act(job_ids, "hold", "held")
+def hold_command(
+    job_ids: JobIdsArgument = None,
+    array: ArrayOption = None,
+    user: UserOption = None,
+    state: StateOption = None,
+    name: NameOption = None,
+) -> None:
+    """Keep pending jobs from starting until released (ids, an array or a filter)."""
+    _act("hold", "held", job_ids, array, user, state, name)
 
 
 @jobs_app.command("release", rich_help_panel=PANEL)
-def release_command(job_ids: JobIdsArgument) -> None:
-    """Let held jobs be scheduled again."""
-    _act(job_ids, "release", "released")
+def release_command(
+    job_ids: JobIdsArgument = None,
+    array: ArrayOption = None,
+    user: UserOption = None,
+    state: StateOption = None,
+    name: NameOption = None,
+) -> None:
+    """Let held jobs be scheduled again (ids, an array or a filter)."""
+    _act("release", "released", job_ids, array, user, state, name)
 
 
 # ---------------------------------------------------------------------- logs

@@ -28,7 +28,7 @@ import numpy as np
 from htcsim.agent.engine.accounts import owner_account
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.engine.state import EngineError, EngineState
-from htcsim.agent.store.jobs import FINAL_STATES, NewJob, StateChange
+from htcsim.agent.store.jobs import FINAL_STATES, JobFilter, NewJob, StateChange
 from htcsim.kernel import (
     DEPENDENCY_KINDS,
     JOB_SPEC_DTYPE,
@@ -260,65 +260,126 @@ class Admission(EngineState):
         self._dirty = True
         self._cascade(job_id, now)
 
-    def _do_cancel(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
+    # ------------------------------------------------------------------ cancel, hold, release
+
+    def _cancel_refusal(self, row: dict[str, Any]) -> str | None:
+        if row["id"] not in self.running and (
+            row["state"] in FINAL_STATES or row["id"] in self._ended
+        ):
+            return f"job {row['id']} already ended ({row['state']})"
+        return None
+
+    def _hold_refusal(self, row: dict[str, Any]) -> str | None:
+        slot = self.slot_of.get(row["id"])
+        if slot is None or self.kernel.state_of(slot) != JobState["PENDING"]:
+            waits = slot is not None and self.kernel.state_of(slot) == JobState["HELD"]
+            return (
+                f"job {row['id']} is not pending ({row['state']}"
+                + (", waiting for a dependency" if waits else "")
+                + "): only a pending job can be held"
+            )
+        return None
+
+    def _release_refusal(self, row: dict[str, Any]) -> str | None:
+        if row["id"] not in self.slot_of or row["state"] != "held":
+            return f"job {row['id']} is not held ({row['state']})"
+        return None
+
+    def _cancel_one(self, now: int, principal: Principal, job_id: int) -> None:
+        run = self.running.get(job_id)
+        if run is None:
+            self._cancel_pending(job_id, now, f"cancelled by {principal.user}")
+        elif run.phase != "cancelling":
+            run.phase = "cancelling"
+            self.executor.signal(job_id, signals.SIGTERM)
+            self._push_timer(self.clock() + self.config.kill_grace_s, "kill", run)
+            self.store.update(job_id, reason=f"cancelled by {principal.user}")
+
+    def _hold_one(self, now: int, principal: Principal, job_id: int) -> None:
+        self.kernel.hold(self.slot_of[job_id])
+        self._log.append((now, "hold", job_id, "{}"))
+        self._changes.append(
+            StateChange(job_id, "held", f"held by {principal.user}", {"reason": "Held"})
+        )
+        self._dirty = True
+
+    def _release_one(self, now: int, principal: Principal, job_id: int) -> None:
+        self.kernel.release(self.slot_of[job_id], now)
+        self._log.append((now, "release", job_id, "{}"))
+        self._changes.append(
+            StateChange(job_id, "pending", f"released by {principal.user}", {"reason": ""})
+        )
+        self._dirty = True
+
+    def _act_all(
+        self, now: int, principal: Principal, action: str, job_ids: list[int]
+    ) -> list[int]:
+        """The per-job routes: every job checked before any is changed (all or none)."""
         rows = [self._owned(principal, j) for j in job_ids]
-        for row in rows:  # all checked before any is cancelled
-            if row["id"] not in self.running and (
-                row["state"] in FINAL_STATES or row["id"] in self._ended
-            ):
-                raise EngineError(f"job {row['id']} already ended ({row['state']})", status=409)
-        done = []
+        refusal = getattr(self, f"_{action}_refusal")
         for row in rows:
-            job_id = row["id"]
-            run = self.running.get(job_id)
-            if run is not None:
-                if run.phase != "cancelling":
-                    run.phase = "cancelling"
-                    self.executor.signal(job_id, signals.SIGTERM)
-                    self._push_timer(self.clock() + self.config.kill_grace_s, "kill", run)
-                    self.store.update(job_id, reason=f"cancelled by {principal.user}")
-                done.append(job_id)
-            else:
-                self._cancel_pending(job_id, now, f"cancelled by {principal.user}")
-                done.append(job_id)
-        return done
+            why = refusal(row)
+            if why is not None:
+                raise EngineError(why, status=409)
+        apply = getattr(self, f"_{action}_one")
+        for job_id in job_ids:
+            apply(now, principal, job_id)
+        return job_ids
+
+    def _do_cancel(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
+        return self._act_all(now, principal, "cancel", job_ids)
 
     def _do_hold(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
-        for job_id in job_ids:  # all checked before any is held
-            row = self._owned(principal, job_id)
-            slot = self.slot_of.get(job_id)
-            if slot is None or self.kernel.state_of(slot) != JobState["PENDING"]:
-                waits = slot is not None and self.kernel.state_of(slot) == JobState["HELD"]
-                raise EngineError(
-                    f"job {job_id} is not pending ({row['state']}"
-                    + (", waiting for a dependency" if waits else "")
-                    + "): only a pending job can be held",
-                    status=409,
-                )
-        for job_id in job_ids:
-            slot = self.slot_of[job_id]
-            self.kernel.hold(slot)
-            self._log.append((now, "hold", job_id, "{}"))
-            self._changes.append(
-                StateChange(job_id, "held", f"held by {principal.user}", {"reason": "Held"})
-            )
-        self._dirty = True
-        return job_ids
+        return self._act_all(now, principal, "hold", job_ids)
 
     def _do_release(self, now: int, principal: Principal, job_ids: list[int]) -> list[int]:
-        for job_id in job_ids:  # all checked before any is released
-            row = self._owned(principal, job_id)
-            if job_id not in self.slot_of or row["state"] != "held":
-                raise EngineError(f"job {job_id} is not held ({row['state']})", status=409)
-        for job_id in job_ids:
-            slot = self.slot_of[job_id]
-            self.kernel.release(slot, now)
-            self._log.append((now, "release", job_id, "{}"))
-            self._changes.append(
-                StateChange(job_id, "pending", f"released by {principal.user}", {"reason": ""})
-            )
-        self._dirty = True
-        return job_ids
+        return self._act_all(now, principal, "release", job_ids)
+
+    def _do_bulk(
+        self, now: int, principal: Principal, action: str, job_ids: list[int], where: JobFilter
+    ) -> dict[str, Any]:
+        """Cancel, hold or release many jobs in this one turn (one commit).
+
+        Named ids each act or get an error of their own (404: not the caller's
+        or no such job; 409: not in a state the action applies to), the others
+        acting still; a named id the filter does not match is left alone. With
+        no ids, the filter selects the jobs (a user's own only), and those the
+        action does not apply to (a pending job to release) are not selected.
+        """
+        if action not in BULK_STATES:
+            raise EngineError(f"unknown action {action!r}", field="action")
+        if not principal.is_admin:
+            if where.user is not None and where.user != principal.user:
+                # another user's jobs are never selected: the filter matches none
+                return {"ids": [], "errors": []}
+            where = replace(where, user=principal.user)
+        refusal = getattr(self, f"_{action}_refusal")
+        chosen: list[int] = []
+        errors: list[dict[str, Any]] = []
+        if job_ids:
+            rows = self.store.jobs_by_id(job_ids)
+            for job_id in dict.fromkeys(job_ids):
+                row = rows.get(job_id)
+                if row is None or (not principal.is_admin and row["user"] != principal.user):
+                    errors.append({"id": job_id, "status": 404, "detail": f"no job {job_id}"})
+                    continue
+                if not where.matches(row):
+                    continue
+                why = refusal(row)
+                if why is not None:
+                    errors.append({"id": job_id, "status": 409, "detail": why})
+                    continue
+                chosen.append(job_id)
+        else:
+            if not where.states:
+                where = replace(where, states=BULK_STATES[action])
+            for job_id, user, state in self.store.select(where):
+                if refusal({"id": job_id, "user": user, "state": state}) is None:
+                    chosen.append(job_id)
+        apply = getattr(self, f"_{action}_one")
+        for job_id in chosen:
+            apply(now, principal, job_id)
+        return {"ids": chosen, "errors": errors}
 
     def _do_policy(self, now: int, principal: Principal, policy: Policy, note: str) -> int:
         if self.pool is not None and _autoscale_knobs(policy) != _autoscale_knobs(self.policy):
@@ -370,6 +431,14 @@ class Admission(EngineState):
             )
         )
         self.metrics.finished.labels("cancelled").inc()
+
+
+BULK_STATES: dict[str, tuple[str, ...]] = {
+    "cancel": ("pending", "held", "running"),
+    "hold": ("pending",),
+    "release": ("held",),
+}
+"""The states a bulk action selects by filter when the caller names none."""
 
 
 def _autoscale_knobs(policy: Policy) -> tuple[Any, ...]:

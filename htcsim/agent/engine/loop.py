@@ -49,7 +49,7 @@ from htcsim.agent.executors.base import JobExecutor, JobExit, LaunchError
 from htcsim.agent.executors.local.executor import LocalExecutor
 from htcsim.agent.executors.local.monitor import job_usage, node_usage
 from htcsim.agent.metrics import AgentMetrics
-from htcsim.agent.store.jobs import AgentStore, NewJob, StateChange
+from htcsim.agent.store.jobs import AgentStore, JobFilter, NewJob, StateChange
 from htcsim.kernel import RESOURCES, JobState, Kernel, NodeState
 from htcsim.policy import Policy, policy_to_toml
 
@@ -214,6 +214,13 @@ class Engine(Admission, Recovery, Inventory, Launch):
 
     def release(self, principal: Principal, job_ids: Sequence[int]) -> Future[Any]:
         return self._send("release", principal, list(job_ids))
+
+    def bulk(
+        self, principal: Principal, action: str, job_ids: Sequence[int], where: JobFilter
+    ) -> Future[Any]:
+        """Cancel, hold or release the named and the filtered jobs in one turn
+        (see ``Admission._do_bulk``); the future gives {"ids", "errors"}."""
+        return self._send("bulk", principal, action, list(job_ids), where)
 
     def drain(self, node: str) -> Future[Any]:
         return self._send("drain", node)

@@ -10,6 +10,7 @@ synchronous commits) is ``htcsim.agent.store.schema``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sqlite3
 import time
@@ -35,6 +36,29 @@ JOB_STATES: tuple[str, ...] = (
 job's node failed and the policy did not requeue it)."""
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail"})
 DEPENDENCY_KINDS = ("afterok", "afterany", "afternotok")
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a bulk action selects: every given criterion holds (``name`` a glob,
+    as "train*"); ``states`` empty: any state."""
+
+    array_id: int | None = None
+    user: str | None = None
+    states: tuple[str, ...] = ()
+    name: str | None = None
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        return (
+            (self.array_id is None or row["array_id"] == self.array_id)
+            and (self.user is None or row["user"] == self.user)
+            and (not self.states or row["state"] in self.states)
+            and (self.name is None or fnmatch.fnmatchcase(row["name"], self.name))
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self.array_id is None and self.user is None and not self.states and self.name is None
 
 
 @dataclass(frozen=True)
@@ -389,6 +413,25 @@ class AgentStore:
             ):
                 out[int(row["id"])] = _job_dict(row)
         return out
+
+    def select(self, where: JobFilter) -> list[tuple[int, str, str]]:
+        """(id, user, state) of every job ``where`` matches, in id order (a bulk action's jobs)."""
+        query = "SELECT id, user, state FROM jobs WHERE 1"
+        args: list[Any] = []
+        if where.array_id is not None:
+            query += " AND array_id = ?"
+            args.append(where.array_id)
+        if where.user is not None:
+            query += " AND user = ?"
+            args.append(where.user)
+        if where.states:
+            query += f" AND state IN ({', '.join('?' * len(where.states))})"
+            args += list(where.states)
+        if where.name is not None:
+            query += " AND name GLOB ?"
+            args.append(where.name)
+        query += " ORDER BY id"
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in self._db.execute(query, args)]
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Every job not in a final state, in id order (what a restart reloads)."""

@@ -20,11 +20,19 @@ from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, Re
 from htcsim.agent.api.errors import ERRORS, ApiError
 from htcsim.agent.api.guards import check_job_paths, has_surrogate
 from htcsim.agent.api.idempotency import IdempotencyKey
-from htcsim.agent.api.schemas import MAX_ID, BatchRequest, JobIds, JobRequest, parse_array
+from htcsim.agent.api.schemas import (
+    MAX_ID,
+    BatchRequest,
+    BulkRequest,
+    BulkResult,
+    JobIds,
+    JobRequest,
+    parse_array,
+)
 from htcsim.agent.config import AgentConfig
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.engine.principal import Principal
-from htcsim.agent.store.jobs import JOB_STATES, NewJob
+from htcsim.agent.store.jobs import JOB_STATES, JobFilter, NewJob
 
 PUBLIC_COLUMNS = (
     "id",
@@ -167,6 +175,36 @@ async def submit_batch(
 
     body = request.model_dump(mode="json")
     return JobIds(**await idempotency.run(principal, idempotency_key, "batch", body, run))
+
+
+def bulk_action(name: str) -> None:
+    async def act(request: BulkRequest, principal: Caller, engine: EngineDep) -> BulkResult:
+        for s in request.state:
+            if s not in JOB_STATES:
+                raise ApiError(
+                    422, f"state: unknown state {s!r} (known: {', '.join(JOB_STATES)})", "state"
+                )
+        where = JobFilter(
+            array_id=request.array_id,
+            user=request.user,
+            states=tuple(dict.fromkeys(request.state)),
+            name=request.name,
+        )
+        if not request.ids and where.empty:
+            raise ApiError(422, "select jobs: give ids, array_id, user, state or name", "ids")
+        return BulkResult(**await ask(engine.bulk(principal, name, request.ids, where)))
+
+    act.__doc__ = (
+        f"{name.capitalize()} many jobs in one durable step: the ids named, or those an array "
+        "id and a filter (user, state, name glob) select; a user selects their own jobs only. "
+        "Answers the ids acted on, and an error (404, 409) for each named id refused."
+    )
+    router.post(f"/jobs/{name}", responses=ERRORS, tags=["jobs"], name=f"bulk_{name}")(act)
+
+
+bulk_action("cancel")
+bulk_action("hold")
+bulk_action("release")
 
 
 @router.get("/jobs", responses=ERRORS, tags=["jobs"])
