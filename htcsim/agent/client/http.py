@@ -2,11 +2,12 @@
 
 Why a separate module: scripts and notebooks want the same calls as the
 command line without going through typer, and the command line must start
-fast, so this module imports only httpx and the standard library (no numpy,
-no kernel). Every failure becomes one ``ClientError`` whose message is a
-single line a person can act on: the agent's own ``{"detail": ...}`` for an
-API error, a hint to start the agent when nothing listens, a hint about the
-token when it is refused.
+fast, so this module imports only the standard library at import time (no
+numpy, no kernel) and httpx only when a client is made: ``htcsim submit
+--help`` or a shell loop's parsing never pays httpx's import. Every failure
+becomes one ``ClientError`` whose message is a single line a person can act
+on: the agent's own ``{"detail": ...}`` for an API error, a hint to start
+the agent when nothing listens, a hint about the token when it is refused.
 
 Where the agent is and which token to send are found in this order, key by
 key: explicit arguments; ``HTCSIM_URL`` / ``HTCSIM_TOKEN``;
@@ -22,9 +23,10 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported when an AgentClient is made, not with this module
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
@@ -108,6 +110,8 @@ class AgentClient:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx
+
         self.settings = resolve_settings(url, token)
         headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
         self._http = httpx.Client(
@@ -131,6 +135,8 @@ class AgentClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call; every way it can fail becomes a one-line ClientError."""
+        import httpx  # already loaded by the constructor: a dictionary look-up
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
