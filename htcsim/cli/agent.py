@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from htcsim.agent.defaults import DEFAULT_STATE_DIR
+from htcsim.agent.defaults import DEFAULT_STATE_DIR, user_client_file
 from htcsim.cli._console import console, fail
 
 agent_app = typer.Typer(
@@ -126,7 +126,7 @@ def serve_command(
         + f"; {identity}"
     )
     try:
-        serve(config, policy)
+        serve(config, policy, user_client_file=user_client_file())
     except (AgentStartError, StoreError, TokenFileError) as exc:
         raise fail(str(exc)) from exc
 

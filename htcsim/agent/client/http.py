@@ -12,7 +12,9 @@ the agent when nothing listens, a hint about the token when it is refused.
 Where the agent is and which token to send are found in this order, key by
 key: explicit arguments; ``HTCSIM_URL`` / ``HTCSIM_TOKEN``;
 ``./htcsim-agent/client.toml`` (written by ``htcsim agent serve`` on its first
-start in that directory); ``~/.config/htcsim/client.toml``; then
+start in that directory); the user's ``$XDG_CONFIG_HOME/htcsim/client.toml``,
+by default ``~/.config/htcsim/client.toml`` (written too by an agent's first
+start when the user has none, so the client finds it from any directory); then
 ``http://127.0.0.1:8642`` with no token.
 """
 
@@ -25,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from htcsim.agent.defaults import user_client_file
+
 if TYPE_CHECKING:  # httpx is imported when an AgentClient is made, not with this module
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
 """Relative to the current directory: where a first ``agent serve`` leaves the admin token."""
-USER_CLIENT_FILE = Path("~/.config/htcsim/client.toml")
 PAGE_SIZE = 1000
 """Jobs per ``GET /jobs`` page while following ``next`` (the API allows up to 10,000)."""
 LOG_MAX_BYTES = 1 << 26
@@ -88,7 +91,7 @@ def resolve_settings(
         found_url = env["HTCSIM_URL"]
     if found_token is None and env.get("HTCSIM_TOKEN"):
         found_token, source = env["HTCSIM_TOKEN"], "HTCSIM_TOKEN"
-    paths = files if files is not None else (LOCAL_CLIENT_FILE, USER_CLIENT_FILE.expanduser())
+    paths = files if files is not None else (LOCAL_CLIENT_FILE, user_client_file(env))
     for path in paths:
         if found_url is not None and found_token is not None:
             break
