@@ -49,3 +49,32 @@ def test_python_start_alone(benchmark) -> None:
         warmup_rounds=1,
     )
     print(f"\npython -c pass: {benchmark.stats.stats.min * 1000:.0f} ms per process")
+
+
+def test_submit_to_a_running_agent(benchmark, tmp_path) -> None:
+    """``htcsim submit -- /bin/true`` against a real agent, one process per call (the
+    client finds it through HTCSIM_URL and HTCSIM_TOKEN); plus one call's max RSS."""
+    import os
+    import re
+
+    from tests.agent_harness import running_agent
+
+    with running_agent(tmp_path, nodes=1, cores_per_node=2) as agent:
+        env = agent.env()
+        args = [sys.executable, "-m", "htcsim", "submit", "--", "/bin/true"]
+
+        def submit() -> None:
+            subprocess.run(args, check=True, capture_output=True, env=env, cwd=tmp_path)
+
+        benchmark.pedantic(submit, rounds=10, iterations=1, warmup_rounds=1)
+        timed = subprocess.run(
+            ["/usr/bin/time", "-v", *args], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timed.stderr)
+    best = benchmark.stats.stats.min
+    benchmark.extra_info["max_rss_kib"] = int(rss.group(1)) if rss else None
+    print(
+        f"\nhtcsim submit -- /bin/true: {best * 1000:.0f} ms per process, max RSS "
+        f"{int(rss.group(1)) // 1024 if rss else '?'} MiB (/usr/bin/time -v, one call)"
+        + ("" if os.path.exists("/usr/bin/time") else "; no /usr/bin/time")
+    )

@@ -75,10 +75,13 @@ class AgentProcess:
         wait_healthy(self.url, self.proc, self.log)
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log: Path, environ: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 (the child holds it)
     try:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, **environ} if environ else None
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     finally:
         out.close()
 
@@ -159,10 +162,12 @@ def running_agent(
     *extra: str,
     policy: str | None = None,
     tables: str = "",
+    environ: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[AgentProcess]:
     """Start an agent (settings: keys of AgentConfig, written to agent.toml;
-    ``tables``: TOML tables appended to it, such as ``[cluster]``). It runs as
+    ``tables``: TOML tables appended to it, such as ``[cluster]``; ``environ``:
+    variables set for the agent's process, such as XDG_CONFIG_HOME). It runs as
     root in single-user mode (``allow_root``, ``run_jobs_as = "agent"``) unless
     the settings say otherwise."""
     state_dir = tmp_path / "agent-state"
@@ -184,7 +189,7 @@ def running_agent(
     config.write_text("\n".join(lines) + "\n" + tables)
     args = [sys.executable, "-m", "htcsim", "agent", "serve", "--config", str(config), *extra]
     log = tmp_path / "agent.log"
-    proc = _spawn(args, log)
+    proc = _spawn(args, log, environ)
     url = f"http://127.0.0.1:{port}"
     agent: AgentProcess | None = None
     try:

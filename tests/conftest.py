@@ -23,6 +23,21 @@ def trace_dir() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _private_user_config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """No test reads or writes the real user's client settings: an agent's first
+    start writes ``$XDG_CONFIG_HOME/htcsim/client.toml`` when there is none, and
+    the client reads it; the session points XDG_CONFIG_HOME (inherited by every
+    agent and command a test starts) at a folder of its own."""
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _stop_leftover_shepherds(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Agents outlive nothing: at the end of the session, stop every job
     shepherd (and its jobs) that a test's agent left under the session's

@@ -10,7 +10,9 @@ on timing.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from typer.testing import CliRunner
 from htcsim.agent.client._output import _ranges, human_duration
 from htcsim.agent.client.http import ClientError, resolve_settings
 from htcsim.agent.client.jobs import _parse_env, _parse_signal
+from htcsim.agent.defaults import user_client_file
 from htcsim.cli.app import app
 from tests.agent_harness import AgentProcess, free_port, running_agent, wait_for
 
@@ -257,6 +260,45 @@ def test_settings_come_from_args_env_then_files(tmp_path: Path) -> None:
     local.write_text("token = ")
     with pytest.raises(ClientError, match="not valid TOML"):
         resolve_settings(environ={}, files=files)
+
+
+def test_the_user_config_file_is_the_xdg_one_by_default_under_home() -> None:
+    home = Path("~/.config/htcsim/client.toml").expanduser()
+    assert user_client_file({}) == home
+    assert user_client_file({"XDG_CONFIG_HOME": "relative/ignored"}) == home
+    assert user_client_file({"XDG_CONFIG_HOME": "/x/cfg"}) == Path("/x/cfg/htcsim/client.toml")
+
+
+def test_a_first_start_leaves_the_token_where_any_directory_finds_it(tmp_path: Path) -> None:
+    """The first ``agent serve`` writes the admin's client file to the user's config
+    dir (0600 in a 0700 folder) and says so; ``htcsim queue`` from another directory,
+    with no HTCSIM_* variables, reaches the agent; a second agent's first start leaves
+    that file alone."""
+    config_home = tmp_path / "xdg"
+    environ = {"XDG_CONFIG_HOME": str(config_home), "HOME": str(tmp_path / "home")}
+    user_file = config_home / "htcsim" / "client.toml"
+    with running_agent(tmp_path / "first", environ=environ) as first:
+        assert user_file.stat().st_mode & 0o777 == 0o600
+        assert user_file.parent.stat().st_mode & 0o777 == 0o700
+        assert user_file.read_text() == (first.state_dir / "client.toml").read_text()
+        assert (
+            f"admin token for {getpass.getuser()} written to {user_file}" in first.log.read_text()
+        )
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HTCSIM_")} | environ
+        run = subprocess.run(
+            [sys.executable, "-m", "htcsim", "queue"],
+            cwd=elsewhere,
+            env=env | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        with running_agent(tmp_path / "second", environ=environ) as second:
+            assert user_file.read_text() == (first.state_dir / "client.toml").read_text()
+            assert str(user_file) not in second.log.read_text()
 
 
 def test_export_env_keeps_the_token_out(monkeypatch: pytest.MonkeyPatch) -> None:

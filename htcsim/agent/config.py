@@ -18,8 +18,9 @@ from typing import Any
 
 import psutil
 
-DEFAULT_PORT = 8642
-DEFAULT_STATE_DIR = Path("htcsim-agent")
+from htcsim.agent.defaults import DEFAULT_PORT as DEFAULT_PORT  # re-exported
+from htcsim.agent.defaults import DEFAULT_STATE_DIR as DEFAULT_STATE_DIR
+
 MEMORY_LIMITS = ("auto", "cgroup", "rlimit", "off")
 RUN_JOBS_AS = ("owner", "agent")
 CONTAINMENTS = ("auto", "cgroup", "subreaper")

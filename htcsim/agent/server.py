@@ -4,7 +4,9 @@ Why a lock file: two agents on one state directory would both think they
 own the same jobs and processes; the second one is refused with the first
 one's pid. Why the first start writes a token: a new user types ``htcsim
 agent serve`` then ``htcsim submit`` and it works, with the admin token kept
-in ``<state dir>/client.toml`` (mode 0600) where the client finds it.
+in ``<state dir>/client.toml`` (mode 0600) where the client finds it, and,
+when the user has no client settings yet, in the user's
+``$XDG_CONFIG_HOME/htcsim/client.toml`` so that it works from any directory.
 """
 
 from __future__ import annotations
@@ -47,7 +49,16 @@ class AgentStartError(RuntimeError):
 class Agent:
     """One running agent: engine thread plus the ASGI app (served by ``serve``)."""
 
-    def __init__(self, config: AgentConfig, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        policy: Policy | None = None,
+        *,
+        user_client_file: Path | None = None,
+    ) -> None:
+        """``user_client_file``: where a first start also leaves the admin's client
+        settings when that file does not exist yet (``htcsim agent serve`` passes the
+        user's config file; None writes only ``<state dir>/client.toml``)."""
         try:  # whose account jobs run as: refused here with one line
             self.identity = check_identity(config)
         except AgentConfigError as exc:
@@ -56,7 +67,7 @@ class Agent:
         shadow_policy = _shadow_policy(config)  # a bad candidate stops the start here
         _private_state(config)
         self._lock = _lock(config.state_dir)
-        self.admin_token = _first_token(config)
+        self.admin_token, self.client_files = _first_token(config, user_client_file)
         _check_modes(config)
         self.policy = policy or Policy()
         self._watcher: InventoryWatcher | None = None
@@ -136,6 +147,8 @@ class Agent:
         if containment:
             log.info("job containment: %s", containment)
         log.info("GPU device isolation: %s", self.engine.gpu_isolation_note())
+        for path in self.client_files:
+            log.info("first start: admin token for %s written to %s", getpass.getuser(), path)
         if self.shadow is not None:
             self.shadow.start()  # after the engine's start: the log begins with it
             label = self.shadow.candidate.label
@@ -246,25 +259,57 @@ def _lock(state_dir: Path) -> int:
     return fd
 
 
-def _first_token(config: AgentConfig) -> str | None:
+def _first_token(
+    config: AgentConfig, user_file: Path | None = None
+) -> tuple[str | None, list[Path]]:
     """Without a token file, make one with an admin token for the current user
-    and write the client settings next to it; returns that token."""
+    and write the client settings next to it, and to ``user_file`` when there is
+    none there yet (never overwritten: it may name another agent); returns that
+    token and the client files written."""
     if config.tokens_path.exists():
         load_tokens(config.tokens_path)  # a broken file stops the start, naming the entry
-        return None
+        return None, []
     token = add_token(config.tokens_path, getpass.getuser(), "admin")
+    text = tomli_w.dumps({"url": config.url, "token": token})
     client = config.state_dir / CLIENT_FILE
     fd = os.open(client, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(tomli_w.dumps({"url": config.url, "token": token}))
-    return token
+        out.write(text)
+    written = [client]
+    if user_file is not None and _write_user_client_file(user_file, text):
+        written.append(user_file)
+    return token, written
+
+
+def _write_user_client_file(path: Path, text: str) -> bool:
+    """Create ``path`` (mode 0600; a folder it creates, 0700) unless it exists;
+    whether it was written. A failure is logged, not fatal: the state dir's
+    client.toml has the same settings."""
+    try:
+        for folder in reversed([path.parent, *path.parent.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        log.warning("could not write the client settings to %s: %s", path, exc)
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return True
 
 
 def serve(
-    config: AgentConfig, policy: Policy | None = None, ready: threading.Event | None = None
+    config: AgentConfig,
+    policy: Policy | None = None,
+    ready: threading.Event | None = None,
+    *,
+    user_client_file: Path | None = None,
 ) -> None:
-    """Run the agent until SIGINT/SIGTERM; jobs keep running after it stops."""
-    agent = Agent(config, policy)
+    """Run the agent until SIGINT/SIGTERM; jobs keep running after it stops
+    (``user_client_file``: as for ``Agent``)."""
+    agent = Agent(config, policy, user_client_file=user_client_file)
     agent.start()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -9,13 +9,7 @@ from typing import Annotated
 
 import typer
 
-from htcsim.agent.config import (
-    DEFAULT_STATE_DIR,
-    AgentConfig,
-    AgentConfigError,
-    check_identity,
-    load_agent_config,
-)
+from htcsim.agent.defaults import DEFAULT_STATE_DIR, user_client_file
 from htcsim.cli._console import console, fail
 
 agent_app = typer.Typer(
@@ -85,6 +79,12 @@ def serve_command(
 ) -> None:
     """Serve the REST API and schedule jobs on this machine with the policy."""
     from htcsim.agent.api.auth import TokenFileError
+    from htcsim.agent.config import (
+        AgentConfig,
+        AgentConfigError,
+        check_identity,
+        load_agent_config,
+    )
     from htcsim.agent.server import AgentStartError, serve
     from htcsim.agent.store.schema import StoreError
     from htcsim.policy import Policy, PolicyError, load_policy
@@ -126,7 +126,7 @@ def serve_command(
         + f"; {identity}"
     )
     try:
-        serve(config, policy)
+        serve(config, policy, user_client_file=user_client_file())
     except (AgentStartError, StoreError, TokenFileError) as exc:
         raise fail(str(exc)) from exc
 

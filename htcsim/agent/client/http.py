@@ -2,16 +2,19 @@
 
 Why a separate module: scripts and notebooks want the same calls as the
 command line without going through typer, and the command line must start
-fast, so this module imports only httpx and the standard library (no numpy,
-no kernel). Every failure becomes one ``ClientError`` whose message is a
-single line a person can act on: the agent's own ``{"detail": ...}`` for an
-API error, a hint to start the agent when nothing listens, a hint about the
-token when it is refused.
+fast, so this module imports only the standard library at import time (no
+numpy, no kernel) and httpx only when a client is made: ``htcsim submit
+--help`` or a shell loop's parsing never pays httpx's import. Every failure
+becomes one ``ClientError`` whose message is a single line a person can act
+on: the agent's own ``{"detail": ...}`` for an API error, a hint to start
+the agent when nothing listens, a hint about the token when it is refused.
 
 Where the agent is and which token to send are found in this order, key by
 key: explicit arguments; ``HTCSIM_URL`` / ``HTCSIM_TOKEN``;
 ``./htcsim-agent/client.toml`` (written by ``htcsim agent serve`` on its first
-start in that directory); ``~/.config/htcsim/client.toml``; then
+start in that directory); the user's ``$XDG_CONFIG_HOME/htcsim/client.toml``,
+by default ``~/.config/htcsim/client.toml`` (written too by an agent's first
+start when the user has none, so the client finds it from any directory); then
 ``http://127.0.0.1:8642`` with no token.
 """
 
@@ -22,14 +25,16 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from htcsim.agent.defaults import user_client_file
+
+if TYPE_CHECKING:  # httpx is imported when an AgentClient is made, not with this module
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
 """Relative to the current directory: where a first ``agent serve`` leaves the admin token."""
-USER_CLIENT_FILE = Path("~/.config/htcsim/client.toml")
 PAGE_SIZE = 1000
 """Jobs per ``GET /jobs`` page while following ``next`` (the API allows up to 10,000)."""
 LOG_MAX_BYTES = 1 << 26
@@ -86,7 +91,7 @@ def resolve_settings(
         found_url = env["HTCSIM_URL"]
     if found_token is None and env.get("HTCSIM_TOKEN"):
         found_token, source = env["HTCSIM_TOKEN"], "HTCSIM_TOKEN"
-    paths = files if files is not None else (LOCAL_CLIENT_FILE, USER_CLIENT_FILE.expanduser())
+    paths = files if files is not None else (LOCAL_CLIENT_FILE, user_client_file(env))
     for path in paths:
         if found_url is not None and found_token is not None:
             break
@@ -108,6 +113,8 @@ class AgentClient:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx
+
         self.settings = resolve_settings(url, token)
         headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
         self._http = httpx.Client(
@@ -131,6 +138,8 @@ class AgentClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call; every way it can fail becomes a one-line ClientError."""
+        import httpx  # already loaded by the constructor: a dictionary look-up
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
