@@ -524,13 +524,15 @@ def test_metrics_export_every_name_with_sane_values(agent: Agent, tmp_path: Path
     assert _value(samples, "htcsim_cores", use="total") == 4
     assert _value(samples, "htcsim_cores", use="allocated") == 0
     assert _value(samples, "htcsim_utilization") == 0
-    assert {labels["node"] for labels, _ in samples["htcsim_node_cpu_percent"]} == {
+    assert {labels["node"] for labels, _ in samples["htcsim_node_cpu_ratio"]} == {
         "node0",
         "node1",
     }
-    assert all(v >= 0 for _, v in samples["htcsim_node_memory_used_mib"])
+    assert all(0 <= v <= 1 for _, v in samples["htcsim_node_cpu_ratio"])
+    # bytes, not MiB: any machine running these tests uses more than 1 MiB
+    assert all(v > 2**20 for _, v in samples["htcsim_node_memory_used_bytes"])
     assert _value(samples, "htcsim_job_cpu_seconds_total", user=ME) >= 0
-    assert _value(samples, "htcsim_job_max_rss_mib_count") == 2
+    assert _value(samples, "htcsim_job_max_rss_bytes_count") == 2
     assert client.post(f"/jobs/{pending}/cancel").status_code == 200
 
 

@@ -9,11 +9,18 @@ fed as events happen.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from htcsim.agent.store.jobs import JOB_STATES
 
 WAIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
+MIB = 2**20
+RSS_BUCKETS = tuple(float(m * MIB) for m in (16, 64, 256, 1024, 4096, 16384, 65536))
+"""Peak resident memory buckets, in bytes (16 MiB to 64 GiB)."""
 PASS_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 NODE_STATE_NAMES = ("idle", "allocated", "mixed", "draining", "drained", "down", "booting", "off")
 
@@ -27,10 +34,10 @@ METRIC_NAMES = (
     "htcsim_nodes",
     "htcsim_cores",
     "htcsim_utilization",
-    "htcsim_node_cpu_percent",
-    "htcsim_node_memory_used_mib",
+    "htcsim_node_cpu_ratio",
+    "htcsim_node_memory_used_bytes",
     "htcsim_job_cpu_seconds_total",
-    "htcsim_job_max_rss_mib",
+    "htcsim_job_max_rss_bytes",
     "htcsim_shadow_jobs_compared",
     "htcsim_shadow_differences",
     "htcsim_shadow_wait_seconds",
@@ -38,6 +45,16 @@ METRIC_NAMES = (
     "htcsim_shepherd_up",
 )
 """Every metric the agent exports (the Grafana dashboard may only use these)."""
+
+
+@dataclass(frozen=True)
+class StoredTotals:
+    """What the counters had counted before this agent started (from the store)."""
+
+    submitted: int = 0
+    started: int = 0
+    finished: dict[str, int] = field(default_factory=dict)  # final state -> jobs
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # user -> CPU seconds
 
 
 class AgentMetrics:
@@ -70,18 +87,24 @@ class AgentMetrics:
             "htcsim_utilization", "Allocated cores / cores of usable nodes", registry=r
         )
         self.node_cpu = Gauge(
-            "htcsim_node_cpu_percent", "Sampled CPU use of a node", ["node"], registry=r
+            "htcsim_node_cpu_ratio",
+            "Sampled CPU use of a node (0-1: busy share of its CPUs)",
+            ["node"],
+            registry=r,
         )
         self.node_mem = Gauge(
-            "htcsim_node_memory_used_mib", "Sampled memory in use on a node", ["node"], registry=r
+            "htcsim_node_memory_used_bytes",
+            "Sampled memory in use on a node, bytes",
+            ["node"],
+            registry=r,
         )
         self.job_cpu = Counter(
             "htcsim_job_cpu_seconds", "CPU time of ended jobs", ["user"], registry=r
         )
         self.job_rss = Histogram(
-            "htcsim_job_max_rss_mib",
-            "Peak resident memory of ended jobs",
-            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            "htcsim_job_max_rss_bytes",
+            "Peak resident memory of ended jobs, bytes",
+            buckets=RSS_BUCKETS,
             registry=r,
         )
         # shadow mode (--shadow-policy): the candidate policy's twin against the live one
@@ -117,6 +140,44 @@ class AgentMetrics:
             self.finished.labels(state)
         for state in NODE_STATE_NAMES:
             self.nodes.labels(state)
+
+        self._node_names: set[str] = set()
+        self._restored = False
+
+    def restore_totals(self, totals: StoredTotals) -> None:
+        """Start the counters at what the store says happened before this agent
+        (once: a second call is ignored), so that a restart does not reset them
+        (Prometheus' ``rate`` would read a reset as a restart, not a loss, but
+        ``htcsim_jobs_submitted_total`` itself would lie)."""
+        if self._restored:
+            return
+        self._restored = True
+        if totals.submitted:
+            self.submitted.inc(totals.submitted)
+        if totals.started:
+            self.started.inc(totals.started)
+        for state, n in totals.finished.items():
+            if n:
+                self.finished.labels(state).inc(n)
+        for user, seconds in totals.cpu_seconds.items():
+            if seconds > 0:
+                self.job_cpu.labels(user).inc(seconds)
+
+    def set_node_usage(self, node: str, cpu_ratio: float, memory_bytes: float) -> None:
+        """The sampled use of one node (CPU as 0-1, memory in bytes)."""
+        self.node_cpu.labels(node).set(cpu_ratio)
+        self.node_mem.labels(node).set(memory_bytes)
+        self._node_names.add(node)
+
+    def keep_nodes(self, names: Iterable[str]) -> None:
+        """Stop exporting the per-node series of every node not in ``names``
+        (a node that left the inventory must not stay with frozen values)."""
+        keep = set(names)
+        for gone in self._node_names - keep:
+            for gauge in (self.node_cpu, self.node_mem):
+                with suppress(KeyError):
+                    gauge.remove(gone)
+        self._node_names &= keep
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

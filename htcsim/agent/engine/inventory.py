@@ -112,6 +112,7 @@ class Inventory(EngineState):
         self._changes = []
         self.node_specs = list(nodes)
         self.node_index = {n.name: k for k, n in enumerate(self.node_specs)}
+        self.metrics.keep_nodes(new)  # a gone node's samples are not exported frozen
         where = ", ".join(lost)
         self._rebuild(found, f"node {where} was lost" if lost else "node lost")
         log.info("nodes now: %s (lost: %s)", ", ".join(new) or "none", where or "none")

@@ -48,7 +48,7 @@ from htcsim.agent.engine.state import EngineError, Running, _Command, _Timer
 from htcsim.agent.executors.base import JobExecutor, JobExit, LaunchError
 from htcsim.agent.executors.local.executor import LocalExecutor
 from htcsim.agent.executors.local.monitor import job_usage, node_usage
-from htcsim.agent.metrics import AgentMetrics
+from htcsim.agent.metrics import MIB, AgentMetrics, StoredTotals
 from htcsim.agent.store.jobs import AgentStore, JobFilter, NewJob, StateChange
 from htcsim.kernel import RESOURCES, JobState, Kernel, NodeState
 from htcsim.policy import Policy, policy_to_toml
@@ -153,7 +153,10 @@ class Engine(Admission, Recovery, Inventory, Launch):
 
     def start(self) -> None:
         """Reload what the store holds (reconciling processes that survived the
-        previous agent), then run the loop in its own thread."""
+        previous agent), then run the loop in its own thread. The counters start
+        at the totals of the store, before recovery ends jobs of its own."""
+        submitted, started, finished, cpu = self.store.totals()
+        self.metrics.restore_totals(StoredTotals(submitted, started, finished, cpu))
         self._recover()
         self.store.audit_policy(getpass.getuser(), policy_to_toml(self.policy), "agent start")
         self._thread = threading.Thread(target=self._run, name="htcsim-scheduler", daemon=True)
@@ -603,7 +606,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
             self.metrics.job_cpu.labels(run.user).inc(exit.cpu_time_s)
         if rss >= 0:
             fields["max_rss_mib"] = rss
-            self.metrics.job_rss.observe(rss)
+            self.metrics.job_rss.observe(rss * MIB)
         self._changes.append(StateChange(run.job_id, state, cause, fields))
         self._recorded_exits.append(run.job_id)
         self._ended.add(run.job_id)
@@ -650,12 +653,12 @@ class Engine(Admission, Recovery, Inventory, Launch):
 
     def _sample(self, now_f: float) -> None:
         self._next_sample = now_f + self.config.sample_interval_s
+        self.metrics.keep_nodes(spec.name for spec in self.node_specs)
         rows = []
         for spec in self.node_specs:
             cpu, mem = node_usage(spec.cpus)
             rows.append((now_f, spec.name, cpu, mem))
-            self.metrics.node_cpu.labels(spec.name).set(cpu)
-            self.metrics.node_mem.labels(spec.name).set(mem)
+            self.metrics.set_node_usage(spec.name, cpu / 100.0, mem * MIB)
         pids = {r.job_id: r.pid for r in list(self.running.values()) if r.pid}
         for job_id, (_, rss) in job_usage(pids).items():
             run = self.running.get(job_id)

@@ -545,6 +545,30 @@ class AgentStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else str(row[0])
 
+    def totals(self) -> tuple[int, int, dict[str, int], dict[str, float]]:
+        """What the agent's counters count, over every job the store holds:
+        (jobs submitted, starts, jobs ended by final state, CPU seconds of ended
+        jobs by user). Starts are the jobs with a start time plus every requeue
+        (a requeue clears the start time of a run that did start)."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COUNT(start_time), COALESCE(SUM(requeues), 0) FROM jobs"
+        ).fetchone()
+        finished = {
+            str(r[0]): int(r[1])
+            for r in self._db.execute(
+                f"SELECT state, COUNT(*) FROM jobs WHERE state IN "
+                f"({', '.join('?' * len(FINAL_STATES))}) GROUP BY state",
+                sorted(FINAL_STATES),
+            )
+        }
+        cpu = {
+            str(r[0]): float(r[1])
+            for r in self._db.execute(
+                "SELECT user, SUM(cpu_time_s) FROM jobs WHERE cpu_time_s >= 0 GROUP BY user"
+            )
+        }
+        return int(row[0]), int(row[1]) + int(row[2]), finished, cpu
+
     def counts(self) -> dict[str, int]:
         """Jobs per state (every state listed)."""
         out = dict.fromkeys(JOB_STATES, 0)
