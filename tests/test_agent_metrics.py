@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from htcsim.agent.metrics import MIB, RSS_BUCKETS, AgentMetrics, StoredTotals
 from htcsim.agent.store.jobs import AgentStore
 from tests.agent_harness import running_agent
+from tests.test_agent_api import client_of, close_agent, make_agent
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -138,3 +140,29 @@ def test_counters_keep_their_totals_across_a_restart(tmp_path: Path) -> None:
         assert again["submitted"] == 5
         assert again["started"] == 4
         assert again["finished:completed"] == 3
+
+
+def test_a_node_the_engine_loses_leaves_the_metrics(tmp_path: Path) -> None:
+    """Through the engine: after the inventory shrinks, /metrics no longer
+    carries the gone node's samples."""
+    agent = make_agent(tmp_path / "state")
+    try:
+        client = client_of(agent)
+        nodes = {labels["node"] for labels, _ in _node_cpu(client)}
+        assert nodes == {"node0", "node1"}
+        engine = agent.engine
+        engine.set_nodes([n for n in engine.node_specs if n.name == "node0"]).result(10)
+        assert {labels["node"] for labels, _ in _node_cpu(client)} == {"node0"}
+        mem = _samples(client.get("/metrics").text)["htcsim_node_memory_used_bytes"]
+        assert {labels["node"] for labels, _ in mem} == {"node0"}
+    finally:
+        close_agent(agent)
+
+
+def _node_cpu(client: TestClient) -> list[tuple[dict[str, str], float]]:
+    deadline = time.monotonic() + 10
+    while True:
+        samples = _samples(client.get("/metrics").text)
+        if "htcsim_node_cpu_ratio" in samples or time.monotonic() > deadline:
+            return samples.get("htcsim_node_cpu_ratio", [])
+        time.sleep(0.05)
