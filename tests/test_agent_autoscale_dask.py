@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import psutil
 
 from htcsim.agent.engine.replay_log import replay_decision_log
 from htcsim.agent.store.jobs import AgentStore
-from tests.agent_harness import running_agent, wait_for
+from tests.agent_harness import JOB_S, READY_S, running_agent, wait_for
 
 POOL = """
 [cluster]
@@ -82,29 +83,40 @@ def test_a_burst_grows_the_pool_to_its_bound_and_idleness_shrinks_it(tmp_path: P
         agent.client() as client,
     ):
         # the minimum comes up at start; the rest of the pool is off
-        wait_for(lambda: _with_worker(_nodes(client)) == 1, timeout=60)
+        wait_for(lambda: _with_worker(_nodes(client)) == 1, timeout=READY_S)
         nodes = _nodes(client)
         assert len(nodes) == 4 and {n["type"] for n in nodes} == {"std"}
         assert sorted(n["state"] for n in nodes) == ["idle", "off", "off", "off"]
 
-        long_job = _submit(client, work, f"echo $HTCSIM_JOB_ID >> {runs}; sleep 12")
+        # the long job runs until the test lets it end: past the pool's shrinking
+        go = work / "go"
+        long_job = _submit(
+            client,
+            work,
+            f"echo $HTCSIM_JOB_ID >> {runs}; while [ ! -e {go} ]; do sleep 0.05; done",
+        )
         burst = [_submit(client, work, f"echo $HTCSIM_JOB_ID >> {runs}; sleep 3") for _ in range(9)]
         jobs = [long_job, *burst]
         most_provisioned = most_workers = 0
+        deadline = time.monotonic() + 2 * JOB_S
         while not all(_job(client, j)["state"] == "completed" for j in burst):
+            assert time.monotonic() < deadline, "the burst did not complete"
             nodes = _nodes(client)
             most_provisioned = max(most_provisioned, _provisioned(nodes))
             most_workers = max(most_workers, _with_worker(nodes))
             assert _provisioned(nodes) <= 3  # the policy's max
+            time.sleep(0.02)  # poll, leaving the (possibly loaded) cores to the agent
         assert most_workers == 3  # grew to the bound the policy allows
 
         # idle nodes leave, never the one running the long job; back to the minimum
-        wait_for(lambda: _provisioned(_nodes(client)) == 1, timeout=30)
+        wait_for(lambda: _provisioned(_nodes(client)) == 1, timeout=READY_S)
         assert _job(client, long_job)["state"] == "running"
         pool = client.get("/cluster").json()["pool"]
         assert pool["target"] == 1
-        wait_for(lambda: client.get("/cluster").json()["pool"]["workers"] == 1, timeout=30)
-        wait_for(lambda: _job(client, long_job)["state"] == "completed", timeout=30)
+        wait_for(lambda: client.get("/cluster").json()["pool"]["workers"] == 1, timeout=READY_S)
+        assert _job(client, long_job)["state"] == "running"
+        go.touch()
+        wait_for(lambda: _job(client, long_job)["state"] == "completed", timeout=JOB_S)
 
         for job in jobs:
             info = _job(client, job)
@@ -138,7 +150,7 @@ def test_a_lost_pool_worker_is_replaced_and_its_job_runs_again(tmp_path: Path) -
         ) as agent,
         agent.client() as client,
     ):
-        wait_for(lambda: _with_worker(_nodes(client)) == 2, timeout=60)
+        wait_for(lambda: _with_worker(_nodes(client)) == 2, timeout=READY_S)
         # the job and the process it started die with its worker: never run twice
         first_run = (
             "[ -e child.pid ] || { sleep 300 & echo $! > child.pid; }; "
@@ -151,9 +163,9 @@ def test_a_lost_pool_worker_is_replaced_and_its_job_runs_again(tmp_path: Path) -
         child = int((work / "child.pid").read_text())
         os.kill(int((work / "worker.pid").read_text()), signal.SIGKILL)
         for pid in (first, child):
-            wait_for(lambda p=pid: not psutil.pid_exists(p) or _zombie(p), timeout=10)
-        wait_for(lambda: _job(client, job)["requeues"] == 1, timeout=20)
-        wait_for(lambda: _job(client, job)["state"] == "completed", timeout=60)
+            wait_for(lambda p=pid: not psutil.pid_exists(p) or _zombie(p), timeout=READY_S)
+        wait_for(lambda: _job(client, job)["requeues"] == 1, timeout=JOB_S)
+        wait_for(lambda: _job(client, job)["state"] == "completed", timeout=JOB_S)
         history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]
         assert any(f"node {node}" in cause and "lost" in cause for cause in history)
-        wait_for(lambda: _with_worker(_nodes(client)) == 2, timeout=60)
+        wait_for(lambda: _with_worker(_nodes(client)) == 2, timeout=READY_S)

@@ -27,7 +27,7 @@ from htcsim.agent.executors.base import JobExit, LaunchError, LaunchSpec
 from htcsim.agent.executors.local import monitor
 from htcsim.agent.executors.local.executor import LocalExecutor, detect_memory_cgroup
 
-DEADLINE_S = 10.0
+DEADLINE_S = 120.0  # an upper bound on a readiness wait: generous, for a loaded machine
 
 
 class Exits:

@@ -24,7 +24,7 @@ import pytest
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy
 from htcsim.sim import simulate
-from tests.agent_harness import AgentProcess, running_agent, wait_for
+from tests.agent_harness import JOB_S, READY_S, AgentProcess, running_agent, wait_for
 
 FINAL = ("completed", "failed", "cancelled", "timeout", "node_fail")
 
@@ -57,7 +57,7 @@ def get(client: httpx.Client, job_id: int) -> dict[str, Any]:
     return job
 
 
-def wait_state(client: httpx.Client, job_id: int, *states: str, timeout: float = 30) -> dict:
+def wait_state(client: httpx.Client, job_id: int, *states: str, timeout: float = JOB_S) -> dict:
     """Poll until the job is in one of ``states`` (default: any final state)."""
     wanted = states or FINAL
 
@@ -191,14 +191,14 @@ def test_cancel_kills_the_whole_process_tree(client: httpx.Client, tmp_path: Pat
     assert client.post(f"/jobs/{job_id}/cancel").json() == {"ids": [job_id]}
     job = wait_state(client, job_id)
     assert job["state"] == "cancelled"
-    wait_for(lambda: _gone(child), timeout=10)
+    wait_for(lambda: _gone(child), timeout=READY_S)
     again = client.post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
 
 
 def test_a_job_past_its_walltime_is_killed(client: httpx.Client, tmp_path: Path) -> None:
     job_id = submit(client, tmp_path, ["sleep", "60"], walltime_s=1)
-    job = wait_state(client, job_id, timeout=20)
+    job = wait_state(client, job_id)
     assert job["state"] == "timeout"
     assert job["end_time"] >= job["start_time"] + 1
     cause = client.get(f"/jobs/{job_id}/history").json()["events"][-1]["cause"]
@@ -233,7 +233,7 @@ def test_the_checkpoint_signal_comes_before_the_walltime(
         signal="USR1",
         signal_before_s=1,
     )
-    job = wait_state(client, job_id, timeout=20)
+    job = wait_state(client, job_id)
     assert job["state"] == "completed", job
     assert job["exit_code"] == 0
     assert (tmp_path / "checkpoint.txt").read_text() == "saved"

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 
 from htcsim.agent.store.jobs import AgentStore
-from tests.agent_harness import running_agent, wait_for
+from tests.agent_harness import JOB_S, READY_S, running_agent, wait_for
 
 
 def _states(client: httpx.Client) -> Counter[str]:
@@ -48,12 +49,12 @@ def test_500_jobs_survive_three_kill_9(tmp_path: Path) -> None:
             with agent.client() as client:
                 target = _states(client)["completed"] + 40
                 # let it run a while, then crash it in the middle of the work
-                wait_for(lambda c=client, t=target: _states(c)["completed"] >= t, timeout=60)
+                wait_for(lambda c=client, t=target: _states(c)["completed"] >= t, timeout=JOB_S)
             agent.kill()
             time.sleep(0.3)  # jobs keep running and ending while the agent is down
             agent.restart()
         with agent.client() as client:
-            wait_for(lambda: _states(client)["completed"] == 500, timeout=120, every=0.2)
+            wait_for(lambda: _states(client)["completed"] == 500, timeout=3 * JOB_S, every=0.2)
             states = _states(client)
         assert states == Counter({"completed": 500})
     ran = Counter(int(line) for line in runs.read_text().split())
@@ -88,21 +89,29 @@ def test_a_job_running_across_a_crash_is_adopted_and_its_exit_kept(tmp_path: Pat
             job = client.get(f"/jobs/{long}").json()
             assert job["state"] == "running" and job["pid"] == pid
             go.touch()
-            wait_for(lambda: client.get(f"/jobs/{long}").json()["state"] == "failed", timeout=20)
+            wait_for(lambda: client.get(f"/jobs/{long}").json()["state"] == "failed", timeout=JOB_S)
             assert client.get(f"/jobs/{long}").json()["exit_code"] == 7
         # and one that ends while the agent is down
         with agent.client() as client:
             short = client.post(
                 "/jobs", json={"command": ["sh", "-c", "sleep 0.5; exit 4"], "cwd": str(work)}
             ).json()["ids"][0]
-            wait_for(lambda: client.get(f"/jobs/{short}").json()["state"] == "running")
+            short_pid = wait_for(lambda: client.get(f"/jobs/{short}").json()["pid"])
         agent.kill()
-        time.sleep(1.5)
+        # it ends while the agent is down: wait for its process to end, not a fixed time
+        wait_for(lambda: _ended(short_pid), timeout=READY_S)
         agent.restart()
         with agent.client() as client:
             wait_for(lambda: client.get(f"/jobs/{short}").json()["state"] == "failed")
             assert client.get(f"/jobs/{short}").json()["exit_code"] == 4
     assert marker.read_text() == "x\n", "the adopted job was not started again"
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_a_second_agent_on_the_same_state_is_refused(tmp_path: Path) -> None:
