@@ -19,9 +19,8 @@ import socket
 import stat
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -30,32 +29,10 @@ import pytest
 from htcsim.agent.executors.base import JobExit, LaunchError, LaunchSpec
 from htcsim.agent.executors.local.executor import LocalExecutor, detect_job_cgroup
 from htcsim.agent.executors.local.shepherd import SECRET_FILE, socket_path
+from tests.test_agent_executor import Exits, wait_until
 
 DEADLINE_S = 120.0  # an upper bound on a readiness wait: generous, for a loaded machine
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-class Exits:
-    def __init__(self) -> None:
-        self.by_job: dict[int, JobExit] = {}
-        self.cond = threading.Condition()
-
-    def __call__(self, exit_: JobExit) -> None:
-        with self.cond:
-            self.by_job[exit_.job_id] = exit_
-            self.cond.notify_all()
-
-    def wait(self, job_id: int, timeout: float = DEADLINE_S) -> JobExit:
-        with self.cond:
-            assert self.cond.wait_for(lambda: job_id in self.by_job, timeout), job_id
-            return self.by_job[job_id]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
