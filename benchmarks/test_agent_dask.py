@@ -15,7 +15,7 @@ import httpx
 from distributed import Client
 
 from tests.agent_harness import running_agent, wait_for
-from tests.test_agent_dask import DaskSite
+from tests.dask_harness import DaskSite
 
 N = 10_000
 BATCH = 500

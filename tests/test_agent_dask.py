@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,74 +12,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.agent_harness import JOB_S, READY_S, free_port, running_agent, slack, wait_for
-
-WORKERS = {  # name -> declared resources
-    "big-0": "cores=4,mem_mib=4000,gpus=0",
-    "gpu-0": "cores=2,mem_mib=2000,gpus=1",
-    "small-0": "cores=1,mem_mib=1000,gpus=0",
-    "small-1": "cores=2,mem_mib=1000,gpus=0",
-}
-DASK = [sys.executable, "-m", "distributed.cli"]
-
-
-class DaskSite:
-    """A scheduler and its workers, each a process of its own."""
-
-    def __init__(self, tmp_path: Path, workers: dict[str, str] | None = None) -> None:
-        self.declared = workers or WORKERS
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.logs = tmp_path / "dask"
-        self.logs.mkdir()
-        self.scheduler = self._spawn(
-            "scheduler",
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-dashboard",
-            ],
-        )
-        self.workers = {name: self.start_worker(name) for name in self.declared}
-
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
-        try:
-            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.logs)
-        finally:
-            out.close()
-
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                self.address,
-                "--name",
-                name,
-                "--nthreads",
-                "8",
-                "--resources",
-                self.declared[name],
-                "--no-nanny",
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-            ],
-        )
-
-    def stop(self) -> None:
-        for process in [*self.workers.values(), self.scheduler]:
-            if process.poll() is None:
-                process.kill()
-            process.wait(READY_S)
+from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
+from tests.dask_harness import DaskSite
 
 
 @pytest.fixture
