@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -20,6 +21,40 @@ def trace_dir() -> Path:
     if not env or not Path(env).is_dir():
         pytest.fail("set HTCSIM_TRACE_DIR to the folder of the SWF logs (e.g. ../shared/traces)")
     return Path(env)
+
+
+KTH = "KTH-SP2-1996-2.1-cln"
+EXCERPT_JOBS = 5000
+
+
+@pytest.fixture(scope="session")
+def kth_excerpt(trace_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 5,000 jobs of the KTH log, derived here from the archive's full
+    log (its header kept, a note added on top), so that the suite needs only
+    files the archive publishes: a short real log for tests that replay one
+    through the whole command."""
+    source = trace_dir / f"{KTH}.swf.gz"
+    if not source.exists():
+        pytest.fail(f"{source} is missing; HTCSIM_TRACE_DIR must hold the archive's KTH log")
+    header: list[str] = []
+    jobs: list[str] = []
+    with gzip.open(source, "rt") as lines:
+        for line in lines:
+            if line.startswith(";"):
+                header.append(line)
+            elif line.strip():
+                jobs.append(line)
+                if len(jobs) == EXCERPT_JOBS:
+                    break
+    note = [
+        f"; Note: an excerpt of {KTH}.swf: its first {EXCERPT_JOBS} job records\n",
+        ";       derived by the test suite from the archive's full log; the header below is\n",
+        ";       the full log's: MaxJobs, MaxRecords and EndTime describe the full log\n",
+    ]
+    out = tmp_path_factory.mktemp("excerpt") / f"{KTH}.first{EXCERPT_JOBS}.swf.gz"
+    with gzip.open(out, "wt") as sink:
+        sink.writelines(note + header + jobs)
+    return out
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -106,8 +106,8 @@ def test_traces_lists_the_logs(trace_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.trace
-def test_the_installed_command_replays_a_real_log(trace_dir: Path, tmp_path: Path) -> None:
-    log = trace_dir / "KTH-SP2-1996-2.1-cln.first5000.swf.gz"
+def test_the_installed_command_replays_a_real_log(kth_excerpt: Path, tmp_path: Path) -> None:
+    log = kth_excerpt
     proc = subprocess.run(
         [
             sys.executable,

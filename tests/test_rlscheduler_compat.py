@@ -101,7 +101,13 @@ TABLE_V = {  # Zhang et al., SC20, Table V: FCFS, WFP3, UNICEP, SJF, F1
 def test_table_v_is_reproduced_to_the_printed_decimals(
     trace_dir: Path, log: str, backfill: bool
 ) -> None:
-    jobs, nodes, per_node = read_rlscheduler_swf(trace_dir / log, 12_000)
+    path = trace_dir / log
+    if log.startswith("lublin") and not path.exists():
+        pytest.skip(
+            f"{log} is RLScheduler's own synthetic log, not an archive log: "
+            "put it in HTCSIM_TRACE_DIR to reproduce its rows of the table"
+        )
+    jobs, nodes, per_node = read_rlscheduler_swf(path, 12_000)
     values = [round(table_value(jobs, h, nodes, per_node, backfill), 2) for h in HEURISTICS]
     assert values == TABLE_V[(log, backfill)]
 
