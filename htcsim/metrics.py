@@ -322,14 +322,15 @@ def format_duration(seconds: float, unit: str | None = None) -> str:
     """Seconds in the unit a person reads at a glance: 45 s, 12.5 min, 3.2 h, 4.1 d.
 
     ``unit`` (s, min, h, d) forces one, so that figures side by side (a row of
-    a summary table) share it: the unit of the row's largest, with a small
-    figure kept at two significant digits (0.035 d) rather than shown as 0.0.
+    a summary table) share it: the unit of the row's largest, with a figure
+    under 1 kept at two significant digits (0.17 d, 0.035 d) rather than
+    rounded to 0.1 or 0.0.
     """
     unit = unit or duration_unit(seconds)
     value = seconds / _SECONDS_IN[unit]
     if unit == "s":
         return f"{value:.1f} s" if abs(value) < 10 else f"{value:.0f} s"
-    if value == 0 or abs(value) >= 0.1:
+    if value == 0 or abs(value) >= 1:
         return f"{value:.1f} {unit}"
     decimals = 1 - math.floor(math.log10(abs(value)))  # two significant digits
     return f"{value:.{decimals}f} {unit}"
