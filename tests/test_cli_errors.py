@@ -159,6 +159,10 @@ def test_a_path_with_brackets_is_printed_as_given(tmp_path: Path, log: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert f"to {out}/" in proc.stdout
     assert (tmp_path / out / "summary.json").exists()
+    written = Path("runs[easy]") / "x.swf"
+    proc = htcsim("generate", "htc", "--jobs", "10", "-o", written, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote 10 jobs to {written}" in proc.stdout
 
 
 def test_simulate_help_shows_the_policy_defaults(tmp_path: Path) -> None:

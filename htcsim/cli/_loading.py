@@ -63,6 +63,10 @@ def fit_nodes(
     job that does not, or (``skip_oversized``) the workload without those jobs."""
     from htcsim.sim.fit import oversized_jobs, without_oversized
 
+    if cluster is None and not policy.autoscale:
+        # the log's own machine: loading already dropped what it cannot hold (the
+        # check costs about 0.4 us a job, 90 ms on HPC2N's 200,000)
+        return workload
     oversized = oversized_jobs(workload, policy, cluster)
     if not oversized.count:
         return workload
