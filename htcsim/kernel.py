@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -337,17 +338,12 @@ class Kernel:
                 f"job {int(specs['job_id'][k])} names partition {int(part[k])}, "
                 f"but the cluster has {n_part}"
             )
-        part_total = np.stack(
-            [self.capacity[self.node_part == p].sum(axis=0) for p in range(n_part)]
-        )
-        part_max = np.stack([self.capacity[self.node_part == p].max(axis=0) for p in range(n_part)])
-        total = part_total[part]
-        biggest = part_max[part]
-        need = per_task * specs["n_tasks"][:, None]
+        fit = fit_check(self.capacity, self.node_part, specs)
+        total = fit.total
         # (which jobs are bad, what is wrong, the per-resource excess when the request
         # vs the cluster explains it)
-        too_much = need > total
-        too_big = per_task > biggest
+        too_much = fit.too_much
+        too_big = fit.too_big
         checks: list[tuple[np.ndarray, str, np.ndarray | None]] = [
             (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)", None),
             (per_task[:, 0] < 1, "asks for less than one core per task", None),
@@ -358,13 +354,13 @@ class Kernel:
             ),
             (specs["walltime_s"] < 1, "has a walltime under one second", None),
             (
-                too_much.any(axis=1),
+                np.asarray(too_much.any(axis=1)),
                 "asks for more than the whole cluster has"
                 if n_part == 1
                 else "asks for more than its partition has",
                 too_much,
             ),
-            (too_big.any(axis=1), "has a task larger than every node", too_big),
+            (np.asarray(too_big.any(axis=1)), "has a task larger than every node", too_big),
         ]
         for bad, what, excess in checks:
             if not bad.any():
@@ -542,6 +538,41 @@ def check_acyclic(child: np.ndarray, parent: np.ndarray, n_jobs: int) -> None:
     shown = ", ".join(str(int(m)) for m in members[:10])
     more = "" if len(members) <= 10 else f" (and {len(members) - 10} more)"
     raise KernelInputError(f"dependency cycle between job slots {shown}{more}")
+
+
+class FitCheck(NamedTuple):
+    """What ``fit_check`` finds, one row per job and one column per resource (RESOURCES)."""
+
+    too_much: np.ndarray
+    """The job needs more in all than its partition (or the cluster) has."""
+    too_big: np.ndarray
+    """One task of the job needs more than every node of its partition has."""
+    total: np.ndarray
+    """What the job's partition has in all."""
+    biggest: np.ndarray
+    """The most one node of the job's partition has."""
+
+    @property
+    def unplaceable(self) -> np.ndarray:
+        """True for a job no set of UP nodes could ever hold."""
+        return np.asarray((self.too_much | self.too_big).any(axis=1))
+
+
+def fit_check(capacity: np.ndarray, node_part: np.ndarray, specs: np.ndarray) -> FitCheck:
+    """Which jobs (JOB_SPEC_DTYPE, ``part_idx`` valid) the nodes could never hold.
+
+    The check ``Kernel.add_jobs`` refuses a batch by; a driver calls it first
+    to leave such jobs out instead (``htcsim simulate --skip-oversized``).
+    """
+    n_part = int(node_part.max()) + 1 if len(node_part) else 1
+    part_total = np.stack([capacity[node_part == p].sum(axis=0) for p in range(n_part)])
+    part_max = np.stack([capacity[node_part == p].max(axis=0) for p in range(n_part)])
+    part = specs["part_idx"]
+    per_task = specs["per_task"]
+    total = part_total[part]
+    biggest = part_max[part]
+    need = per_task * specs["n_tasks"][:, None]
+    return FitCheck(need > total, per_task > biggest, total, biggest)
 
 
 class ReplayFeed:

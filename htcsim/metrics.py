@@ -25,7 +25,8 @@ Worked example (a 4-core machine; times in seconds)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -302,15 +303,43 @@ def per_user(result: SimResult, *, table: pl.DataFrame | None = None) -> pl.Data
     )
 
 
-def format_duration(seconds: float) -> str:
-    """Seconds in the unit a person reads at a glance: 45 s, 12.5 min, 3.2 h, 4.1 d."""
+_SECONDS_IN = {"s": 1.0, "min": 60.0, "h": SECONDS_PER_HOUR, "d": SECONDS_PER_DAY}
+
+
+def duration_unit(seconds: float) -> str:
+    """The unit a person reads ``seconds`` in at a glance: s, min, h or d."""
+    seconds = abs(seconds)
     if seconds < 120:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+        return "s"
     if seconds < 2 * SECONDS_PER_HOUR:
-        return f"{seconds / 60:.1f} min"
+        return "min"
     if seconds < 2 * SECONDS_PER_DAY:
-        return f"{seconds / SECONDS_PER_HOUR:.1f} h"
-    return f"{seconds / SECONDS_PER_DAY:.1f} d"
+        return "h"
+    return "d"
+
+
+def format_duration(seconds: float, unit: str | None = None) -> str:
+    """Seconds in the unit a person reads at a glance: 45 s, 12.5 min, 3.2 h, 4.1 d.
+
+    ``unit`` (s, min, h, d) forces one, so that figures side by side (a row of
+    a summary table) share it: the unit of the row's largest, with a figure
+    under 1 kept at two significant digits (0.17 d, 0.035 d) rather than
+    rounded to 0.1 or 0.0.
+    """
+    unit = unit or duration_unit(seconds)
+    value = seconds / _SECONDS_IN[unit]
+    if unit == "s":
+        return f"{value:.1f} s" if abs(value) < 10 else f"{value:.0f} s"
+    if value == 0 or abs(value) >= 1:
+        return f"{value:.1f} {unit}"
+    decimals = 1 - math.floor(math.log10(abs(value)))  # two significant digits
+    return f"{value:.{decimals}f} {unit}"
+
+
+def row_duration_unit(values: Iterable[float | int | None]) -> str | None:
+    """The unit of the largest finite figure of ``values`` (None: no finite figure)."""
+    finite = [abs(float(v)) for v in values if v is not None and math.isfinite(v)]
+    return duration_unit(max(finite)) if finite else None
 
 
 # --------------------------------------------------------------------------- over time

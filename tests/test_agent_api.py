@@ -517,7 +517,10 @@ def test_metrics_export_every_name_with_sane_values(agent: Agent, tmp_path: Path
     assert _value(samples, "htcsim_jobs_finished_total", state="failed") == 1
     assert _value(samples, "htcsim_jobs_finished_total", state="cancelled") == 1
     assert _value(samples, "htcsim_job_wait_seconds_count") == 2
-    assert _value(samples, "htcsim_job_wait_seconds_sum") >= 0
+    # the two started jobs' waits, as the store recorded their submit and start
+    ran = AgentStore(agent.config.db_path, readonly=True).jobs_by_id([ok, bad])
+    waits = [max(float(j["start_time"]) - float(j["submit_time"]), 0.0) for j in ran.values()]
+    assert _value(samples, "htcsim_job_wait_seconds_sum") == pytest.approx(sum(waits), abs=1e-6)
     assert _value(samples, "htcsim_scheduling_pass_seconds_count") >= 1
     assert _value(samples, "htcsim_nodes", state="idle") == 2
     assert sum(v for _, v in samples["htcsim_nodes"]) == 2
@@ -531,7 +534,12 @@ def test_metrics_export_every_name_with_sane_values(agent: Agent, tmp_path: Path
     assert all(0 <= v <= 1 for _, v in samples["htcsim_node_cpu_ratio"])
     # bytes, not MiB: any machine running these tests uses more than 1 MiB
     assert all(v > 2**20 for _, v in samples["htcsim_node_memory_used_bytes"])
-    assert _value(samples, "htcsim_job_cpu_seconds_total", user=ME) >= 0
+    # the CPU time each ended job's exit reported, as the store keeps it per job
+    cpu = [float(j["cpu_time_s"]) for j in ran.values()]
+    assert all(seconds >= 0 for seconds in cpu) and len(cpu) == 2
+    assert _value(samples, "htcsim_job_cpu_seconds_total", user=ME) == pytest.approx(
+        sum(cpu), abs=1e-6
+    )
     assert _value(samples, "htcsim_job_max_rss_bytes_count") == 2
     assert client.post(f"/jobs/{pending}/cancel").status_code == 200
 

@@ -101,7 +101,13 @@ def test_a_job_too_big_for_the_cluster_is_refused_by_name(tmp_path: Path) -> Non
     path.write_text(CLUSTER)
     result = CliRunner().invoke(app, ["simulate", "--cluster", str(path), "--max-jobs", "50"])
     assert result.exit_code == 2
-    assert "asks for more than the whole cluster has" in result.output
+    text = " ".join(result.output.split())
+    assert "job 3 needs 128 cores in all" in text and "--skip-oversized" in text
+    skipped = CliRunner().invoke(
+        app, ["simulate", "--cluster", str(path), "--max-jobs", "50", "--skip-oversized"]
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert "dropped: oversized 9" in skipped.output
 
 
 def test_memory_requests_count_only_on_a_cluster_with_memory() -> None:

@@ -24,6 +24,7 @@ from htcsim.metrics import (
     per_job_table,
     per_user,
     resample_time_series,
+    row_duration_unit,
     summarize,
 )
 from htcsim.model import Machine, Workload, empty_jobs
@@ -368,3 +369,16 @@ def test_resample_toy(toy: SimResult) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_format_duration_in_a_given_unit_keeps_small_figures_readable() -> None:
+    """A summary row's unit is its largest figure's; the others keep two significant
+    digits rather than reading 0.0."""
+    assert format_duration(4 * 3600, "d") == "0.17 d"
+    assert format_duration(600, "h") == "0.17 h"
+    assert format_duration(5400, "h") == "1.5 h"
+    assert format_duration(36, "h") == "0.010 h"
+    assert format_duration(0, "d") == "0.0 d"
+    assert format_duration(90, "s") == "90 s"
+    assert row_duration_unit([600.0, None, float("nan"), 3 * 86400.0]) == "d"
+    assert row_duration_unit([None, float("nan")]) is None

@@ -359,7 +359,7 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     for args, message in (
         (["--target-wait-p95", "soon"], "cannot read 'soon' as a duration"),
         (["--target-wait-p95", "1h", "--sizes", "2,x"], "'x' is not a fleet size"),
-        (["--target-wait-p95", "1h", "--growth", "0"], "growth factor must be a positive"),
+        (["--target-wait-p95", "1h", "--growth", "0"], "--growth must be a positive factor"),
         (["--target-wait-p95", "1h", "--sizes", "0"], "fleet size"),
     ):
         result = runner.invoke(_cli(), ["plan", str(swf), "--workers", "1", "-o", out, *args])

@@ -30,10 +30,11 @@ from htcsim.report.html import (
     best_runs,
     format_metric,
     load_run,
+    row_unit,
     run_labels,
     write_report,
 )
-from htcsim.report.results import write_results
+from htcsim.report.results import summary_table, write_results
 from htcsim.sim import simulate
 from htcsim.workload.lublin import generate_lublin
 
@@ -291,6 +292,23 @@ def test_formats_and_judgements() -> None:
     assert best_runs("utilization", [0.5, 0.7]) == {1}
     assert best_runs("makespan_s", [846_362.0, 843_382.0]) == set(), "both show 9.8 d"
     assert best_runs("node_boots", [1, 5]) == set()
+    # one unit per row: the largest figure's (a report reads down a column of runs)
+    assert row_unit("mean_wait_s", [4 * 86400.0, 6840.0, None]) == "d"
+    assert format_metric("mean_wait_s", 6840.0, "d") == "0.079 d"
+    assert row_unit("n_jobs", [1, 2]) is None
+    assert best_runs("mean_wait_s", [4 * 86400.0, 6840.0, 7000.0]) == {1}
+
+
+def test_the_summary_table_shows_each_row_of_durations_in_one_unit() -> None:
+    """4.1 d beside 114 min used to read as "4.1 d | 114.0 min | 2.2 h"."""
+    from rich.console import Console
+
+    waits = [4.1 * 86400, 114 * 60, 2.2 * 3600]
+    summaries = [(f"run{k}", {"mean_wait_s": w, "n_jobs": 10}) for k, w in enumerate(waits)]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(summary_table(summaries))  # type: ignore[arg-type]
+    row = next(line for line in console.export_text().splitlines() if "mean wait" in line)
+    assert [c.strip() for c in row.split("│")[2:-1]] == ["4.1 d", "0.079 d", "0.092 d"]
 
 
 # --------------------------------------------------------------------------- command

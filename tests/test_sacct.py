@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +81,7 @@ EXPECTED = [  # one row per kept job, in (submit, job id) order
     (1001, 0, 3600, 7200, 1, 4, 16000, 0, 1, 2, 3, 1, 1, 10, 4),
     (1002, 300, 93784, 93600, 2, 8, 65536, 2, 2, 1, 1, 2, 0, 60, 16),
     (1014, 600, 600, 600, 1, 1, 2048, 0, 1, 2, 3, 1, 0, 5, 1),  # 1003_4
-    (1005, 1200, 1800, 1800, 1, 8, 0, 0, 2, 1, 2, 1, 5, 60, 8),
+    (1005, 1200, 1800, 1800, 1, 8, 65536, 0, 2, 1, 2, 1, 5, 60, 8),  # ReqMem 0: a whole node
     (1006, 1500, 60, 1800, 1, 2, 500, 0, 4, -1, 3, 1, 0, 60, 2),
     (1008, 2100, 600, 1200, 8, 1, 375, 0, 3, 2, 3, 1, 1, 60, 8),
     (1015, 2400, 600, 1800, 1, 2, 4096, 1, 2, 1, 3, 2, 1, 60, 2),  # 1009+0
@@ -134,6 +136,7 @@ def test_conventions_applied_are_counted(imported: SacctImport) -> None:
         "one_core_tasks": 1,  # 8 cores on 3 nodes
         "job_id_renumbered": 3,
         "machine_inferred": 1,
+        "mem_whole_node": 1,  # 1005 (ReqMem 0)
     }
 
 
@@ -167,6 +170,69 @@ def test_a_given_machine_drops_jobs_that_cannot_fit(tmp_path: Path) -> None:
     assert workload.dropped["larger_than_machine"] == 1  # 1008: 8 one-core tasks
     assert "machine_inferred" not in workload.changed
     assert workload.jobs["job_id"].tolist() == [1001, 1014, 1006, 1016, 1010]
+
+
+def _job(imported: SacctImport, job_id: int) -> np.ndarray:
+    jobs = imported.workload.jobs
+    return jobs[jobs["job_id"] == job_id][0]
+
+
+def test_reqmem_zero_is_the_whole_node_inferred_from_the_history(imported: SacctImport) -> None:
+    """1005 asked ReqMem 0 (--mem=0: all of each node's memory). Without the node's
+    size, the most memory one job asked for on one node stands for it: 1002's 64G."""
+    assert int(_job(imported, 1005)["mem_mib_per_task"]) == 64 * 1024
+    assert imported.workload.changed["mem_whole_node"] == 1
+    assert imported.workload.machine.mem_mib_per_node == 0, "an inferred size is not declared"
+
+
+def test_reqmem_zero_takes_the_given_node_memory_on_every_node(tmp_path: Path) -> None:
+    two_nodes = (
+        f"2001|erin|physics|phys|batch|normal|{D}09:00:00|{D}09:00:00|{D}09:01:00|"
+        f"{D}09:11:00|00:10:00|00:20:00|16|16|2|0n|billing=16,cpu=16,node=2|"
+        "billing=16,cpu=16,node=2|COMPLETED|0:0"
+    )
+    imported = read_sacct(sacct_file(tmp_path, [*LINES, two_nodes]), mem_per_node=96 * 1024)
+    assert int(_job(imported, 1005)["mem_mib_per_task"]) == 96 * 1024  # 1 node, 1 task
+    whole = _job(imported, 2001)  # 2 nodes: one 8-core task per node, a node's memory each
+    assert (int(whole["n_tasks"]), int(whole["mem_mib_per_task"])) == (2, 96 * 1024)
+    assert imported.workload.changed["mem_whole_node"] == 2
+    assert imported.workload.machine.mem_mib_per_node == 96 * 1024
+
+
+def test_reqmem_zero_with_no_memory_known_stays_zero_and_is_counted(tmp_path: Path) -> None:
+    line = (
+        f"3001|erin|physics|phys|batch|normal|{D}09:00:00|{D}09:00:00|{D}09:01:00|"
+        f"{D}09:11:00|00:10:00|00:20:00|4|4|1|0|cpu=4,node=1|cpu=4,node=1|COMPLETED|0:0"
+    )
+    imported = read_sacct(sacct_file(tmp_path, [line]))
+    assert int(_job(imported, 3001)["mem_mib_per_task"]) == 0
+    assert imported.workload.changed["mem_whole_node_unknown"] == 1
+
+
+def test_a_given_node_memory_drops_jobs_asking_more(tmp_path: Path) -> None:
+    workload = read_sacct(sacct_file(tmp_path, LINES), mem_per_node=32 * 1024).workload
+    assert workload.dropped["larger_than_node"] == 1  # 1002: 64G on each of its nodes
+    assert 1002 not in workload.jobs["job_id"].tolist()
+
+
+def test_import_command_mem_per_node_fills_whole_node_jobs(tmp_path: Path) -> None:
+    """Through the installed command: ReqMem 0 becomes --mem-per-node in the SWF
+    (field 10 is per processor: 96G over 1005's 8 cores)."""
+    source = sacct_file(tmp_path, LINES)
+    out = tmp_path / "mine.swf"
+    args = ["import", "sacct", str(source), "-o", str(out), "--mem-per-node", "96G"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "htcsim", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "98,304 MiB per node" in proc.stdout and "changed 1: mem_whole_node" in proc.stdout
+    jobs = read_swf(out).jobs
+    job = jobs[jobs["job_id"] == 1005][0]
+    assert int(job["n_tasks"]) == 8 and int(job["mem_mib_per_task"]) == 96 * 1024 // 8
 
 
 def test_times_are_read_in_the_given_time_zone(tmp_path: Path) -> None:

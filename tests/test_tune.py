@@ -299,11 +299,12 @@ def test_the_tuned_policy_is_judged_on_other_traces(workload, tmp_path: Path) ->
 
 
 def test_a_study_whose_trials_all_fail_says_why(tmp_path: Path) -> None:
-    """Jobs larger than the autoscaler's pool: every trial is refused by the kernel."""
+    """Jobs larger than every autoscaler pool the space allows: the base policy's
+    pool holds them (so the command starts), every trial's is refused by the kernel."""
     base = tmp_path / "base.toml"
-    base.write_text("[autoscale]\nenabled = true\nmax_nodes = 8\n")
+    base.write_text("[autoscale]\nenabled = true\n")
     space = tmp_path / "space.toml"
-    space.write_text("[autoscale_idle_s]\nlow = 60\nhigh = 600\n")
+    space.write_text("[autoscale_max_nodes]\nlow = 4\nhigh = 8\n")
     args = ["tune", "--max-jobs", "500", "--policy", str(base), "--space", str(space)]
     result = CliRunner().invoke(
         app,

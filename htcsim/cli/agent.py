@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from htcsim.agent.defaults import DEFAULT_STATE_DIR, user_client_file
-from htcsim.cli._console import console, fail
+from htcsim.cli import _paths
+from htcsim.cli._console import console, escape, fail
 
 agent_app = typer.Typer(
     help="Run the live agent (REST API, scheduler, executor).", no_args_is_help=True
@@ -114,16 +115,16 @@ def serve_command(
         raise fail(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(
-        f"htcsim agent on [bold]{config.url}[/] (state in {config.state_dir}, "
-        f"policy {policy.label}"
-        + (f", shadow policy {shadow.label}" if shadow is not None else "")
+        f"htcsim agent on [bold]{escape(config.url)}[/] (state in {escape(config.state_dir)}, "
+        f"policy {escape(policy.label)}"
+        + (f", shadow policy {escape(shadow.label)}" if shadow is not None else "")
         + "); Ctrl-C stops it"
         + (
             f" and the {config.cluster.manager} workers with their jobs (requeued at restart)"
             if config.cluster is not None
             else ", jobs keep running"
         )
-        + f"; {identity}"
+        + f"; {escape(identity)}"
     )
     try:
         serve(config, policy, user_client_file=user_client_file())
@@ -198,13 +199,13 @@ def token_revoke(
         entry = revoke_token(path, token_id)
     except (TokenFileError, OSError) as exc:
         raise fail(str(exc)) from exc
-    console.print(f"revoked token {entry['id']} of {entry['user']}", highlight=False)
+    console.print(
+        f"revoked token {escape(entry['id'])} of {escape(entry['user'])}", highlight=False
+    )
 
 
 def replay_log_command(
-    db: Annotated[
-        Path, typer.Option(help="The agent's store.", exists=True, dir_okay=False)
-    ] = DEFAULT_STATE_DIR / "agent.db",
+    db: Annotated[Path, typer.Option(help="The agent's store.")] = DEFAULT_STATE_DIR / "agent.db",
 ) -> None:
     """Replay an agent's decision log through the kernel and check that every
     pass starts the same jobs on the same nodes."""
@@ -212,6 +213,7 @@ def replay_log_command(
     from htcsim.agent.store.jobs import AgentStore
     from htcsim.agent.store.schema import StoreError
 
+    _paths.input_file(db, "--db")
     try:
         store = AgentStore(db, readonly=True)
         result = replay_decision_log(store.decisions())
@@ -222,6 +224,6 @@ def replay_log_command(
         f"replayed; {len(result.differences)} difference(s)"
     )
     for line in result.differences[:20]:
-        console.print(f"  [red]{line}[/]")
+        console.print(f"  [red]{escape(line)}[/]")
     if result.differences:
         raise typer.Exit(code=1)

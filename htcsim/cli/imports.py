@@ -8,21 +8,26 @@ from typing import Annotated
 import typer
 
 from htcsim import __version__
-from htcsim.cli._console import console, fail
+from htcsim.cli import _paths
+from htcsim.cli._console import console, escape, fail, warn
 
 import_app = typer.Typer(
     help="Turn a scheduler's accounting history into a workload (SWF).", no_args_is_help=True
 )
 
 
+SACCT_FLAGS = {
+    "nodes": "--nodes",
+    "cores_per_node": "--cores-per-node",
+    "gpus_per_node": "--gpus-per-node",
+    "mem_per_node": "--mem-per-node",
+}
+"""The reader's parameters and the options that set them, for its error messages."""
+
+
 @import_app.command("sacct")
 def import_sacct(
-    file: Annotated[
-        Path,
-        typer.Argument(
-            help="Output of sacct --parsable2 (plain or .gz).", exists=True, dir_okay=False
-        ),
-    ],
+    file: Annotated[Path, typer.Argument(help="Output of sacct --parsable2 (plain or .gz).")],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="SWF file to write (default: FILE's stem + .swf)."),
@@ -36,6 +41,14 @@ def import_sacct(
     gpus_per_node: Annotated[
         int | None, typer.Option(help="GPUs per node (default: the most one job held on a node).")
     ] = None,
+    mem_per_node: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory per node (256G, 192000M): what a job asking ReqMem 0 (a whole "
+            "node) gets, and a limit no job's task may pass.",
+            show_default="the most one job asked for on one node",
+        ),
+    ] = None,
     timezone: Annotated[
         str, typer.Option(help="Time zone sacct printed its times in (IANA name).")
     ] = "UTC",
@@ -46,11 +59,31 @@ def import_sacct(
             "as JSON."
         ),
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Write the SWF even when no job is left (a warning, exit 0) instead of stopping.",
+        ),
+    ] = False,
 ) -> None:
     """Slurm accounting history (sacct --parsable2) as an SWF workload to replay."""
-    from htcsim.workload.sacct import read_sacct, write_name_tables
+    from htcsim.units import parse_mem_mib
+    from htcsim.workload.sacct import SacctError, read_sacct, write_name_tables
+    from htcsim.workload.sacct_jobs import workload_name as sacct_name
     from htcsim.workload.swf_writer import write_workload_swf
 
+    _paths.input_file(file, "")
+    target = out if out is not None else file.with_name(f"{sacct_name(file)}.swf")
+    if target.resolve() == file.resolve():
+        raise fail(f"{target} is the input file; name another with --out")
+    _paths.output_file(target, "--out")
+    if names is not None:
+        _paths.output_file(names, "--names")
+    try:
+        mem_mib = parse_mem_mib(mem_per_node) if mem_per_node is not None else None
+    except ValueError as exc:
+        raise fail(f"--mem-per-node: {exc}") from exc
     try:
         imported = read_sacct(
             file,
@@ -58,23 +91,33 @@ def import_sacct(
             cores_per_node=cores_per_node,
             gpus_per_node=gpus_per_node,
             timezone=timezone,
+            mem_per_node=mem_mib,
         )
-    except ValueError as exc:  # SacctError (a bad file) or a bad option
+    except SacctError as exc:  # a bad file: its message names the file and line
         raise fail(str(exc)) from exc
+    except ValueError as exc:  # a bad option
+        raise fail(str(exc), SACCT_FLAGS) from exc
     workload = imported.workload
-    target = out if out is not None else file.with_name(f"{workload.name}.swf")
-    if target.resolve() == file.resolve():
-        raise fail(f"{target} is the input file; name another with --out")
-    write_workload_swf(
-        target, workload, comment=f"imported from {file.name} (htcsim {__version__})"
-    )
-    if names is not None:
-        write_name_tables(names, imported)
+    if not len(workload):
+        dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(workload.dropped.items()))
+        why = f"{file}: no job to write" + (f" (dropped: {dropped})" if dropped else "")
+        if not allow_empty:
+            raise fail(f"{why}; --allow-empty writes the SWF anyway")
+        warn(f"{why}; writing it anyway, as --allow-empty asks")
+    try:
+        write_workload_swf(
+            target, workload, comment=f"imported from {file.name} (htcsim {__version__})"
+        )
+        if names is not None:
+            write_name_tables(names, imported)
+    except OSError as exc:
+        raise fail(f"cannot write {exc.filename or target}: {exc.strerror or exc}") from exc
     machine = workload.machine
+    memory = f", {machine.mem_mib_per_node:,} MiB" if machine.mem_mib_per_node else ""
     console.print(
-        f"[green]wrote[/] {len(workload):,} jobs to {target}: {machine.n_nodes} nodes x "
-        f"{machine.cores_per_node} cores, {machine.gpus_per_node} GPUs per node"
+        f"[green]wrote[/] {len(workload):,} jobs to {escape(target)}: {machine.n_nodes} nodes x "
+        f"{machine.cores_per_node} cores, {machine.gpus_per_node} GPUs{memory} per node"
     )
     for label, counts in (("dropped", workload.dropped), ("changed", workload.changed)):
         for reason, count in sorted(counts.items()):
-            console.print(f"  {label} {count:,}: {reason}")
+            console.print(f"  {label} {count:,}: {escape(reason)}")

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from htcsim.cli import _loading, _paths
 from htcsim.cli._args import TraceArgument
-from htcsim.cli._console import console, err_console, fail, print_loading
+from htcsim.cli._console import console, err_console, escape, fail, print_loading
 from htcsim.plan.defaults import DEFAULT_GRID
 
 if TYPE_CHECKING:
@@ -81,25 +82,31 @@ def plan_command(
     from htcsim.plan.plot import plot_plan
     from htcsim.policy import Policy, PolicyError, load_policy
     from htcsim.units import parse_duration
-    from htcsim.workload.loader import load_workload
-    from htcsim.workload.swf import SWFError
 
+    if policy_file is not None:
+        _paths.input_file(policy_file, "--policy")
+    _paths.output_dir(out, "--out")
+    if workers is not None and workers < 1:
+        raise fail(f"--workers must be at least 1, got {workers}")
+    if grid < 2:
+        raise fail(f"--grid must be at least 2, got {grid}")
+    for factor in growth or ():
+        if not factor > 0:
+            raise fail(f"--growth must be a positive factor, got {factor:g}")
     try:
         target_s = parse_duration(target_wait_p95)
         wanted = parse_sizes(sizes) if sizes is not None else None
         policy = load_policy(policy_file) if policy_file is not None else Policy()
     except (ValueError, PolicyError) as exc:
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), PLAN_FLAGS) from exc
     if policy.order == "priority":
         raise fail(
             "the 'priority' order needs a priority per job, which the command line "
             "cannot give; use multifactor or the Python API"
         )
-    try:
-        workload = load_workload(trace, max_jobs=max_jobs)
-    except (SWFError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+    workload = _loading.load(trace, max_jobs=max_jobs)
     print_loading(workload)
+    _loading.require_jobs(workload, trace, allow_empty=None)
     with Progress(
         TextColumn("[bold]plan[/] {task.description}"),
         BarColumn(),
@@ -132,14 +139,21 @@ def plan_command(
                 grid=grid,
             )
         except ValueError as exc:  # KernelInputError is one
-            raise fail(str(exc)) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    plan.to_frame().write_csv(out / "plan.csv")
-    plot_plan(plan, out / "plan.png")
+            raise fail(str(exc), PLAN_FLAGS) from exc
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        plan.to_frame().write_csv(out / "plan.csv")
+        plot_plan(plan, out / "plan.png")
+    except OSError as exc:
+        raise _paths.write_failed(out, "--out", exc) from exc
     console.print(_plan_table(plan))
-    console.print(f"[green]wrote[/] plan.csv, plan.png to {out}/")
+    console.print(f"[green]wrote[/] plan.csv, plan.png to {escape(out)}/")
     if any(p.smallest is None for p in plan.plans):
         raise typer.Exit(code=1)
+
+
+PLAN_FLAGS = {"workers": "--workers", "grid": "--grid", "sizes": "--sizes"}
+"""The planner's parameters and the options that set them, for its error messages."""
 
 
 def _plan_table(plan: PlanResult) -> Table:
@@ -150,7 +164,7 @@ def _plan_table(plan: PlanResult) -> Table:
 
     kind = "smallest autoscale max" if plan.autoscale else "smallest fleet"
     table = Table(
-        title=f"{plan.workload}: p95 wait <= {fmt(plan.target_p95_s)}, "
+        title=f"{escape(plan.workload)}: p95 wait <= {fmt(plan.target_p95_s)}, "
         f"{plan.node.cores}-core nodes (the log's machine: {plan.node.count})"
     )
     for column, justify in (

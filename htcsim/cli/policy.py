@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from htcsim.cli._console import console, fail
+from htcsim.cli import _paths
+from htcsim.cli._console import console, escape, fail
 
 policy_app = typer.Typer(help="Write or check a policy file (TOML).", no_args_is_help=True)
 
@@ -24,10 +25,12 @@ def policy_init(
     if output is None:
         typer.echo(DEFAULT_POLICY_TOML, nl=False)
         return
-    if output.exists():
-        raise fail(f"{output} exists; not overwriting it")
-    output.write_text(DEFAULT_POLICY_TOML, encoding="utf-8")
-    console.print(f"[green]wrote[/] {output}")
+    _paths.output_file(output, "--output", overwrite=False)
+    try:
+        output.write_text(DEFAULT_POLICY_TOML, encoding="utf-8")
+    except OSError as exc:
+        raise _paths.write_failed(output, "--output", exc) from exc
+    console.print(f"[green]wrote[/] {escape(output)}")
 
 
 @policy_app.command("show")
@@ -37,9 +40,10 @@ def policy_show(
     """Check a policy file and print it with every value, defaults included."""
     from htcsim.policy import PolicyError, load_policy, policy_to_toml
 
+    _paths.input_file(path, "")
     try:
         policy = load_policy(path)
     except PolicyError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"[bold]{path}[/]: valid ({policy.label})")
+    console.print(f"[bold]{escape(path)}[/]: valid ({escape(policy.label)})")
     typer.echo(policy_to_toml(policy), nl=False)

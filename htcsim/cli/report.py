@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from htcsim.cli._console import console, fail
+from htcsim.cli import _paths
+from htcsim.cli._console import console, escape, fail
 
 
 def report_command(
@@ -46,13 +47,14 @@ def report_command(
         return
     from htcsim.report.html import ReportError, write_report
 
+    _paths.output_file(out, "--out", make_parents=True)
     try:
         path = write_report(results, out, title=title)
     except ReportError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:  # reading is wrapped in ReportError: this is the output
         raise fail(f"cannot write {out}: {exc.strerror or exc}") from exc
-    console.print(f"[green]wrote[/] {path}")
+    console.print(f"[green]wrote[/] {escape(path)}")
 
 
 def _agent_report(
@@ -65,7 +67,12 @@ def _agent_report(
     from htcsim.agent.store.schema import StoreError
 
     if not db.exists():
-        raise fail(f"no agent store at {db} (give --db, or simulation result directories)")
+        raise fail(f"--db {db}: no agent store there (give --db, or simulation result directories)")
+    _paths.input_file(db, "--db")
+    if csv is not None:
+        _paths.output_dir(csv, "--csv")
+    if swf is not None:
+        _paths.output_file(swf, "--swf")
     now = time.time()
     try:
         start = parse_since(since, now)
@@ -76,9 +83,12 @@ def _agent_report(
     cores = store.total_cores()
     usage = usage_report(store, start, end, total_cores=cores)
     print_usage(usage, console)
-    if csv is not None:
-        for path in usage.to_csv(csv):
-            console.print(f"[green]wrote[/] {path}")
-    if swf is not None:
-        n = export_swf(store, start, end, swf, total_cores=cores)
-        console.print(f"[green]wrote[/] {swf} ({n:,} jobs)")
+    try:
+        if csv is not None:
+            for path in usage.to_csv(csv):
+                console.print(f"[green]wrote[/] {escape(path)}")
+        if swf is not None:
+            n = export_swf(store, start, end, swf, total_cores=cores)
+            console.print(f"[green]wrote[/] {escape(swf)} ({n:,} jobs)")
+    except OSError as exc:
+        raise fail(f"cannot write {exc.filename or csv or swf}: {exc.strerror or exc}") from exc

@@ -9,8 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from htcsim.cli import _loading, _paths
 from htcsim.cli._args import TraceArgument
-from htcsim.cli._console import console, err_console, fail, print_loading
+from htcsim.cli._console import console, err_console, escape, fail, print_loading
 from htcsim.policy import BACKFILL_MODES, ORDERS, Policy, PolicyError
 
 if TYPE_CHECKING:
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from htcsim.cluster import Cluster
     from htcsim.model import Workload
     from htcsim.schedule import SimResult
+
+
+def _default(value: str) -> str:
+    """A help text's ``[default: ...]`` for an option whose value, when not given, is the
+    policy file's (so typer shows none itself); escaped, since help is rich markup."""
+    return escape(f"[default: {value}, or the --policy file's]")
 
 
 def simulate_command(
@@ -30,28 +37,52 @@ def simulate_command(
     cluster_file: Annotated[
         Path | None,
         typer.Option(
-            "--cluster", help="Cluster file (TOML node types) instead of the log's machine."
+            "--cluster",
+            help="Cluster file (TOML node types): the machine the log is read for and "
+            "replayed on, instead of the log's own.",
         ),
     ] = None,
+    skip_oversized: Annotated[
+        bool,
+        typer.Option(
+            "--skip-oversized",
+            help="Leave out (and count) the jobs no node of the machine could hold, "
+            "instead of stopping at the first.",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Replay a workload with no job (a warning, exit 0) instead of stopping.",
+        ),
+    ] = False,
     backfill: Annotated[
         str | None,
         typer.Option(
-            help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)} [default: easy]."
+            help=f"Backfill mode(s), comma-separated: {', '.join(BACKFILL_MODES)}. "
+            + _default("easy"),
         ),
     ] = None,
     order: Annotated[
         str | None,
         typer.Option(
-            help=f"Queue order: {', '.join(o for o in ORDERS if o != 'priority')} [default: fcfs]."
+            help=f"Queue order: {', '.join(o for o in ORDERS if o != 'priority')}. "
+            + _default("fcfs"),
         ),
     ] = None,
     placement: Annotated[
         str | None,
-        typer.Option(help="Task placement: first_fit, best_fit, spread [default: first_fit]."),
+        typer.Option(
+            help="Task placement: first_fit, best_fit, spread. " + _default("first_fit"),
+        ),
     ] = None,
     backfill_depth: Annotated[
         int | None,
-        typer.Option(help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test."),
+        typer.Option(
+            help="Queued jobs examined per pass (0: all), as Slurm's bf_max_job_test. "
+            + _default("0"),
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -60,7 +91,10 @@ def simulate_command(
     plots: Annotated[bool, typer.Option(help="Write PNG plots with --out.")] = True,
     max_procs: Annotated[
         int | None,
-        typer.Option(help="Machine size in processors (default: the header's MaxProcs)."),
+        typer.Option(
+            help="Machine size in processors; jobs larger are left out (counted).",
+            show_default="the log's MaxProcs",
+        ),
     ] = None,
     max_jobs: Annotated[
         int | None, typer.Option(help="Replay only the first N jobs of the log.")
@@ -111,26 +145,33 @@ def simulate_command(
         ),
     ] = 0,
 ) -> None:
-    """Replay a workload under a policy and print a summary (one column per backfill mode)."""
-    from htcsim.kernel import KernelInputError
-    from htcsim.workload.loader import load_workload
-    from htcsim.workload.swf import SWFError
+    """Replay a workload under a policy and print a summary (one column per backfill mode).
 
-    try:
-        policies = _policies(policy_file, backfill, order, backfill_depth, placement)
-    except PolicyError as exc:
-        raise fail(str(exc)) from exc
+    Exits with 2, on one line, on bad input: a file that cannot be read or
+    written, a job that fits no node (see --skip-oversized), no job at all
+    (see --allow-empty).
+    """
+    from htcsim.kernel import KernelInputError
+
+    for path, flag in ((policy_file, "--policy"), (cluster_file, "--cluster")):
+        if path is not None:
+            _paths.input_file(path, flag)
+    if failures_file is not None:
+        _paths.input_file(failures_file, "--failures")
+    if out is not None:
+        _paths.output_dir(out, "--out")
+    if checkpoint_s < 0:
+        raise fail("--checkpoint-interval must be >= 0 seconds")
+    if estimate_sample < 0:
+        raise fail(f"--estimate-sample must be >= 0 (0: none), got {estimate_sample}")
+    if mtbf_h is not None and failures_file is not None:
+        raise fail("give either --failures or --mtbf, not both")
+    policies = _policies(policy_file, backfill, order, backfill_depth, placement)
     if any(policy.order == "priority" for policy in policies):
         raise fail(
             "the 'priority' order needs a priority per job, which only the Python API takes "
             "for now: htcsim.sim.simulate(workload, policy, priority=...)"
         )
-    try:
-        workload = load_workload(
-            trace, max_procs=max_procs, max_jobs=max_jobs, skip_bad_lines=skip_bad_lines
-        )
-    except (SWFError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     cluster = None
     if cluster_file is not None:
         from htcsim.cluster import ClusterError, load_cluster
@@ -139,6 +180,14 @@ def simulate_command(
             cluster = load_cluster(cluster_file)
         except ClusterError as exc:
             raise fail(str(exc)) from exc
+    workload = _loading.load(
+        trace,
+        cluster=cluster,
+        max_procs=max_procs,
+        max_jobs=max_jobs,
+        skip_bad_lines=skip_bad_lines,
+    )
+    workload = _loading.fit_nodes(workload, policies[0], cluster, skip_oversized=skip_oversized)
     failures = None
     if failures_file is not None:
         from htcsim.sim.failures import FailureTraceError, load_failures
@@ -148,15 +197,12 @@ def simulate_command(
         except FailureTraceError as exc:
             raise fail(str(exc)) from exc
     if mtbf_h is not None:
-        if failures is not None:
-            raise fail("give either --failures or --mtbf, not both")
         failures = _random_failures(workload, cluster, policies[0], mtbf_h, mttr_h, failure_seed)
-    if checkpoint_s < 0:
-        raise fail("--checkpoint-interval must be >= 0 seconds")
     if explain_job is not None:
         _explain(workload, policies[0], explain_job, at_s, cluster)
         return
     print_loading(workload, cluster)
+    _loading.require_jobs(workload, trace, allow_empty=allow_empty)
     summaries = []
     for policy in policies:
         try:
@@ -180,8 +226,11 @@ def simulate_command(
             from htcsim.report.results import write_results
 
             target = out if len(policies) == 1 else out / policy.backfill
-            written = write_results(result, target, plots=plots)
-            console.print(f"[green]wrote[/] {len(written)} files to {target}/")
+            try:
+                written = write_results(result, target, plots=plots)
+            except OSError as exc:
+                raise _paths.write_failed(target, "--out", exc) from exc
+            console.print(f"[green]wrote[/] {len(written)} files to {escape(target)}/")
     from htcsim.report.results import summary_table
 
     console.print(summary_table(summaries))
@@ -224,13 +273,22 @@ def _explain(
     place = "" if why.queue_position is None else f", #{why.queue_position + 1} in the queue"
     console.print(
         f"job {why.job_id} at t={why.at_s} s: {why.state} (reason {why.reason}{place}); "
-        f"policy {policy.label}"
+        f"policy {escape(policy.label)}"
     )
     table = Table("factor", "value (0..1)", "weight x value")
     for name, value in why.factors.items():
         table.add_row(name, f"{value:.4f}", f"{why.weighted[name]:+.2f}")
     table.add_row("[bold]priority[/]", "", f"[bold]{why.priority:.2f}[/]")
     console.print(table)
+
+
+POLICY_FLAGS = {
+    "backfill": "--backfill",
+    "order": "--order",
+    "placement": "--placement",
+    "backfill_depth": "--backfill-depth",
+}
+"""The policy fields the command line overrides, and their options (for error messages)."""
 
 
 def _policies(
@@ -240,12 +298,18 @@ def _policies(
     depth: int | None,
     placement: str | None = None,
 ) -> list[Policy]:
-    """The policy file (or the defaults) with the command line's overrides, one per mode."""
+    """The policy file (or the defaults) with the command line's overrides, one per mode.
+
+    An error in the file names the file; one in an override names the option.
+    """
     from dataclasses import replace
 
     from htcsim.policy import load_policy
 
-    base = load_policy(policy_file) if policy_file is not None else Policy()
+    try:
+        base = load_policy(policy_file) if policy_file is not None else Policy()
+    except PolicyError as exc:
+        raise fail(str(exc)) from exc
     overrides: dict[str, object] = {}
     if order is not None:
         overrides["order"] = order
@@ -254,7 +318,15 @@ def _policies(
     if placement is not None:
         overrides["placement"] = placement
     modes = [m.strip() for m in backfill.split(",")] if backfill else [base.backfill]
-    return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
+    try:
+        return [replace(base, backfill=mode, **overrides) for mode in modes]  # type: ignore[arg-type]
+    except PolicyError as exc:
+        raise fail(str(exc), POLICY_FLAGS) from exc
+
+
+def _literal(text: str) -> str:
+    """``text`` as a progress column's format string prints it (braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _run_with_progress(
@@ -268,7 +340,7 @@ def _run_with_progress(
     from htcsim.sim import simulate as replay
 
     with Progress(
-        TextColumn(f"[bold]{workload.name}[/] {policy.label}"),
+        TextColumn(_literal(f"[bold]{escape(workload.name)}[/] {escape(policy.label)}")),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("events"),

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from htcsim.cli._console import console, fail
+from htcsim.cli import _paths
+from htcsim.cli._console import console, escape, fail
 
 traces_app = typer.Typer(help="List the SWF logs found, or fetch one from the archive.")
 
@@ -23,7 +24,7 @@ def traces(ctx: typer.Context) -> None:
     dirs = trace_dirs()
     found = list_traces(dirs)
     if not found:
-        searched = ", ".join(str(d) for d in dirs) or "./traces"
+        searched = escape(", ".join(str(d) for d in dirs) or "./traces")
         console.print(
             f"no SWF logs found (searched: {searched}); set HTCSIM_TRACE_DIR or run "
             "'htcsim traces fetch NAME'"
@@ -34,12 +35,12 @@ def traces(ctx: typer.Context) -> None:
         table.add_column(column, justify="left" if column in ("name", "folder") else "right")
     for info in found:
         table.add_row(
-            info.name,
+            escape(info.name),
             f"{info.n_jobs:,}",
             str(info.max_procs or "-"),
             str(info.max_nodes or "-"),
             f"{info.size_bytes / 1e6:.1f} MB",
-            str(info.path.parent),
+            escape(info.path.parent),
         )
     console.print(table)
 
@@ -52,8 +53,9 @@ def traces_fetch(
     """Download a log from the Parallel Workloads Archive into ./traces."""
     from htcsim.workload.catalog import TraceFetchError, fetch_trace
 
+    _paths.output_dir(dest, "--dest")
     try:
         path = fetch_trace(name, dest)
     except (TraceFetchError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    console.print(f"[green]fetched[/] {path}")
+    console.print(f"[green]fetched[/] {escape(path)}")

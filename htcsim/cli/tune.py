@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from htcsim.cli import _loading, _paths
 from htcsim.cli._args import TraceArgument
-from htcsim.cli._console import console, err_console, fail
+from htcsim.cli._console import console, err_console, escape, fail
 
 if TYPE_CHECKING:
     from htcsim.tune.study import StudyResult
@@ -46,8 +47,20 @@ def tune_command(
     ] = None,
     cluster_file: Annotated[
         Path | None,
-        typer.Option("--cluster", help="Cluster file (TOML) instead of the log's machine."),
+        typer.Option(
+            "--cluster",
+            help="Cluster file (TOML): the machine the logs are read for and replayed on, "
+            "instead of the log's own.",
+        ),
     ] = None,
+    skip_oversized: Annotated[
+        bool,
+        typer.Option(
+            "--skip-oversized",
+            help="Leave out (and count) the jobs no node of the machine could hold, "
+            "instead of stopping at the first.",
+        ),
+    ] = False,
     max_jobs: Annotated[
         int | None, typer.Option(help="Use only the first N jobs of the log.")
     ] = None,
@@ -106,25 +119,46 @@ def tune_command(
         split_workload,
         write_study,
     )
-    from htcsim.workload.loader import load_workload
-    from htcsim.workload.swf import SWFError
 
+    _paths.input_file(space_file, "--space")
+    for path, flag in ((policy_file, "--policy"), (cluster_file, "--cluster")):
+        if path is not None:
+            _paths.input_file(path, flag)
+    _paths.output_dir(out, "--out")
+    if study_file is not None:
+        _paths.output_file(study_file, "--study", make_parents=True)
+    if trials < 1:
+        raise fail(f"--trials must be at least 1, got {trials}")
+    if workers is not None and workers < 1:
+        raise fail(f"--workers must be at least 1, got {workers}")
+    if not 0 < train_fraction < 1:
+        raise fail(f"--train-fraction must be in (0, 1), got {train_fraction}")
     try:
         base = load_policy(policy_file) if policy_file is not None else Policy()
         space = load_space(space_file, base)
         goal = parse_objective(objective, pareto)
-        workload = load_workload(trace, max_jobs=max_jobs)
         cluster = load_cluster(cluster_file) if cluster_file is not None else None
-        train, test = split_workload(workload, train_fraction)
-        others = {}
-        for name in also or []:
-            other = load_workload(name, max_jobs=max_jobs)
-            others[other.name] = other
-    except (PolicyError, SpaceError, ObjectiveError, ClusterError, SWFError, ValueError) as exc:
+    except (PolicyError, SpaceError, ObjectiveError, ClusterError) as exc:
         raise fail(str(exc)) from exc
-    if trials < 1:
-        raise fail("--trials must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
+    workload = _loading.load(trace, cluster=cluster, max_jobs=max_jobs)
+    workload = _loading.fit_nodes(workload, base, cluster, skip_oversized=skip_oversized)
+    _loading.require_jobs(workload, trace, allow_empty=None)
+    others = {}
+    for name in also or []:
+        other = _loading.load(name, cluster=cluster, max_jobs=max_jobs)
+        other = _loading.fit_nodes(other, base, cluster, skip_oversized=skip_oversized)
+        _loading.require_jobs(other, name, allow_empty=None)
+        others[other.name] = other
+    try:
+        train, test = split_workload(workload, train_fraction)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    study_path = study_file or out / "study.sqlite"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        study_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"cannot create {exc.filename or out}: {exc.strerror or exc}") from exc
     identity = {
         "workload": workload.name,
         "jobs": len(workload.jobs),
@@ -137,13 +171,14 @@ def tune_command(
         "also": sorted(others),
     }
     try:
-        store = StudyStore(study_file or out / "study.sqlite", identity)
+        store = StudyStore(study_path, identity)
     except StudyStoreError as exc:
         raise fail(str(exc)) from exc
     resumed = store.count()
     console.print(
-        f"{workload.name}: {len(train.jobs):,} training jobs, {len(test.jobs):,} test jobs; "
-        f"{space.dimensions} parameter(s); objective {', '.join(objective)}"
+        f"{escape(workload.name)}: {len(train.jobs):,} training jobs, "
+        f"{len(test.jobs):,} test jobs; {space.dimensions} parameter(s); "
+        f"objective {escape(', '.join(objective))}"
         + (f"; resuming ({resumed} trials stored)" if resumed else "")
     )
     study = Study(
@@ -182,27 +217,37 @@ def tune_command(
         study.close()
         store.close()
     paths = write_study(result, out)
-    values = ", ".join(f"{k} = {v!r}" for k, v in result.best_values.items())
+    values = escape(", ".join(f"{k} = {v!r}" for k, v in result.best_values.items()))
     console.print(f"best on the training part: {values}")
     console.print(_comparison(result))
     for trace, by_policy in result.others.items():
         console.print(_on_other_trace(trace, by_policy, result))
     console.print(
-        f"[green]wrote[/] {', '.join(sorted(paths))} to {out}/ ({result.n_replayed} replays "
-        f"run now, {len(result.trials)} trials stored in the study)"
+        f"[green]wrote[/] {', '.join(sorted(paths))} to {escape(out)}/ "
+        f"({result.n_replayed} replays run now, {len(result.trials)} trials stored in the study)"
     )
 
 
-def _cell(name: str, value: float | None) -> str:
+def _cell(name: str, value: float | None, unit: str | None = None) -> str:
     from htcsim.metrics import format_duration
 
     if value is None or value != value:
         return "-"
     if name.endswith("_s"):
-        return format_duration(value)
+        return format_duration(value, unit)
     if name in ("utilization", "fairness"):
         return f"{value:.3f}"
     return f"{value:,.2f}"
+
+
+def _units(names: list[str], values: dict[str, list[float | None]]) -> dict[str, str | None]:
+    """One unit per duration column (its largest figure's), so the rows compare at a glance."""
+    from htcsim.metrics import row_duration_unit
+
+    return {
+        name: row_duration_unit(values.get(name, [])) if name.endswith("_s") else None
+        for name in names
+    }
 
 
 def _on_other_trace(
@@ -212,12 +257,15 @@ def _on_other_trace(
     from htcsim.tune.output import SHOWN_METRICS
 
     names = list(dict.fromkeys([*result.objective.names, *SHOWN_METRICS]))
-    table = Table(title=f"on {trace}")
+    units = _units(names, {n: [m.get(n) for m in by_policy.values()] for n in names})
+    table = Table(title=f"on {escape(trace)}")
     table.add_column("policy", style="bold")
     for name in names:
         table.add_column(name, justify="right")
     for label, metrics in by_policy.items():
-        table.add_row(label, *(_cell(name, metrics.get(name)) for name in names))
+        table.add_row(
+            escape(label), *(_cell(name, metrics.get(name), units[name]) for name in names)
+        )
     return table
 
 
@@ -227,14 +275,18 @@ def _comparison(result: StudyResult) -> Table:
 
     frame = comparison_table(result)
     names = [c.removeprefix("train_") for c in frame.columns if c.startswith("train_")]
+    units = _units(
+        names,
+        {n: [*frame[f"train_{n}"].to_list(), *frame[f"test_{n}"].to_list()] for n in names},
+    )
     table = Table(title="tuned policy and baselines: training part | test part")
     table.add_column("policy", style="bold")
     for name in names:
         table.add_column(name, justify="right")
     for row in frame.iter_rows(named=True):
         cells = [
-            " | ".join(_cell(name, row[f"{part}_{name}"]) for part in ("train", "test"))
+            " | ".join(_cell(name, row[f"{p}_{name}"], units[name]) for p in ("train", "test"))
             for name in names
         ]
-        table.add_row(row["policy"], *cells)
+        table.add_row(escape(row["policy"]), *cells)
     return table

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 import htcsim
-from htcsim.metrics import format_duration
+from htcsim.metrics import format_duration, row_duration_unit
 from htcsim.report.comparison_plots import RunSeries, comparison_figures, png_data_uri
 
 REQUIRED_FILES = ("summary.json", "jobs.parquet", "timeseries.parquet")
@@ -202,12 +202,13 @@ def _finite(value: float | int | None) -> TypeGuard[float | int]:
     return value is not None and math.isfinite(value)
 
 
-def format_metric(key: str, value: float | int | None) -> str:
-    """A figure with its unit: durations (``*_s``) as 3.2 h, utilizations as %."""
+def format_metric(key: str, value: float | int | None, unit: str | None = None) -> str:
+    """A figure with its unit: durations (``*_s``) as 3.2 h (in ``unit`` when given:
+    the row's, see :func:`row_unit`), utilizations as %."""
     if not _finite(value):
         return MISSING
     if key.endswith("_s"):
-        return format_duration(float(value))
+        return format_duration(float(value), unit)
     if "utilization" in key:
         return f"{value:.1%}"
     if isinstance(value, int):
@@ -215,6 +216,11 @@ def format_metric(key: str, value: float | int | None) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def row_unit(key: str, values: Sequence[float | int | None]) -> str | None:
+    """The one unit a row of durations is shown in: that of its largest figure."""
+    return row_duration_unit(values) if key.endswith("_s") else None
 
 
 def better_direction(key: str) -> int:
@@ -239,8 +245,9 @@ def best_runs(key: str, values: Sequence[float | int | None]) -> set[int]:
     finite = {i: v for i, v in enumerate(values) if _finite(v)}
     if direction == 0 or len(finite) < 2:
         return set()
-    target = format_metric(key, (min if direction < 0 else max)(finite.values()))
-    best = {i for i, v in finite.items() if format_metric(key, v) == target}
+    unit = row_unit(key, values)
+    target = format_metric(key, (min if direction < 0 else max)(finite.values()), unit)
+    best = {i for i, v in finite.items() if format_metric(key, v, unit) == target}
     return best if len(best) < len(finite) else set()
 
 
@@ -320,9 +327,10 @@ def _metrics_section(runs: Sequence[Run]) -> str:
     for key in keys:
         values = [values.get(key) for values in per_run]
         best = best_runs(key, values)
+        unit = row_unit(key, values)
         cells = "".join(
             f'<td class="num{" best" if i in best else ""}"{_exact(v)}>'
-            f"{_e(format_metric(key, v))}</td>"
+            f"{_e(format_metric(key, v, unit))}</td>"
             for i, v in enumerate(values)
         )
         rows.append(

@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from htcsim.metrics import (
     node_usage,
     per_job_table,
     per_user,
+    row_duration_unit,
     summarize,
 )
 from htcsim.schedule import time_series
@@ -224,6 +226,9 @@ def summary_table(summaries: list[tuple[str, Summary]], *, title: str | None = N
         values = [summary.get(key) for _, summary in summaries]
         if key in _SHOWN_WHEN_NONZERO and not any(v for v in values if v == v):
             continue  # (a feature no run used: no failures, no autoscaler, no prices)
+        if fmt is format_duration:  # one unit per row, so the runs compare at a glance
+            unit = row_duration_unit(values)
+            fmt = partial(format_duration, unit=unit)
         table.add_row(name, *(_cell(value, fmt) for value in values))
     return table
 

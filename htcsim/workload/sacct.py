@@ -62,7 +62,12 @@ Shape of a job (cores are NCPUS, the allocation, or ReqCPUS when that is missing
     one-core task per core, the SWF convention (``one_core_tasks``). GPUs (AllocTRES,
     else ReqTRES) are spread the same way, rounded up per task if they do not divide
     (``gpus_rounded_up``). Memory (ReqMem) per task, rounded up to whole MiB: per CPU
-    x cores per task; per node x nodes / tasks; a total / tasks; ``0`` or none: 0.
+    x cores per task; per node x nodes / tasks; a total / tasks; none: 0. ``0`` (any
+    unit) is Slurm's ``--mem=0``, the whole memory of every node the job used: the
+    node's memory (``mem_per_node``, else the most memory one job asked for on one
+    node, a lower bound) x nodes / tasks, counted as ``mem_whole_node``; when no
+    job says how much memory a node has and none is given, it stays 0, counted as
+    ``mem_whole_node_unknown``.
 
 Machine
     ``nodes``, ``cores_per_node`` and ``gpus_per_node`` when given; each one left out
@@ -71,8 +76,10 @@ Machine
     one job used and the nodes needed for the peak of cores (GPUs) the recorded
     schedule held at once. That is the smallest machine of identical nodes that fits
     the history, a lower bound of the real one: give the real sizes when known.
-    Memory is not declared (``mem_mib_per_node = 0``): a replay ignores it unless a
-    cluster file declares it.
+    Memory is declared only when given (``mem_per_node``; then a job asking more per
+    task than a node has is dropped as ``larger_than_node``); otherwise it is not
+    (``mem_mib_per_node = 0``) and a replay ignores it unless a cluster file
+    declares it.
 
 Names
     Users, groups, partitions and QOS become dense ids 1..N in sorted name order
@@ -350,17 +357,21 @@ def read_sacct(
     cores_per_node: int | None = None,
     gpus_per_node: int | None = None,
     timezone: str = "UTC",
+    mem_per_node: int | None = None,
 ) -> SacctImport:
     """Load ``sacct --parsable2`` output (plain or gzip) as a workload and its name tables.
 
     The conventions (which column means what, what is dropped and why, how the
     machine is inferred) are in the module docstring. ``nodes``,
     ``cores_per_node``, ``gpus_per_node`` give the machine (each one left out is
-    inferred); ``timezone`` (an IANA name) is the one sacct printed times in.
+    inferred), ``mem_per_node`` (MiB) its nodes' memory; ``timezone`` (an IANA
+    name) is the one sacct printed times in.
     """
     path = Path(path)
     shown = str(path)
     _check_options(nodes, cores_per_node, gpus_per_node, timezone)
+    if mem_per_node is not None and mem_per_node <= 0:
+        raise ValueError(f"mem_per_node must be positive, got {mem_per_node}")
     frame, spelled = _table(_load_text(path, shown), shown)
     frame = _job_ids(frame, shown, spelled)
     records = _values(frame.filter(pl.col("step").is_null()), shown, spelled, timezone)
@@ -373,7 +384,11 @@ def read_sacct(
     first_free = int(frame["base"].to_numpy().max(initial=0)) + 1
     jobs, job_names = conventions.renumber(records.filter(pl.col("reason").is_null()), first_free)
     jobs = conventions.shape(jobs)
-    machine, inferred = conventions.machine_for(jobs, nodes, cores_per_node, gpus_per_node)
+    whole_node_mib = mem_per_node if mem_per_node is not None else conventions.node_memory(jobs)
+    jobs = conventions.whole_node_memory(jobs, whole_node_mib)
+    machine, inferred = conventions.machine_for(
+        jobs, nodes, cores_per_node, gpus_per_node, mem_per_node
+    )
     jobs = jobs.with_columns(reason=conventions.too_large(machine))
     conventions.count_reasons(dropped, jobs["reason"])
     return conventions.assemble(

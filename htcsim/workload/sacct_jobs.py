@@ -99,11 +99,15 @@ def shape(jobs: pl.DataFrame) -> pl.DataFrame:
     per_node = (col("nodes") >= 1) & (col("cores") % some_nodes == 0)
     per_node = per_node & (col("gpus") % some_nodes == 0)
     jobs = jobs.with_columns(
-        per_node=per_node, n_tasks=pl.when(per_node).then(col("nodes")).otherwise(col("cores"))
+        per_node=per_node,
+        n_tasks=pl.when(per_node).then(col("nodes")).otherwise(col("cores")),
+        whole_node=(col("mem") == 0).fill_null(False),
     )
     tasks = col("n_tasks")
     mem_total = (
-        pl.when(col("mem_per") == "c")
+        pl.when(col("whole_node"))
+        .then(None)  # the node's memory, known only once the machine is (whole_node_memory)
+        .when(col("mem_per") == "c")
         .then(col("mem") * col("cores"))
         .when(col("mem_per") == "n")
         .then(col("mem") * some_nodes)
@@ -115,9 +119,26 @@ def shape(jobs: pl.DataFrame) -> pl.DataFrame:
         cores_per_task=col("cores") // tasks,
         gpus_per_task=(col("gpus") + tasks - 1) // tasks,
         mem_mib_per_task=(mem_total.fill_null(0.0) / tasks).ceil().cast(pl.Int64),
+        node_mem=(mem_total / some_nodes).ceil().cast(pl.Int64),
         node_cores=pl.when(col("nodes") >= 1)
         .then(pl.when(per_node).then(col("cores") // tasks).otherwise(spread_over_nodes))
         .otherwise(1),
+    )
+
+
+def node_memory(jobs: pl.DataFrame) -> int:
+    """The most memory (MiB) one job asked for on one node: a lower bound of the nodes'
+    memory, for the jobs that asked for a whole node (ReqMem 0); 0 when no job says."""
+    return int(jobs["node_mem"].drop_nulls().to_numpy().max(initial=0))
+
+
+def whole_node_memory(jobs: pl.DataFrame, mem_per_node: int) -> pl.DataFrame:
+    """Jobs that asked for whole nodes (ReqMem 0, as ``--mem=0``) get ``mem_per_node``
+    on each node they used, spread over their tasks as any other request is."""
+    some_nodes = col("nodes").clip(1)
+    per_task = (pl.lit(float(mem_per_node)) * some_nodes / col("n_tasks")).ceil().cast(pl.Int64)
+    return jobs.with_columns(
+        mem_mib_per_task=pl.when(col("whole_node")).then(per_task).otherwise("mem_mib_per_task")
     )
 
 
@@ -134,13 +155,19 @@ def _largest(jobs: pl.DataFrame, name: str, default: int) -> int:
 
 
 def machine_for(
-    jobs: pl.DataFrame, nodes: int | None, cores_per_node: int | None, gpus_per_node: int | None
+    jobs: pl.DataFrame,
+    nodes: int | None,
+    cores_per_node: int | None,
+    gpus_per_node: int | None,
+    mem_per_node: int | None = None,
 ) -> tuple[Machine, bool]:
     """The machine given, each size left out inferred from ``jobs``; and whether inferred.
 
     Cores (GPUs) per node: the most one job held on one node. Nodes: the most one
     job used, or the nodes the recorded schedule's peak of cores (GPUs) needs, if
-    more. The smallest machine of identical nodes that fits the history.
+    more. The smallest machine of identical nodes that fits the history. Memory
+    is declared only when given (``mem_per_node``): inferred, it would be a lower
+    bound that makes memory, not cores, what a replay runs short of.
     """
     inferred = nodes is None or cores_per_node is None or gpus_per_node is None
     cpn = cores_per_node if cores_per_node is not None else _largest(jobs, "node_cores", 1)
@@ -153,22 +180,29 @@ def machine_for(
             gpus = (jobs["gpus_per_task"] * jobs["n_tasks"]).to_numpy()
             need.append(math.ceil(_peak(start, run, gpus) / gpn))
         nodes = max(need)
-    return Machine(n_nodes=nodes, cores_per_node=cpn, gpus_per_node=gpn), inferred
+    machine = Machine(
+        n_nodes=nodes, cores_per_node=cpn, gpus_per_node=gpn, mem_mib_per_node=mem_per_node or 0
+    )
+    return machine, inferred
 
 
 def too_large(machine: Machine) -> pl.Expr:
     """``larger_than_node`` / ``larger_than_machine`` for jobs that cannot fit; else null."""
     all_gpus = machine.gpus_per_node * machine.n_nodes
+    node_too_small = (col("cores_per_task") > machine.cores_per_node) | (
+        col("gpus_per_task") > machine.gpus_per_node
+    )
+    machine_too_small = (col("cores") > machine.total_cores) | (
+        col("gpus_per_task") * col("n_tasks") > all_gpus
+    )
+    if machine.mem_mib_per_node > 0:  # declared: memory must fit as well
+        all_mem = machine.mem_mib_per_node * machine.n_nodes
+        node_too_small = node_too_small | (col("mem_mib_per_task") > machine.mem_mib_per_node)
+        machine_too_small = machine_too_small | (col("mem_mib_per_task") * col("n_tasks") > all_mem)
     return (
-        pl.when(
-            (col("cores_per_task") > machine.cores_per_node)
-            | (col("gpus_per_task") > machine.gpus_per_node)
-        )
+        pl.when(node_too_small)
         .then(pl.lit("larger_than_node"))
-        .when(
-            (col("cores") > machine.total_cores)
-            | (col("gpus_per_task") * col("n_tasks") > all_gpus)
-        )
+        .when(machine_too_small)
         .then(pl.lit("larger_than_machine"))
     )
 
@@ -208,6 +242,8 @@ def _changed(jobs: pl.DataFrame, inferred: bool, renamed: int) -> Counter[str]:
         one_core_tasks=col("per_node").not_().sum(),
         gpus_rounded_up=(col("gpus_per_task") * col("n_tasks") != col("gpus")).sum(),
         start_before_submit=(col("start") < col("submit")).sum(),
+        mem_whole_node=(col("whole_node") & (col("mem_mib_per_task") > 0)).sum(),
+        mem_whole_node_unknown=(col("whole_node") & (col("mem_mib_per_task") == 0)).sum(),
     ).row(0, named=True)
     changed = Counter({reason: int(n) for reason, n in counts.items() if n})
     if renamed:

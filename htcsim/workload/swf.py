@@ -425,6 +425,7 @@ def read_swf(
     max_procs: int | None = None,
     skip_bad_lines: bool = False,
     max_jobs: int | None = None,
+    machine: Machine | None = None,
 ) -> Workload:
     """Load an SWF log (``.swf`` or ``.swf.gz``) as a :class:`Workload`.
 
@@ -440,10 +441,14 @@ def read_swf(
     :class:`SWFError` naming the file, line and field.
 
     ``max_procs`` overrides the header's machine size; ``max_jobs`` keeps only the
-    first N data lines of the file (before anything is dropped).
+    first N data lines of the file (before anything is dropped). ``machine``
+    replaces the log's machine altogether (a replay on a cluster file): no job
+    is dropped for its size then, since what fits is the replay's nodes to say
+    (``htcsim.sim.fit``).
     """
     path = Path(path)
     shown = str(path)
+    given_machine = machine is not None
     if max_jobs is not None and max_jobs < 0:
         raise ValueError(f"max_jobs must be >= 0, got {max_jobs}")
     data = _load_bytes(path, shown)
@@ -508,27 +513,13 @@ def read_swf(
     walltime_from_run = requested_time <= 0
     walltime = np.where(walltime_from_run, run, requested_time)
 
-    if max_procs is not None:
-        machine = Machine.from_procs(max_procs, header_nodes)
-    elif header_procs is not None:
-        machine = Machine.from_procs(header_procs, header_nodes)
-    elif header_nodes is not None:
-        machine = Machine.from_procs(header_nodes, header_nodes)
-    else:
-        candidates = size[(run >= 0) & (size > 0)]
-        if candidates.size == 0:
-            raise SWFError(
-                f"{shown}: no MaxProcs or MaxNodes header and no job with a known size; "
-                "pass max_procs to say how large the machine is",
-                path=shown,
-                reason="machine_size_unknown",
-            )
-        machine = Machine.from_procs(int(candidates.max()), None)
-        changed["machine_size_from_largest_job"] = 1
-
+    if machine is None:
+        machine = _log_machine(header_procs, header_nodes, max_procs, size, run, changed, shown)
     never_ran = run < 0
     no_size = ~never_ran & (size <= 0)
     too_large = ~never_ran & ~no_size & (size > machine.total_cores)
+    if given_machine:  # the replay's nodes judge what fits (htcsim.sim.fit)
+        too_large[:] = False
     keep = ~(never_ran | no_size | too_large)
     for reason, mask in (
         ("run_time_unknown", never_ran),
@@ -588,3 +579,31 @@ def read_swf(
         changed=changed,
         skipped_lines=int(bad_rows.size),
     )
+
+
+def _log_machine(
+    header_procs: int | None,
+    header_nodes: int | None,
+    max_procs: int | None,
+    size: np.ndarray,
+    run: np.ndarray,
+    changed: Counter[str],
+    shown: str,
+) -> Machine:
+    """The machine the log describes: ``max_procs``, else the header, else the largest job."""
+    if max_procs is not None:
+        return Machine.from_procs(max_procs, header_nodes)
+    if header_procs is not None:
+        return Machine.from_procs(header_procs, header_nodes)
+    if header_nodes is not None:
+        return Machine.from_procs(header_nodes, header_nodes)
+    candidates = size[(run >= 0) & (size > 0)]
+    if candidates.size == 0:
+        raise SWFError(
+            f"{shown}: no MaxProcs or MaxNodes header and no job with a known size; "
+            "pass max_procs to say how large the machine is",
+            path=shown,
+            reason="machine_size_unknown",
+        )
+    changed["machine_size_from_largest_job"] = 1
+    return Machine.from_procs(int(candidates.max()), None)
