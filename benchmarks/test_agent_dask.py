@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from distributed import Client
 
+from benchmarks.conftest import sized
 from tests.agent_harness import running_agent, wait_for
 from tests.dask_harness import DaskSite
 
@@ -25,6 +26,7 @@ through the agent as raw Dask runs."""
 
 
 def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> None:
+    n = sized(benchmark, N, 2_000)
     site = DaskSite(tmp_path, SAME)
     try:
         client = Client(site.address, set_as_default=False)
@@ -34,10 +36,10 @@ def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> No
         futures = []
         for address in workers:  # the same process, pinned the same way, no policy
             futures += client.map(
-                subprocess.call, [["/bin/true"]] * (N // 4), workers=[address], pure=False
+                subprocess.call, [["/bin/true"]] * (n // 4), workers=[address], pure=False
             )
         assert sum(client.gather(futures)) == 0
-        raw = N / (time.perf_counter() - t0)
+        raw = n / (time.perf_counter() - t0)
         del futures
         client.close()
         work = tmp_path / "work"
@@ -55,14 +57,14 @@ def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> No
             def run_all() -> None:
                 nonlocal rounds
                 rounds += 1
-                for _ in range(N // BATCH):
+                for _ in range(n // BATCH):
                     assert api.post("/jobs/batch", json=body).status_code == 201
-                wait_for(lambda: _done(api) >= rounds * N, timeout=900, every=0.25)
+                wait_for(lambda: _done(api) >= rounds * n, timeout=900, every=0.25)
 
             benchmark.pedantic(run_all, rounds=1, iterations=1)
     finally:
         site.stop()
-    rate = N / benchmark.stats.stats.min
+    rate = n / benchmark.stats.stats.min
     benchmark.extra_info["jobs_per_second"] = round(rate)
     benchmark.extra_info["raw_dask_jobs_per_second"] = round(raw)
     print(

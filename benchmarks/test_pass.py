@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.conftest import sized
 from htcsim.kernel import JOB_SPEC_DTYPE, Kernel, node_capacity
 from htcsim.policy import Policy
 
@@ -53,6 +54,7 @@ def loaded_kernel(backfill: str, n_queued: int) -> Kernel:
 @pytest.mark.parametrize("n_queued", [10_000, 100_000])
 @pytest.mark.parametrize("backfill", ["easy", "conservative"])
 def test_one_full_pass(benchmark, backfill: str, n_queued: int) -> None:
+    n_queued = sized(benchmark, n_queued, min(n_queued, 10_000))
     kernel = loaded_kernel(backfill, n_queued)
     policy = kernel.policy
 
@@ -69,6 +71,7 @@ def test_one_full_pass(benchmark, backfill: str, n_queued: int) -> None:
 
 @pytest.mark.parametrize("n_queued", [10_000, 100_000])
 def test_pass_and_all_reservations(benchmark, n_queued: int) -> None:
+    n_queued = sized(benchmark, n_queued, min(n_queued, 10_000))
     kernel = loaded_kernel("conservative", n_queued)
     policy = kernel.policy
 

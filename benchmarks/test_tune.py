@@ -13,7 +13,7 @@ import resource
 import time
 from pathlib import Path
 
-from benchmarks.conftest import log_path
+from benchmarks.conftest import log_path, sized
 from htcsim.policy import Policy
 from htcsim.tune import Study, StudyStore, TrialRunner, parse_objective, split_workload
 from htcsim.tune.space import space_from_mapping
@@ -31,6 +31,7 @@ WORKERS = 2
 
 
 def test_two_hundred_trials_on_ctc(benchmark, trace_dir: Path, tmp_path: Path) -> None:
+    trials = sized(benchmark, TRIALS, 10)
     workload = read_swf(log_path(trace_dir, "CTC-SP2-1996-3.1-cln"), max_jobs=20_000)
     space = space_from_mapping(SPACE, Policy())
     train, test = split_workload(workload, 0.7)
@@ -44,7 +45,7 @@ def test_two_hundred_trials_on_ctc(benchmark, trace_dir: Path, tmp_path: Path) -
         with TrialRunner({"train": train, "test": test}, workers=WORKERS) as runner:
             result = Study(
                 workload, space, parse_objective(["mean_bsld"]), store=store, runner=runner
-            ).run(TRIALS)
+            ).run(trials)
         wall = time.perf_counter() - began
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         worker_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
@@ -61,7 +62,7 @@ def test_two_hundred_trials_on_ctc(benchmark, trace_dir: Path, tmp_path: Path) -
     benchmark.pedantic(study, rounds=1, iterations=1)
     benchmark.extra_info.update({k: round(v, 3) for k, v in figures.items()})
     print(
-        f"\n{TRIALS} trials on CTC-SP2 (20,000 jobs, {WORKERS} workers, {os.cpu_count()} CPUs): "
+        f"\n{trials} trials on CTC-SP2 (20,000 jobs, {WORKERS} workers, {os.cpu_count()} CPUs): "
         f"{figures['wall_s']:.1f} s wall, CPU busy {figures['cpu_utilization']:.0%} of "
         f"{WORKERS} cores, {figures['mean_trial_s'] * 1000:.0f} ms per trial in the worker, "
         f"{figures['overhead_per_trial_s'] * 1000:.0f} ms overhead per trial outside it"
