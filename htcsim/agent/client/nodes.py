@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from htcsim.agent.client._output import (
     JsonOption,
@@ -18,6 +17,7 @@ from htcsim.agent.client._output import (
     _print_table,
     _table,
     console,
+    escape,
 )
 from htcsim.agent.client.http import AgentClient
 

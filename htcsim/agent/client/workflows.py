@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from htcsim.agent.client._output import (
     JsonOption,
@@ -20,6 +19,7 @@ from htcsim.agent.client._output import (
     _print_table,
     _table,
     console,
+    escape,
 )
 from htcsim.agent.client.http import AgentClient, ClientError
 
