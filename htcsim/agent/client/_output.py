@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from htcsim.agent.client.http import AgentClient, ClientError
-
-if TYPE_CHECKING:  # rich is imported when something is printed through it, not with this module
+if TYPE_CHECKING:  # rich is imported when something is printed through it, the HTTP client
+    # when a command calls the agent: ``htcsim submit --help`` needs neither
     from rich.console import Console
     from rich.table import Table
+
+    from htcsim.agent.client.http import AgentClient
 
 PANEL = "Live agent (client)"
 """The help panel that lists the client commands in ``htcsim --help``."""
@@ -89,6 +90,8 @@ def _fail(message: str) -> typer.Exit:
 @contextmanager
 def _agent() -> Iterator[AgentClient]:
     """A client for the agent found in the environment; its errors become ``_fail``."""
+    from htcsim.agent.client.http import AgentClient, ClientError
+
     try:
         with AgentClient() as client:
             yield client

@@ -21,7 +21,6 @@ start when the user has none, so the client finds it from any directory); then
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,8 @@ def _read_client_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    import tomllib  # only when there is a file to read (HTCSIM_URL and HTCSIM_TOKEN need none)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

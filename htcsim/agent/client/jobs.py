@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -38,7 +38,9 @@ from htcsim.agent.client._output import (
     human_time,
     say,
 )
-from htcsim.agent.client.http import LOG_MAX_BYTES, AgentClient
+
+if TYPE_CHECKING:
+    from htcsim.agent.client.http import AgentClient
 
 jobs_app = typer.Typer(add_completion=False)
 """The job commands; ``htcsim.agent.client.commands`` registers them at the top level."""
@@ -515,6 +517,8 @@ def release_command(
 def _last_lines(client: AgentClient, job_id: int, stream: str, lines: int) -> str:
     """The last ``lines`` lines, fetching more bytes until there are enough (the API
     counts bytes, people count lines)."""
+    from htcsim.agent.client.http import LOG_MAX_BYTES
+
     size = 65536
     while True:
         text = client.log(job_id, stream, size)
@@ -533,6 +537,8 @@ def logs_command(
     ] = None,
 ) -> None:
     """The output of a job, read through the agent (works from another machine)."""
+    from htcsim.agent.client.http import LOG_MAX_BYTES
+
     stream = "stderr" if stderr else "stdout"
     with _agent() as client:
         if tail is None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,7 +19,9 @@ from htcsim.agent.client._output import (
     console,
     escape,
 )
-from htcsim.agent.client.http import AgentClient
+
+if TYPE_CHECKING:
+    from htcsim.agent.client.http import AgentClient
 
 nodes_app = typer.Typer(
     help="Node states and free resources; drain or resume a node (admin).",
