@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,8 +207,8 @@ def test_the_entry_point_is_the_one_that_builds_only_the_command_asked() -> None
 
 
 def test_help_lists_every_command_without_the_heavy_libraries() -> None:
-    """``htcsim --help`` builds every command (their modules, not the library) and
-    loads neither pydantic nor httpx nor the simulator."""
+    """``htcsim --help`` lists every command from the static index: it imports no command
+    module, let alone pydantic, httpx or the simulator."""
     from htcsim.cli.registry import COMMANDS
 
     out, modules = _imported_by(["--help"], {**os.environ, "COLUMNS": "200"})
@@ -215,6 +216,53 @@ def test_help_lists_every_command_without_the_heavy_libraries() -> None:
         for name in names:
             assert f" {name} " in out, name
     assert _within(modules, (*HEAVY, "pydantic")) == [], _typer_hint()
+    command_modules = _within(modules, ("htcsim.cli", "htcsim.agent.client"))
+    assert set(command_modules) <= {
+        "htcsim.cli",
+        "htcsim.cli.main",
+        "htcsim.cli.registry",
+        "htcsim.cli.help_index",
+        "htcsim.agent.client",
+        "htcsim.agent.client.commands",
+        "htcsim.agent.client._output",  # the panel's name
+    }, command_modules
+
+
+def _current_index() -> list[tuple[str, str | None, str]]:
+    """What the commands themselves say: name, panel, first paragraph of help, in the
+    order typer lists them."""
+    import typer.main
+
+    from htcsim.cli.registry import build_app
+
+    group: Any = typer.main.get_command(build_app())
+    rows: list[tuple[str, str | None, str]] = []
+    for name in group.list_commands(None):
+        command = group.commands[name]
+        panel = getattr(command, "rich_help_panel", None)
+        summary = (command.help or "").split("\n\n")[0].strip()
+        rows.append((name, panel if isinstance(panel, str) else None, summary))
+    return rows
+
+
+def test_the_help_index_says_what_the_commands_say() -> None:
+    """The static top-level help is the one the whole app renders, character for
+    character (at two widths); on a change of a command's help, paste the printed rows
+    into ``htcsim/cli/help_index.py``."""
+    from typer.testing import CliRunner
+
+    from htcsim.cli.help_index import INDEX
+    from htcsim.cli.registry import build_app
+
+    current = _current_index()
+    rows = "\n".join(f"    {row!r}," for row in current)
+    assert list(INDEX) == current, f"INDEX should read:\n{rows}"
+    for columns in ("80", "200"):
+        env = {"COLUMNS": columns, "TERM": "dumb", "NO_COLOR": "1"}
+        listed = CliRunner().invoke(build_app(["--help"]), ["--help"], env=env)
+        built = CliRunner().invoke(build_app(), ["--help"], env=env)
+        assert listed.exit_code == built.exit_code == 0
+        assert listed.output == built.output
 
 
 def test_a_command_help_shows_the_defaults() -> None:

@@ -3,11 +3,13 @@
 Why a table rather than one module importing every command group: a command
 line names one command, and building the others costs their modules' imports
 and typer's work on their parameters. ``build_app(args)`` registers only the
-entry whose name the command line holds (all of them for ``htcsim --help``, a
-mistyped name, or none), so ``htcsim submit`` starts without the simulator's
-commands and ``htcsim simulate`` without the client's. The names are stated
-here once more than in the modules that define the commands;
-``tests/test_layout.py`` checks that each entry registers exactly its names.
+entry whose name the command line holds, so ``htcsim submit`` starts without
+the simulator's commands and ``htcsim simulate`` without the client's; a
+command line that names no command (``htcsim --help``, ``htcsim``) lists them
+from ``help_index`` without importing any, and a mistyped name gets them all
+(typer's suggestion). The names are stated here once more than in the modules
+that define the commands; ``tests/test_layout.py`` checks that each entry
+registers exactly its names and that the index lists what they say.
 """
 
 from __future__ import annotations
@@ -119,17 +121,29 @@ def command_named(args: Sequence[str]) -> str | None:
     return next((arg for arg in args if not arg.startswith("-")), None)
 
 
+def _listed_only() -> None:
+    """Stands for a command in the top-level help; never runs (a command line that names
+    a command gets the real one)."""
+    raise typer.Exit(code=2)
+
+
 def build_app(args: Sequence[str] | None = None) -> typer.Typer:
-    """The ``htcsim`` app with the command ``args`` names, or with every command when
-    ``args`` is None or names none that exists (help, a typo's suggestions)."""
+    """The ``htcsim`` app with the command ``args`` names; with every command listed
+    from the index when ``args`` names none; with every command built when ``args`` is
+    None (the whole app) or names one that does not exist (a typo's suggestions)."""
+    app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+    app.callback(invoke_without_command=True)(_main)
     name = None if args is None else command_named(args)
+    if args is not None and name is None:
+        from htcsim.cli.help_index import INDEX
+
+        for command, panel, summary in INDEX:
+            app.command(command, help=summary, rich_help_panel=panel)(_listed_only)
+        return app
     chosen = [entry for entry in COMMANDS if name in entry[0]] or list(COMMANDS)
     if any(entry not in CLIENT_COMMANDS for entry in chosen):
         # tunes the process before numpy and polars load; a client command needs neither
         from htcsim.cli import _process  # noqa: F401
-
-    app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
-    app.callback(invoke_without_command=True)(_main)
     for _names, register in chosen:
         register(app)
     return app
