@@ -37,7 +37,9 @@ older install left in the environment."""
 TIME = shutil.which("time", path="/usr/bin")
 
 
-def _measure(benchmark, args: list[str], env: dict[str, str] | None = None) -> None:
+def _measure(
+    benchmark, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> None:
     """Run ``args`` ROUNDS times (one warm-up) under ``/usr/bin/time -f %e,%M``; record
     the minimum wall time (ours and time's) and the largest max RSS."""
     walls: list[float] = []
@@ -47,7 +49,7 @@ def _measure(benchmark, args: list[str], env: dict[str, str] | None = None) -> N
 
     def once() -> None:
         began = time.perf_counter()
-        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
         walls.append(time.perf_counter() - began)
         assert run.returncode == 0, run.stderr[-2000:]
         if TIME:
@@ -94,9 +96,7 @@ def test_command_start(benchmark, args: list[str]) -> None:
 def test_submit_to_a_running_agent(benchmark, agent: AgentProcess, tmp_path: Path) -> None:
     """``htcsim submit -- /bin/true``: parse, one POST, print the id (the client finds the
     agent through HTCSIM_URL and HTCSIM_TOKEN)."""
-    _measure(
-        benchmark, [*HTCSIM, "submit", "--chdir", str(tmp_path), "--", "/bin/true"], agent.env()
-    )
+    _measure(benchmark, [*HTCSIM, "submit", "--", "/bin/true"], agent.env(), cwd=tmp_path)
 
 
 def test_queue_of_a_running_agent(benchmark, agent: AgentProcess) -> None:
