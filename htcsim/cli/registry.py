@@ -117,8 +117,14 @@ them), in the order ``htcsim --help`` lists them within a panel."""
 
 def command_named(args: Sequence[str]) -> str | None:
     """The command a command line names: its first word that is not an option (the
-    top level has flags only, ``--version`` and ``--help``)."""
-    return next((arg for arg in args if not arg.startswith("-")), None)
+    top level has flags only, ``--version`` and ``--help``); None when the top level's
+    ``--help`` comes first (``htcsim --help submit`` shows the top-level help)."""
+    for arg in args:
+        if arg == "--help":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _listed_only() -> None:
