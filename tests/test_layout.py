@@ -314,6 +314,16 @@ def test_each_registry_entry_registers_exactly_its_names() -> None:
     assert len(seen) == len(set(seen))
 
 
+def test_the_command_line_names_its_command() -> None:
+    """The first word that is not an option, unless the top level's --help comes first."""
+    from htcsim.cli.registry import command_named
+
+    assert command_named(["--version", "submit", "--", "queue"]) == "submit"
+    assert command_named(["submit", "--help"]) == "submit"
+    assert command_named(["--help", "submit"]) is None
+    assert command_named([]) is None
+
+
 def test_a_mistyped_command_still_gets_a_suggestion() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "htcsim", "sumbit"],
