@@ -148,7 +148,9 @@ parameter, which is why pyproject.toml keeps typer below 0.29), httpx (the clien
 speaks through http.client), and the other command groups' modules."""
 
 
-def _imported_by(args: list[str], env: dict[str, str] | None = None) -> tuple[str, set[str]]:
+def _imported_by(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[str, set[str]]:
     """Run ``htcsim ARGS`` as a process with ``-X importtime``: its stdout and every
     module it imported. Fails on a non-zero exit."""
     run = subprocess.run(
@@ -156,6 +158,7 @@ def _imported_by(args: list[str], env: dict[str, str] | None = None) -> tuple[st
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
@@ -271,13 +274,15 @@ def test_a_command_help_shows_the_defaults() -> None:
     assert _within(modules, CLIENT_FORBIDDEN) == [], _typer_hint()
 
 
-def test_client_commands_start_light_against_a_real_agent(agent: AgentProcess) -> None:
+def test_client_commands_start_light_against_a_real_agent(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
     """Each client command runs for real and imports nothing of CLIENT_FORBIDDEN; ``submit``
     prints its id without loading rich at all."""
     env = agent.env()
 
     def run(*args: str) -> tuple[str, set[str]]:
-        out, modules = _imported_by(list(args), env)
+        out, modules = _imported_by(list(args), env, cwd=tmp_path)  # the jobs' logs go there
         assert _within(modules, CLIENT_FORBIDDEN) == [], (args, _typer_hint())
         return out, modules
 
