@@ -1,5 +1,5 @@
 """``python -m htcsim`` is the ``htcsim`` command."""
 
-from htcsim.cli.app import app
+from htcsim.cli.main import main
 
-app(prog_name="htcsim")
+main()

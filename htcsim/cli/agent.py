@@ -1,5 +1,5 @@
 """``htcsim agent ...`` and ``htcsim replay-log``: the agent's own command line
-(registered by ``htcsim.cli.app``; the client side is ``htcsim.agent.client.commands``)."""
+(registered by ``htcsim.cli.registry``; the client side is ``htcsim.agent.client.commands``)."""
 
 from __future__ import annotations
 

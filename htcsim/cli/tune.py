@@ -1,4 +1,4 @@
-"""``htcsim tune``: the command line of a study (registered by ``htcsim.cli.app``)."""
+"""``htcsim tune``: the command line of a study (registered by ``htcsim.cli.registry``)."""
 
 from __future__ import annotations
 

@@ -19,25 +19,65 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from htcsim.agent.client.http import AgentClient, ClientError
+if TYPE_CHECKING:  # rich is imported when something is printed through it, the HTTP client
+    # when a command calls the agent: ``htcsim submit --help`` needs neither
+    from rich.console import Console
+    from rich.table import Table
+
+    from htcsim.agent.client.http import AgentClient
 
 PANEL = "Live agent (client)"
 """The help panel that lists the client commands in ``htcsim --help``."""
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 
 
+class _LazyConsole:
+    """A rich Console made on first use: ``htcsim submit`` prints one plain line
+    (``say``) and never pays for importing rich; a table or an error loads it."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._get().is_terminal
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """As ``rich.console.Console.print`` (markup, soft_wrap...)."""
+        self._get().print(*objects, **options)
+
+
+console = _LazyConsole(stderr=False)
+err_console = _LazyConsole(stderr=True)
+
+
 # ---------------------------------------------------------------------- plumbing
+
+
+def say(line: str) -> None:
+    """One plain line on stdout (an id, ``released 17-19``): no markup, never wrapped,
+    so a script reads it whole; nothing of rich is loaded for it."""
+    typer.echo(line)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup made literal (a job's name may hold ``[bold]``)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -50,6 +90,8 @@ def _fail(message: str) -> typer.Exit:
 @contextmanager
 def _agent() -> Iterator[AgentClient]:
     """A client for the agent found in the environment; its errors become ``_fail``."""
+    from htcsim.agent.client.http import AgentClient, ClientError
+
     try:
         with AgentClient() as client:
             yield client
@@ -63,6 +105,8 @@ def _print_json(value: Any) -> None:
 
 def _table(*headers: str) -> Table:
     """A plain table; cells fold rather than being cut, so nothing is lost in a pipe."""
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for header in headers:
         table.add_column(header, overflow="fold")
@@ -75,6 +119,8 @@ def _print_table(table: Table) -> None:
     if console.is_terminal:
         console.print(table)
         return
+    from rich.console import Console
+
     buffer = io.StringIO()
     Console(file=buffer, width=100_000, highlight=False, color_system=None).print(table)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))

@@ -2,9 +2,9 @@
 
 Why a separate module: scripts and notebooks want the same calls as the
 command line without going through typer, and the command line must start
-fast, so this module imports only the standard library at import time (no
-numpy, no kernel) and httpx only when a client is made: ``htcsim submit
---help`` or a shell loop's parsing never pays httpx's import. Every failure
+fast, so this module and its transport (``transport.py``, over the standard
+library's ``http.client``) import only the standard library: no numpy, no
+kernel, no HTTP library to load before a command's one request. Every failure
 becomes one ``ClientError`` whose message is a single line a person can act
 on: the agent's own ``{"detail": ...}`` for an API error, a hint to start
 the agent when nothing listens, a hint about the token when it is refused.
@@ -21,16 +21,14 @@ start when the user has none, so the client finds it from any directory); then
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from htcsim import __version__
+from htcsim.agent.client.transport import Broken, Connection, Response, TimedOut, Unreachable
 from htcsim.agent.defaults import user_client_file
-
-if TYPE_CHECKING:  # httpx is imported when an AgentClient is made, not with this module
-    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
@@ -70,6 +68,8 @@ def _read_client_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    import tomllib  # only when there is a file to read (HTCSIM_URL and HTCSIM_TOKEN need none)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -106,20 +106,17 @@ class AgentClient:
     """Synchronous calls to one agent; each method is one route (``jobs`` follows pages)."""
 
     def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        timeout_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        self, url: str | None = None, token: str | None = None, *, timeout_s: float = 30.0
     ) -> None:
-        import httpx
-
+        """``ClientError`` when the URL found is not an http(s) URL."""
         self.settings = resolve_settings(url, token)
-        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
-        self._http = httpx.Client(
-            base_url=self.settings.url, headers=headers, timeout=timeout_s, transport=transport
-        )
+        headers = {"Accept": "application/json", "User-Agent": f"htcsim/{__version__}"}
+        if self.settings.token:
+            headers["Authorization"] = f"Bearer {self.settings.token}"
+        try:
+            self._http = Connection(self.settings.url, headers, timeout_s)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
 
     @property
     def url(self) -> str:
@@ -136,26 +133,33 @@ class AgentClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Response:
         """One call; every way it can fail becomes a one-line ClientError."""
-        import httpx  # already loaded by the constructor: a dictionary look-up
-
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError:
+            response = self._http.request(method, path, params=params, json_body=json)
+        except Unreachable as exc:
+            if exc.tls:
+                raise ClientError(f"no TLS connection to the agent at {self.url}: {exc}") from None
             raise ClientError(
                 f"cannot reach the agent at {self.url} (is `htcsim agent serve` running?)"
             ) from None
-        except httpx.TimeoutException:
+        except TimedOut:
             raise ClientError(f"the agent at {self.url} did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except Broken as exc:
             raise ClientError(f"talking to the agent at {self.url}: {exc}") from None
         if response.is_success:
             return response
         raise self._error(response)
 
-    def _error(self, response: httpx.Response) -> ClientError:
-        status = response.status_code
+    def _error(self, response: Response) -> ClientError:
+        status = response.status
         try:
             body = response.json()
         except ValueError:
@@ -163,7 +167,7 @@ class AgentClient:
         detail = body.get("detail") if isinstance(body, dict) else None
         field = body.get("field") if isinstance(body, dict) else None
         if not isinstance(detail, str):
-            detail = response.reason_phrase or "no detail"
+            detail = response.reason or "no detail"
         if status == 401:
             where = (
                 f"the token from {self.settings.token_source}"
@@ -180,8 +184,23 @@ class AgentClient:
             f"HTTP {status}: {detail}", status, field if isinstance(field, str) else None
         )
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """The answer's JSON; one line when the answer is not JSON (another server)."""
+        response = self._request(method, path, params=params, json=json)
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(
+                f"the answer of {self.url} to {method} {path} is not JSON: is it an htcsim agent?",
+                response.status,
+            ) from None
 
     # ------------------------------------------------------------------ jobs
 

@@ -16,11 +16,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from htcsim.agent.client._output import (
     PANEL,
@@ -35,13 +33,17 @@ from htcsim.agent.client._output import (
     _table,
     console,
     err_console,
+    escape,
     human_duration,
     human_time,
+    say,
 )
-from htcsim.agent.client.http import LOG_MAX_BYTES, AgentClient
+
+if TYPE_CHECKING:
+    from htcsim.agent.client.http import AgentClient
 
 jobs_app = typer.Typer(add_completion=False)
-"""The job commands; ``htcsim.agent.client.commands`` merges them into ``client_app``."""
+"""The job commands; ``htcsim.agent.client.commands`` registers them at the top level."""
 
 ACTIVE_STATES = ("pending", "held", "running")
 """What ``queue`` lists without ``--state``: like squeue, ended jobs are left out."""
@@ -215,9 +217,9 @@ def submit_command(
     if json_out:
         _print_json(result)
     elif result.get("array_id") is not None:
-        console.print(f"array {result['array_id']}: jobs {_ranges(result['ids'])}")
+        say(f"array {result['array_id']}: jobs {_ranges(result['ids'])}")
     else:
-        console.print(str(result["ids"][0]))
+        say(str(result["ids"][0]))
 
 
 # ---------------------------------------------------------------------- queue, show
@@ -345,6 +347,8 @@ def show_command(
     if json_out:
         _print_json(job)
         return
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -431,7 +435,7 @@ def _act(
         )
     acted = [int(i) for i in result["ids"]]
     if acted:
-        console.print(f"{done} {_ranges(acted)}", soft_wrap=True)
+        say(f"{done} {_ranges(acted)}")
     elif not result["errors"]:
         err_console.print(f"no jobs to {verb}")
     for error in result["errors"]:
@@ -513,6 +517,8 @@ def release_command(
 def _last_lines(client: AgentClient, job_id: int, stream: str, lines: int) -> str:
     """The last ``lines`` lines, fetching more bytes until there are enough (the API
     counts bytes, people count lines)."""
+    from htcsim.agent.client.http import LOG_MAX_BYTES
+
     size = 65536
     while True:
         text = client.log(job_id, stream, size)
@@ -531,6 +537,8 @@ def logs_command(
     ] = None,
 ) -> None:
     """The output of a job, read through the agent (works from another machine)."""
+    from htcsim.agent.client.http import LOG_MAX_BYTES
+
     stream = "stderr" if stderr else "stdout"
     with _agent() as client:
         if tail is None:

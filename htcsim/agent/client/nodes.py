@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from htcsim.agent.client._output import (
     JsonOption,
@@ -18,8 +17,11 @@ from htcsim.agent.client._output import (
     _print_table,
     _table,
     console,
+    escape,
 )
-from htcsim.agent.client.http import AgentClient
+
+if TYPE_CHECKING:
+    from htcsim.agent.client.http import AgentClient
 
 nodes_app = typer.Typer(
     help="Node states and free resources; drain or resume a node (admin).",

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from htcsim.agent.client._output import (
     PANEL,
@@ -20,12 +19,13 @@ from htcsim.agent.client._output import (
     _table,
     console,
     err_console,
+    escape,
     human_duration,
     human_time,
 )
 
 shadow_app = typer.Typer(add_completion=False)
-"""``htcsim shadow``; ``htcsim.agent.client.commands`` merges it into ``client_app``."""
+"""``htcsim shadow``; ``htcsim.agent.client.commands`` registers it at the top level."""
 
 
 def _seconds(value: float | None) -> str:

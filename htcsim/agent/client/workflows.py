@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from htcsim.agent.client._output import (
     JsonOption,
@@ -20,8 +19,8 @@ from htcsim.agent.client._output import (
     _print_table,
     _table,
     console,
+    escape,
 )
-from htcsim.agent.client.http import AgentClient, ClientError
 
 workflow_app = typer.Typer(help="Submit a pipeline file and follow it.", no_args_is_help=True)
 """``htcsim workflow``: ``submit`` and ``status``."""
@@ -33,6 +32,8 @@ def workflow_submit_command(
     json_out: JsonOption = False,
 ) -> None:
     """Submit a pipeline file, all jobs or none; relative cwds are relative to the file."""
+    from htcsim.agent.client.http import AgentClient, ClientError
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
