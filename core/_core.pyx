@@ -2008,6 +2008,7 @@ cdef class ClusterState:
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
         cdef int pos, j, k, head, examined = 0
+        cdef int64_t free_now
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
                 and self.n_live_resv == 0 and self.n_part == 1
@@ -2050,7 +2051,13 @@ cdef class ClusterState:
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0 and self._in_part(j):
-                if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
+                # The profile's first segment leaves out the nodes of an open
+                # advance reservation, which its owner's jobs may still use now:
+                # with reservations live, only the cores free on every UP node
+                # bound what can start.
+                free_now = (self.tf[RES_CORES] if self.n_live_resv
+                            else prof_free_now_cores(&self.prof))
+                if free_now < self.suffix_min[pos - self.q_begin]:
                     # No job from here on fits in the cores free now, so none can
                     # start: the decisions are complete. Their reservations are
                     # computed only if someone asks (reservations, estimates).

@@ -129,6 +129,7 @@ class Kernel:
             raise KernelInputError(f"node {node} has a negative capacity")
         self.capacity = capacity
         self.node_part = np.zeros(len(capacity), dtype=np.int32)
+        self._reservations: list[tuple[int, int, np.ndarray]] = []
         self._dep_child = np.empty(0, dtype=np.int32)
         self._dep_parent = np.empty(0, dtype=np.int32)
         self.policy = policy or Policy()
@@ -438,16 +439,31 @@ class Kernel:
     def add_reservation(
         self, start_s: int, end_s: int, nodes: np.ndarray, owner: str, owner_idx: int
     ) -> int:
-        """Reserve ``nodes`` (indices) over [start_s, end_s) for a user, group or QoS."""
+        """Reserve ``nodes`` (indices) over [start_s, end_s) for a user, group or QoS.
+
+        Two reservations may share a node only if their windows do not
+        overlap (as Slurm's reservations without the overlap flag): a node is
+        held for one owner at a time, which is what the availability profile
+        counts.
+        """
         flags = np.zeros(len(self.capacity), dtype=np.int8)
         flags[np.asarray(nodes, dtype=np.int64)] = 1
         if owner not in _core.LEVELS:
             raise KernelInputError(f"a reservation's owner is a user, group or qos, not {owner!r}")
-        return int(
+        for k, (start, end, other) in enumerate(self._reservations):
+            shared = np.flatnonzero(flags & other)
+            if len(shared) and start < end_s and start_s < end:
+                raise KernelInputError(
+                    f"reservation over [{start_s}, {end_s}) overlaps reservation {k} "
+                    f"[{start}, {end}) on node {int(shared[0])}"
+                )
+        index = int(
             self._state.add_reservation(
                 int(start_s), int(end_s), flags, _core.LEVELS[owner], int(owner_idx)
             )
         )
+        self._reservations.append((int(start_s), int(end_s), flags))
+        return index
 
     def recompute_priorities(self, now: int) -> None:
         """Usage, fairshare and every pending priority brought to ``now`` (multifactor)."""
