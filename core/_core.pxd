@@ -123,7 +123,7 @@ cdef enum:
 ctypedef struct JobSpec:
     int64_t job_id          # identity (from the source); ties are broken on it
     int64_t submit_s        # submit time; also the FCFS key
-    int64_t walltime_s      # requested time: reservation length and kill limit (>= 1)
+    int64_t walltime_s      # requested time: reservation length and kill limit (>= 0)
     int64_t per_task[4]     # resources per task, indexed by RES_*
     int32_t n_tasks         # task count (>= 1)
     int32_t user_idx        # dense user index (-1 unknown): fairshare, limits, nice

@@ -581,7 +581,7 @@ cdef class ClusterState:
         """Register jobs (state NEW); returns the slot index of the first one.
 
         Validation is the caller's (``htcsim.kernel``): n_tasks >= 1,
-        walltime_s >= 1, per_task >= 0 with at least one core per task.
+        walltime_s >= 0, per_task >= 0 with at least one core per task.
         """
         cdef Py_ssize_t k, m = specs.shape[0]
         cdef int first = self.n_jobs, j, r, simple
@@ -986,8 +986,9 @@ cdef class ClusterState:
         cdef AdvanceResv* R
         for k in range(self.n_resv):
             R = &self.resv[k]
-            if R.start_s > self.cur_now or self.cur_now + self.jobs[j].walltime_s > R.end_s:
-                continue
+            if (R.start_s > self.cur_now or R.end_s <= self.cur_now
+                    or self.cur_now + self.jobs[j].walltime_s > R.end_s):
+                continue  # (a 0 s job at the window's end is no longer in it)
             if R.owner_kind == OWNER_USER:
                 owner = self.jobs[j].user_idx
             elif R.owner_kind == OWNER_GROUP:
@@ -1083,7 +1084,7 @@ cdef class ClusterState:
             saved = (run // self.ckpt_s[j]) * self.ckpt_s[j]
         self.lost_s[j] += run - saved
         self.done_s[j] += saved
-        self.jobs[j].walltime_s = max(self.jobs[j].walltime_s - saved, 1)
+        self.jobs[j].walltime_s = max(self.jobs[j].walltime_s - saved, 0)
         self.requeues[j] += 1
         self.start_s[j] = -1
         return self._submit(j, now)

@@ -83,8 +83,10 @@ def job_specs(
 ) -> np.ndarray:
     """Kernel job specs from a workload table (``htcsim.model.JOB_DTYPE``).
 
-    The reservation length is the requested time, at least one second (a job
-    asking for 0 s still needs its resources for an instant). ``with_memory``
+    The reservation length is the requested time, 0 included: a job asking
+    for 0 s (an SWF job that ran 0 s and requested nothing) takes no time slot
+    in the availability profile, though it still needs its resources free at
+    the instant it starts, and ends at that instant. ``with_memory``
     False drops the memory request (a cluster that declares no memory).
     Users and groups become dense indices (``dense_ids``); the queue number
     becomes the index of the policy's QoS that lists it (-1: none).
@@ -94,7 +96,7 @@ def job_specs(
     specs = np.zeros(len(jobs), dtype=JOB_SPEC_DTYPE)
     specs["job_id"] = jobs["job_id"]
     specs["submit_s"] = jobs["submit_s"]
-    specs["walltime_s"] = np.maximum(jobs["walltime_s"], 1)
+    specs["walltime_s"] = jobs["walltime_s"]
     specs["n_tasks"] = jobs["n_tasks"]
     specs["user_idx"] = dense_ids(jobs["user_id"])[0]
     specs["group_idx"] = dense_ids(jobs["group_id"])[0]
@@ -307,7 +309,7 @@ class Kernel:
         """Register jobs (not yet submitted); returns the first slot index.
 
         Rejects, naming the job: no task, no core per task, a negative request,
-        a walltime under one second, and a request no set of UP nodes could
+        a negative walltime, and a request no set of UP nodes could
         ever hold (more of a resource than the cluster has, or a task larger
         than every node).
         """
@@ -357,7 +359,7 @@ class Kernel:
                 "asks for a negative amount of a resource",
                 None,
             ),
-            (specs["walltime_s"] < 1, "has a walltime under one second", None),
+            (specs["walltime_s"] < 0, "has a negative walltime", None),
             (
                 too_much.any(axis=1),
                 "asks for more than the whole cluster has"

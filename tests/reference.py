@@ -40,6 +40,9 @@ pending. A job held back by a limit is passed over: it starts nothing, is
 never the head and gets no reservation.
 
 Jobs are killed at their requested time, so one runs min(run, walltime).
+A requested time of 0 is valid: such a job needs its cores free at the instant
+it starts (it fits at a breakpoint whose free cores hold it) but takes no time
+in the profile, and ends at that instant.
 
 Worked example of a dependency (2 cores, ``none``): A (2 cores, 10 s) and B
 (1 core, 10 s, afterok on A, think time 5) submitted at 0; C (2 cores, 10 s)
@@ -67,7 +70,7 @@ class RefJob:
     job_id: int
     submit: int
     cores: int
-    walltime: int  # >= 1
+    walltime: int  # >= 0: a 0 s job needs its cores for the instant it starts
     run: int  # recorded; the job runs min(run, walltime)
     priority: float = 0.0
     user: int = -1  # -1: no user, no user limit applies
@@ -378,8 +381,9 @@ def _conservative(
 
     The profile is two arrays: breakpoint times and the free cores from each
     breakpoint to the next (the last one lasts forever). A job fits at
-    breakpoint k when no breakpoint in [t_k, t_k + walltime) has fewer free
-    cores than it needs; a start is always at a breakpoint (or now).
+    breakpoint k when neither breakpoint k nor any in [t_k, t_k + walltime)
+    has fewer free cores than it needs (breakpoint k alone for a 0 s job); a
+    start is always at a breakpoint (or now).
     """
     ends = np.array(sorted(req_end.values()), dtype=np.int64)
     sizes = np.array([jobs[j].cores for j in sorted(req_end, key=req_end.get)], dtype=np.int64)
@@ -392,7 +396,9 @@ def _conservative(
             continue
         need, wall = jobs[j].cores, jobs[j].walltime
         short = np.concatenate(([0], np.cumsum(avail < need)))
-        window_end = np.searchsorted(times, times + wall, side="left")
+        window_end = np.maximum(
+            np.searchsorted(times, times + wall, side="left"), np.arange(1, len(times) + 1)
+        )
         fits = short[window_end] - short[np.arange(len(times))] == 0
         if not fits.any():
             continue
@@ -431,8 +437,10 @@ def _with_breakpoint(times: np.ndarray, avail: np.ndarray, t: int) -> tuple[np.n
 #   now and its whole requested time fits in the profile at now (then takes
 #   it); an owner's job inside its window starts whenever it fits now;
 # * ``conservative`` gives each job in queue order its earliest slot in the
-#   profile; it starts when that slot is now and it fits now; an owner's job
-#   inside its window starts whenever it fits now and takes no slot.
+#   profile; it starts when that slot is now and it fits now (a 0 s job
+#   started earlier in the pass holds its cores for the instant: the job
+#   keeps its slot and starts at the next pass, at the same instant); an
+#   owner's job inside its window starts whenever it fits now and takes no slot.
 #
 # The profile: cores free now, plus each running job's cores from its
 # requested end on; less, over each window still open or to come (from
@@ -499,7 +507,7 @@ class _Machine:
     def window_of(self, job: RefJob, now: int) -> Reservation | None:
         """The first reservation whose window ``job`` runs in if it starts now."""
         for r in self.reservations:
-            if r.start <= now and now + job.walltime <= r.end:
+            if r.start <= now < r.end and now + job.walltime <= r.end:
                 mine = job.user if r.owner_kind == "user" else job.group
                 if mine >= 0 and mine == r.owner:
                     return r
@@ -615,7 +623,7 @@ def _reserved_pass(
         req_end[j] = now + jobs[j].walltime
         started.append(j)
 
-    if backfill == "conservative" and live:
+    if backfill == "conservative":
         prof = machine.profile(jobs, req_end, now)
         for j in queue:
             job = jobs[j]
@@ -640,13 +648,9 @@ def _reserved_pass(
         start(j)
     if head is None or backfill == "none":
         return started
-    if not live:  # the plain rules (conservative with no window left included)
+    if not live:  # no window left: the shadow time and the extra cores
         free = sum(machine.free)
-        if backfill == "conservative":
-            rest = _conservative(jobs, queue[pos - 1 :], req_end, free, now, lambda _: False, [])
-        else:
-            rest = _easy_backfill(jobs, queue[pos:], req_end, free, jobs[head].cores, now)
-        for j in rest:
+        for j in _easy_backfill(jobs, queue[pos:], req_end, free, jobs[head].cores, now):
             start(j)
         return started
     prof = machine.profile(jobs, req_end, now)

@@ -25,7 +25,7 @@ def workloads(draw: st.DrawFn) -> tuple[list[RefJob], int, int]:
     submit = 0
     for k in range(n):
         submit += draw(st.sampled_from([0, 0, 1, 3, 10, 40]))
-        wall = draw(st.integers(1, 60))
+        wall = draw(st.integers(0, 60))
         run = draw(st.one_of(st.integers(0, wall), st.integers(wall, wall + 30)))
         jobs.append(
             RefJob(
@@ -130,8 +130,14 @@ def test_conservative_never_delays_any_reservation(case: tuple[list[RefJob], int
         for slot in np.flatnonzero((resv >= 0) & (states == 1)):
             promised.setdefault(int(slot), int(resv[slot]))
 
-    run_kernel(jobs, n_nodes, cpn, "conservative", "fcfs", on_pass=record)
+    run = run_kernel_detailed(jobs, n_nodes, cpn, "conservative", "fcfs", on_pass=record)
+    job_of = {int(slot): i for i, slot in enumerate(run.slots)}
     for slot, first_promise in promised.items():
+        if jobs[job_of[slot]].walltime == 0:
+            # a 0 s request holds no time in the profile: a job started before
+            # may hold its cores at that instant, so it may start later
+            assert started_at[slot] >= first_promise
+            continue
         assert started_at[slot] == first_promise, "conservative moved a reservation"
 
 

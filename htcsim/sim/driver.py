@@ -244,7 +244,7 @@ def _prepare(
     if len(child):
         kernel.add_dependencies(child, parent, "afterany", think)
     _add_reservations(kernel, nodes, jobs, policy)
-    duration = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
+    duration = np.minimum(jobs["run_s"], jobs["walltime_s"])
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
     t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
     if policy.autoscale:  # (the pool already holds each type's max)
