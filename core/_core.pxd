@@ -279,6 +279,8 @@ cdef class ClusterState:
     cdef int64_t total_free[4]         # over UP nodes
     cdef int64_t total_cap[4]          # over UP nodes
     cdef int first_free_node           # no UP node below it has a free core
+    cdef int64_t* tree                 # free-capacity tree (freetree.pxi): per resource, the
+    cdef int tree_size                 # most free on an UP node of each subtree; leaves from tree_size
     cdef int32_t* node_tasks           # tasks placed on each node
     cdef int64_t* idle_since           # UP with no task since then; -1 otherwise
     cdef int64_t* ready_s              # BOOTING until then; -1 otherwise

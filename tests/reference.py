@@ -383,7 +383,8 @@ def _conservative(
     breakpoint to the next (the last one lasts forever). A job fits at
     breakpoint k when neither breakpoint k nor any in [t_k, t_k + walltime)
     has fewer free cores than it needs (breakpoint k alone for a 0 s job); a
-    start is always at a breakpoint (or now).
+    start is always at a breakpoint (or now), and a job whose slot is now
+    starts if its cores are free now.
     """
     ends = np.array(sorted(req_end.values()), dtype=np.int64)
     sizes = np.array([jobs[j].cores for j in sorted(req_end, key=req_end.get)], dtype=np.int64)
@@ -407,8 +408,11 @@ def _conservative(
         times, avail = _with_breakpoint(times, avail, e)  # s is one already
         b = int(np.searchsorted(times, e))
         avail[k:b] -= need
-        if s == now:
+        if s == now and need <= free:
+            # (a 0 s job started earlier in the pass holds its cores for the
+            # instant: then the job keeps its slot and starts at the next pass)
             started.append(j)
+            free -= need
     return started
 
 
