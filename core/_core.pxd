@@ -123,7 +123,7 @@ cdef enum:
 ctypedef struct JobSpec:
     int64_t job_id          # identity (from the source); ties are broken on it
     int64_t submit_s        # submit time; also the FCFS key
-    int64_t walltime_s      # requested time: reservation length and kill limit (>= 1)
+    int64_t walltime_s      # requested time: reservation length and kill limit (>= 0)
     int64_t per_task[4]     # resources per task, indexed by RES_*
     int32_t n_tasks         # task count (>= 1)
     int32_t user_idx        # dense user index (-1 unknown): fairshare, limits, nice
@@ -279,6 +279,8 @@ cdef class ClusterState:
     cdef int64_t total_free[4]         # over UP nodes
     cdef int64_t total_cap[4]          # over UP nodes
     cdef int first_free_node           # no UP node below it has a free core
+    cdef int64_t* tree                 # free-capacity tree (freetree.pxi): per resource, the
+    cdef int tree_size                 # most free on an UP node of each subtree; leaves from tree_size
     cdef int32_t* node_tasks           # tasks placed on each node
     cdef int64_t* idle_since           # UP with no task since then; -1 otherwise
     cdef int64_t* ready_s              # BOOTING until then; -1 otherwise

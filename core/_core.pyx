@@ -105,6 +105,7 @@ cdef inline int _ge(const int64_t* have, const int64_t* want) noexcept nogil:
 include "profile.pxi"
 include "heap.pxi"
 include "nodes.pxi"
+include "freetree.pxi"
 include "priority.pxi"
 include "compat.pxi"
 
@@ -169,6 +170,8 @@ cdef class ClusterState:
                 self.total_free[r] += node_capacity[n, r]
                 self.total_cap[r] += node_capacity[n, r]
         self.first_free_node = 0
+        if tree_init(self) != 0:
+            raise MemoryError()
         cdef int m = max(self.n_nodes, 1)
         self.node_tasks = <int32_t*>calloc(m, sizeof(int32_t))
         self.idle_since = <int64_t*>calloc(m, sizeof(int64_t))
@@ -213,7 +216,7 @@ cdef class ClusterState:
         self.min_resv_s = NEVER
 
     def __dealloc__(self):
-        free(self.node_cap); free(self.node_free); free(self.node_state)
+        free(self.node_cap); free(self.node_free); free(self.node_state); free(self.tree)
         free(self.node_tasks); free(self.idle_since); free(self.ready_s); free(self.on_since)
         free(self.on_acc_s); free(self.node_type)
         self._free_types()
@@ -581,7 +584,7 @@ cdef class ClusterState:
         """Register jobs (state NEW); returns the slot index of the first one.
 
         Validation is the caller's (``htcsim.kernel``): n_tasks >= 1,
-        walltime_s >= 1, per_task >= 0 with at least one core per task.
+        walltime_s >= 0, per_task >= 0 with at least one core per task.
         """
         cdef Py_ssize_t k, m = specs.shape[0]
         cdef int first = self.n_jobs, j, r, simple
@@ -986,8 +989,9 @@ cdef class ClusterState:
         cdef AdvanceResv* R
         for k in range(self.n_resv):
             R = &self.resv[k]
-            if R.start_s > self.cur_now or self.cur_now + self.jobs[j].walltime_s > R.end_s:
-                continue
+            if (R.start_s > self.cur_now or R.end_s <= self.cur_now
+                    or self.cur_now + self.jobs[j].walltime_s > R.end_s):
+                continue  # (a 0 s job at the window's end is no longer in it)
             if R.owner_kind == OWNER_USER:
                 owner = self.jobs[j].user_idx
             elif R.owner_kind == OWNER_GROUP:
@@ -1083,7 +1087,7 @@ cdef class ClusterState:
             saved = (run // self.ckpt_s[j]) * self.ckpt_s[j]
         self.lost_s[j] += run - saved
         self.done_s[j] += saved
-        self.jobs[j].walltime_s = max(self.jobs[j].walltime_s - saved, 1)
+        self.jobs[j].walltime_s = max(self.jobs[j].walltime_s - saved, 0)
         self.requeues[j] += 1
         self.start_s[j] = -1
         return self._submit(j, now)
@@ -1460,8 +1464,10 @@ cdef class ClusterState:
             return 0
         if self.simple[j] and self.n_live_resv == 0:
             return 1
-        for n in range(self.first_free_node, self.n_nodes):
+        n = tree_next(self, self.first_free_node, s.per_task)
+        while n >= 0:
             if not self._may_use(n, j):
+                n = tree_next(self, n + 1, s.per_task)
                 continue
             k = s.n_tasks
             for r in range(N_RES):
@@ -1471,6 +1477,7 @@ cdef class ClusterState:
             placeable += k
             if placeable >= s.n_tasks:
                 return 1
+            n = tree_next(self, n + 1, s.per_task)
         return 0
 
     cdef inline int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil:
@@ -1499,6 +1506,7 @@ cdef class ClusterState:
         for r in range(N_RES):
             self.node_free[n * N_RES + r] -= k * s.per_task[r]
             self.total_free[r] -= k * s.per_task[r]
+        tree_update(self, n)
         if self.n_part > 1:
             for r in range(N_RES):
                 self.part_free[self.node_part[n] * N_RES + r] -= k * s.per_task[r]
@@ -1510,11 +1518,11 @@ cdef class ClusterState:
         cdef int n, best = -1
         cdef int64_t k, score, best_score = 0
         cdef JobSpec* s = &self.jobs[j]
-        for n in range(self.first_free_node, self.n_nodes):
-            if not self._may_use(n, j):
-                continue
-            k = self._tasks_fit(n, s, rem)
+        n = tree_next(self, self.first_free_node, s.per_task)
+        while n >= 0:
+            k = self._tasks_fit(n, s, rem) if self._may_use(n, j) else 0
             if k <= 0:
+                n = tree_next(self, n + 1, s.per_task)
                 continue
             if self.placement == PLACE_BEST_FIT:
                 score = -(self.node_free[n * N_RES + RES_CORES] - k * s.per_task[RES_CORES])
@@ -1524,6 +1532,7 @@ cdef class ClusterState:
                 best = n
                 best_score = score
                 k_out[0] = k
+            n = tree_next(self, n + 1, s.per_task)
         return best
 
     cdef int _start(self, int j, int64_t now) noexcept nogil:
@@ -1537,17 +1546,14 @@ cdef class ClusterState:
         cdef JobSpec* s = &self.jobs[j]
         cdef int off = self.n_alloc
         if self.placement == PLACE_FIRST_FIT:
-            for n in range(self.first_free_node, self.n_nodes):
-                if rem == 0:
-                    break
-                if not self._may_use(n, j):
-                    continue
-                k = self._tasks_fit(n, s, rem)
-                if k <= 0:
-                    continue
-                if self._take_on_node(s, n, k) != 0:
-                    return -1
-                rem -= k
+            n = tree_next(self, self.first_free_node, s.per_task)
+            while n >= 0 and rem > 0:
+                k = self._tasks_fit(n, s, rem) if self._may_use(n, j) else 0
+                if k > 0:
+                    if self._take_on_node(s, n, k) != 0:
+                        return -1
+                    rem -= k
+                n = tree_next(self, n + 1, s.per_task)
         else:
             while rem > 0:
                 n = self._pick_node(j, rem, &k)
@@ -1601,6 +1607,7 @@ cdef class ClusterState:
                         self.part_free[self.node_part[n] * N_RES + r] += k * self.jobs[j].per_task[r]
             if n < self.first_free_node and self.node_state[n] == NODE_UP:
                 self.first_free_node = n
+            tree_update(self, n)
             self.node_tasks[n] -= <int32_t>k
             if self.node_tasks[n] == 0:
                 if self.node_state[n] == NODE_UP:
@@ -2008,6 +2015,7 @@ cdef class ClusterState:
     cdef int _pass_conservative(self, int64_t now) noexcept nogil:
         """Every queued job, in order, takes the earliest slot of the profile."""
         cdef int pos, j, k, head, examined = 0
+        cdef int64_t free_now
         if (not self.need_full_pass and self.resv_complete and self.prof.n_blocks > 0
                 and self.bf_depth == 0 and self.min_resv_s > now and not self._limits_on()
                 and self.n_live_resv == 0 and self.n_part == 1
@@ -2050,7 +2058,13 @@ cdef class ClusterState:
         while pos < self.q_end:
             j = self.q[pos].job_idx
             if j >= 0 and self._in_part(j):
-                if prof_free_now_cores(&self.prof) < self.suffix_min[pos - self.q_begin]:
+                # The profile's first segment leaves out the nodes of an open
+                # advance reservation, which its owner's jobs may still use now:
+                # with reservations live, only the cores free on every UP node
+                # bound what can start.
+                free_now = (self.tf[RES_CORES] if self.n_live_resv
+                            else prof_free_now_cores(&self.prof))
+                if free_now < self.suffix_min[pos - self.q_begin]:
                     # No job from here on fits in the cores free now, so none can
                     # start: the decisions are complete. Their reservations are
                     # computed only if someone asks (reservations, estimates).

@@ -97,6 +97,7 @@ cdef void _node_to(ClusterState st, int n, int state, int64_t now) noexcept nogi
         st.idle_since[n] = -1
     if is_up and n < st.first_free_node:
         st.first_free_node = n
+    tree_update(st, n)
     st.need_full_pass = 1
 
 

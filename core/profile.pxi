@@ -211,9 +211,11 @@ cdef void _blk_sub(ProfileBlock* b, int i0, int i1, const int64_t* need) noexcep
 
 
 cdef int prof_take(Profile* P, int64_t s, int64_t e, const int64_t* need) noexcept nogil:
-    """Subtract ``need`` over [s, e). 0 or -1."""
+    """Subtract ``need`` over [s, e) (nothing when e <= s: a 0 s job). 0 or -1."""
     cdef int ps, i_s, pe, i_e, p, r
     cdef ProfileBlock* b
+    if e <= s:
+        return 0
     if prof_split(P, s) != 0 or prof_split(P, e) != 0:
         return -1
     prof_locate(P, s, &ps, &i_s)

@@ -173,6 +173,12 @@ class Cluster:
         return np.repeat(np.arange(len(self.node_types)), [t.count for t in self.node_types])
 
     @classmethod
+    def pool_of(cls, machine: Machine) -> Cluster:
+        """One node holding every core of ``machine`` (cores only): the pool of
+        processors a replay of one-core tasks on one-core nodes amounts to."""
+        return cls((NodeType(name="pool", count=1, cores=machine.total_cores),))
+
+    @classmethod
     def from_machine(cls, machine: Machine) -> Cluster:
         return cls(
             (

@@ -84,8 +84,10 @@ def job_specs(
 ) -> np.ndarray:
     """Kernel job specs from a workload table (``htcsim.model.JOB_DTYPE``).
 
-    The reservation length is the requested time, at least one second (a job
-    asking for 0 s still needs its resources for an instant). ``with_memory``
+    The reservation length is the requested time, 0 included: a job asking
+    for 0 s (an SWF job that ran 0 s and requested nothing) takes no time slot
+    in the availability profile, though it still needs its resources free at
+    the instant it starts, and ends at that instant. ``with_memory``
     False drops the memory request (a cluster that declares no memory).
     Users and groups become dense indices (``dense_ids``); the queue number
     becomes the index of the policy's QoS that lists it (-1: none).
@@ -95,7 +97,7 @@ def job_specs(
     specs = np.zeros(len(jobs), dtype=JOB_SPEC_DTYPE)
     specs["job_id"] = jobs["job_id"]
     specs["submit_s"] = jobs["submit_s"]
-    specs["walltime_s"] = np.maximum(jobs["walltime_s"], 1)
+    specs["walltime_s"] = jobs["walltime_s"]
     specs["n_tasks"] = jobs["n_tasks"]
     specs["user_idx"] = dense_ids(jobs["user_id"])[0]
     specs["group_idx"] = dense_ids(jobs["group_id"])[0]
@@ -130,6 +132,7 @@ class Kernel:
             raise KernelInputError(f"node {node} has a negative capacity")
         self.capacity = capacity
         self.node_part = np.zeros(len(capacity), dtype=np.int32)
+        self._reservations: list[tuple[int, int, np.ndarray]] = []
         self._dep_child = np.empty(0, dtype=np.int32)
         self._dep_parent = np.empty(0, dtype=np.int32)
         self.policy = policy or Policy()
@@ -307,7 +310,7 @@ class Kernel:
         """Register jobs (not yet submitted); returns the first slot index.
 
         Rejects, naming the job: no task, no core per task, a negative request,
-        a walltime under one second, and a request no set of UP nodes could
+        a negative walltime, and a request no set of UP nodes could
         ever hold (more of a resource than the cluster has, or a task larger
         than every node).
         """
@@ -352,7 +355,7 @@ class Kernel:
                 "asks for a negative amount of a resource",
                 None,
             ),
-            (specs["walltime_s"] < 1, "has a walltime under one second", None),
+            (specs["walltime_s"] < 0, "has a negative walltime", None),
             (
                 np.asarray(too_much.any(axis=1)),
                 "asks for more than the whole cluster has"
@@ -434,16 +437,31 @@ class Kernel:
     def add_reservation(
         self, start_s: int, end_s: int, nodes: np.ndarray, owner: str, owner_idx: int
     ) -> int:
-        """Reserve ``nodes`` (indices) over [start_s, end_s) for a user, group or QoS."""
+        """Reserve ``nodes`` (indices) over [start_s, end_s) for a user, group or QoS.
+
+        Two reservations may share a node only if their windows do not
+        overlap (as Slurm's reservations without the overlap flag): a node is
+        held for one owner at a time, which is what the availability profile
+        counts.
+        """
         flags = np.zeros(len(self.capacity), dtype=np.int8)
         flags[np.asarray(nodes, dtype=np.int64)] = 1
         if owner not in _core.LEVELS:
             raise KernelInputError(f"a reservation's owner is a user, group or qos, not {owner!r}")
-        return int(
+        for k, (start, end, other) in enumerate(self._reservations):
+            shared = np.flatnonzero(flags & other)
+            if len(shared) and start < end_s and start_s < end:
+                raise KernelInputError(
+                    f"reservation over [{start_s}, {end_s}) overlaps reservation {k} "
+                    f"[{start}, {end}) on node {int(shared[0])}"
+                )
+        index = int(
             self._state.add_reservation(
                 int(start_s), int(end_s), flags, _core.LEVELS[owner], int(owner_idx)
             )
         )
+        self._reservations.append((int(start_s), int(end_s), flags))
+        return index
 
     def recompute_priorities(self, now: int) -> None:
         """Usage, fairshare and every pending priority brought to ``now`` (multifactor)."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from htcsim.kernel import DEPENDENCY_KINDS, JOB_SPEC_DTYPE, Kernel, ReplayFeed, node_capacity
 from htcsim.policy import Policy
-from tests.reference import Limits, RefJob
+from tests.reference import Limits, RefJob, Reservation
 
 
 def specs_of(jobs: list[RefJob]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,14 +120,18 @@ def run_kernel_detailed(
     placement: str = "first_fit",
     limits: tuple[int, int] | Limits = (0, 0),
     policy: Policy | None = None,
+    reservations: tuple[Reservation, ...] = (),
 ) -> KernelRun:
     """Run ``jobs`` (dependencies and ok flags included) through the kernel.
 
     ``policy`` replaces the one built from the other arguments (e.g. to turn
-    on the starvation guard or multifactor priority).
+    on the starvation guard or multifactor priority); ``reservations`` are
+    added before any job.
     """
     policy = policy or policy_of(backfill, order, placement, limits)
     kernel = Kernel(node_capacity(n_nodes, cores_per_node), policy)
+    for r in reservations:
+        kernel.add_reservation(r.start, r.end, np.array(sorted(r.nodes)), r.owner_kind, r.owner)
     specs, perm = specs_of(jobs)
     kernel.add_jobs(specs)
     child, parent, kind, delay = dependency_arrays(jobs, perm)

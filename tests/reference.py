@@ -40,6 +40,9 @@ pending. A job held back by a limit is passed over: it starts nothing, is
 never the head and gets no reservation.
 
 Jobs are killed at their requested time, so one runs min(run, walltime).
+A requested time of 0 is valid: such a job needs its cores free at the instant
+it starts (it fits at a breakpoint whose free cores hold it) but takes no time
+in the profile, and ends at that instant.
 
 Worked example of a dependency (2 cores, ``none``): A (2 cores, 10 s) and B
 (1 core, 10 s, afterok on A, think time 5) submitted at 0; C (2 cores, 10 s)
@@ -67,7 +70,7 @@ class RefJob:
     job_id: int
     submit: int
     cores: int
-    walltime: int  # >= 1
+    walltime: int  # >= 0: a 0 s job needs its cores for the instant it starts
     run: int  # recorded; the job runs min(run, walltime)
     priority: float = 0.0
     user: int = -1  # -1: no user, no user limit applies
@@ -378,8 +381,10 @@ def _conservative(
 
     The profile is two arrays: breakpoint times and the free cores from each
     breakpoint to the next (the last one lasts forever). A job fits at
-    breakpoint k when no breakpoint in [t_k, t_k + walltime) has fewer free
-    cores than it needs; a start is always at a breakpoint (or now).
+    breakpoint k when neither breakpoint k nor any in [t_k, t_k + walltime)
+    has fewer free cores than it needs (breakpoint k alone for a 0 s job); a
+    start is always at a breakpoint (or now), and a job whose slot is now
+    starts if its cores are free now.
     """
     ends = np.array(sorted(req_end.values()), dtype=np.int64)
     sizes = np.array([jobs[j].cores for j in sorted(req_end, key=req_end.get)], dtype=np.int64)
@@ -392,7 +397,9 @@ def _conservative(
             continue
         need, wall = jobs[j].cores, jobs[j].walltime
         short = np.concatenate(([0], np.cumsum(avail < need)))
-        window_end = np.searchsorted(times, times + wall, side="left")
+        window_end = np.maximum(
+            np.searchsorted(times, times + wall, side="left"), np.arange(1, len(times) + 1)
+        )
         fits = short[window_end] - short[np.arange(len(times))] == 0
         if not fits.any():
             continue
@@ -401,8 +408,11 @@ def _conservative(
         times, avail = _with_breakpoint(times, avail, e)  # s is one already
         b = int(np.searchsorted(times, e))
         avail[k:b] -= need
-        if s == now:
+        if s == now and need <= free:
+            # (a 0 s job started earlier in the pass holds its cores for the
+            # instant: then the job keeps its slot and starts at the next pass)
             started.append(j)
+            free -= need
     return started
 
 
@@ -414,3 +424,268 @@ def _with_breakpoint(times: np.ndarray, avail: np.ndarray, t: int) -> tuple[np.n
     times = np.concatenate((times[:pos], [t], times[pos:]))
     avail = np.concatenate((avail[:pos], avail[pos - 1 : pos], avail[pos:]))
     return times, avail
+
+
+# ------------------------------------------------------------------ advance reservations
+#
+# A reservation holds some nodes over [start, end) for one owner (a user or a
+# group). Inside that window, a job of the owner that ends (by its requested
+# time) by the window's end runs on those nodes only; any other job may use a
+# reserved node only if it ends (by its requested time) by the window's start.
+# Which cores a job holds now matters (a node is reserved, not a count of
+# cores), so this scheduler keeps nodes and places tasks first fit, one core
+# per task, in node index order. While a window has not ended:
+#
+# * ``easy`` gives the head its earliest slot in the availability profile
+#   (below) instead of the shadow time, and a later job starts now if it fits
+#   now and its whole requested time fits in the profile at now (then takes
+#   it); an owner's job inside its window starts whenever it fits now;
+# * ``conservative`` gives each job in queue order its earliest slot in the
+#   profile; it starts when that slot is now and it fits now (a 0 s job
+#   started earlier in the pass holds its cores for the instant: the job
+#   keeps its slot and starts at the next pass, at the same instant); an
+#   owner's job inside its window starts whenever it fits now and takes no slot.
+#
+# The profile: cores free now, plus each running job's cores from its
+# requested end on; less, over each window still open or to come (from
+# max(start, now) to its end), what is free on its nodes now and what running
+# jobs release there before the window ends (from their requested end).
+
+
+@dataclass(frozen=True)
+class Reservation:
+    start: int
+    end: int  # > start
+    nodes: frozenset[int]
+    owner: int  # a user index (``owner_kind`` "user") or a group index
+    owner_kind: str = "user"
+
+
+class _Profile:
+    """Free cores over time: breakpoints ``times`` (increasing, the first is now)
+    and the cores free from each one to the next (the last lasts forever)."""
+
+    def __init__(self, now: int, free: int) -> None:
+        self.times = [now]
+        self.free = [free]
+
+    def _split(self, t: int) -> int:
+        """Index of the breakpoint at ``t`` (made if missing; t >= times[0])."""
+        k = 0
+        while k + 1 < len(self.times) and self.times[k + 1] <= t:
+            k += 1
+        if self.times[k] != t:
+            self.times.insert(k + 1, t)
+            self.free.insert(k + 1, self.free[k])
+            k += 1
+        return k
+
+    def take(self, start: int, end: int, cores: int) -> None:
+        """``cores`` fewer free over [start, end) (a negative amount gives back)."""
+        if end <= start:
+            return
+        a, b = self._split(start), self._split(end)
+        for k in range(a, b):
+            self.free[k] -= cores
+
+    def earliest(self, cores: int, wall: int) -> float:
+        """First breakpoint from which ``cores`` are free for ``wall`` seconds."""
+        for k, t in enumerate(self.times):
+            if all(
+                self.free[i] >= cores
+                for i in range(k, len(self.times))
+                if self.times[i] < t + wall or i == k
+            ):
+                return t
+        return INF
+
+
+class _Machine:
+    """Nodes of one-core slots, the jobs placed on them, and the reservations."""
+
+    def __init__(self, n_nodes: int, cores_per_node: int, reservations: list[Reservation]):
+        self.free = [cores_per_node] * n_nodes
+        self.held: dict[int, dict[int, int]] = {}  # job -> node -> cores
+        self.reservations = reservations
+
+    def window_of(self, job: RefJob, now: int) -> Reservation | None:
+        """The first reservation whose window ``job`` runs in if it starts now."""
+        for r in self.reservations:
+            if r.start <= now < r.end and now + job.walltime <= r.end:
+                mine = job.user if r.owner_kind == "user" else job.group
+                if mine >= 0 and mine == r.owner:
+                    return r
+        return None
+
+    def usable(self, job: RefJob, now: int) -> list[int]:
+        """The nodes ``job`` may put tasks on if it starts now, in index order."""
+        own = self.window_of(job, now)
+        if own is not None:
+            return sorted(own.nodes)
+        blocked = {
+            n
+            for r in self.reservations
+            if r.end > now and now + job.walltime > r.start
+            for n in r.nodes
+        }
+        return [n for n in range(len(self.free)) if n not in blocked]
+
+    def fits(self, job: RefJob, now: int) -> bool:
+        return sum(self.free[n] for n in self.usable(job, now)) >= job.cores
+
+    def place(self, j: int, job: RefJob, now: int) -> None:
+        """First fit over the usable nodes (the caller checked ``fits``)."""
+        rem, held = job.cores, {}
+        for n in self.usable(job, now):
+            k = min(rem, self.free[n])
+            if k:
+                held[n] = k
+                self.free[n] -= k
+                rem -= k
+        self.held[j] = held
+
+    def release(self, j: int) -> None:
+        for n, k in self.held.pop(j).items():
+            self.free[n] += k
+
+    def profile(self, jobs: list[RefJob], req_end: dict[int, int], now: int) -> _Profile:
+        prof = _Profile(now, sum(self.free))
+        for j, e in req_end.items():
+            prof.take(max(e, now), INF_TIME, -jobs[j].cores)
+        for r in self.reservations:
+            if r.end <= now:
+                continue
+            opens = max(r.start, now)
+            prof.take(opens, r.end, sum(self.free[n] for n in r.nodes))
+            for j, e in req_end.items():
+                if e < r.end:
+                    there = sum(k for n, k in self.held[j].items() if n in r.nodes)
+                    prof.take(max(e, opens), r.end, there)
+        return prof
+
+
+INF_TIME = 2**62  # "forever" as a breakpoint time
+
+
+def simulate_reserved(
+    jobs: list[RefJob],
+    n_nodes: int,
+    cores_per_node: int,
+    backfill: str,
+    reservations: list[Reservation],
+    order: str = "fcfs",
+) -> tuple[list[int], list[int]]:
+    """Start and end of every job with advance reservations (no dependencies,
+    no limits). Steps at every submit, completion, and window start and end."""
+    n = len(jobs)
+    start = [-1] * n
+    end = [-1] * n
+    machine = _Machine(n_nodes, cores_per_node, reservations)
+    running: dict[int, int] = {}  # job -> actual end
+    bounds = sorted({t for r in reservations for t in (r.start, r.end)})
+    pending: list[int] = []
+    arrivals = sorted(range(n), key=lambda i: (jobs[i].submit, i))
+    nxt = 0
+    now: float = jobs[arrivals[0]].submit if n else INF
+    while now < INF:
+        t = int(now)
+        for j in sorted(i for i, e in running.items() if e <= t):
+            del running[j]
+            machine.release(j)
+            end[j] = t
+        while nxt < n and jobs[arrivals[nxt]].submit <= t:
+            pending.append(arrivals[nxt])
+            nxt += 1
+        queue = sorted(pending, key=lambda i: sort_key(jobs[i], order))
+        req_end = {j: start[j] + jobs[j].walltime for j in running}
+        started = _reserved_pass(jobs, queue, req_end, machine, t, backfill)
+        for j in started:
+            start[j] = t
+            running[j] = t + min(jobs[j].run, jobs[j].walltime)
+        pending = [j for j in pending if start[j] < 0]
+        later = [*running.values(), *(b for b in bounds if b > t)]
+        if nxt < n:
+            later.append(jobs[arrivals[nxt]].submit)
+        now = min(later, default=INF)
+    return start, end
+
+
+def _reserved_pass(
+    jobs: list[RefJob],
+    queue: list[int],
+    req_end: dict[int, int],
+    machine: _Machine,
+    now: int,
+    backfill: str,
+) -> list[int]:
+    """One pass with reservations; starts are placed on ``machine``."""
+    started: list[int] = []
+    live = any(r.end > now for r in machine.reservations)
+
+    def start(j: int) -> None:
+        machine.place(j, jobs[j], now)
+        req_end[j] = now + jobs[j].walltime
+        started.append(j)
+
+    if backfill == "conservative":
+        prof = machine.profile(jobs, req_end, now)
+        for j in queue:
+            job = jobs[j]
+            if machine.window_of(job, now) is not None:
+                if machine.fits(job, now):
+                    start(j)
+                continue
+            s = prof.earliest(job.cores, job.walltime)
+            if s == INF:
+                continue
+            if s == now and machine.fits(job, now):
+                start(j)
+            prof.take(int(s), int(s) + job.walltime, job.cores)
+        return started
+    pos, head = 0, None
+    while pos < len(queue):
+        j = queue[pos]
+        pos += 1
+        if not machine.fits(jobs[j], now):
+            head = j
+            break
+        start(j)
+    if head is None or backfill == "none":
+        return started
+    if not live:  # no window left: the shadow time and the extra cores
+        free = sum(machine.free)
+        for j in _easy_backfill(jobs, queue[pos:], req_end, free, jobs[head].cores, now):
+            start(j)
+        return started
+    prof = machine.profile(jobs, req_end, now)
+    if machine.window_of(jobs[head], now) is None:
+        s = prof.earliest(jobs[head].cores, jobs[head].walltime)
+        if s < INF:
+            prof.take(int(s), int(s) + jobs[head].walltime, jobs[head].cores)
+    for j in queue[pos:]:
+        job = jobs[j]
+        if machine.window_of(job, now) is not None:
+            if machine.fits(job, now):
+                start(j)
+        elif machine.fits(job, now) and prof.earliest(job.cores, job.walltime) == now:
+            start(j)
+            prof.take(now, now + job.walltime, job.cores)
+    return started
+
+
+def _easy_backfill(
+    jobs: list[RefJob], rest: list[int], req_end: dict[int, int], free: int, need: int, now: int
+) -> list[int]:
+    """The EASY rule for the jobs behind the head (``need``: its cores)."""
+    shadow, extra = shadow_time(jobs, req_end, free, need, now)
+    out = []
+    for j in rest:
+        if jobs[j].cores > free:
+            continue
+        ends_in_time = now + jobs[j].walltime <= shadow
+        if ends_in_time or jobs[j].cores <= extra:
+            out.append(j)
+            free -= jobs[j].cores
+            if not ends_in_time:
+                extra -= jobs[j].cores
+    return out

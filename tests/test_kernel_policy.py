@@ -658,6 +658,42 @@ def test_an_idle_unreserved_node_takes_other_work_during_the_window(backfill: st
     assert kernel.start_times()[3] == 100
 
 
+@pytest.mark.parametrize(
+    ("backfill", "owner_start"), [("none", 2100), ("easy", 1000), ("conservative", 1000)]
+)
+def test_an_owner_job_behind_a_waiting_job_starts_in_its_window(
+    backfill: str, owner_start: int
+) -> None:
+    """2 one-core nodes; node 1 reserved for user 0 over [1000, 2000).
+
+    A (user 1, 1 core, 2000 s) starts at 0 on node 0 (it would overlap the
+    window: node 1 is not for it). B (user 1, 2 cores, 100 s) waits for both
+    nodes: A's end and the window's end, 2000. C (user 0, 1 core, 900 s,
+    submitted at 200) is queued behind B; at 200 it would overlap the window's
+    start, so it waits; at 1000 it is inside its window (1000 + 900 <= 2000)
+    and node 1 is idle: it starts there under backfilling (B cannot use node 1
+    before 2000 anyway), and ends at 1900; B starts at 2000. Under ``none`` C
+    waits behind B: 2000 + 100."""
+    jobs = [
+        KJob(tasks=1, wall=2000, user=1),
+        KJob(tasks=2, wall=100, user=1),
+        KJob(tasks=1, wall=900, user=0, submit=200),
+    ]
+    kernel = kernel_with(node_capacity(2, 1), Policy(backfill=backfill), jobs)  # type: ignore[arg-type]
+    kernel.add_reservation(1000, 2000, np.array([1]), "user", 0)
+    replay_jobs(kernel, jobs, [job.wall for job in jobs])
+    assert kernel.start_times().tolist() == [0, 2000, owner_start]
+    assert kernel.end_times().tolist() == [2000, 2100, owner_start + 900]
+
+
+def test_reservations_sharing_a_node_may_not_overlap_in_time() -> None:
+    kernel = reserved([KJob()])
+    with pytest.raises(KernelInputError, match="overlaps reservation 0 \\[100, 200\\) on node 2"):
+        kernel.add_reservation(150, 300, np.array([0, 2]), "user", 1)
+    kernel.add_reservation(200, 300, np.array([2]), "user", 1)  # after it: fine
+    kernel.add_reservation(150, 300, np.array([0]), "user", 1)  # other nodes: fine
+
+
 # ------------------------------------------------------------ starvation guard
 #
 # 4 cores, SJF, EASY. W (4 cores, 100 s) arrives at 0 with a stream of short

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import run_kernel
+from htcsim.kernel import Kernel
+from tests.harness import run_kernel, run_kernel_detailed
 from tests.reference import RefJob, simulate
 
 
@@ -92,6 +93,59 @@ def test_zero_length_job_ends_at_once_and_frees_its_cores_the_same_instant() -> 
     assert end == [0, 5]
 
 
+# A requested time of 0 s (an SWF job that ran 0 s and requested nothing) is
+# honoured: the job needs its cores free at the instant it starts, ends at that
+# instant, and takes no time in the availability profile.
+
+
+def test_a_zero_second_request_takes_no_time_in_the_profile() -> None:
+    # 2 cores, conservative. A: 2 cores 0..10. Z: 2 cores, 0 s: reserved at 10,
+    # where the cores are free; it takes no time there, so B (2 cores, 5 s) is
+    # reserved at 10 too, not at 11. At 10 Z starts and ends; the pass that
+    # follows at the same instant starts B: 10..15.
+    jobs = [J(1, 0, 2, 10), J(2, 0, 2, 0), J(3, 0, 2, 5)]
+    promised: list[list[int]] = []
+
+    def first_pass(kernel: Kernel, now: int) -> None:
+        if now == 0:
+            promised.append(kernel.reservations().tolist())
+
+    run = run_kernel_detailed(jobs, 2, 1, "conservative", on_pass=first_pass)
+    assert promised == [[-1, 10, 10]]
+    assert run.start == [0, 10, 10]
+    assert run.end == [10, 10, 15]
+
+
+@pytest.mark.parametrize("backfill", ["none", "easy", "conservative"])
+def test_a_zero_second_job_waits_for_its_cores(backfill: str) -> None:
+    # 1 core. A: 0..10. Z (0 s, run 0, submitted at 3) needs the core for an
+    # instant: it starts when A ends, at 10, and ends at 10; B (submitted at 5)
+    # starts at the same instant, after it.
+    jobs = [J(1, 0, 1, 10), J(2, 3, 1, 0), J(3, 5, 1, 5)]
+    start, end = run_kernel(jobs, 1, 1, backfill)
+    assert start == [0, 10, 10]
+    assert end == [10, 10, 15]
+
+
+def test_sjf_puts_a_zero_second_request_before_a_one_second_one() -> None:
+    # 1 core busy 0..10 with A. B asks 1 s (submitted at 1), Z 0 s (at 2): SJF
+    # runs Z first at 10 (it ends at once), then B at 10, ending at 11.
+    jobs = [J(1, 0, 1, 10), J(2, 1, 1, 1), J(3, 2, 1, 0)]
+    start, end = run_kernel(jobs, 1, 1, "none", order="sjf")
+    assert start == [0, 10, 10]
+    assert end == [10, 11, 10]
+
+
+def test_a_zero_second_reservation_protects_no_time() -> None:
+    # 3 cores, conservative. A: 2 cores 0..10. Z: 3 cores, 0 s, reserved at 10
+    # but holding no time there. C: 1 core, 11 s, fits now for its whole
+    # requested time (1 core free until 10, 3 after): it starts at 0 and holds a
+    # core until 11, so Z finds its 3 cores at 11.
+    jobs = [J(1, 0, 2, 10), J(2, 0, 3, 0), J(3, 0, 1, 11)]
+    start, _ = run_kernel(jobs, 3, 1, "conservative")
+    assert start == [0, 11, 0]
+
+
 def test_sjf_orders_by_requested_time_then_submit_then_id() -> None:
     # 1 core busy 0..10 with A. B (wall 50), C (wall 5), D (wall 5, later id)
     # queue; SJF runs C, D, then B.
@@ -116,5 +170,10 @@ def test_priority_order_uses_the_supplied_key() -> None:
 
 @pytest.mark.parametrize("backfill", ["none", "easy", "conservative"])
 def test_reference_agrees_on_hand_cases(backfill: str) -> None:
-    for jobs, cores in [(WORKED, 4), ([J(1, 0, 3, 100), J(2, 0, 4, 10), J(3, 0, 1, 150)], 4)]:
+    zero = [J(1, 0, 2, 10), J(2, 0, 2, 0), J(3, 0, 2, 5), J(4, 1, 1, 0), J(5, 2, 1, 3)]
+    for jobs, cores in [
+        (WORKED, 4),
+        ([J(1, 0, 3, 100), J(2, 0, 4, 10), J(3, 0, 1, 150)], 4),
+        (zero, 2),
+    ]:
         assert simulate(jobs, cores, backfill) == run_kernel(jobs, cores, 1, backfill)

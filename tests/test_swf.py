@@ -338,7 +338,7 @@ def test_gz_and_plain_give_the_same_workload(tmp_path: Path) -> None:
 def test_fallback_scan_gives_the_same_jobs_as_the_fast_path(tmp_path: Path) -> None:
     rows = [line(i, 2 * i, f6=f"{i}.5", f4=-1 if i % 7 == 0 else 10 * i) for i in range(1, 40)]
     fast = read_swf(swf(tmp_path, HEADER + "\n".join(rows) + "\n", "fast.swf"))
-    # a comment in the middle, CRLF and tab separators push the reader to its line scan
+    # a comment in the middle, CRLF, tab separators and a blank line at the end
     odd = HEADER + "\r\n".join(rows[:20]) + "\r\n; mid-file note\r\n"
     odd += "\n".join(r.replace("  ", "\t") for r in rows[20:]) + "\n\n"
     slow = read_swf(swf(tmp_path, odd, "slow.swf"))
@@ -361,6 +361,47 @@ def test_regular_files_never_take_the_line_scan(
     w = read_swf(swf(tmp_path, HEADER + "\n".join(rows) + "\n\n\n"))
     assert len(w) == 29
     assert w.jobs["walltime_s"][0] == 60
+
+
+def test_comments_and_blank_lines_among_the_data_stay_on_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notes among or after the jobs and blank lines are well formed: the data is
+    parsed in bulk, with the line numbers, header keys and ``max_jobs`` cut the
+    line-by-line scan gives."""
+    rows = [line(i, 10 * i) for i in range(1, 9)]
+    text = (
+        HEADER
+        + "\n".join(rows[:3])  # lines 4-6
+        + "\n; Note: a note among the jobs\n\n   \n"  # lines 7-9
+        + "\n".join(rows[3:6])  # lines 10-12
+        + "\n  ; MaxQueues: 3\n"  # line 13
+        + "\n".join(rows[6:])  # lines 14-15
+        + "\n; trailing remark\n\n"
+    )
+    path = swf(tmp_path, text)
+    with monkeypatch.context() as patch:
+        patch.setattr(swf_module, "_fast_columns", lambda rest: None)
+        scanned = {k: read_swf(path, max_jobs=k) for k in (None, 0, 3, 5, 6)}
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the line-by-line fallback ran")
+
+    monkeypatch.setattr(swf_module, "_slow_rows", no_scan)
+    for k, slow in scanned.items():
+        fast = read_swf(path, max_jobs=k)
+        np.testing.assert_array_equal(fast.jobs, slow.jobs)
+        assert fast.header == slow.header, k
+    full = read_swf(path)
+    assert len(full) == 8
+    assert full.header["Note"] == "a note among the jobs"
+    assert full.header["MaxQueues"] == "3"
+    assert full.header["Comment"] == "trailing remark"
+    assert "MaxQueues" not in read_swf(path, max_jobs=3).header  # beyond line 13
+    # a later problem is located on its real line: job 7 submitted before job 6
+    unsorted = text.replace(line(7, 70), line(7, 1))
+    with pytest.raises(SWFError, match=r"x\.swf:14: "):
+        read_swf(swf(tmp_path, unsorted))
 
 
 @st.composite

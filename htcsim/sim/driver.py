@@ -91,7 +91,8 @@ def simulate(
     by state, cost rate) after each step at least that far apart (None: not
     at all).
     """
-    kernel, feed, pool = _prepare(workload, policy or Policy(), priority, cluster)
+    pooled = pool_replay(workload, policy or Policy(), cluster, failures)
+    kernel, feed, pool = _prepare(workload, policy or Policy(), priority, cluster, pooled)
     policy = kernel.policy
     t0 = int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
     if np.any(np.asarray(checkpoint_s) != 0):
@@ -108,6 +109,18 @@ def simulate(
         _set_node_failures(feed, kernel, failures)
     elapsed = _run(env, feed, progress, step)
     end_time = int(env.now)
+    node_seconds = kernel.node_seconds(end_time)
+    series = None if series_every_s is None else _node_series(feed)
+    if pooled:
+        # Reports speak of the log's machine: each of its one-core nodes was
+        # provisioned as long as the pool, and was allocated while its core was.
+        pool = node_pool(workload, policy, cluster)
+        node_seconds = np.full(pool.n_nodes, node_seconds[0], dtype=np.int64)
+        if series is not None:
+            series = series.with_columns(
+                nodes_allocated=pl.col("used_cores"),
+                nodes_idle=pl.col("up_cores") - pl.col("used_cores"),
+            )
     start_s = kernel.start_times()
     end_s = kernel.end_times()
     end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
@@ -126,8 +139,34 @@ def simulate(
         saved_s=kernel.checkpoint_state()[0],
         node_failed=kernel.checkpoint_state()[1].astype(bool),
         pool=pool,
-        node_seconds=kernel.node_seconds(end_time),
-        node_series=None if series_every_s is None else _node_series(feed),
+        node_seconds=node_seconds,
+        node_series=series,
+    )
+
+
+def pool_replay(
+    workload: Workload, policy: Policy, cluster: Cluster | None, failures: np.ndarray | None
+) -> bool:
+    """Can the kernel hold the log's machine as one node of all its cores?
+
+    A log's machine whose processors are one-core nodes (every SWF log whose
+    node count does not divide its processors, and every generated machine)
+    runs one-core tasks, and one-core tasks on identical one-core nodes are a
+    pool of processors: placement never changes a decision, so the kernel can
+    hold one node of every core and a start no longer walks nodes (93,312 of
+    them for CEA-Curie). Node identity matters when nodes fail (a failure
+    trace names nodes; generated failures are per node) or are autoscaled,
+    and a job with a task of more than one core must still be refused as
+    larger than every node: those replays keep one node per processor.
+    """
+    machine = workload.machine
+    return (
+        cluster is None
+        and machine.cores_per_node == 1
+        and machine.n_nodes > 1
+        and not policy.autoscale
+        and (failures is None or len(failures) == 0)
+        and bool((workload.jobs["cores_per_task"] == 1).all())
     )
 
 
@@ -191,7 +230,8 @@ def explain(
     if len(rows) == 0:
         raise KernelInputError(f"job {job_id} is not in the workload {workload.name}")
     slot = int(rows[0])
-    kernel, feed, _ = _prepare(workload, policy, None, cluster)
+    pooled = pool_replay(workload, policy, cluster, None)
+    kernel, feed, _ = _prepare(workload, policy, None, cluster, pooled)
     env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
     until = _Until(feed, kernel, slot, at_s)
     _run(env, feed, None, until)
@@ -219,13 +259,18 @@ def explain(
 
 
 def _prepare(
-    workload: Workload, policy: Policy, priority: np.ndarray | None, cluster: Cluster | None
+    workload: Workload,
+    policy: Policy,
+    priority: np.ndarray | None,
+    cluster: Cluster | None,
+    pooled: bool = False,
 ) -> tuple[Kernel, ReplayFeed, Cluster]:
     """A kernel holding the workload's jobs, accounts, dependencies,
     reservations and autoscaler, its clocks started at the first submit; the
-    feed that replays it; the node pool it holds."""
+    feed that replays it; the node pool it holds (``pooled``: one node of all
+    the machine's cores, see ``pool_replay``)."""
     jobs = workload.jobs
-    nodes = node_pool(workload, policy, cluster)
+    nodes = Cluster.pool_of(workload.machine) if pooled else node_pool(workload, policy, cluster)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
     kernel.set_node_types(nodes.node_type_of(), nodes.prices())
@@ -244,7 +289,7 @@ def _prepare(
     if len(child):
         kernel.add_dependencies(child, parent, "afterany", think)
     _add_reservations(kernel, nodes, jobs, policy)
-    duration = np.minimum(jobs["run_s"], np.maximum(jobs["walltime_s"], 1))
+    duration = np.minimum(jobs["run_s"], jobs["walltime_s"])
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
     t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
     if policy.autoscale:  # (the pool already holds each type's max)

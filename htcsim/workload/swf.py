@@ -62,6 +62,7 @@ _WS_CHARS = b" \t\r\v\f"
 _HEADER_KEY = re.compile(r";[ \t]{0,2}([A-Za-z][A-Za-z0-9_]*)[ \t]*:(?!//)[ \t]*(.*)$")
 _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 _BLANK_LINE = re.compile(rb"\n[ \t\r\v\f]*\n")
+_SEMICOLON = ord(";")
 
 _SCHEMA_TYPED = {
     f"f{j}": (pl.Float64 if j in _FLOAT_FIELDS else pl.Int64) for j in range(1, N_FIELDS + 1)
@@ -218,6 +219,31 @@ def _count_data_lines(rest: bytes) -> int:
         if text and not text.startswith(b";"):
             count += 1
     return count
+
+
+def _lift_comments(
+    rest: bytes, first_line: int
+) -> tuple[bytes, np.ndarray | None, list[tuple[int, str]]]:
+    """Take ``;`` comment lines and blank lines out of the data, for the fast path.
+
+    Returns the data lines alone, the line number of each (None when nothing was
+    taken out: they follow ``first_line`` on), and the comments with their line
+    numbers. Some logs carry notes among or after their jobs, or blank lines;
+    they are well formed and must not push a long log to the line-by-line scan
+    (a regular expression per line). The loop per line here runs only when the
+    data has such a line, and does no more than strip and look at one byte.
+    """
+    if b";" not in rest and not _BLANK_LINE.search(rest):
+        return rest, None, []
+    lines = rest.split(b"\n")
+    texts = [raw.strip(_WS_CHARS) for raw in lines]
+    keep = np.fromiter((bool(t) and t[0] != _SEMICOLON for t in texts), bool, len(texts))
+    comments = [
+        (first_line + k, _decode(texts[k])) for k in np.flatnonzero(~keep).tolist() if texts[k]
+    ]
+    kept = np.flatnonzero(keep)
+    data = b"\n".join(lines[k] for k in kept.tolist()).rstrip(_WS_CHARS)
+    return data, kept + first_line, comments
 
 
 def _cut_lines(rest: bytes, max_lines: int) -> bytes:
@@ -456,16 +482,25 @@ def read_swf(
     end = len(data)
     while end > start and data[end - 1] in b" \t\r\n\v\f":  # trailing blanks only
         end -= 1
-    rest = data[start:end]
+    rest, line_no, inner = _lift_comments(data[start:end], header_lines + 1)
     if max_jobs is not None:
         rest = _cut_lines(rest, max_jobs)
+        if line_no is not None and len(line_no) > max_jobs:
+            # comments from the first data line left out on are not read (as by the line scan)
+            beyond = int(line_no[max_jobs])
+            inner = [(k, text) for k, text in inner if k < beyond]
+    comments = comments + inner
 
     cols = _fast_columns(rest) if rest else {j: np.zeros(0) for j in range(1, N_FIELDS + 1)}
     if cols is not None:
         n = cols[1].shape[0]
         rows = _Rows(
             cols=cols,
-            line_no=np.arange(header_lines + 1, header_lines + 1 + n, dtype=np.int64),
+            line_no=(
+                np.arange(header_lines + 1, header_lines + 1 + n, dtype=np.int64)
+                if line_no is None
+                else line_no[:n].astype(np.int64)
+            ),
             code=np.zeros(n, dtype=np.int8),
             field=np.zeros(n, dtype=np.int8),
             messages={},
