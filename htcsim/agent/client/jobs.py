@@ -29,6 +29,7 @@ from htcsim.agent.client._output import (
     _fail,
     _mib,
     _print_json,
+    _print_rows,
     _print_table,
     _ranges,
     _split_ids,
@@ -264,7 +265,8 @@ def queue_command(
     now = time.time()
     headers = ["ID", "NAME", "USER", "STATE", "REASON", "PRIORITY"]
     headers += ["START"] if start else []
-    table = _table(*headers, "NODE", "ELAPSED")
+    headers += ["NODE", "ELAPSED"]
+    rows = []
     for job in jobs:
         row = [
             str(job["id"]),
@@ -277,9 +279,9 @@ def queue_command(
         if start:
             row.append(human_time(job.get("estimated_start"), now=now))
         row += [str(job.get("node") or "-"), human_duration(_elapsed(job, now))]
-        table.add_row(*(escape(cell) for cell in row))
+        rows.append(row)
     if jobs:
-        _print_table(table)
+        _print_rows(headers, rows)
     else:
         console.print("no jobs" + ("" if state else " waiting or running"))
 

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
-from htcsim.agent.api.guards import check_job_paths, has_surrogate
+from htcsim.agent.api.guards import check_job_paths, has_surrogate, listing_response
 from htcsim.agent.api.idempotency import IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_ID,
@@ -207,7 +207,7 @@ bulk_action("hold")
 bulk_action("release")
 
 
-@router.get("/jobs", responses=ERRORS, tags=["jobs"])
+@router.get("/jobs", responses=ERRORS, tags=["jobs"], response_model=dict[str, Any])
 async def list_jobs(
     principal: Caller,
     engine: EngineDep,
@@ -218,9 +218,11 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     estimate: bool = False,
-) -> dict[str, Any]:
-    """Jobs in id order, one page; ``next`` is the ``after`` of the next page.
-    Pending jobs carry their reason and priority (and estimated start with ``estimate``)."""
+) -> Response:
+    """Jobs in id order, one page (``limit``, at most 10,000); ``next`` is the ``after``
+    of the next page. Pending and held jobs carry their reason and priority (and
+    pending ones their estimated start with ``estimate``), as of a view of the queue
+    at most a second old that holds them in their state."""
     states = state or []
     for s in states:
         if s not in JOB_STATES:
@@ -232,15 +234,21 @@ async def list_jobs(
             raise ApiError(403, "a user lists only their own jobs", "user")
         user = principal.user
 
-    def read() -> dict[str, Any]:
+    def read() -> Response:
         rows = readers.get().jobs(
-            states=states, user=user, limit=limit, after_id=after, array_id=array_id
+            states=states,
+            user=user,
+            limit=limit,
+            after_id=after,
+            array_id=array_id,
+            columns=PUBLIC_COLUMNS,
         )
+        waiting = [r for r in rows if r["state"] in ("pending", "held")]
         live = engine.live(
-            [r["id"] for r in rows if r["state"] in ("pending", "held")], estimate=estimate
+            [r["id"] for r in waiting], [r["state"] for r in waiting], estimate=estimate
         )
         jobs = [_public(r, live.get(r["id"])) for r in rows]
-        return {"jobs": jobs, "next": rows[-1]["id"] if len(rows) == limit else None}
+        return listing_response("jobs", jobs, next=rows[-1]["id"] if len(rows) == limit else None)
 
     return await run_in_threadpool(read)
 
@@ -253,7 +261,8 @@ async def get_job(
 
     def read() -> dict[str, Any]:
         row = visible(readers, principal, job_id)
-        live = engine.live([job_id], estimate=True).get(job_id)
+        waiting = row["state"] in ("pending", "held")
+        live = engine.live([job_id], [row["state"]], estimate=True).get(job_id) if waiting else None
         out = _public(row, live)
         out["dependencies"] = [
             {"job": p, "kind": k, "delay_s": d} for p, k, d in readers.get().dependencies(job_id)
