@@ -525,8 +525,12 @@ class AgentStore:
     def policy_audits(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM policy_audit ORDER BY id")]
 
-    def workflow(self, name: str, user: str | None = None) -> dict[str, Any]:
-        """A workflow and its jobs (KeyError when unknown)."""
+    def workflow(
+        self, name: str, user: str | None = None, *, limit: int = -1, after_id: int = 0
+    ) -> dict[str, Any]:
+        """A workflow, its jobs per state (``counts``, all of them) and its jobs in id
+        order, one page: ``limit`` of them (-1: all) after ``after_id`` (KeyError
+        when unknown)."""
         query, args = "SELECT * FROM workflows WHERE name = ?", [name]
         if user is not None:
             query += " AND user = ?"
@@ -535,10 +539,18 @@ class AgentStore:
         if row is None:
             raise KeyError(f"no workflow {name!r}" + (f" of user {user!r}" if user else ""))
         out = dict(row)
+        out["counts"] = {
+            str(r[0]): int(r[1])
+            for r in self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE workflow_id = ? GROUP BY state",
+                (out["id"],),
+            )
+        }
         out["jobs"] = [
             _job_dict(r)
             for r in self._db.execute(
-                "SELECT * FROM jobs WHERE workflow_id = ? ORDER BY id", (out["id"],)
+                "SELECT * FROM jobs WHERE workflow_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (out["id"], after_id, limit),
             )
         ]
         return out
