@@ -265,6 +265,7 @@ BAD_REQUESTS: list[Any] = [
     ("GET", "/workflows/nope?limit=0", None, 422, "limit", "greater than or equal to 1"),
     ("GET", "/workflows/nope?limit=10001", None, 422, "limit", "less than or equal to 10000"),
     ("GET", "/jobs?limit=10001", None, 422, "limit", "less than or equal to 10000"),
+    ("GET", "/jobs?fields=id,nope", None, 422, "fields", "unknown field 'nope' (known: id, name"),
     # ---- PUT /policy
     ("PUT", "/policy", {"toml": "[queue"}, 422, "toml", "not valid TOML"),
     ("PUT", "/policy", {"toml": "[queue]\nfoo = 1"}, 422, "toml", "unknown key queue.foo"),

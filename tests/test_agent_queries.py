@@ -76,6 +76,12 @@ def test_estimates_and_reasons_follow_the_queue(agent: AgentProcess, queue: dict
             assert alone["estimated_start"] == jobs[k]["estimated_start"]
             assert alone["reason"] == jobs[k]["reason"]
         assert all("estimated_start" not in j for j in pending_page(client, estimate=False))
+        fields = ["reason,group", "estimated_start"]  # repeated or comma lists
+        params = {"state": "pending", "limit": 5, "estimate": True, "fields": fields}
+        few = client.get("/jobs", params=params)
+        assert few.json()["jobs"] == [
+            {k: j[k] for k in ("id", "reason", "group", "estimated_start")} for j in jobs[:5]
+        ]
 
 
 def test_a_held_job_shows_held_at_once(agent: AgentProcess, queue: dict[str, Any]) -> None:
