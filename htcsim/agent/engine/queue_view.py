@@ -14,8 +14,8 @@ One view serves every request that comes within ``FRESH_S`` of it and asks
 about jobs it holds in the same state (the pages of one listing, concurrent
 ``queue`` commands, ``show``): they share its one copy and its one
 computation. A job it does not hold (submitted since) or holds in another
-state (held or released since) makes a new view, so a person's own last
-action always shows.
+state (held or released by a user since) makes a new view, so a person's own
+last action always shows.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ FRESH_S = 1.0
 """How long a view answers requests about the jobs it holds (seconds)."""
 
 _REASON_NAMES = {int(r): r.name for r in Reason}
+_HELD = int(Reason["Held"])
 
 
 class QueueView:
@@ -68,13 +69,16 @@ class QueueView:
         return np.where(found, self._order[pos], -1)
 
     def holds(self, job_ids: Sequence[int], states: Sequence[str]) -> bool:
-        """Every job is in the snapshot, pending or held as ``states`` says."""
+        """Every job is in the snapshot, in the state the store gives it (``states``):
+        one held by a user is held there with reason Held; a pending one is pending,
+        or held for a dependency or its begin time (the store calls those pending)."""
         entries = self.entries(job_ids)
         if (entries < 0).any():
             return False
         pending = entries < self.snapshot.n_pending
-        wanted = np.array([s == "pending" for s in states], dtype=bool)
-        return bool((pending == wanted).all())
+        by_user = self.snapshot.reasons[entries] == _HELD
+        held = np.array([s == "held" for s in states], dtype=bool)
+        return not bool(((held & pending) | (~held & ~pending & by_user)).any())
 
     def estimates(self) -> np.ndarray:
         """Every pending job's estimated start (queue order; -1 never): computed by
