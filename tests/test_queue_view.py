@@ -2,8 +2,8 @@
 a request makes a new one (engine/queue_view.py, on a real kernel).
 
 Freshness is set far beyond any test's length, so the sharing rules are
-checked without depending on the clock; the one about age uses a view that
-is never fresh.
+checked without depending on the clock; the rules about age run on a clock
+the test moves (a copy "takes" the time the test says).
 """
 
 from __future__ import annotations
@@ -19,21 +19,27 @@ from tests.handjobs import KJob, kernel_with
 
 
 class Counted:
-    """A kernel behind a lock, as the engine holds it, and what the views asked."""
+    """A kernel behind a lock, as the engine holds it, and what the views asked;
+    ``now`` is the views' clock, and a copy moves it on by ``copy_s``."""
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.lock = threading.Lock()
         self.copies = 0
         self.computations: list[tuple[float, int]] = []
+        self.now = 0.0
+        self.copy_s = 0.0
 
     def take(self) -> QueueSnapshot:
         with self.lock:
             self.copies += 1
+            self.now += self.copy_s
             return self.kernel.snapshot_queue(0)
 
     def views(self, fresh_s: float = 3600.0) -> QueueViews:
-        return QueueViews(self.take, lambda: 0, self.observed, fresh_s=fresh_s)
+        return QueueViews(
+            self.take, lambda: 0, self.observed, fresh_s=fresh_s, clock=lambda: self.now
+        )
 
     def observed(self, seconds: float, turns: int) -> None:
         self.computations.append((seconds, turns))
@@ -89,7 +95,34 @@ def test_a_job_it_does_not_hold_or_holds_otherwise_makes_a_new_view() -> None:
 
 def test_an_old_view_is_not_used() -> None:
     counted = queue()
-    views = counted.views(fresh_s=-1.0)  # never fresh
+    views = counted.views(fresh_s=1.0)
     views.live([2], ["pending"], estimate=False)
+    counted.now += 0.9
+    views.live([2], ["pending"], estimate=False)
+    assert counted.copies == 1
+    counted.now += 0.2
     views.live([2], ["pending"], estimate=False)
     assert counted.copies == 2
+
+
+def test_a_view_slow_to_make_serves_as_long_as_it_took() -> None:
+    """A copy that takes 3 s (a second is fresh): the view answers for 3 s after
+    it was made (its estimates, computed later, count from when they are
+    known), even a request about a job it does not hold (left out of the
+    answer, shown as stored), so asking often does not make copy after copy."""
+    counted = queue()
+    counted.copy_s = 3.0
+    views = counted.views(fresh_s=1.0)
+    views.live([2], ["pending"], estimate=False)
+    counted.now += 2.5
+    assert views.live([2, 99], ["pending", "pending"], estimate=False).keys() == {2}
+    assert counted.copies == 1
+    counted.now += 1.0  # 3.5 s after the copy
+    views.live([2], ["pending"], estimate=True)
+    assert counted.copies == 2
+    counted.now += 2.9  # the estimates (computed then) count from then
+    assert views.live([99], ["pending"], estimate=True) == {}
+    assert counted.copies == 2
+    counted.now += 0.2
+    views.live([2], ["pending"], estimate=False)
+    assert counted.copies == 3
