@@ -227,9 +227,10 @@ async def list_jobs(
 ) -> Response:
     """Jobs in id order, one page (``limit``, at most 10,000); ``next`` is the ``after``
     of the next page. Pending and held jobs carry their reason and priority (and
-    pending ones their estimated start with ``estimate``), as of a view of the queue
-    at most a second old that holds them in their state. ``fields`` (repeated or
-    comma lists): only these fields of each job, and its id."""
+    pending ones their estimated start with ``estimate``), from a copy of the queue
+    at most a second old that holds them in their state (older for a queue whose
+    estimates take longer than that). ``fields`` (repeated or comma lists): only
+    these fields of each job, and its id."""
     wanted = _wanted(fields)
     states = state or []
     for s in states:
