@@ -465,6 +465,7 @@ cdef class ClusterState:
     cdef int _pass_conservative(self, int64_t now) noexcept nogil
     cdef int _reserve_or_start(self, int j, int64_t now, int pos) noexcept nogil
     cdef int _build_profile(self, int64_t now) noexcept nogil
+    cdef int _build_profile_into(self, Profile* P, int64_t now) noexcept nogil
     cdef int _fill_suffix_min(self) noexcept nogil
     cdef int _complete_reservations(self) noexcept nogil
     cdef int _reserve_partition(self, int64_t now) noexcept nogil

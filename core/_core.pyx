@@ -2167,13 +2167,17 @@ cdef class ClusterState:
         return PASS_OK
 
     cdef int _build_profile(self, int64_t now) noexcept nogil:
-        """Free resources over time from the running jobs' requested ends."""
+        """Free resources over time from the running jobs' requested ends (the pass's profile)."""
+        return self._build_profile_into(&self.prof, now)
+
+    cdef int _build_profile_into(self, Profile* P, int64_t now) noexcept nogil:
+        """_build_profile into ``P``: a query builds its own, leaving the pass's intact."""
         cdef int i = 0, r, j, k, n, a
         cdef AdvanceResv* R
         cdef int64_t t, ws
         cdef int64_t cur[4]
         cdef int64_t cap[4]
-        prof_clear(&self.prof)
+        prof_clear(P)
         if self._run_sorted() != 0:
             return -1
         for r in range(N_RES):
@@ -2185,7 +2189,7 @@ cdef class ClusterState:
                 for r in range(N_RES):
                     cur[r] += self.need[j * N_RES + r]
             i += 1
-        if prof_append(&self.prof, now, cur) != 0:
+        if prof_append(P, now, cur) != 0:
             return -1
         while i < self.n_run:
             t = self.run[i].end_req_s
@@ -2195,7 +2199,7 @@ cdef class ClusterState:
                     for r in range(N_RES):
                         cur[r] += self.need[j * N_RES + r]
                 i += 1
-            if prof_append(&self.prof, t, cur) != 0:
+            if prof_append(P, t, cur) != 0:
                 return -1
         # Advance reservations: over the window, what is free on the reserved nodes
         # is not free for others -- what is free there now, and what running jobs
@@ -2212,7 +2216,7 @@ cdef class ClusterState:
                         and (self.n_part == 1 or self.node_part[n] == self.cur_part)):
                     for r in range(N_RES):
                         cap[r] += self.node_free[n * N_RES + r]
-            if prof_take(&self.prof, ws, R.end_s, cap) != 0:
+            if prof_take(P, ws, R.end_s, cap) != 0:
                 return -1
             for i in range(self.n_run):
                 j = self.run[i].job_idx
@@ -2226,7 +2230,7 @@ cdef class ClusterState:
                     if R.on_node[n] and self.node_state[n] == NODE_UP:
                         for r in range(N_RES):
                             cap[r] += self.alloc[a].n_tasks * self.jobs[j].per_task[r]
-                if prof_take(&self.prof, t if t > ws else ws, R.end_s, cap) != 0:
+                if prof_take(P, t if t > ws else ws, R.end_s, cap) != 0:
                     return -1
         return 0
 
@@ -2238,10 +2242,15 @@ cdef class ClusterState:
         Conservative keeps every reservation, so its answer is the job's own.
         Other modes walk the queue in order and give each job ahead of ``j`` a
         reservation, as Slurm's start estimate does. -1 if it never fits.
+
+        A query: it builds a profile of its own and leaves the state as it
+        found it (QueueSnapshot answers for every pending job at once).
         """
         self._check_idx(j)
-        cdef int pos, i, rc
-        cdef int64_t s
+        cdef int pos, i, rc = 0
+        cdef int64_t s = NEVER
+        cdef int64_t saved_now = self.cur_now
+        cdef Profile P
         if self.job_state[j] == JS_RUNNING or self.job_state[j] == JS_ENDED:
             return self.start_s[j]
         if self.job_state[j] != JS_PENDING:
@@ -2249,29 +2258,32 @@ cdef class ClusterState:
         if (self.backfill == BF_CONSERVATIVE and self.resv_complete and self.reserved_s[j] >= 0
                 and not self.need_full_pass):
             return max(self.reserved_s[j], now)
+        memset(&P, 0, sizeof(Profile))
         self.cur_now = now
         self._set_part(self.jobs[j].part_idx if self.n_part > 1 else 0)
-        rc = self._build_profile(now)
+        rc = self._build_profile_into(&P, now)
         self._set_part(0)
+        if rc == 0:
+            self._reset_seen()
+            pos = self.q_begin
+            while pos < self.q_end:
+                i = self.q[pos].job_idx
+                if i == j:
+                    break
+                if (i >= 0 and self.jobs[i].part_idx == self.jobs[j].part_idx
+                        and not self._visit_limit(i) and self._owner_resv(i) < 0):
+                    s = prof_earliest(&P, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
+                    if s != NEVER and prof_take(&P, s, s + self.jobs[i].walltime_s,
+                                                &self.need[i * N_RES]) != 0:
+                        rc = -1
+                        break
+                pos += 1
+        if rc == 0:
+            s = prof_earliest(&P, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
+        prof_release(&P)
+        self.cur_now = saved_now
         if rc != 0:
             raise MemoryError()
-        self._reset_seen()
-        pos = self.q_begin
-        while pos < self.q_end:
-            i = self.q[pos].job_idx
-            if i == j:
-                break
-            if (i >= 0 and self.jobs[i].part_idx == self.jobs[j].part_idx
-                    and not self._visit_limit(i) and self._owner_resv(i) < 0):
-                s = prof_earliest(&self.prof, &self.need[i * N_RES], self.jobs[i].walltime_s, now)
-                if s != NEVER:
-                    if prof_take(&self.prof, s, s + self.jobs[i].walltime_s,
-                                          &self.need[i * N_RES]) != 0:
-                        raise MemoryError()
-            pos += 1
-        s = prof_earliest(&self.prof, &self.need[j * N_RES], self.jobs[j].walltime_s, now)
-        # the profile arrays are shared with conservative passes: rebuild next time
-        self.need_full_pass = 1
         return -1 if s == NEVER else s
 
     def why_pending(self, int j):
@@ -2448,4 +2460,5 @@ cdef class ClusterState:
                 np.array([self.extra[r] for r in range(N_RES)], dtype=np.int64))
 
 
+include "estimates.pxi"
 include "replay.pxi"

@@ -25,6 +25,12 @@ JOB_SPEC_DTYPE: np.dtype = _core.JOB_SPEC_DTYPE
 AvailabilityProfile = _core.AvailabilityProfile
 """Free resources over future time (the structure behind reservations and estimates)."""
 
+QueueSnapshot = _core.QueueSnapshot
+"""The queue copied for estimates off the scheduling loop (``Kernel.snapshot_queue``)."""
+
+FACTOR_NAMES: tuple[str, ...] = tuple(_core.FACTOR_NAMES)
+"""Columns of ``QueueSnapshot.factors``: the multifactor priority's terms."""
+
 RESOURCES: tuple[str, ...] = tuple(_core.RESOURCE_NAMES)
 N_RESOURCES: int = int(_core.N_RESOURCES)
 NEVER = -1
@@ -506,8 +512,21 @@ class Kernel:
         self._state.set_node_state(int(node_idx), int(state), int(now))
 
     def estimate_start(self, job_idx: int, now: int) -> int:
-        """Estimated start time of a job from the reservation profile (NEVER: -1)."""
+        """Estimated start time of a job from the reservation profile (NEVER: -1).
+
+        O(queue ahead of it) per call: for many jobs, ``snapshot_queue``."""
         return int(self._state.estimate_start(int(job_idx), int(now)))
+
+    def snapshot_queue(self, now: int) -> QueueSnapshot:
+        """The pending and held jobs' reasons and priorities at ``now``, and a copy
+        of what their start estimates need, in one O(queue + running) step.
+
+        Call it under the lock that guards this kernel; the snapshot's
+        ``estimate_starts()`` then needs no lock (it reads only the copy, with
+        the GIL released), so a driver keeps scheduling while it runs. Its
+        answers are those of ``estimate_start``, ``why_pending`` and
+        ``priority_factors`` for each job at ``now``."""
+        return QueueSnapshot(self._state, int(now))
 
     def why_pending(self, job_idx: int) -> Reason:
         return Reason(self._state.why_pending(int(job_idx)))

@@ -262,6 +262,10 @@ BAD_REQUESTS: list[Any] = [
     ("POST", "/workflows", {"workflow": WORKFLOW, "base_dir": "rel"}, 422, "base_dir", "absolute"),
     ("POST", "/workflows", {"workflow": WORKFLOW}, 422, "base_dir", "Field required"),
     ("GET", "/workflows/nope", None, 404, "name", "no workflow 'nope'"),
+    ("GET", "/workflows/nope?limit=0", None, 422, "limit", "greater than or equal to 1"),
+    ("GET", "/workflows/nope?limit=10001", None, 422, "limit", "less than or equal to 10000"),
+    ("GET", "/jobs?limit=10001", None, 422, "limit", "less than or equal to 10000"),
+    ("GET", "/jobs?fields=id,nope", None, 422, "fields", "unknown field 'nope' (known: id, name"),
     # ---- PUT /policy
     ("PUT", "/policy", {"toml": "[queue"}, 422, "toml", "not valid TOML"),
     ("PUT", "/policy", {"toml": "[queue]\nfoo = 1"}, 422, "toml", "unknown key queue.foo"),

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.markup import escape
 from typer.testing import CliRunner
 
-from htcsim.agent.client._output import _ranges, human_duration
-from htcsim.agent.client.http import ClientError, resolve_settings
+from htcsim.agent.client._output import _print_rows, _print_table, _ranges, _table, human_duration
+from htcsim.agent.client.http import AgentClient, ClientError, resolve_settings
 from htcsim.agent.client.jobs import _parse_env, _parse_signal
 from htcsim.agent.defaults import user_client_file
 from htcsim.cli.app import app
@@ -191,6 +192,10 @@ def test_workflow_submit_and_status(agent: AgentProcess, tmp_path: Path) -> None
 
     assert wait_for(finished, TIMEOUT_S) == "completed"
     assert "100% done" in ok(agent, "workflow", "status", "cli-pipe")
+    with AgentClient(agent.url, agent.token) as client:  # a page per job: all followed
+        paged = client.workflow_status("cli-pipe", page_size=1)
+    assert [j["name"] for j in paged["jobs"]] == ["make", "use"]
+    assert (paged["total"], paged["counts"]["completed"]) == (2, 2) and "next" not in paged
 
     broken = tmp_path / "broken.toml"
     broken.write_text('name = "x"\n[[job]]\nname = "a"\ncommand = ["true"]\ncores = 0\n')
@@ -321,3 +326,22 @@ def test_formatting_helpers() -> None:
     assert _parse_signal("USR1@90") == ("USR1", 90)
     assert _parse_signal("USR2") == ("USR2", 60)
     assert _parse_signal("B:10@5") == ("SIGUSR1", 5)
+
+
+def test_long_tables_print_as_rich_prints_them_piped(capsys: pytest.CaptureFixture[str]) -> None:
+    """``_print_rows`` lays a table out itself (rich takes seconds for 10,000 rows):
+    piped, its text is rich's, wide characters and markup-like text included."""
+    headers = ["ID", "NAME", "START", "NODE"]
+    rows = [
+        ["1", "train[3]", "12:00:00", "-"],
+        ["12345", "漢字 job", "", "node-1"],
+        ["7", "[bold]x[/bold]", "2024-01-02 03:04:05", "é"],
+    ]
+    table = _table(*headers)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    _print_table(table)
+    by_rich = capsys.readouterr().out
+    _print_rows(headers, rows)
+    assert capsys.readouterr().out == by_rich
+    assert by_rich.splitlines()[3].split()[1] == "[bold]x[/bold]"

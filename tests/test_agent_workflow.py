@@ -282,3 +282,30 @@ def test_progress_follows_the_jobs(tmp_path: Path) -> None:
     assert progress()["state"] == "failed" and progress()["done"] == 1.0
     store.set_state(c, "completed", "requeued and passed", now=4.0, exit_code=0)
     assert progress()["state"] == "completed"
+
+
+def test_a_page_of_a_workflow_counts_all_its_jobs(tmp_path: Path) -> None:
+    """Rows come a page at a time (``next`` leads to the rest); counts, total and
+    the overall state are always the whole workflow's."""
+    store = AgentStore(tmp_path / "agent.db")
+    data = {
+        "name": "wide",
+        "defaults": {"walltime": 60, "command": "true"},
+        "job": [{"name": f"j{k}"} for k in range(5)],
+    }
+    wf = workflow_from_mapping(data, source="request", base_dir=tmp_path, user="ana")
+    ids = store.add_jobs(wf.jobs, workflow="wide", now=0.0)
+    store.set_state(ids[4], "running", "started", now=1.0, start_time=1.0)
+    rows: list[int] = []
+    after = 0
+    while True:
+        page = workflow_progress(store.workflow("wide", "ana", limit=2, after_id=after), page=2)
+        assert (page["total"], page["counts"]["running"], page["state"]) == (5, 1, "running")
+        assert len(page["jobs"]) <= 2
+        rows += [j["id"] for j in page["jobs"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert rows == ids
+    whole = workflow_progress(store.workflow("wide", "ana"))
+    assert [j["id"] for j in whole["jobs"]] == ids and whole["next"] is None

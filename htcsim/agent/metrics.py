@@ -31,6 +31,9 @@ METRIC_NAMES = (
     "htcsim_jobs_finished_total",
     "htcsim_job_wait_seconds",
     "htcsim_scheduling_pass_seconds",
+    "htcsim_queue_snapshot_seconds",
+    "htcsim_queue_estimate_seconds",
+    "htcsim_queue_estimate_loop_turns_total",
     "htcsim_nodes",
     "htcsim_cores",
     "htcsim_utilization",
@@ -79,6 +82,25 @@ class AgentMetrics:
             "htcsim_scheduling_pass_seconds",
             "Duration of one kernel scheduling pass",
             buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        # the queue as `queue` and `show` see it (engine/queue_view.py): copied under the
+        # kernel lock, its start estimates computed off the scheduling loop
+        self.queue_snapshot = Histogram(
+            "htcsim_queue_snapshot_seconds",
+            "Time the kernel is held to copy the queue for reasons, priorities and estimates",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.queue_estimate = Histogram(
+            "htcsim_queue_estimate_seconds",
+            "Time to estimate every pending job's start, outside the kernel lock",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.queue_estimate_turns = Counter(
+            "htcsim_queue_estimate_loop_turns",
+            "Scheduling loop turns that took the kernel lock while start estimates were computed",
             registry=r,
         )
         self.nodes = Gauge("htcsim_nodes", "Nodes by state", ["state"], registry=r)

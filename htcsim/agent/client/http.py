@@ -34,7 +34,8 @@ DEFAULT_URL = "http://127.0.0.1:8642"
 LOCAL_CLIENT_FILE = Path("htcsim-agent") / "client.toml"
 """Relative to the current directory: where a first ``agent serve`` leaves the admin token."""
 PAGE_SIZE = 1000
-"""Jobs per ``GET /jobs`` page while following ``next`` (the API allows up to 10,000)."""
+"""Jobs per page of ``GET /jobs`` and ``GET /workflows/{name}`` while following ``next``
+(the API allows up to 10,000)."""
 LOG_MAX_BYTES = 1 << 26
 """The largest ``tail`` the log route accepts (64 MiB)."""
 
@@ -221,10 +222,14 @@ class AgentClient:
         user: str | None = None,
         array_id: int | None = None,
         estimate: bool = False,
+        fields: Sequence[str] = (),
         page_size: int = PAGE_SIZE,
     ) -> list[dict[str, Any]]:
-        """Every matching job in id order (pages followed through ``next``)."""
+        """Every matching job in id order (pages followed through ``next``); only the
+        ``fields`` named (and the id) when some are: less to send and to read."""
         params: dict[str, Any] = {"limit": page_size, "estimate": str(estimate).lower()}
+        if fields:
+            params["fields"] = ",".join(fields)
         if states:
             params["state"] = list(states)
         if user is not None:
@@ -339,8 +344,16 @@ class AgentClient:
         )
         return result
 
-    def workflow_status(self, name: str, user: str | None = None) -> dict[str, Any]:
-        """Progress: overall state, counts per state, done fraction, per-job rows."""
-        params = {"user": user} if user else {}
+    def workflow_status(
+        self, name: str, user: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> dict[str, Any]:
+        """Progress: overall state, counts per state, done fraction, and every job's
+        row (pages followed through ``next``; the counts are the first page's)."""
+        params: dict[str, Any] = {"limit": page_size} | ({"user": user} if user else {})
         result: dict[str, Any] = self._json("GET", f"/workflows/{name}", params=params)
+        after = result.pop("next", None)
+        while after is not None:
+            page = self._json("GET", f"/workflows/{name}", params={**params, "after": after})
+            result["jobs"].extend(page["jobs"])
+            after = page.get("next")
         return result

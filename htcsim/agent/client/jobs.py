@@ -27,6 +27,7 @@ from htcsim.agent.client._output import (
     _fail,
     _mib,
     _print_json,
+    _print_rows,
     _print_table,
     _ranges,
     _split_ids,
@@ -233,9 +234,11 @@ def _states(values: Sequence[str] | None) -> list[str]:
     return [] if "all" in states else states
 
 
-def _own_jobs(client: AgentClient, states: Sequence[str], estimate: bool) -> list[dict[str, Any]]:
-    """The jobs of the user the token stands for."""
-    return client.jobs(states=states, user=client.whoami()["user"], estimate=estimate)
+QUEUE_FIELDS = (
+    *("id", "name", "command", "array_index", "user", "state", "reason", "priority"),
+    *("node", "start_time", "end_time"),
+)
+"""What ``queue``'s table shows (a listing of 10,000 jobs is three times lighter)."""
 
 
 @jobs_app.command("queue", rich_help_panel=PANEL)
@@ -255,18 +258,19 @@ def queue_command(
 ) -> None:
     """Jobs waiting and running (as squeue): state, reason, priority, node, elapsed."""
     states = _states(state)
+    fields = () if json_out else (*QUEUE_FIELDS, *(["estimated_start"] if start else []))
     with _agent() as client:
-        if all_users or user is not None:
-            jobs = client.jobs(states=states, user=user, estimate=start)
-        else:
-            jobs = _own_jobs(client, states, start)
+        if not (all_users or user is not None):
+            user = client.whoami()["user"]  # the user the token stands for
+        jobs = client.jobs(states=states, user=user, estimate=start, fields=fields)
     if json_out:
         _print_json(jobs)
         return
     now = time.time()
     headers = ["ID", "NAME", "USER", "STATE", "REASON", "PRIORITY"]
     headers += ["START"] if start else []
-    table = _table(*headers, "NODE", "ELAPSED")
+    headers += ["NODE", "ELAPSED"]
+    rows = []
     for job in jobs:
         row = [
             str(job["id"]),
@@ -279,9 +283,9 @@ def queue_command(
         if start:
             row.append(human_time(job.get("estimated_start"), now=now))
         row += [str(job.get("node") or "-"), human_duration(_elapsed(job, now))]
-        table.add_row(*(escape(cell) for cell in row))
+        rows.append(row)
     if jobs:
-        _print_table(table)
+        _print_rows(headers, rows)
     else:
         console.print("no jobs" + ("" if state else " waiting or running"))
 

@@ -8,7 +8,9 @@ arrived, applies them to the store and the kernel, runs one scheduling pass,
 commits all of it at once (one fsync for the whole batch), answers the
 callers (an accepted job is durable before its submitter hears of it), and
 only then starts the processes the pass chose. API handlers never touch the
-kernel's state except through the read-only queries under ``kernel_lock``.
+kernel's state except through the read-only queries under ``kernel_lock``,
+each bounded: the queue's reasons, priorities and start estimates come from
+a copy taken under the lock and computed outside it (``queue_view``).
 
 The kernel's clock is the wall clock in whole seconds (Unix time).
 
@@ -43,6 +45,7 @@ from htcsim.agent.engine.admission import Admission
 from htcsim.agent.engine.inventory import _NODE_NAMES, Inventory, _node_state_name, node_type
 from htcsim.agent.engine.launch import ENV_KEPT, Launch
 from htcsim.agent.engine.principal import Principal
+from htcsim.agent.engine.queue_view import QueueViews
 from htcsim.agent.engine.recovery import Recovery, _new_job
 from htcsim.agent.engine.state import EngineError, Running, _Command, _Timer
 from htcsim.agent.executors.base import JobExecutor, JobExit, LaunchError
@@ -50,7 +53,7 @@ from htcsim.agent.executors.local.executor import LocalExecutor
 from htcsim.agent.executors.local.monitor import job_usage, node_usage
 from htcsim.agent.metrics import MIB, AgentMetrics, StoredTotals
 from htcsim.agent.store.jobs import AgentStore, JobFilter, NewJob, StateChange
-from htcsim.kernel import RESOURCES, JobState, Kernel, NodeState
+from htcsim.kernel import RESOURCES, Kernel, NodeState, QueueSnapshot
 from htcsim.policy import Policy, policy_to_toml
 
 if TYPE_CHECKING:
@@ -137,7 +140,9 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._stopping = threading.Event()
         self.last_pass_s = 0.0
         self.passes = 0
+        self.turns = 0
         self.started_at = self.clock()
+        self.queue_views = QueueViews(self._snapshot_queue, lambda: self.turns, self._estimated)
 
     # ------------------------------------------------------------------ life
 
@@ -240,28 +245,29 @@ class Engine(Admission, Recovery, Inventory, Launch):
 
     # ------------------------------------------------------------------ queries (any thread)
 
-    def live(self, job_ids: Sequence[int], *, estimate: bool = False) -> dict[int, dict[str, Any]]:
-        """Reason, priority (and its factors) and estimated start of jobs the kernel holds."""
-        now = int(self.clock())
-        out: dict[int, dict[str, Any]] = {}
+    def live(
+        self, job_ids: Sequence[int], states: Sequence[str], *, estimate: bool = False
+    ) -> dict[int, dict[str, Any]]:
+        """Reason, priority (and its factors) and estimated start of pending and held
+        jobs (``states``: each one's state in the store), from a view of the queue
+        that holds the kernel lock only to copy it (see ``queue_view``)."""
+        if not job_ids:
+            return {}
+        return self.queue_views.live(job_ids, states, estimate=estimate)
+
+    def _snapshot_queue(self) -> QueueSnapshot:
+        """The queue copied for ``queue_views``: the kernel is held for this only."""
         with self.kernel_lock:
-            kernel = self.kernel
-            for job_id in job_ids:
-                slot = self.slot_of.get(job_id)
-                if slot is None:
-                    continue
-                state = kernel.state_of(slot)
-                info: dict[str, Any] = {"kernel_state": state.name.lower()}
-                if state in (JobState["PENDING"], JobState["HELD"]):
-                    info["reason"] = kernel.why_pending(slot).name
-                    priority, factors = kernel.priority_factors(slot, now)
-                    info["priority"] = priority
-                    info["factors"] = factors
-                    if estimate and state == JobState["PENDING"]:
-                        t = kernel.estimate_start(slot, now)
-                        info["estimated_start"] = None if t < 0 else float(t)
-                out[job_id] = info
-        return out
+            t0 = time.perf_counter()
+            snapshot = self.kernel.snapshot_queue(int(self.clock()))
+            held = time.perf_counter() - t0
+        self.metrics.queue_snapshot.observe(held)
+        return snapshot
+
+    def _estimated(self, seconds: float, turns: int) -> None:
+        """One computation of the queue's start estimates, and the loop's turns meanwhile."""
+        self.metrics.queue_estimate.observe(seconds)
+        self.metrics.queue_estimate_turns.inc(turns)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: type, state (as sinfo: idle, mixed, allocated, draining,
@@ -433,6 +439,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         to_launch: list[Running] = []
         with self.store.batch():
             with self.kernel_lock:
+                self.turns += 1  # (counted once the kernel is ours: see queue_view)
                 if self._pids:
                     self.store.set_pids(self._pids)
                     self._pids.clear()

@@ -105,6 +105,7 @@ class EngineState(ABC):
     run_as: str  # whose account jobs run as: owner | agent | worker (AgentConfig.jobs_run_as)
     last_pass_s: float
     passes: int
+    turns: int  # turns of the loop that took the kernel lock (queue views count them)
     started_at: float
     _now_f: float  # the current turn's time
     _pool_log: dict[str, Any] | None  # the pool's setup, for the restart op

@@ -440,8 +440,10 @@ def _find_cycle(parents: list[list[tuple[int, str]]], left: set[int]) -> list[in
 _BAD_STATES = frozenset({"failed", "cancelled", "timeout", "node_fail"})
 
 
-def workflow_progress(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Summary of ``AgentStore.workflow(name, user)``: counts, done fraction, overall state.
+def workflow_progress(record: Mapping[str, Any], page: int | None = None) -> dict[str, Any]:
+    """Summary of ``AgentStore.workflow(name, user)``: counts, done fraction, overall
+    state, and the rows of its page of jobs (``next``: the ``after`` of the next
+    page when the page holds ``page`` jobs, the most it may).
 
     The overall state is "completed" when every job completed, "failed" when
     some job ended badly (failed, cancelled, timeout, node_fail) and nothing is
@@ -451,9 +453,9 @@ def workflow_progress(record: Mapping[str, Any]) -> dict[str, Any]:
     """
     jobs = list(record.get("jobs", []))
     counts = dict.fromkeys(JOB_STATES, 0)
-    for job in jobs:
-        counts[str(job["state"])] = counts.get(str(job["state"]), 0) + 1
-    total = len(jobs)
+    for state, n in record.get("counts", {}).items():
+        counts[str(state)] = counts.get(str(state), 0) + int(n)
+    total = sum(counts.values())
     finished = sum(counts[s] for s in FINAL_STATES)
     unfinished = total - finished
     if total and counts["completed"] == total:
@@ -482,4 +484,5 @@ def workflow_progress(record: Mapping[str, Any]) -> dict[str, Any]:
             }
             for job in jobs
         ],
+        "next": jobs[-1]["id"] if page is not None and jobs and len(jobs) == page else None,
     }

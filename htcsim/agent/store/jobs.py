@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ JOB_STATES: tuple[str, ...] = (
 job's node failed and the policy did not requeue it)."""
 FINAL_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail"})
 DEPENDENCY_KINDS = ("afterok", "afterany", "afternotok")
+_COLUMN = re.compile(r"[a-z_]+")
 
 
 @dataclass(frozen=True)
@@ -365,9 +367,14 @@ class AgentStore:
         limit: int = 100,
         after_id: int = 0,
         array_id: int | None = None,
+        columns: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
-        """Jobs in id order, filtered, one page (``after_id``: the last id of the previous page)."""
-        query = "SELECT * FROM jobs WHERE id > ?"
+        """Jobs in id order, filtered, one page (``after_id``: the last id of the previous
+        page); only the ``columns`` named (every column when none is: reading and decoding
+        a column a listing does not show, such as ``env``, is most of a page's cost)."""
+        if any(not _COLUMN.fullmatch(c) for c in columns):
+            raise ValueError(f"not column names: {list(columns)}")
+        query = f"SELECT {', '.join(columns) or '*'} FROM jobs WHERE id > ?"
         args: list[Any] = [after_id]
         if array_id is not None:
             query += " AND array_id = ?"
@@ -518,8 +525,12 @@ class AgentStore:
     def policy_audits(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM policy_audit ORDER BY id")]
 
-    def workflow(self, name: str, user: str | None = None) -> dict[str, Any]:
-        """A workflow and its jobs (KeyError when unknown)."""
+    def workflow(
+        self, name: str, user: str | None = None, *, limit: int = -1, after_id: int = 0
+    ) -> dict[str, Any]:
+        """A workflow, its jobs per state (``counts``, all of them) and its jobs in id
+        order, one page: ``limit`` of them (-1: all) after ``after_id`` (KeyError
+        when unknown)."""
         query, args = "SELECT * FROM workflows WHERE name = ?", [name]
         if user is not None:
             query += " AND user = ?"
@@ -528,10 +539,18 @@ class AgentStore:
         if row is None:
             raise KeyError(f"no workflow {name!r}" + (f" of user {user!r}" if user else ""))
         out = dict(row)
+        out["counts"] = {
+            str(r[0]): int(r[1])
+            for r in self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE workflow_id = ? GROUP BY state",
+                (out["id"],),
+            )
+        }
         out["jobs"] = [
             _job_dict(r)
             for r in self._db.execute(
-                "SELECT * FROM jobs WHERE workflow_id = ? ORDER BY id", (out["id"],)
+                "SELECT * FROM jobs WHERE workflow_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (out["id"], after_id, limit),
             )
         ]
         return out
@@ -584,8 +603,9 @@ def _column(value: Any) -> Any:
 
 def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
     job = dict(row)
-    job["command"] = json.loads(job["command"])
-    job["env"] = json.loads(job["env"])
+    for key in ("command", "env"):
+        if key in job:
+            job[key] = json.loads(job[key])
     if "gpu_ids" in job:
         job["gpu_ids"] = json.loads(job["gpu_ids"]) if job["gpu_ids"] is not None else None
     return job

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
-from htcsim.agent.api.guards import check_job_paths, has_surrogate
+from htcsim.agent.api.guards import check_job_paths, has_surrogate, listing_response
 from htcsim.agent.api.idempotency import IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_ID,
@@ -67,6 +67,11 @@ PUBLIC_COLUMNS = (
     "gpu_ids",
 )
 
+
+LIVE_FIELDS = ("priority", "factors", "estimated_start")
+"""A job's fields from the kernel's view (``reason`` too, over the stored one)."""
+FIELDS = tuple("group" if c == "grp" else c for c in PUBLIC_COLUMNS) + LIVE_FIELDS
+"""What ``GET /jobs?fields=`` may name."""
 
 JobIdPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 """A job id in a path: bounded as SQLite's integers are (a bigger one is a 422, not a 500)."""
@@ -207,7 +212,7 @@ bulk_action("hold")
 bulk_action("release")
 
 
-@router.get("/jobs", responses=ERRORS, tags=["jobs"])
+@router.get("/jobs", responses=ERRORS, tags=["jobs"], response_model=dict[str, Any])
 async def list_jobs(
     principal: Caller,
     engine: EngineDep,
@@ -218,9 +223,15 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     estimate: bool = False,
-) -> dict[str, Any]:
-    """Jobs in id order, one page; ``next`` is the ``after`` of the next page.
-    Pending jobs carry their reason and priority (and estimated start with ``estimate``)."""
+    fields: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """Jobs in id order, one page (``limit``, at most 10,000); ``next`` is the ``after``
+    of the next page. Pending and held jobs carry their reason and priority (and
+    pending ones their estimated start with ``estimate``), from a copy of the queue
+    at most a second old that holds them in their state (older for a queue whose
+    estimates take longer than that). ``fields`` (repeated or comma lists): only
+    these fields of each job, and its id."""
+    wanted = _wanted(fields)
     states = state or []
     for s in states:
         if s not in JOB_STATES:
@@ -232,15 +243,21 @@ async def list_jobs(
             raise ApiError(403, "a user lists only their own jobs", "user")
         user = principal.user
 
-    def read() -> dict[str, Any]:
+    def read() -> Response:
         rows = readers.get().jobs(
-            states=states, user=user, limit=limit, after_id=after, array_id=array_id
+            states=states,
+            user=user,
+            limit=limit,
+            after_id=after,
+            array_id=array_id,
+            columns=_columns(wanted),
         )
+        waiting = [r for r in rows if r["state"] in ("pending", "held")]
         live = engine.live(
-            [r["id"] for r in rows if r["state"] in ("pending", "held")], estimate=estimate
+            [r["id"] for r in waiting], [r["state"] for r in waiting], estimate=estimate
         )
-        jobs = [_public(r, live.get(r["id"])) for r in rows]
-        return {"jobs": jobs, "next": rows[-1]["id"] if len(rows) == limit else None}
+        jobs = [_public(r, live.get(r["id"]), wanted) for r in rows]
+        return listing_response("jobs", jobs, next=rows[-1]["id"] if len(rows) == limit else None)
 
     return await run_in_threadpool(read)
 
@@ -253,7 +270,8 @@ async def get_job(
 
     def read() -> dict[str, Any]:
         row = visible(readers, principal, job_id)
-        live = engine.live([job_id], estimate=True).get(job_id)
+        waiting = row["state"] in ("pending", "held")
+        live = engine.live([job_id], [row["state"]], estimate=True).get(job_id) if waiting else None
         out = _public(row, live)
         out["dependencies"] = [
             {"job": p, "kind": k, "delay_s": d} for p, k, d in readers.get().dependencies(job_id)
@@ -318,13 +336,40 @@ async def delete_job(job_id: JobIdPath, principal: Caller, engine: EngineDep) ->
     return {"ids": await ask(engine.cancel(principal, [job_id]))}
 
 
-def _public(row: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
-    out = {k: row[k] for k in PUBLIC_COLUMNS}
-    out["group"] = out.pop("grp")
+def _wanted(fields: list[str] | None) -> frozenset[str] | None:
+    """The fields a listing asks for (None: all), each one known."""
+    if not fields:
+        return None
+    wanted = {f.strip() for value in fields for f in value.split(",") if f.strip()}
+    for name in sorted(wanted):
+        if name not in FIELDS:
+            raise ApiError(
+                422, f"fields: unknown field {name!r} (known: {', '.join(FIELDS)})", "fields"
+            )
+    return frozenset(wanted | {"id"})
+
+
+def _columns(wanted: frozenset[str] | None) -> tuple[str, ...]:
+    """The store's columns a listing reads: the fields asked for, and what it needs
+    itself (the id for paging, the state to ask the kernel's view)."""
+    if wanted is None:
+        return PUBLIC_COLUMNS
+    names = wanted | {"id", "state"} | ({"grp"} if "group" in wanted else set())
+    return tuple(c for c in PUBLIC_COLUMNS if c in names)
+
+
+def _public(
+    row: dict[str, Any], live: dict[str, Any] | None, wanted: frozenset[str] | None = None
+) -> dict[str, Any]:
+    out = {k: row[k] for k in PUBLIC_COLUMNS if k in row}
+    if "grp" in out:
+        out["group"] = out.pop("grp")
     if live is not None:
-        out["reason"] = live.get("reason", out["reason"])
+        out["reason"] = live.get("reason", row.get("reason"))
         out["priority"] = live.get("priority")
         out["factors"] = live.get("factors")
         if "estimated_start" in live:
             out["estimated_start"] = live["estimated_start"]
+    if wanted is not None:
+        out = {k: v for k, v in out.items() if k in wanted}
     return out

@@ -5,9 +5,10 @@ so ``_check_bounds`` puts the request's upper bounds on them here.
 """
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
@@ -16,6 +17,7 @@ from htcsim.agent.api.idempotency import IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_CORES,
     MAX_GPUS,
+    MAX_ID,
     MAX_MEM_MIB,
     MAX_WALLTIME_S,
     WorkflowRequest,
@@ -72,15 +74,26 @@ async def submit_workflow(
 
 @router.get("/workflows/{name}", responses=ERRORS, tags=["workflows"])
 async def workflow_status(
-    name: str, principal: Caller, readers: ReadersDep, user: str | None = None
+    name: str,
+    principal: Caller,
+    readers: ReadersDep,
+    user: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
-    """Progress of a workflow: counts per state, overall state, per-job rows."""
+    """Progress of a workflow: counts per state and overall state (of all its jobs),
+    and its jobs' rows in id order, one page (``limit``, at most 10,000); ``next``
+    is the ``after`` of the next page."""
     owner = user if principal.is_admin and user else principal.user
-    try:
-        record = readers.get().workflow(name, owner)
-    except KeyError as exc:
-        raise ApiError(404, str(exc).strip("'\""), "name") from None
-    return workflow_progress(record)
+
+    def read() -> dict[str, Any]:
+        try:
+            record = readers.get().workflow(name, owner, limit=limit, after_id=after)
+        except KeyError as exc:
+            raise ApiError(404, str(exc).strip("'\""), "name") from None
+        return workflow_progress(record, page=limit)
+
+    return await run_in_threadpool(read)
 
 
 _BOUNDS = (
