@@ -9,6 +9,7 @@ resumes from every trial that had ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -212,7 +213,12 @@ def test_killed_with_sigkill_its_workers_end_and_a_rerun_resumes(tmp_path: Path)
         proc.wait(READY_S)
         assert proc.stderr is not None
         proc.stderr.close()
-    wait_for(lambda: _gone(pids), READY_S)
+    try:
+        wait_for(lambda: _gone(pids), READY_S)
+    finally:  # a failed check leaves no orphan behind (psutil checks a pid was not reused)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
     stored = _stored(out / "study.sqlite")
     assert stored > 3
     again = htcsim(*args, "--trials", "40", cwd=tmp_path)

@@ -160,7 +160,8 @@ def test_the_pareto_front_holds_feasible_trials_only(workload) -> None:  # type:
 
 
 def test_the_pareto_plot_shows_every_baseline_on_log_axes_and_the_choice(workload) -> None:  # type: ignore[no-untyped-def]
-    result = study(workload, (), ("max_wait_s", "mean_bsld"), pareto=True, seed=4).run(24)
+    guard = parse_constraint("max_wait_s <= 1.5 * baseline")
+    result = study(workload, [guard], ("max_wait_s", "mean_bsld"), pareto=True, seed=4).run(24)
     figure = pareto_figure(result)
     (ax,) = figure.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -173,3 +174,5 @@ def test_the_pareto_plot_shows_every_baseline_on_log_axes_and_the_choice(workloa
         assert any(label.startswith(f"{name}: {x:.3g} h") for label in labels), labels
     chosen = result.best_train["max_wait_s"] / 3600.0
     assert any(label.startswith(f"chosen: {chosen:.3g} h") for label in labels), labels
+    bound = 1.5 * result.baselines["fcfs+easy"][0]["max_wait_s"] / 3600.0
+    assert f"max_wait_s <= 1.5 * baseline ({bound:.3g} h)" in labels

@@ -204,8 +204,8 @@ def tune_command(
         f"objective {escape(', '.join(objective))}"
         + (f"; resuming ({resumed} trials stored)" if resumed else "")
     )
-    for inert in inert_parameters(space):
-        warn(inert.message)
+    for wasted in inert_parameters(space):
+        warn(wasted.message)
     for c in constraints:
         console.print(
             f"constraint: {escape(c.text)}"

@@ -4,7 +4,8 @@ The baselines often lie far from the trials (FCFS without backfilling waits
 days where the tuned policies wait hours), so both axes are logarithmic when
 every figure on them is positive, and the view holds every point: no
 baseline is left out of the picture. Durations are drawn in hours. Trials
-that break a constraint are drawn apart, and the chosen policy is starred.
+that break a constraint are crossed, a constraint on a plotted metric is a
+dotted line at its bound, and the chosen policy is starred.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def pareto_figure(result: StudyResult) -> Figure:
     """The first two objectives of every training trial, the front highlighted,
     every baseline drawn and labelled with its figures, the chosen policy starred."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     x_name, y_name = result.objective.names[:2]
     fig = Figure(figsize=(7.5, 5.5))
@@ -80,6 +81,20 @@ def pareto_figure(result: StudyResult) -> Figure:
             label="Pareto front",
             zorder=2,
         )
+    chosen = point(result.best_train)
+    if chosen is not None:
+        ax.scatter(
+            [chosen[0]],
+            [chosen[1]],
+            marker="*",
+            s=420,
+            color="gold",
+            edgecolor="black",
+            label=f"chosen: {_label(x_name, chosen[0])}, {_label(y_name, chosen[1])}",
+            zorder=3,
+        )
+    # hollow and of growing sizes, so that baselines on one point (or on the
+    # chosen policy) stay visible around each other
     for k, (name, (metrics, _)) in enumerate(result.baselines.items()):
         at = point(metrics)
         if at is None:
@@ -88,24 +103,27 @@ def pareto_figure(result: StudyResult) -> Figure:
             [at[0]],
             [at[1]],
             marker=_BASELINE_MARKERS[k % len(_BASELINE_MARKERS)],
-            s=50,
-            color=f"C{k}",
-            edgecolor="black",
+            s=45 + 55 * k,
+            facecolor="none",
+            edgecolor=f"C{k}",
+            linewidth=1.6,
             label=f"{name}: {_label(x_name, at[0])}, {_label(y_name, at[1])}",
-            zorder=3,
-        )
-    chosen = point(result.best_train)
-    if chosen is not None:
-        ax.scatter(
-            [chosen[0]],
-            [chosen[1]],
-            marker="*",
-            s=260,
-            color="gold",
-            edgecolor="black",
-            label=f"chosen: {_label(x_name, chosen[0])}, {_label(y_name, chosen[1])}",
             zorder=4,
         )
+    baseline = result.baselines[result.baseline][0] if result.baseline in result.baselines else {}
+    for c in result.constraints:
+        if c.metric in (x_name, y_name):
+            bound = _shown(c.metric, c.bound(baseline))
+            if math.isfinite(bound) and bound > 0:
+                line = ax.axvline if c.metric == x_name else ax.axhline
+                line(
+                    bound,
+                    color="0.3",
+                    linestyle=":",
+                    linewidth=1.2,
+                    label=f"{c.text} ({_label(c.metric, bound)})",
+                    zorder=1,
+                )
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for values, axis, set_scale in (
         (seen_x, ax.xaxis, ax.set_xscale),
@@ -113,6 +131,7 @@ def pareto_figure(result: StudyResult) -> Figure:
     ):
         if values and min(values) > 0:
             set_scale("log")
+            axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(plain)
             axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel(_axis_label(x_name, seen_x))
