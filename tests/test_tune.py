@@ -228,6 +228,22 @@ def test_an_interrupted_study_resumes_to_the_same_result(workload, tmp_path: Pat
         StudyStore(path, {"study": "another"})
 
 
+def test_a_study_file_of_an_older_htcsim_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE study (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE trials (number INTEGER PRIMARY KEY AUTOINCREMENT, part TEXT NOT NULL,"
+            " params TEXT NOT NULL, metrics TEXT, error TEXT, seconds REAL NOT NULL,"
+            " UNIQUE (part, params));"
+        )
+    db.close()
+    with pytest.raises(StudyStoreError, match=r"older htcsim.*use a new --study file"):
+        StudyStore(path, {"study": "x"})
+
+
 def test_exported_policy_reproduces_the_trial_exactly(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = small_study(workload).run(15)
     paths = write_study(result, tmp_path)

@@ -176,3 +176,18 @@ def test_the_pareto_plot_shows_every_baseline_on_log_axes_and_the_choice(workloa
     assert any(label.startswith(f"chosen: {chosen:.3g} h") for label in labels), labels
     bound = 1.5 * result.baselines["fcfs+easy"][0]["max_wait_s"] / 3600.0
     assert f"max_wait_s <= 1.5 * baseline ({bound:.3g} h)" in labels
+
+
+def test_a_base_policy_of_its_own_is_the_baseline(workload) -> None:  # type: ignore[no-untyped-def]
+    """A base policy none of the usual baselines schedules as (conservative
+    backfilling) is compared as ``base``, and the constraints are relative to it."""
+    base = Policy(backfill="conservative")
+    space = space_from_mapping({"order": {"choices": ["fcfs", "sjf"]}}, base)
+    guard = parse_constraint("max_wait_s <= baseline")
+    result = Study(workload, space, parse_objective(["mean_bsld"]), constraints=(guard,)).run(6)
+    assert list(result.baselines) == ["base", "fcfs", "fcfs+easy", "multifactor+easy"]
+    assert result.baseline == "base"
+    train, _ = split_workload(workload, 0.7)
+    direct = trial_metrics(simulate(train, base, series_every_s=None))
+    assert result.baselines["base"][0]["max_wait_s"] == direct["max_wait_s"]
+    assert result.best_train["max_wait_s"] <= direct["max_wait_s"]

@@ -116,7 +116,7 @@ class StudyResult:
     best_train: dict[str, float]
     best_test: dict[str, float]
     baselines: dict[str, tuple[dict[str, float], dict[str, float]]]  # name -> (train, test)
-    trials: list[dict[str, Any]]  # StudyStore.rows(), with the loss of each train trial
+    trials: list[dict[str, Any]]  # StudyStore.rows(), with each train trial's loss and violation
     pareto: list[dict[str, Any]]  # non-dominated train trials (Pareto studies)
     n_replayed: int  # trials this run actually replayed (the rest were stored or reused)
     others: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -326,7 +326,12 @@ class Study:
         rows = self.store.rows()
         for row in rows:
             train = row["part"] == TRAIN
-            row["loss"] = self.loss(row["metrics"]) if train else math.nan
+            # the objective's own value: feasibility is a column of its own
+            row["loss"] = (
+                self.objective.scalar(row["metrics"], self._reference)
+                if train and row["metrics"] is not None
+                else math.nan
+            )
             row["violation"] = self.violation(row["metrics"]) if train else math.nan
         train_rows = [
             r
