@@ -3,14 +3,16 @@
 A ``Policy`` is frozen and validated on construction, so that an invalid
 value is reported where it was written, never deep inside a replay. Users,
 groups and queues are named as the workload names them (SWF: the numbers of
-fields 12, 13 and 15, written as TOML keys such as ``"17"``).
+fields 12, 13 and 15, written as TOML keys such as ``"17"``). The module also
+says which fields cannot change a schedule under the others (``INERT_RULES``).
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,6 +241,122 @@ class Policy:
         return tuple(getattr(self, f"max_{what}_per_{who}") for what in LIMIT_NAMES)  # type: ignore[return-value]
 
 
+# ------------------------------------------------- which fields can matter
+#
+# Some fields only matter under others: the autoscaler's settings with
+# autoscaling on, the multifactor weights under the multifactor order, the
+# fairshare settings with a fairshare weight. The rules below are the one
+# place that says so (the kernel's passes are what they describe; tests hold
+# each rule to the simulator by replaying a policy and its effective form).
+# Tuning reads them to warn of a searched field that cannot change anything
+# and to replay two policies that differ only in such fields once.
+
+_AUTOSCALE_SETTINGS = (
+    "autoscale_min_nodes",
+    "autoscale_max_nodes",
+    "autoscale_node_min",
+    "autoscale_node_max",
+    "autoscale_wait_s",
+    "autoscale_boot_delay_s",
+    "autoscale_idle_s",
+    "autoscale_cooldown_s",
+    "autoscale_step",
+    "autoscale_interval_s",
+)
+_FAIRSHARE_SETTINGS = (
+    "fairshare_algorithm",
+    "fairshare_half_life_s",
+    "user_shares",
+    "group_shares",
+)
+_MULTIFACTOR_SETTINGS = (
+    "priority_weight_age",
+    "priority_weight_size",
+    "priority_weight_fairshare",
+    "priority_weight_qos",
+    "priority_max_age_s",
+    "priority_favor",
+    "priority_interval_s",
+    "nice",
+    *_FAIRSHARE_SETTINGS,
+)
+
+
+@dataclass(frozen=True)
+class InertRule:
+    """``fields`` cannot change a schedule when ``applies(policy)``, whatever
+    their values: ``because`` says why, ``given`` names the fields it reads."""
+
+    fields: tuple[str, ...]
+    given: tuple[str, ...]
+    applies: Callable[[Policy], bool]
+    because: str
+
+
+INERT_RULES: tuple[InertRule, ...] = (
+    InertRule(_AUTOSCALE_SETTINGS, ("autoscale",), lambda p: not p.autoscale, "autoscaling is off"),
+    InertRule(
+        _MULTIFACTOR_SETTINGS,
+        ("order",),
+        lambda p: p.order != "multifactor",
+        "the queue order is not multifactor",
+    ),
+    InertRule(
+        _FAIRSHARE_SETTINGS,
+        ("priority_weight_fairshare",),
+        lambda p: p.priority_weight_fairshare == 0,
+        "the fairshare weight is 0",
+    ),
+    InertRule(
+        ("priority_max_age_s",),
+        ("priority_weight_age",),
+        lambda p: p.priority_weight_age == 0,
+        "the age weight is 0",
+    ),
+    InertRule(
+        ("priority_favor",),
+        ("priority_weight_size",),
+        lambda p: p.priority_weight_size == 0,
+        "the size weight is 0",
+    ),
+    InertRule(("priority_weight_qos",), ("qos",), lambda p: not p.qos, "no QoS is defined"),
+    InertRule(
+        ("backfill_depth",), ("backfill",), lambda p: p.backfill == "none", "backfill is off"
+    ),
+    InertRule(
+        ("max_retries",),
+        ("on_node_failure",),
+        lambda p: p.on_node_failure == "fail",
+        "a job whose node fails is not requeued",
+    ),
+)
+NODE_FAILURE_SETTINGS = ("on_node_failure", "max_retries")
+"""Fields that matter only when nodes fail (a replay without failures ignores them)."""
+
+
+def inert_fields(policy: Policy, *, node_failures: bool = True) -> dict[str, str]:
+    """The fields of ``policy`` that cannot change its schedule (which jobs
+    start where and when), each with the reason; ``node_failures=False`` for a
+    replay in which no node fails. The priorities the agent reports may still
+    differ: only the schedule is meant."""
+    out: dict[str, str] = {}
+    for rule in INERT_RULES:
+        if rule.applies(policy):
+            for name in rule.fields:
+                out.setdefault(name, rule.because)
+    if not node_failures:
+        for name in NODE_FAILURE_SETTINGS:
+            out.setdefault(name, "no node fails in the replay")
+    return out
+
+
+def effective_policy(policy: Policy, *, node_failures: bool = True) -> Policy:
+    """``policy`` with every inert field at its default: two policies with the
+    same effective policy give the same schedule."""
+    inert = inert_fields(policy, node_failures=node_failures)
+    return replace(policy, **{name: _DEFAULTS[name] for name in inert})
+
+
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -334,6 +452,7 @@ _MAPPING_FIELDS = {
     "autoscale_node_max",
 }
 _QOS_KEYS = tuple(f.name for f in fields(QoS))
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Policy)}
 
 _TOML_KEY_OF_FIELD = {
     field: f"{section}.{key}" for section, keys in TOML_KEYS.items() for key, field in keys.items()
@@ -530,9 +649,13 @@ def save_policy(policy: Policy, path: str | Path) -> None:
 
 __all__ = [
     "DEFAULT_POLICY_TOML",
+    "INERT_RULES",
+    "InertRule",
     "Policy",
     "PolicyError",
     "QoS",
+    "effective_policy",
+    "inert_fields",
     "load_policy",
     "policy_from_mapping",
     "policy_to_toml",

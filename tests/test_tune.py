@@ -3,11 +3,16 @@
 The study's promises, checked on a small synthetic trace:
 * the tuned policy is at least as good as every baseline on the training
   part (the baselines lie in the space and seed the first population);
+* no trial that breaks a constraint is chosen, and the default guard is
+  there unless dropped;
+* a trial whose effective policy was replayed already reuses that replay,
+  and a searched field that cannot change the schedule is named;
 * the same seed gives the same study, in-process, in a process pool or on a
   real Dask cluster;
 * an interrupted study, resumed from its SQLite file, ends exactly as an
   uninterrupted one;
-* the exported policy file, loaded back, reproduces the trial's metrics.
+* the exported policy file, loaded back, reproduces the trial's metrics;
+* the command's pool workers die with it when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -178,20 +183,28 @@ class _Interrupted(Exception):
 
 
 class _StopAfter(TrialRunner):
-    """A runner that dies (as a killed process would) after ``limit`` trials."""
+    """A runner that dies (as a killed process would) when ``limit`` replays
+    have ended, in the middle of a batch: the replay that ends next is lost."""
 
     def __init__(self, parts, limit: int) -> None:  # type: ignore[no-untyped-def]
         super().__init__(parts)
         self.left = limit
 
-    def run(self, trials):  # type: ignore[no-untyped-def]
-        if len(trials) > self.left:
-            raise _Interrupted
-        self.left -= len(trials)
-        return super().run(trials)
+    def run(self, trials, on_done=None):  # type: ignore[no-untyped-def]
+        def counted(k, outcome):  # type: ignore[no-untyped-def]
+            if self.left == 0:
+                raise _Interrupted
+            self.left -= 1
+            if on_done is not None:
+                on_done(k, outcome)
+
+        return super().run(trials, counted)
 
 
 def test_an_interrupted_study_resumes_to_the_same_result(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Killed in the middle of the first generation (3 baseline replays, then 4
+    of the 8 points of the first population): the 7 replays that ended are
+    stored, each as it ended, and the resumed study replays only the rest."""
     whole = small_study(workload).run(25)
     identity = {"study": "resume"}
     path = tmp_path / "study.sqlite"
@@ -199,17 +212,36 @@ def test_an_interrupted_study_resumes_to_the_same_result(workload, tmp_path: Pat
     store = StudyStore(path, identity)
     with pytest.raises(_Interrupted):
         small_study(
-            workload, store=store, runner=_StopAfter({"train": train, "test": test}, 12)
+            workload, store=store, runner=_StopAfter({"train": train, "test": test}, 7)
         ).run(25)
     store.close()
-    assert 0 < StudyStore(path, identity).count() < len(whole.trials)
+    kept = StudyStore(path, identity).rows()
+    assert sum(1 for r in kept if r["same_as"] is None) == 7
+    assert len(kept) < len(whole.trials)
     resumed = small_study(workload, store=StudyStore(path, identity)).run(25)
     assert resumed.best_values == whole.best_values
     assert resumed.best_train == whole.best_train and resumed.best_test == whole.best_test
     assert [r["params"] for r in resumed.trials] == [r["params"] for r in whole.trials]
-    assert resumed.n_replayed < whole.n_replayed
+    assert [r["same_as"] for r in resumed.trials] == [r["same_as"] for r in whole.trials]
+    assert resumed.n_replayed == whole.n_replayed - 7
     with pytest.raises(StudyStoreError, match="holds another study"):
         StudyStore(path, {"study": "another"})
+
+
+def test_a_study_file_of_an_older_htcsim_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE study (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE trials (number INTEGER PRIMARY KEY AUTOINCREMENT, part TEXT NOT NULL,"
+            " params TEXT NOT NULL, metrics TEXT, error TEXT, seconds REAL NOT NULL,"
+            " UNIQUE (part, params));"
+        )
+    db.close()
+    with pytest.raises(StudyStoreError, match=r"older htcsim.*use a new --study file"):
+        StudyStore(path, {"study": "x"})
 
 
 def test_exported_policy_reproduces_the_trial_exactly(workload, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from htcsim.cli import _loading, _paths
 from htcsim.cli._args import TraceArgument
-from htcsim.cli._console import console, err_console, escape, fail
+from htcsim.cli._console import console, err_console, escape, fail, warn
 
 if TYPE_CHECKING:
     from htcsim.tune.study import StudyResult
@@ -31,6 +31,22 @@ def tune_command(
         ),
     ],
     trace: TraceArgument = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--constraint",
+            help="A bound every chosen policy must meet, METRIC <= VALUE: a number, a "
+            "duration or a multiple of the base policy's value, e.g. \"fairness >= 0.8 * "
+            'baseline", "p99_wait_s <= 2d"; repeat it for several.',
+        ),
+    ] = None,
+    guard: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the default guard, max_wait_s <= 1.5 * baseline (a --constraint "
+            "on max_wait_s replaces it).",
+        ),
+    ] = True,
     pareto: Annotated[
         bool, typer.Option(help="Search the Pareto front of the objectives (NSGA-II).")
     ] = False,
@@ -94,7 +110,8 @@ def tune_command(
     """Search the policy space on the first part of a trace; compare on the rest.
 
     Writes best_policy.toml, trials.parquet, comparison.csv (and pareto.csv,
-    pareto.png with --pareto) to --out.
+    pareto.png with --pareto) to --out. Exit status 1: no trial met the
+    constraints (nothing is written but the study file).
     """
     from rich.progress import (
         BarColumn,
@@ -107,16 +124,20 @@ def tune_command(
 
     from htcsim.cluster import ClusterError, load_cluster
     from htcsim.kernel import KernelInputError
-    from htcsim.policy import Policy, PolicyError, load_policy
+    from htcsim.policy import Policy, PolicyError, inert_fields, load_policy
     from htcsim.tune import (
+        ConstraintError,
+        NoFeasibleTrial,
         ObjectiveError,
         SpaceError,
         Study,
         StudyStore,
         StudyStoreError,
+        inert_parameters,
         load_space,
         parse_objective,
         split_workload,
+        study_constraints,
         write_study,
     )
 
@@ -137,8 +158,9 @@ def tune_command(
         base = load_policy(policy_file) if policy_file is not None else Policy()
         space = load_space(space_file, base)
         goal = parse_objective(objective, pareto)
+        constraints = study_constraints(constraint or [], guard=guard)
         cluster = load_cluster(cluster_file) if cluster_file is not None else None
-    except (PolicyError, SpaceError, ObjectiveError, ClusterError) as exc:
+    except (PolicyError, SpaceError, ObjectiveError, ConstraintError, ClusterError) as exc:
         raise fail(str(exc)) from exc
     workload = _loading.load(trace, cluster=cluster, max_jobs=max_jobs)
     workload = _loading.fit_nodes(workload, base, cluster, skip_oversized=skip_oversized)
@@ -167,6 +189,7 @@ def tune_command(
         "base_policy": base.to_dict(),
         "objective": [list(t) for t in goal.terms],
         "pareto": pareto,
+        "constraints": [c.text for c in constraints],
         "seed": seed,
         "also": sorted(others),
     }
@@ -181,6 +204,13 @@ def tune_command(
         f"objective {escape(', '.join(objective))}"
         + (f"; resuming ({resumed} trials stored)" if resumed else "")
     )
+    for wasted in inert_parameters(space):
+        warn(wasted.message)
+    for c in constraints:
+        console.print(
+            f"constraint: {escape(c.text)}"
+            + (" (the default guard; --no-guard drops it)" if c.default else "")
+        )
     study = Study(
         workload,
         space,
@@ -192,6 +222,7 @@ def tune_command(
         workers=workers or os.cpu_count() or 1,
         dask_address=dask,
         others=others,
+        constraints=constraints,
     )
     try:
         with Progress(
@@ -211,6 +242,9 @@ def tune_command(
                     task, completed=s.done, total=s.budget, best=f"{s.best:.4g}"
                 ),
             )
+    except NoFeasibleTrial as exc:
+        err_console.print(f"[bold red]error:[/] {escape(exc)}", soft_wrap=True)
+        raise typer.Exit(code=1) from exc
     except (KernelInputError, ValueError) as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -218,7 +252,15 @@ def tune_command(
         store.close()
     paths = write_study(result, out)
     values = escape(", ".join(f"{k} = {v!r}" for k, v in result.best_values.items()))
-    console.print(f"best on the training part: {values}")
+    console.print(_trial_counts(result))
+    for line in _constraint_lines(result):
+        console.print(line)
+    inert = inert_fields(result.best_policy, node_failures=False)
+    idle = [name for name in result.best_values if name in inert]
+    console.print(
+        f"best on the training part: {values}"
+        + (f" ({escape(', '.join(idle))}: no effect under the rest)" if idle else "")
+    )
     console.print(_comparison(result))
     for trace, by_policy in result.others.items():
         console.print(_on_other_trace(trace, by_policy, result))
@@ -226,6 +268,39 @@ def tune_command(
         f"[green]wrote[/] {', '.join(sorted(paths))} to {escape(out)}/ "
         f"({result.n_replayed} replays run now, {len(result.trials)} trials stored in the study)"
     )
+
+
+def _trial_counts(result: StudyResult) -> str:
+    """How many training trials, how many distinct schedules, how many infeasible."""
+    from htcsim.tune.study import TRAIN
+
+    train = [r for r in result.trials if r["part"] == TRAIN]
+    reused = sum(1 for r in train if r["same_as"] is not None)
+    infeasible = sum(1 for r in train if r["metrics"] is not None and r["violation"] != 0)
+    text = (
+        f"{len(train)} training trials: {len(train) - reused} distinct schedules "
+        f"({reused} reused the replay of an equal policy)"
+    )
+    if result.constraints:
+        text += f", {infeasible} infeasible (marked in trials.parquet)"
+    return text
+
+
+def _constraint_lines(result: StudyResult) -> list[str]:
+    """Each constraint with its bound on the training part."""
+    from htcsim.metrics import format_duration
+
+    baseline = result.baselines[result.baseline][0]
+    lines = []
+    for c in result.constraints:
+        bound = c.bound(baseline)
+        shown = format_duration(bound) if c.metric.endswith("_s") else f"{bound:.4g}"
+        against = f" (baseline {result.baseline})" if c.relative else ""
+        lines.append(
+            f"constraint {escape(c.text)}{escape(against)}: {c.metric} {c.op} {shown} "
+            "on the training part"
+        )
+    return lines
 
 
 def _cell(name: str, value: float | None, unit: str | None = None) -> str:
@@ -254,9 +329,9 @@ def _on_other_trace(
     trace: str, by_policy: dict[str, dict[str, float]], result: StudyResult
 ) -> Table:
     """The tuned policy and the baselines on another trace."""
-    from htcsim.tune.output import SHOWN_METRICS
+    from htcsim.tune.output import shown_metrics
 
-    names = list(dict.fromkeys([*result.objective.names, *SHOWN_METRICS]))
+    names = shown_metrics(result)
     units = _units(names, {n: [m.get(n) for m in by_policy.values()] for n in names})
     table = Table(title=f"on {escape(trace)}")
     table.add_column("policy", style="bold")
@@ -274,13 +349,20 @@ def _comparison(result: StudyResult) -> Table:
     from htcsim.tune.output import comparison_table
 
     frame = comparison_table(result)
-    names = [c.removeprefix("train_") for c in frame.columns if c.startswith("train_")]
+    names = [
+        c.removeprefix("train_")
+        for c in frame.columns
+        if c.startswith("train_") and c != "train_constraints"
+    ]
     units = _units(
         names,
         {n: [*frame[f"train_{n}"].to_list(), *frame[f"test_{n}"].to_list()] for n in names},
     )
     table = Table(title="tuned policy and baselines: training part | test part")
     table.add_column("policy", style="bold")
+    checked = "train_constraints" in frame.columns
+    if checked:
+        table.add_column("constraints")
     for name in names:
         table.add_column(name, justify="right")
     for row in frame.iter_rows(named=True):
@@ -288,5 +370,18 @@ def _comparison(result: StudyResult) -> Table:
             " | ".join(_cell(name, row[f"{p}_{name}"], units[name]) for p in ("train", "test"))
             for name in names
         ]
+        if checked:
+            cells.insert(
+                0,
+                " | ".join(_verdict(row[f"{p}_constraints"]) for p in ("train", "test")),
+            )
         table.add_row(escape(row["policy"]), *cells)
     return table
+
+
+def _verdict(cell: str | None) -> str:
+    """``met``, or ``broken (max_wait_s)``: the metrics whose bounds it breaks."""
+    if not cell or cell in ("met", "-"):
+        return cell or "-"
+    metrics = [c.split()[0] for c in cell.removeprefix("broken: ").split("; ")]
+    return f"broken ({escape(', '.join(metrics))})"

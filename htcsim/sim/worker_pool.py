@@ -5,11 +5,21 @@ large workload many times: the workload crosses to each worker once, through
 the pool's initializer, and a task carries only its few arguments. Workers
 are spawned, not forked: polars runs a thread pool, and forking a threaded
 process can deadlock the child. With one worker the calls run in-process.
+
+Workers die with the process that started them, however it ends: a parent
+killed with SIGKILL runs no clean-up, and the workers, blocked on a queue
+whose write end they hold themselves, would otherwise run on forever. Each
+worker asks Linux for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``).
+The kernel sends it when the *thread* that started the worker ends, so a
+pool is driven from one long-lived thread (the main one, in the commands).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -17,9 +27,26 @@ from typing import Any
 _HELD: Callable[..., Any] | None = None
 
 
-def _hold(fn: Callable[..., Any]) -> None:
+def _hold(fn: Callable[..., Any], parent: int) -> None:
     global _HELD
+    _die_with(parent)
     _HELD = fn
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this worker when ``parent`` ends (Linux; elsewhere nothing is set).
+    A parent already gone before the request took effect is caught by the
+    check after it: the worker was adopted by another process."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _call(*args: Any) -> Any:
@@ -38,7 +65,7 @@ class WorkerPool:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_hold,
-                initargs=(fn,),
+                initargs=(fn, os.getpid()),
             )
 
     def submit(self, *args: Any) -> Future[Any]:

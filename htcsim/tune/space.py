@@ -23,10 +23,16 @@ Optimizers see every parameter as one coordinate in [0, 1]; ``decode`` maps
 a point to Policy values and ``encode`` maps a policy back (to put the
 baseline policies into the search). Fields the space does not name keep the
 base policy's values.
+
+``inert_parameters`` reads the policy's own rules (``htcsim.policy.INERT_RULES``)
+to find the parameters that cannot change the schedule under the space's
+other values: searching autoscale_idle_s with autoscaling off, or a
+fairshare weight where the order is FCFS, spends trials on nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from htcsim.policy import Policy, PolicyError
+from htcsim.policy import INERT_RULES, NODE_FAILURE_SETTINGS, InertRule, Policy, PolicyError
 
 _RANGE_KEYS = {"low", "high", "log", "integer"}
 _POLICY_FIELDS = {f.name: f for f in fields(Policy)}
@@ -79,6 +85,13 @@ class Parameter:
         if self.integer:
             return int(min(max(round(value), math.ceil(self.low)), math.floor(self.high)))
         return float(value)
+
+    def extremes(self) -> tuple[Any, ...]:
+        """Every choice, or the two ends of the range: the values that decide
+        whether a rule on this field can hold somewhere in the space."""
+        if self.choices:
+            return self.choices
+        return tuple(dict.fromkeys((self.decode(0.0), self.decode(1.0))))
 
     def encode(self, value: Any) -> float | None:
         """The coordinate of ``value`` (the middle of a choice's interval), or
@@ -131,6 +144,81 @@ class SearchSpace:
             if name not in named and getattr(policy, name) != getattr(self.base, name):
                 return None
         return np.array(point, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class InertParameter:
+    """A searched field that cannot change the schedule: ``always``, or only
+    where the other values are as ``message`` says."""
+
+    name: str
+    always: bool
+    message: str
+
+
+def inert_parameters(space: SearchSpace, *, node_failures: bool = False) -> list[InertParameter]:
+    """Each parameter of ``space`` that some of the space's values make inert
+    (``node_failures``: whether nodes fail in the replays)."""
+    named = {p.name: p for p in space.parameters}
+    out = []
+    for param in space.parameters:
+        if not node_failures and param.name in NODE_FAILURE_SETTINGS:
+            out.append(
+                InertParameter(
+                    param.name,
+                    True,
+                    f"{param.name} cannot change the schedule: no node fails in the replays",
+                )
+            )
+            continue
+        rules = [r for r in INERT_RULES if param.name in r.fields]
+        given = sorted({g for r in rules for g in r.given} - {param.name})
+        if not rules:
+            continue
+        options = [named[g].extremes() if g in named else (getattr(space.base, g),) for g in given]
+        firing: dict[InertRule, dict[str, set[Any]]] = {}
+        total = inert = 0
+        for combo in itertools.product(*options):
+            try:
+                policy = replace(space.base, **dict(zip(given, combo, strict=True)))
+            except (PolicyError, TypeError):
+                continue
+            total += 1
+            fired = [r for r in rules if r.applies(policy)]
+            inert += bool(fired)
+            for rule in fired:
+                seen = firing.setdefault(rule, {g: set() for g in rule.given})
+                for g in rule.given:
+                    seen[g].add(getattr(policy, g))
+        if not inert:
+            continue
+        why = "; ".join(_condition(rule, values, named) for rule, values in firing.items())
+        if inert == total:
+            message = f"{param.name} cannot change the schedule: {why}"
+        else:
+            message = (
+                f"{param.name} cannot change the schedule where {why}; "
+                "those trials reuse one replay per distinct policy"
+            )
+        out.append(InertParameter(param.name, inert == total, message))
+    return out
+
+
+def _condition(rule: InertRule, values: dict[str, set[Any]], named: dict[str, Any]) -> str:
+    """``the queue order is not multifactor (order = fcfs or sjf)``."""
+    parts = []
+    for g, seen in values.items():
+        shown = " or ".join(_shown(v) for v in sorted(seen, key=repr))
+        parts.append(f"{g} = {shown}" + ("" if g in named else ", not searched"))
+    return f"{rule.because} ({'; '.join(parts)})"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "none" if not value else repr(value)
+    return str(value)
 
 
 def space_from_mapping(data: dict[str, Any], base: Policy, source: str = "space") -> SearchSpace:

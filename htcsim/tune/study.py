@@ -13,6 +13,16 @@ population seeded with the baselines that lie in the space, so the result is
 never worse than them on the training part. Several objectives with
 ``pareto``: NSGA-II from pymoo, and the Pareto front of every trial run.
 Both are deterministic given the seed.
+
+Constraints (``htcsim.tune.constraints``) bound metrics relative to the base
+policy's replay of the same part (the baseline): a trial that breaks one is
+infeasible, ranks behind every feasible trial in the search (differential
+evolution sees a penalty, NSGA-II the violations) and is never chosen.
+
+A trial whose effective policy (its inert fields at their defaults, see
+``htcsim.policy.inert_fields``) equals one already replayed on the same part
+reuses that replay's result: a space that searches a field the other values
+make inert costs one replay per distinct schedule, not one per point.
 """
 
 from __future__ import annotations
@@ -26,23 +36,41 @@ import numpy as np
 
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
-from htcsim.policy import Policy, PolicyError
+from htcsim.policy import Policy, PolicyError, effective_policy
+from htcsim.tune.constraints import Constraint, broken, total_violation
 from htcsim.tune.objective import Objective
 from htcsim.tune.space import SearchSpace
-from htcsim.tune.store import StudyStore
-from htcsim.tune.trials import TrialRunner
+from htcsim.tune.store import StudyStore, key_of
+from htcsim.tune.trials import TrialOutcome, TrialRunner
 
 TRAIN = "train"
 TEST = "test"
 
 
+PENALTY = 1e30
+"""Loss of an infeasible trial, times (1 + its violation): behind every feasible one."""
+
+
 def baselines(base: Policy) -> dict[str, Policy]:
-    """The policies every study is compared with, on the base policy's other settings."""
-    return {
+    """The policies every study is compared with, on the base policy's other
+    settings; the base policy itself first, as ``base``, when it is none of them."""
+    out = {
         "fcfs": replace(base, order="fcfs", backfill="none"),
         "fcfs+easy": replace(base, order="fcfs", backfill="easy"),
         "multifactor+easy": replace(base, order="multifactor", backfill="easy"),
     }
+    if baseline_of(out, base) is None:
+        out = {"base": base, **out}
+    return out
+
+
+def baseline_of(policies: dict[str, Policy], base: Policy) -> str | None:
+    """The name of the policy that schedules as ``base`` does (None: none)."""
+    target = effective_policy(base, node_failures=False)
+    for name, policy in policies.items():
+        if effective_policy(policy, node_failures=False) == target:
+            return name
+    return None
 
 
 def split_workload(workload: Workload, train_fraction: float) -> tuple[Workload, Workload]:
@@ -88,11 +116,23 @@ class StudyResult:
     best_train: dict[str, float]
     best_test: dict[str, float]
     baselines: dict[str, tuple[dict[str, float], dict[str, float]]]  # name -> (train, test)
-    trials: list[dict[str, Any]]  # StudyStore.rows(), with the loss of each train trial
+    trials: list[dict[str, Any]]  # StudyStore.rows(), with each train trial's loss and violation
     pareto: list[dict[str, Any]]  # non-dominated train trials (Pareto studies)
-    n_replayed: int  # trials this run actually replayed (the rest were stored)
+    n_replayed: int  # trials this run actually replayed (the rest were stored or reused)
     others: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # other trace -> policy ("tuned" or a baseline) -> metrics on it
+    constraints: tuple[Constraint, ...] = ()
+    baseline: str = "fcfs+easy"  # the baseline the constraints are relative to (the base policy)
+
+    def broken(self, metrics: dict[str, float], part: str = TRAIN) -> list[Constraint]:
+        """The constraints ``metrics`` break, against the baseline's on ``part``
+        (train or test)."""
+        train, test = self.baselines[self.baseline]
+        return broken(self.constraints, metrics, train if part == TRAIN else test)
+
+
+class NoFeasibleTrial(ValueError):
+    """Every trial broke a constraint: the study has nothing it may choose."""
 
 
 class Study:
@@ -112,9 +152,11 @@ class Study:
         workers: int = 1,
         dask_address: str | None = None,
         others: dict[str, Workload] | None = None,
+        constraints: tuple[Constraint, ...] = (),
     ) -> None:
         self.space = space
         self.objective = objective
+        self.constraints = constraints
         self.seed = seed
         train, test = split_workload(workload, train_fraction)
         self.parts = {TRAIN: train, TEST: test}
@@ -128,40 +170,102 @@ class Study:
         )
         self.n_replayed = 0
         self._reference: dict[str, float] = {}
+        self._baseline: dict[str, float] = {}
+        self._numbers: dict[tuple[str, str], int] = {}
 
     def evaluate(self, trials: list[tuple[str, dict[str, Any]]]) -> list[dict[str, float] | None]:
-        """Metrics of each (part, values): read from the store when it has them,
-        else replayed (in one parallel batch) and stored. None: the values make
-        no valid policy, or the replay refused it (the error is stored)."""
-        out: list[dict[str, float] | None] = [None] * len(trials)
-        to_run: list[tuple[int, str, dict[str, Any], Policy]] = []
-        for k, (part, values) in enumerate(trials):
-            stored = self.store.get(part, values)
-            if stored is not None:
-                out[k] = stored[0]
-                continue
+        """Metrics of each (part, values) of the space (see ``_evaluate``)."""
+        requests: list[tuple[str, dict[str, Any], str, Policy | PolicyError]] = []
+        for part, values in trials:
             try:
-                policy = self.space.policy(values)
+                policy: Policy | PolicyError = self.space.policy(values)
             except PolicyError as exc:
-                self.store.put(part, values, None, str(exc), 0.0)
+                policy = exc
+            requests.append((part, values, part, policy))
+        return self._evaluate(requests)
+
+    def _evaluate(
+        self, requests: list[tuple[str, dict[str, Any], str, Policy | PolicyError]]
+    ) -> list[dict[str, float] | None]:
+        """Metrics of each (label, params, part replayed, policy): read from the
+        store when it has them, else reused from a replay of the same effective
+        policy, else replayed (in one parallel batch) and stored as each ends.
+        None: the values make no valid policy, or the replay refused it (the
+        error is stored)."""
+        out: list[dict[str, float] | None] = [None] * len(requests)
+        waiting: dict[str, list[tuple[int, int, str, dict[str, Any]]]] = {}
+        to_run: list[tuple[str, str, Policy]] = []
+        for k, (label, params, part, policy) in enumerate(requests):
+            number = self._number(label, params)
+            stored = self.store.get(label, params)
+            if stored is not None:
+                out[k] = stored["metrics"]
                 continue
-            if any(part == p and values == v for _, p, v, _ in to_run):
-                continue  # the same point twice in one batch: replayed once
-            to_run.append((k, part, values, policy))
-        outcomes = self.runner.run([(part, policy) for _, part, _, policy in to_run])
-        self.n_replayed += len(outcomes)
-        for (_, part, values, _), (metrics, error, seconds) in zip(to_run, outcomes, strict=True):
-            self.store.put(part, values, metrics, error, seconds)
-        for k, (part, values) in enumerate(trials):
-            if out[k] is None:
-                stored = self.store.get(part, values)
-                out[k] = None if stored is None else stored[0]
+            if isinstance(policy, PolicyError):
+                self.store.put(number, label, params, None, str(policy), 0.0)
+                continue
+            effective = key_of(
+                {"part": part, "policy": effective_policy(policy, node_failures=False).to_dict()}
+            )
+            if effective in waiting:  # the same schedule twice in one batch: replayed once
+                waiting[effective].append((k, number, label, params))
+                continue
+            earlier = self.store.replayed(effective)
+            if earlier is not None:
+                self.store.put(
+                    number,
+                    label,
+                    params,
+                    earlier["metrics"],
+                    earlier["error"],
+                    0.0,
+                    effective=effective,
+                    same_as=earlier["number"],
+                )
+                out[k] = earlier["metrics"]
+                continue
+            waiting[effective] = [(k, number, label, params)]
+            to_run.append((effective, part, policy))
+
+        def store_one(i: int, outcome: TrialOutcome) -> None:
+            metrics, error, seconds = outcome
+            effective = to_run[i][0]
+            (at, first, label, params), *rest = waiting[effective]
+            self.store.put(first, label, params, metrics, error, seconds, effective=effective)
+            out[at] = metrics
+            for at, number, label, params in rest:
+                self.store.put(
+                    number, label, params, metrics, error, 0.0, effective=effective, same_as=first
+                )
+                out[at] = metrics
+
+        self.runner.run([(part, policy) for _, part, policy in to_run], store_one)
+        self.n_replayed += len(to_run)
         return out
 
+    def _number(self, label: str, params: dict[str, Any]) -> int:
+        """The trial's number: the order in which the study first asked for it
+        (the same in a resumed study, whatever order the replays end in)."""
+        key = (label, key_of(params))
+        if key not in self._numbers:
+            self._numbers[key] = len(self._numbers) + 1
+        return self._numbers[key]
+
     def loss(self, metrics: dict[str, float] | None) -> float:
+        """The objective's loss of a feasible trial; an infeasible one's is
+        ``PENALTY * (1 + violation)``, a failed one's inf."""
         if metrics is None:
             return math.inf
+        violation = self.violation(metrics)
+        if violation > 0:
+            return PENALTY * (1.0 + min(violation, 1e6)) if math.isfinite(violation) else math.inf
         return self.objective.scalar(metrics, self._reference)
+
+    def violation(self, metrics: dict[str, float] | None) -> float:
+        """How far a training trial is from meeting the constraints (0: feasible)."""
+        if metrics is None:
+            return math.inf
+        return total_violation(self.constraints, metrics, self._baseline)
 
     def run(
         self, n_trials: int, progress: Callable[[TrialStep], None] | None = None
@@ -170,8 +274,16 @@ class Study:
         if n_trials < 1:
             raise ValueError("a study needs at least one trial")
         base_policies = baselines(self.space.base)
+        baseline = baseline_of(base_policies, self.space.base) or "base"
         base_train = self._evaluate_policies(base_policies, TRAIN)
         self._reference = base_train["fcfs+easy"]
+        self._baseline = base_train[baseline]
+        for c in self.constraints:
+            if not math.isfinite(c.bound(self._baseline)):
+                raise ValueError(
+                    f"constraint {c.text}: the baseline ({baseline}) has no {c.metric} "
+                    "on the training part to compare with"
+                )
         seeds = [
             p for p in (self.space.encode(pol) for pol in base_policies.values()) if p is not None
         ]
@@ -188,7 +300,19 @@ class Study:
                 "no trial of the study could be replayed"
                 + (f"; the first error: {errors[0]}" if errors else "")
             )
-        best = min(train_rows, key=lambda r: (self.loss(r["metrics"]), r["number"]))
+        feasible = [r for r in train_rows if self.violation(r["metrics"]) == 0]
+        if not feasible:
+            closest = min(train_rows, key=lambda r: (self.violation(r["metrics"]), r["number"]))
+            texts = ", ".join(c.text for c in self.constraints)
+            worst = ", ".join(
+                c.text for c in broken(self.constraints, closest["metrics"], self._baseline)
+            )
+            raise NoFeasibleTrial(
+                f"no trial met the constraints ({texts}, baseline {baseline}) on the training "
+                f"part; the closest (trial {closest['number']}) breaks {worst}: loosen them "
+                "(--constraint, --no-guard) or widen the space"
+            )
+        best = min(feasible, key=lambda r: (self.loss(r["metrics"]), r["number"]))
         best_policy = self.space.policy(best["params"])
         best_test = self.evaluate([(TEST, best["params"])])[0] or {}
         base_test = self._evaluate_policies(base_policies, TEST)
@@ -201,8 +325,19 @@ class Study:
             }
         rows = self.store.rows()
         for row in rows:
-            row["loss"] = self.loss(row["metrics"]) if row["part"] == TRAIN else math.nan
-        train_rows = [r for r in rows if r["part"] == TRAIN and r["metrics"] is not None]
+            train = row["part"] == TRAIN
+            # the objective's own value: feasibility is a column of its own
+            row["loss"] = (
+                self.objective.scalar(row["metrics"], self._reference)
+                if train and row["metrics"] is not None
+                else math.nan
+            )
+            row["violation"] = self.violation(row["metrics"]) if train else math.nan
+        train_rows = [
+            r
+            for r in rows
+            if r["part"] == TRAIN and r["metrics"] is not None and r["violation"] == 0
+        ]
         return StudyResult(
             space=self.space,
             objective=self.objective,
@@ -215,6 +350,8 @@ class Study:
             pareto=_pareto_front(train_rows, self.objective) if self.objective.pareto else [],
             n_replayed=self.n_replayed,
             others=others,
+            constraints=self.constraints,
+            baseline=baseline,
         )
 
     def _nsga2(
@@ -227,24 +364,40 @@ class Study:
         from htcsim.tune.pareto import nsga2
 
         n_obj = len(self.objective.terms)
+        best = math.inf
 
-        def losses_of(points: np.ndarray) -> np.ndarray:
+        def losses_of(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            nonlocal best
             metrics = self.evaluate([(TRAIN, self.space.values(p)) for p in points])
-            return np.array(
+            losses = np.array(
                 [
                     self.objective.losses(m) if m is not None else np.full(n_obj, np.inf)
                     for m in metrics
                 ]
             )
+            violations = np.array(
+                [
+                    [
+                        c.violation(m, self._baseline) if m is not None else math.inf
+                        for c in self.constraints
+                    ]
+                    for m in metrics
+                ]
+            ).reshape(len(points), len(self.constraints))
+            feasible = np.all(violations == 0, axis=1) & np.isfinite(losses[:, 0])
+            if feasible.any():
+                best = min(best, float(np.min(losses[feasible, 0])))
+            return losses, violations
 
-        def on_batch(done: int, budget: int, losses: np.ndarray) -> None:
+        def on_batch(done: int, budget: int) -> None:
             if progress is not None:
-                progress(TrialStep(done, budget, float(np.min(losses[:, 0]))))
+                progress(TrialStep(done, budget, best))
 
         nsga2(
             losses_of,
             dims=self.space.dimensions,
             n_obj=n_obj,
+            n_constr=len(self.constraints),
             seed=self.seed,
             n_trials=n_trials,
             seeds=seeds,
@@ -260,21 +413,11 @@ class Study:
         self, policies: dict[str, Policy], part: str
     ) -> dict[str, dict[str, float]]:
         """Baselines are stored under their own part names (they need not lie in the space)."""
-        out: dict[str, dict[str, float]] = {}
-        pending = []
-        for name, policy in policies.items():
-            key = {"baseline": name}
-            stored = self.store.get(f"{part}:baseline", key)
-            if stored is not None and stored[0] is not None:
-                out[name] = stored[0]
-            else:
-                pending.append((name, policy))
-        outcomes = self.runner.run([(part, policy) for _, policy in pending])
-        self.n_replayed += len(outcomes)
-        for (name, _), (metrics, error, seconds) in zip(pending, outcomes, strict=True):
-            self.store.put(f"{part}:baseline", {"baseline": name}, metrics, error, seconds)
-            out[name] = metrics or {}
-        return out
+        names = list(policies)
+        metrics = self._evaluate(
+            [(f"{part}:baseline", {"baseline": name}, part, policies[name]) for name in names]
+        )
+        return {name: m or {} for name, m in zip(names, metrics, strict=True)}
 
     def _differential_evolution(
         self, n_trials: int, seeds: list[np.ndarray], progress: Callable[[TrialStep], None] | None
@@ -298,7 +441,7 @@ class Study:
             points = np.atleast_2d(x.T)
             metrics = self.evaluate([(TRAIN, self.space.values(p)) for p in points])
             losses = np.array([self.loss(m) for m in metrics])
-            finite = losses[np.isfinite(losses)]
+            finite = losses[np.isfinite(losses) & (losses < PENALTY)]
             losses[~np.isfinite(losses)] = 1e300  # DE needs finite values
             done += len(points)
             if finite.size:

@@ -5,14 +5,17 @@ the study's cluster, reduced to its metrics. Trials run in a local process
 pool by default (each worker receives the workloads once, through the pool's
 initializer; a task carries only the part name and the policy), in-process
 with one worker, or on an existing Dask cluster (the workloads are scattered
-to every worker once). Results come back in the order asked, whatever order
-the trials end in, so a study is deterministic however it runs.
+to every worker once). Each trial is handed to the caller as it ends (so a
+study stores it at once), and the batch comes back in the order asked,
+whatever order the trials ended in, so a study is deterministic however it
+runs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,23 +78,44 @@ class TrialRunner:
         elif workers > 1:
             self._pool = WorkerPool(self._replayer, workers)
 
-    def run(self, trials: Sequence[tuple[str, Policy]]) -> list[TrialOutcome]:
-        """Every (part, policy), results in the order given."""
+    def run(
+        self,
+        trials: Sequence[tuple[str, Policy]],
+        on_done: Callable[[int, TrialOutcome], None] | None = None,
+    ) -> list[TrialOutcome]:
+        """Every (part, policy), results in the order given; ``on_done(k, outcome)``
+        is called in this thread as each trial ends (in the order they end), so
+        that the caller can store it at once."""
         if not trials:
             return []
+        out: list[TrialOutcome | None] = [None] * len(trials)
+
+        def done(k: int, outcome: TrialOutcome) -> None:
+            out[k] = outcome
+            if on_done is not None:
+                on_done(k, outcome)
+
         if self._client is not None:
+            from distributed import as_completed as dask_completed
+
             on_dask = [
                 self._client.submit(_run_on_dask, self._scattered, part, policy, pure=False)
                 for part, policy in trials
             ]
-            return list(self._client.gather(on_dask))
-        if self._pool is not None:
+            index = {future.key: k for k, future in enumerate(on_dask)}
+            for future in dask_completed(on_dask):
+                done(index[future.key], future.result())
+        elif self._pool is not None:
             # longest first (conservative backfilling costs the most), so that the
             # batch does not end with one worker busy and the other idle
             order = sorted(range(len(trials)), key=lambda k: -_COST_HINT[trials[k][1].backfill])
-            futures = {k: self._pool.submit(*trials[k]) for k in order}
-            return [futures[k].result() for k in range(len(trials))]
-        return [self._replayer(part, policy) for part, policy in trials]
+            futures = {self._pool.submit(*trials[k]): k for k in order}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        else:
+            for k, (part, policy) in enumerate(trials):
+                done(k, self._replayer(part, policy))
+        return [outcome for outcome in out if outcome is not None]
 
     def close(self) -> None:
         if self._pool is not None:
