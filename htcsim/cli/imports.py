@@ -194,7 +194,7 @@ def import_slurm_conf(
             f"{cluster.n_nodes:,} nodes, {len(cluster.partitions) or 1} partitions)"
         )
     for note in imported.notes:
-        console.print(f"  note: {escape(note)}")
+        console.print(f"  note: {escape(note)}", soft_wrap=True)
     if imported.untranslated:
         shown = [u.split(" ", 1)[1] if " " in u else u for u in imported.untranslated]
         keys = [s.split("=", 1)[0] for s in shown]
@@ -202,5 +202,6 @@ def import_slurm_conf(
         more = ", ..." if len(set(keys)) > 8 else ""
         console.print(
             f"  not translated: {len(shown)} settings ({escape(head)}{more}); "
-            f"listed at the top of {escape(out)}"
+            f"listed at the top of {escape(out)}",
+            soft_wrap=True,
         )

@@ -5,7 +5,8 @@ line it came from (an error, or a setting left untranslated, is reported
 there), and Slurm's rules are few:
 
 - ``#`` starts a comment to the end of the line (``\\#`` is a literal ``#``);
-  a line ending in ``\\`` continues on the next one; blank lines are skipped.
+  a line ending in ``\\`` continues on the next one (the backslash and the line
+  break are removed, nothing else); blank lines are skipped.
 - A line is ``Key=Value``; keys are case-insensitive; a value is a word or a
   double-quoted string; a setting given twice keeps its last value.
 - ``NodeName``, ``PartitionName``, ``NodeSet``, ``DownNodes`` and
@@ -68,7 +69,8 @@ class Record:
 class SlurmConf:
     """Everything a slurm.conf and its includes say, in reading order."""
 
-    settings: dict[str, Setting] = field(default_factory=dict)  # by lower-case key
+    settings: dict[str, Setting] = field(default_factory=dict)  # by lower-case key, the last
+    every_setting: list[Setting] = field(default_factory=list)  # each line, in reading order
     records: list[Record] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -116,7 +118,9 @@ def _read_file(path: Path, conf: SlurmConf, stack: tuple[Path, ...]) -> None:
                 f"({', '.join(k for k, _ in pairs)})"
             )
         key, value = pairs[0]
-        conf.settings[key.lower()] = Setting(key, value, shown, number)
+        setting = Setting(key, value, shown, number)
+        conf.settings[key.lower()] = setting
+        conf.every_setting.append(setting)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -126,11 +130,11 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     pending = ""
     start = 0
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw)
+        line = _strip_comment(raw).rstrip("\r")
         if not pending:
             start = number
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
+        if line.endswith("\\"):  # joined as Slurm joins it: the backslash and newline removed
+            pending += line[:-1]
             continue
         joined = (pending + line).strip()
         pending = ""

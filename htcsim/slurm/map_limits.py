@@ -43,13 +43,20 @@ _REFUSES = (
 
 def map_limits(policy: Policy, plan: Plan, names: Names, cluster: bool) -> None:
     """The [[qos]], [limits] and [placement] keys."""
-    _qos(policy, plan, names)
-    _limits(policy, plan, cluster)
+    _qos(policy, plan, names, gpu_caps(policy))
+    _limits(policy, plan, cluster, gpu_caps(policy))
     _placement(policy, plan, cluster)
 
 
-def _qos(policy: Policy, plan: Plan, names: Names) -> None:
-    gpu = any(q.gpus for q in policy.qos)
+def gpu_caps(policy: Policy) -> bool:
+    """Whether any cap counts GPUs: then every TRES limit says gres/gpu (-1 clears a cap
+    an earlier policy had), and Slurm must count GPUs (AccountingStorageTRES)."""
+    return bool(
+        any(q.gpus for q in policy.qos) or policy.max_gpus_per_user or policy.max_gpus_per_group
+    )
+
+
+def _qos(policy: Policy, plan: Plan, names: Names, gpu: bool) -> None:
     for qos in policy.qos:
         name, renamed = slurm_name(names, "qos", qos.name)
         prefix = f"qos.{qos.name}"
@@ -109,7 +116,7 @@ def _queues_row(qos: QoS, name: str, names: Names) -> Row:
     )
 
 
-def _limits(policy: Policy, plan: Plan, cluster: bool) -> None:
+def _limits(policy: Policy, plan: Plan, cluster: bool, gpu: bool) -> None:
     caps = {
         (who, what): policy.limits_of(who)[k]
         for who in ("user", "group")
@@ -119,7 +126,6 @@ def _limits(policy: Policy, plan: Plan, cluster: bool) -> None:
         for who, what in caps:
             plan.rows.append(Row(f"limits.{what}_per_{who}", "0", "(nothing: no limit)", "exact"))
         return
-    gpu = caps[("user", "gpus")] or caps[("group", "gpus")]
     settings: list[tuple[str, str]] = []
     for who, column in (("user", 0), ("group", 1)):
         tres: dict[str, int] = {}

@@ -123,10 +123,13 @@ def _autoscale(policy: Policy, plan: Plan, cluster: bool) -> None:
 
 
 def _autoscale_bounds(policy: Policy, plan: Plan, cluster: bool, values: dict[str, Any]) -> None:
+    """The min and max per node type. The import reads them back per node type (from
+    SuspendExcNodes and the node counts), so a default for every type comes back as the
+    same numbers spelled per type: the bounds hold, the keys differ (``round_trips``)."""
     for key, setting in (("min", "SuspendExcNodes"), ("max", "NodeName")):
         single = values[f"autoscale.{key}_nodes"]
         per_type = values[f"autoscale.{key}"]
-        used = bool(single) or bool(per_type)
+        used = bool(single) or any(per_type.values())
         if key == "min":
             how = (
                 "SuspendExcNodes=NODES:N keeps N nodes of each type from powering down; Slurm "
@@ -138,10 +141,12 @@ def _autoscale_bounds(policy: Policy, plan: Plan, cluster: bool, values: dict[st
             row = f"autoscale.{label}"
             if not used:
                 none = "no minimum" if key == "min" else "the type's count"
-                plan.rows.append(Row(row, text(value), "(nothing)", "exact", none))
+                plan.rows.append(
+                    Row(row, text(value), "(nothing)", "exact", none, round_trips=False)
+                )
             elif cluster:
                 plan.rows.append(
-                    Row(row, text(value), setting, "approximate", how, round_trips=key == "min")
+                    Row(row, text(value), setting, "approximate", how, round_trips=False)
                 )
             else:
                 plan.rows.append(

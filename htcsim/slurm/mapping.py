@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from htcsim.policy import Policy
 from htcsim.slurm import values as sv
-from htcsim.slurm.map_limits import map_limits
+from htcsim.slurm.map_limits import gpu_caps, map_limits
 from htcsim.slurm.map_nodes import map_nodes
 from htcsim.slurm.map_order import map_order
 from htcsim.slurm.names import Names
@@ -31,7 +31,7 @@ def plan_export(policy: Policy, names: Names | None = None, *, cluster: bool = F
             "AccountingStorageEnforce=associations,limits,qos: without `limits` Slurm does "
             "not enforce QOS limits, without `qos` a job may name any QOS"
         )
-    if any(q.gpus for q in policy.qos) or policy.max_gpus_per_user or policy.max_gpus_per_group:
+    if gpu_caps(policy):
         plan.add("limits", "AccountingStorageTRES", sv.TRES_GPU)
         plan.extras.append(
             "AccountingStorageTRES=gres/gpu: Slurm counts GPUs (for GPU limits) only when "

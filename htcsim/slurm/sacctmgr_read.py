@@ -223,8 +223,8 @@ def _read_script(lines: list[str], shown: str, acc: Accounting) -> None:
     for number, raw in enumerate(lines, 1):
         if not pending:
             start = number
-        if raw.rstrip().endswith("\\"):
-            pending += raw.rstrip()[:-1] + " "
+        if raw.rstrip("\r").endswith("\\"):
+            pending += raw.rstrip("\r")[:-1]
             continue
         line = pending + raw
         pending = ""
@@ -324,8 +324,10 @@ def _modify(entity: str, args: list[str], where: str, acc: Accounting) -> None:
     if "set" not in lowered:
         raise SlurmError(f"{where}: sacctmgr modify {entity} has no 'set'")
     cut = lowered.index("set")
-    filters = [a for a in args[:cut] if a.lower() != "where"]
-    sets = [a for a in args[cut + 1 :] if a.lower() != "where"]
+    after = args[cut + 1 :]
+    later = next((k for k, a in enumerate(after) if a.lower() == "where"), len(after))
+    filters = [a for a in args[:cut] + after[later + 1 :] if a.lower() != "where"]
+    sets = after[:later]  # "set K=V ... where K=V": the words after a later where filter
     names, pairs = _pairs(filters, where)
     accounts: list[str] = []
     for key, value in pairs:

@@ -135,6 +135,7 @@ def _nodes(conf: SlurmConf, out: ClusterImport) -> list[_Node]:
     for k, record in enumerate(conf.of_kind("nodename")):
         if record.name.lower() == "default":
             defaults.update({key: v for key, v in record.params.items() if key != "nodename"})
+            _note_unused(record, record.params, NODE_KEYS, out)
             continue
         params = {**defaults, **record.params}
         _note_unused(record, params, NODE_KEYS, out)
@@ -190,6 +191,7 @@ def _partitions(
     for record in conf.of_kind("partitionname"):
         if record.name.lower() == "default":
             defaults.update({k: v for k, v in record.params.items() if k != "partitionname"})
+            _note_unused(record, record.params, PARTITION_KEYS, out)
             continue
         params = {**defaults, **record.params}
         _note_unused(record, params, PARTITION_KEYS, out)

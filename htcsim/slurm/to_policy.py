@@ -105,7 +105,7 @@ def policy_from_slurm(
             "association limit, so none is imported (QOS priorities are)"
         )
         _qos(acc, names, limits_qos, values, notes, untranslated, caps=False)
-    for setting in conf.settings.values():
+    for setting in conf.every_setting:
         if setting.key.lower() not in c.used:
             untranslated.append(f"{setting.where} {setting.key}={setting.value}")
     untranslated.extend(f"{entry} (not applied)" for entry in acc.not_applied)
@@ -311,14 +311,14 @@ def _number(entity: Entity, key: str, what: str) -> int | None:
     try:
         return sv.parse_int(text, what)
     except ValueError as exc:
-        raise SlurmError(f"{entity.where}: {entity.name} {key}: {exc}") from exc
+        raise SlurmError(f"{entity.where}: {entity.name}: {key}: {exc}") from exc
 
 
 def _tres(entity: Entity, key: str) -> dict[str, int]:
     try:
         counts = sv.parse_tres(entity.params.get(key, ""))
     except ValueError as exc:
-        raise SlurmError(f"{entity.where}: {entity.name} {key}: {exc}") from exc
+        raise SlurmError(f"{entity.where}: {entity.name}: {key}: {exc}") from exc
     return {k: v for k, v in counts.items() if v >= 0}
 
 
