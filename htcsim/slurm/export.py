@@ -102,6 +102,11 @@ def _cluster_notes(cluster: Cluster, policy: Policy) -> list[str]:
                 f"node type `{t.name}` price_per_hour = {t.price_per_hour}: not written "
                 "(Slurm has no price per node; TRESBillingWeights weigh usage, not money)"
             )
+    if policy.autoscale:
+        notes.append(
+            "State=CLOUD: nodes that do not exist while powered off (cloud); for nodes that "
+            "do, drop it (Slurm's power saving suspends any idle node after SuspendTime)"
+        )
     for p in cluster.partitions:
         if p.ids:
             notes.append(

@@ -139,7 +139,10 @@ def _autoscale_bounds(policy: Policy, plan: Plan, cluster: bool, values: dict[st
             how = "the type's NodeName line defines that many nodes (State=CLOUD)"
         for label, value in ((f"{key}_nodes", single), (key, per_type)):
             row = f"autoscale.{label}"
-            if not used:
+            if used and label.endswith("_nodes") and not value:
+                below = f"0: the per-type values (autoscale.{key}) apply"
+                plan.rows.append(Row(row, "0", "(nothing)", "exact", below, round_trips=False))
+            elif not used:
                 none = "no minimum" if key == "min" else "the type's count"
                 plan.rows.append(
                     Row(row, text(value), "(nothing)", "exact", none, round_trips=False)

@@ -358,6 +358,14 @@ def _shares(acc: Accounting, names: Names, values: dict[str, Any], notes: list[s
         users.setdefault(key, float(number))
     values["group_shares"] = groups
     values["user_shares"] = users
+    if names:
+        for kind, table in (("users", users), ("groups", groups)):
+            unknown = sorted(k for k in table if not k.lstrip("-").isdigit())
+            if unknown:
+                notes.append(
+                    f"{kind} not in the name tables: {', '.join(unknown)} (their shares name "
+                    "no user or group of the workload)"
+                )
 
 
 def _limits_qos(cluster: ClusterImport, acc: Accounting, notes: list[str]) -> str | None:
