@@ -158,6 +158,8 @@ def test_import_slurm_conf_writes_a_policy_and_a_cluster_that_load(tmp_path: Pat
          "slurm.conf:1: NodeName n[1-2]: 'four' is not a CPU count"),
         ({"slurm.conf": "ClusterName=c\n"}, ["--cluster-out", "c.toml"],
          "slurm.conf: no NodeName lines, so no cluster file to write (--cluster-out)"),
+        ({"slurm.conf": "NodeName=n[1-4] CPUs=8\n"}, ["--cluster-out", "c.toml"],
+         "slurm.conf: no node is in a partition, so no cluster file to write"),
         ({"slurm.conf": "", "dump.cfg": "Cluster - 'c'\nAccount - 'bio':FairShare=lots\n"},
          ["--sacctmgr-dump", "dump.cfg"], "dump.cfg:2: bio: fairshare: 'lots' is not a share"),
         ({"slurm.conf": ""}, ["--sacctmgr-dump", "none.cfg"], "--sacctmgr-dump none.cfg: no such"),

@@ -172,7 +172,8 @@ def import_slurm_conf(
     except SlurmError as exc:
         raise fail(str(exc)) from exc
     if cluster_out is not None and imported.cluster.cluster is None:
-        raise fail(f"{file}: no NodeName lines, so no cluster file to write (--cluster-out)")
+        why = imported.cluster.why_none
+        raise fail(f"{file}: {why}, so no cluster file to write (--cluster-out)")
     sources = [str(file), *(str(p) for p in sacctmgr_dump or [])]
     header = [f"policy imported by htcsim {__version__} from {', '.join(sources)}"]
     try:

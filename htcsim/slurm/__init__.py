@@ -11,7 +11,9 @@ a cluster file, so that tuning starts from the policy the site runs today.
 
 Modules: ``values`` (Slurm's value grammars: durations, TRES, host lists),
 ``conf_read`` (slurm.conf lines), ``sacctmgr_read`` (accounting inputs),
-``names`` (workload ids <-> Slurm names), ``mapping`` (the key-by-key table),
-``conf_write`` and ``sacctmgr_write`` (the files), ``export`` (the directory),
-``to_policy`` and ``to_cluster`` (the reverse).
+``names`` (workload ids <-> Slurm names), ``plan`` (what the export writes,
+one row per policy key), ``map_order``, ``map_limits`` and ``map_nodes`` (the
+translation, a part of the policy each), ``mapping`` (the whole plan and
+MAPPING.md), ``conf_write`` and ``sacctmgr_write`` (the files), ``export``
+(the directory), ``to_policy`` and ``to_cluster`` (the reverse), ``errors``.
 """

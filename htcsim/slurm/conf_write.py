@@ -45,7 +45,7 @@ def node_prefix(type_name: str) -> str:
     if not sv.valid_node_prefix(type_name.rstrip("0123456789") or "x"):
         raise SlurmError(
             f"node type {type_name!r} cannot name Slurm nodes: use letters, digits, '-', "
-            "'_' or '.', starting with a letter"
+            "'_' or '.', starting with a letter and ending with a letter or digits"
         )
     return f"{type_name}-" if type_name[-1].isdigit() else type_name
 

@@ -40,6 +40,7 @@ PARTITION_KEYS = ("partitionname", "nodes", "default", "qos", "lln", "state")
 @dataclass
 class ClusterImport:
     cluster: Cluster | None = None
+    why_none: str = "no NodeName lines"  # when there is no cluster
     toml: str = ""
     type_of_host: dict[str, str] = field(default_factory=dict)
     hosts_of_partition: dict[str, list[str]] = field(default_factory=dict)
@@ -74,7 +75,9 @@ def cluster_from_conf(conf: SlurmConf, names: Names) -> ClusterImport:
             "left out of the cluster file"
         )
     if not kept:
-        raise SlurmError(f"{conf.files[0]}: no node is in a partition; no cluster to write")
+        out.why_none = "no node is in a partition"
+        out.notes.append("no node is in a partition: no cluster")
+        return out
     types: dict[tuple[int, str], dict[str, Any]] = {}
     for n in kept:
         key = (n.record, part_of[n.host])

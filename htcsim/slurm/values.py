@@ -130,8 +130,9 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 def valid_node_prefix(name: str) -> bool:
-    """Whether ``name`` can start Slurm node names (a host name: letters, digits, - _ .)."""
-    return _NAME.match(name) is not None and not name[-1].isdigit()
+    """Whether ``name`` can start Slurm node names: a host name (letters, digits, - _ .)
+    that starts and ends with a letter, so that the node numbers after it read back."""
+    return _NAME.match(name) is not None and name[-1].isalpha()
 
 
 def hostlist(prefix: str, first: int, count: int) -> str:
