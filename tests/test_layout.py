@@ -38,6 +38,7 @@ HEAVY = (
     "htcsim.kernel",
     "htcsim.sim",
     "htcsim.workload.swf",
+    "htcsim.slurm",
     "htcsim.agent.engine",
     "htcsim.agent.store",
     "htcsim.agent.api",
@@ -139,6 +140,7 @@ CLIENT_FORBIDDEN = (
     "htcsim.cli.agent",
     "htcsim.cli.generate",
     "htcsim.cli.imports",
+    "htcsim.cli.export",
     "htcsim.cli.policy",
     "htcsim.cli.traces",
 )

@@ -112,7 +112,12 @@ INDEX: tuple[tuple[str, str | None, str], ...] = (
     (
         "import",
         None,
-        "Turn a scheduler's accounting history into a workload (SWF).",
+        "A Slurm site's history (sacct) as a workload, its slurm.conf as a policy.",
+    ),
+    (
+        "export",
+        None,
+        "A policy as Slurm's configuration: slurm.conf, a sacctmgr script, MAPPING.md.",
     ),
     (
         "policy",

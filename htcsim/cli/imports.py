@@ -1,4 +1,5 @@
-"""``htcsim import``: bring a site's own history in (Slurm's sacct) as an SWF log."""
+"""``htcsim import``: bring a site's own history in (Slurm's sacct) as an SWF log, and the
+policy it runs today (its slurm.conf and accounting) as a policy file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from htcsim.cli import _paths
 from htcsim.cli._console import console, escape, fail, warn
 
 import_app = typer.Typer(
-    help="Turn a scheduler's accounting history into a workload (SWF).", no_args_is_help=True
+    help="A Slurm site's history (sacct) as a workload, its slurm.conf as a policy.",
+    no_args_is_help=True,
 )
 
 
@@ -121,3 +123,86 @@ def import_sacct(
     for label, counts in (("dropped", workload.dropped), ("changed", workload.changed)):
         for reason, count in sorted(counts.items()):
             console.print(f"  {label} {count:,}: {escape(reason)}")
+
+
+@import_app.command("slurm-conf")
+def import_slurm_conf(
+    file: Annotated[Path, typer.Argument(help="The site's slurm.conf (its includes are read).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file (TOML) to write.")],
+    sacctmgr_dump: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--sacctmgr-dump",
+            help="Accounting: the output of sacctmgr dump (shares, limits), of sacctmgr "
+            "--parsable2 show qos (QOS), or a script of sacctmgr commands (as htcsim export "
+            "slurm writes); repeat for several.",
+        ),
+    ] = None,
+    cluster_out: Annotated[
+        Path | None,
+        typer.Option("--cluster-out", help="Also write nodes and partitions as a cluster file."),
+    ] = None,
+    names: Annotated[
+        Path | None,
+        typer.Option(
+            help="Name tables of htcsim import sacct --names: name users, groups and QOS "
+            "by the workload's numbers."
+        ),
+    ] = None,
+) -> None:
+    """The policy a Slurm site runs today (slurm.conf and its accounting), to tune from.
+
+    Settings the site does not give take Slurm's defaults. Every setting the policy
+    cannot hold is listed at the top of the policy file."""
+    from htcsim.slurm.errors import SlurmError
+    from htcsim.slurm.names import load_names
+    from htcsim.slurm.to_policy import import_slurm, policy_text
+
+    _paths.input_file(file, "")
+    for path in sacctmgr_dump or []:
+        _paths.input_file(path, "--sacctmgr-dump")
+    if names is not None:
+        _paths.input_file(names, "--names")
+    _paths.output_file(out, "--out")
+    if cluster_out is not None:
+        _paths.output_file(cluster_out, "--cluster-out")
+    try:
+        tables = load_names(names) if names is not None else None
+        imported = import_slurm(file, list(sacctmgr_dump or []), tables)
+    except SlurmError as exc:
+        raise fail(str(exc)) from exc
+    if cluster_out is not None and imported.cluster.cluster is None:
+        why = imported.cluster.why_none
+        raise fail(f"{file}: {why}, so no cluster file to write (--cluster-out)")
+    sources = [str(file), *(str(p) for p in sacctmgr_dump or [])]
+    header = [f"policy imported by htcsim {__version__} from {', '.join(sources)}"]
+    try:
+        out.write_text(policy_text(imported, header), encoding="utf-8")
+        if cluster_out is not None:
+            cluster_header = f"# cluster imported by htcsim {__version__} from {file}\n\n"
+            cluster_out.write_text(cluster_header + imported.cluster.toml, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
+    policy = imported.policy
+    console.print(
+        f"[green]wrote[/] {escape(out)} ({escape(policy.label)}, {len(policy.qos)} QOS, "
+        f"{len(policy.user_shares)} user and {len(policy.group_shares)} account shares)"
+    )
+    cluster = imported.cluster.cluster
+    if cluster_out is not None and cluster is not None:
+        console.print(
+            f"[green]wrote[/] {escape(cluster_out)} ({len(cluster.node_types)} node types, "
+            f"{cluster.n_nodes:,} nodes, {len(cluster.partitions) or 1} partitions)"
+        )
+    for note in imported.notes:
+        console.print(f"  note: {escape(note)}", soft_wrap=True)
+    if imported.untranslated:
+        shown = [u.split(" ", 1)[1] if " " in u else u for u in imported.untranslated]
+        keys = [s.split("=", 1)[0] for s in shown]
+        head = ", ".join(dict.fromkeys(keys[:8]))
+        more = ", ..." if len(set(keys)) > 8 else ""
+        console.print(
+            f"  not translated: {len(shown)} settings ({escape(head)}{more}); "
+            f"listed at the top of {escape(out)}",
+            soft_wrap=True,
+        )

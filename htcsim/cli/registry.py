@@ -86,6 +86,12 @@ def _import(app: typer.Typer) -> None:
     app.add_typer(import_app, name="import")
 
 
+def _export(app: typer.Typer) -> None:
+    from htcsim.cli.export import export_app
+
+    app.add_typer(export_app, name="export")
+
+
 def _policy(app: typer.Typer) -> None:
     from htcsim.cli.policy import policy_app
 
@@ -108,6 +114,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], Register], ...] = (
     (("replay-log",), _replay_log),
     (("report",), _report),
     (("import",), _import),
+    (("export",), _export),
     (("policy",), _policy),
     (("generate",), _generate),
 )
