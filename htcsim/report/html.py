@@ -9,7 +9,12 @@ compare runs made on other machines, at other versions, long ago.
 
 The page, top to bottom:
 
-* the runs: label (the directory's name), workload, policy, machine, version;
+* the runs: label (the name given to ``simulate --name``, else the
+  directory's name), workload, policy, node failures, checkpoint interval,
+  autoscaler, machine, version;
+* the inputs that differ between the runs (every input ``summary.json``
+  records: files and their digests, policy values, failure model and seed...),
+  so that two runs both labelled ``fcfs+easy`` show what set them apart;
 * every numeric summary figure, one row per key and one column per run, with
   the best value highlighted where lower (waits, slowdown, cost) or higher
   (utilization, throughput) is obviously better;
@@ -28,7 +33,7 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -38,6 +43,7 @@ import polars as pl
 import htcsim
 from htcsim.metrics import format_duration, row_duration_unit
 from htcsim.report.comparison_plots import RunSeries, comparison_figures, png_data_uri
+from htcsim.report.provenance import flatten
 
 REQUIRED_FILES = ("summary.json", "jobs.parquet", "timeseries.parquet")
 """What makes a directory a result directory, for the report's purposes."""
@@ -165,12 +171,7 @@ def run_labels(directories: Sequence[Path]) -> list[str]:
         ):
             depth += 1
         labels.append("/".join(parts[-depth:]).lstrip("/") or str(directories[i]))
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] > 1:
-            labels[i] = f"{label} ({seen[label]})"
-    return labels
+    return _unique(labels)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -279,6 +280,9 @@ def _runs_section(runs: Sequence[Run]) -> str:
             run.directory,
             s.get("workload", MISSING),
             s.get("policy_label", MISSING),
+            _failures(s),
+            _checkpoints(s),
+            _autoscale(s),
             _machine(s),
             s.get("htcsim_version", MISSING),
         )
@@ -293,8 +297,98 @@ def _runs_section(runs: Sequence[Run]) -> str:
         else ""
     )
     head = "<tr><th>run</th><th>directory</th><th>workload</th><th>policy</th>"
+    head += "<th>node failures</th><th>checkpoints</th><th>autoscaler</th>"
     head += "<th>machine</th><th>htcsim</th></tr>"
     return f"<h2>Runs</h2>\n<table>{head}\n{''.join(rows)}</table>\n{note}"
+
+
+def _inputs(summary: dict[str, Any]) -> dict[str, Any]:
+    inputs = summary.get("inputs")
+    return inputs if isinstance(inputs, dict) else {}
+
+
+def _failures(summary: dict[str, Any]) -> str:
+    """The node failures a run replayed: none, a trace file, or a seeded model."""
+    inputs = _inputs(summary)
+    if "failures" not in inputs:
+        return MISSING  # (written before runs recorded their inputs)
+    failures = inputs.get("failures")
+    if not isinstance(failures, dict):
+        return "none"
+    events = f"{failures.get('events', '?')} failures"
+    source = inputs.get("failure_source")
+    if isinstance(source, dict) and source.get("model") == "mtbf":
+        return (
+            f"{events}: MTBF {source.get('mtbf_h')} h, MTTR {source.get('mttr_h')} h, "
+            f"seed {source.get('seed')}"
+        )
+    if isinstance(source, dict) and isinstance(source.get("trace"), dict):
+        return f"{events} from {Path(str(source['trace'].get('path', '?'))).name}"
+    return events
+
+
+def _checkpoints(summary: dict[str, Any]) -> str:
+    inputs = _inputs(summary)
+    if "checkpoint_interval_s" not in inputs:
+        return MISSING
+    value = inputs["checkpoint_interval_s"]
+    if isinstance(value, dict):
+        return f"per job ({value.get('distinct', '?')} intervals)"
+    return "none" if not value else f"every {format_duration(float(value))}"
+
+
+def _autoscale(summary: dict[str, Any]) -> str:
+    policy = summary.get("policy")
+    if not isinstance(policy, dict) or "autoscale" not in policy:
+        return MISSING
+    if not policy["autoscale"]:
+        return "off"
+    return (
+        f"{policy.get('autoscale_min_nodes', '?')}..{policy.get('autoscale_max_nodes', '?')} "
+        f"nodes, boot {policy.get('autoscale_boot_delay_s', '?')} s, "
+        f"idle {policy.get('autoscale_idle_s', '?')} s"
+    )
+
+
+PROVENANCE_SECTIONS = ("inputs", "policy", "cluster", "machine", "workload", "htcsim_version")
+"""The parts of a summary that say what a run was given (compared by the report)."""
+
+
+def differing_inputs(summaries: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Every recorded input whose value is not the same in all runs, by dotted
+    key (``inputs.failure_source.seed``, ``policy.backfill``), one value per run
+    (None where a run did not record it)."""
+    flat = [flatten({k: s[k] for k in PROVENANCE_SECTIONS if k in s}) for s in summaries]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    per_key = {key: [f.get(key) for f in flat] for key in keys}
+    return {key: values for key, values in per_key.items() if len(set(map(_canonical, values))) > 1}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _differences_section(runs: Sequence[Run]) -> str:
+    if len(runs) < 2:
+        return ""
+    differ = differing_inputs([r.summary for r in runs])
+    if not differ:
+        return "<h2>Inputs that differ</h2>\n<p>None: every run was given the same inputs.</p>"
+    head = "<tr><th>input</th>" + "".join(f"<th>{_e(r.label)}</th>" for r in runs) + "</tr>"
+    rows = "\n".join(
+        f"<tr><th><code>{_e(key)}</code></th>" + "".join(_input_cell(v) for v in values) + "</tr>"
+        for key, values in differ.items()
+    )
+    return f"<h2>Inputs that differ</h2>\n<table>{head}\n{rows}</table>"
+
+
+def _input_cell(value: Any) -> str:
+    if value is None:
+        return f"<td>{MISSING}</td>"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > 40:  # digests and long paths: the start, the whole as a tooltip
+        return f'<td title="{_e(text)}">{_e(text[:16])}…{_e(text[-16:])}</td>'
+    return f"<td>{_e(text)}</td>"
 
 
 def _machine(summary: dict[str, Any]) -> str:
@@ -385,6 +479,7 @@ def render_html(runs: Sequence[Run], title: str) -> str:
     sections: Iterable[str] = (
         f"<h1>{_e(title)}</h1>",
         _runs_section(runs),
+        _differences_section(runs),
         _metrics_section(runs),
         _figures_section(runs),
         _node_types_section(runs),
@@ -401,9 +496,10 @@ def render_html(runs: Sequence[Run], title: str) -> str:
 def write_report(result_dirs: list[Path], out_path: Path, title: str | None = None) -> Path:
     """Compare result directories in one self-contained HTML file; returns its path.
 
-    Runs are labelled by directory name (lengthened when two names clash) and
-    shown in the order given. Raises :class:`ReportError` naming the directory
-    and the missing or unreadable file when a path is not a result directory;
+    Runs are labelled by the name each was given (``simulate --name``), else
+    by directory name (lengthened when two names clash), and shown in the
+    order given. Raises :class:`ReportError` naming the directory and the
+    missing or unreadable file when a path is not a result directory;
     nothing is written then.
     """
     if not result_dirs:
@@ -412,10 +508,24 @@ def write_report(result_dirs: list[Path], out_path: Path, title: str | None = No
         raise ReportError(f"{out_path}: is a directory; give the report's file name (-o)")
     dirs = [Path(d) for d in result_dirs]
     runs = [load_run(d, label) for d, label in zip(dirs, run_labels(dirs), strict=True)]
+    named = [r.summary.get("name") for r in runs]
+    if any(named):
+        labels = _unique([str(n) if n else r.label for n, r in zip(named, runs, strict=True)])
+        runs = [replace(r, label=label) for r, label in zip(runs, labels, strict=True)]
     page = render_html(runs, title or "htcsim report: " + " vs ".join(r.label for r in runs))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _unique(labels: list[str]) -> list[str]:
+    """Labels with a ``(2)``, ``(3)``... suffix on repeats, so every column is named apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
     return out
 
 
