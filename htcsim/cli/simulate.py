@@ -367,10 +367,10 @@ def _explain(
         f"policy {escape(policy.label)}"
     )
     ordered = why.ordered
-    table = Table("factor", f"value at t={why.at_s}", "weight x value")
+    table = Table("factor", f"at t={why.at_s}", "x weight")
     if ordered is not None:
-        table.add_column(f"as ordered (t={ordered.at_s})")
-        table.add_column("weight x value")
+        table.add_column(f"ordered by, t={ordered.at_s}")
+        table.add_column("x weight")
     for factor, value in why.factors.items():
         cells = [factor, f"{value:.4f}", f"{why.weighted[factor]:+.2f}"]
         if ordered is not None:
@@ -383,9 +383,9 @@ def _explain(
     console.print(table)
     if ordered is not None and ordered.at_s != why.at_s:
         console.print(
-            f"The kernel orders the queue by the priority of its last computation "
-            f"(t={ordered.at_s}: the last recomputation, or the job's arrival since); "
-            f"the factors at t={why.at_s} are what a recomputation then would give."
+            f"'ordered by': the priority the kernel held for the job and ordered the queue "
+            f"by, as of t={ordered.at_s} (its last recomputation, or the job's arrival "
+            f"since); 'at t={why.at_s}': what a recomputation then would give."
         )
 
 
