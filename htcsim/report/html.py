@@ -43,7 +43,12 @@ import polars as pl
 import htcsim
 from htcsim.metrics import format_duration, row_duration_unit
 from htcsim.report.comparison_plots import RunSeries, comparison_figures, png_data_uri
-from htcsim.report.provenance import flatten
+from htcsim.report.provenance import (
+    describe_autoscale,
+    describe_checkpoints,
+    describe_failures,
+    differing_inputs,
+)
 
 REQUIRED_FILES = ("summary.json", "jobs.parquet", "timeseries.parquet")
 """What makes a directory a result directory, for the report's purposes."""
@@ -280,9 +285,9 @@ def _runs_section(runs: Sequence[Run]) -> str:
             run.directory,
             s.get("workload", MISSING),
             s.get("policy_label", MISSING),
-            _failures(s),
-            _checkpoints(s),
-            _autoscale(s),
+            describe_failures(s),
+            describe_checkpoints(s),
+            describe_autoscale(s),
             _machine(s),
             s.get("htcsim_version", MISSING),
         )
@@ -300,72 +305,6 @@ def _runs_section(runs: Sequence[Run]) -> str:
     head += "<th>node failures</th><th>checkpoints</th><th>autoscaler</th>"
     head += "<th>machine</th><th>htcsim</th></tr>"
     return f"<h2>Runs</h2>\n<table>{head}\n{''.join(rows)}</table>\n{note}"
-
-
-def _inputs(summary: dict[str, Any]) -> dict[str, Any]:
-    inputs = summary.get("inputs")
-    return inputs if isinstance(inputs, dict) else {}
-
-
-def _failures(summary: dict[str, Any]) -> str:
-    """The node failures a run replayed: none, a trace file, or a seeded model."""
-    inputs = _inputs(summary)
-    if "failures" not in inputs:
-        return MISSING  # (written before runs recorded their inputs)
-    failures = inputs.get("failures")
-    if not isinstance(failures, dict):
-        return "none"
-    events = f"{failures.get('events', '?')} failures"
-    source = inputs.get("failure_source")
-    if isinstance(source, dict) and source.get("model") == "mtbf":
-        return (
-            f"{events}: MTBF {source.get('mtbf_h')} h, MTTR {source.get('mttr_h')} h, "
-            f"seed {source.get('seed')}"
-        )
-    if isinstance(source, dict) and isinstance(source.get("trace"), dict):
-        return f"{events} from {Path(str(source['trace'].get('path', '?'))).name}"
-    return events
-
-
-def _checkpoints(summary: dict[str, Any]) -> str:
-    inputs = _inputs(summary)
-    if "checkpoint_interval_s" not in inputs:
-        return MISSING
-    value = inputs["checkpoint_interval_s"]
-    if isinstance(value, dict):
-        return f"per job ({value.get('distinct', '?')} intervals)"
-    return "none" if not value else f"every {format_duration(float(value))}"
-
-
-def _autoscale(summary: dict[str, Any]) -> str:
-    policy = summary.get("policy")
-    if not isinstance(policy, dict) or "autoscale" not in policy:
-        return MISSING
-    if not policy["autoscale"]:
-        return "off"
-    return (
-        f"{policy.get('autoscale_min_nodes', '?')}..{policy.get('autoscale_max_nodes', '?')} "
-        f"nodes, boot {policy.get('autoscale_boot_delay_s', '?')} s, "
-        f"idle {policy.get('autoscale_idle_s', '?')} s"
-    )
-
-
-PROVENANCE_SECTIONS = ("inputs", "policy", "cluster", "machine", "workload", "htcsim_version")
-"""The parts of a summary that say what a run was given (compared by the report)."""
-
-
-def differing_inputs(summaries: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Every recorded input whose value is not the same in all runs, by dotted
-    key (``inputs.failure_source.seed``, ``policy.backfill``), one value per run
-    (None where a run did not record it)."""
-    flat = [flatten({k: s[k] for k in PROVENANCE_SECTIONS if k in s}) for s in summaries]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
-    per_key = {key: [f.get(key) for f in flat] for key in keys}
-    return {key: values for key, values in per_key.items() if len(set(map(_canonical, values))) > 1}
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _differences_section(runs: Sequence[Run]) -> str:

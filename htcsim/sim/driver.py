@@ -98,7 +98,20 @@ def simulate(
     elapsed = run_replay(env, feed, progress, sampler, recorder)
     if recorder is not None:
         recorder.finish()
-    end_time = int(env.now)
+    return _result(workload, replay, int(env.now), elapsed, sampler, recorder, series_every_s)
+
+
+def _result(
+    workload: Workload,
+    replay: ReplaySetup,
+    end_time: int,
+    elapsed: float,
+    sampler: _EstimateSampler | None,
+    recorder: InterruptionRecorder | None,
+    series_every_s: int | None,
+) -> SimResult:
+    """What the kernel holds at the end of the replay, as a schedule."""
+    kernel = replay.kernel
     start_s = kernel.start_times()
     end_s = kernel.end_times()
     end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
@@ -107,12 +120,11 @@ def simulate(
     node_failed = node_failed.astype(bool)
     segments = None
     if recorder is not None:
-        timed_out = killed_at_walltime(workload.jobs, start_s, end_s, saved_s, node_failed)
         segments = recorder.segments(
             start_s,
             end_s,
             node_failed=node_failed,
-            timed_out=timed_out,
+            timed_out=killed_at_walltime(workload.jobs, start_s, end_s, saved_s, node_failed),
             lost_s=lost_s,
             saved_s=saved_s,
         )
@@ -124,7 +136,7 @@ def simulate(
         cancelled=kernel.dependency_cancelled().astype(bool),
         replay_seconds=elapsed,
         counters=kernel.counters,
-        cluster=cluster,
+        cluster=replay.cluster,
         estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
         requeues=requeues,
         lost_s=lost_s,
@@ -132,7 +144,7 @@ def simulate(
         node_failed=node_failed,
         pool=replay.pool,
         node_seconds=kernel.node_seconds(end_time),
-        node_series=None if series_every_s is None else _node_series(feed),
+        node_series=None if series_every_s is None else _node_series(replay.feed),
         segments=segments,
         failures=replay.failures,
         checkpoint_s=replay.checkpoint_s if replay.checkpoint_s.any() else None,
@@ -154,6 +166,7 @@ class ReplaySetup:
         checkpoint_s: int | np.ndarray,
     ) -> None:
         self.kernel, self.feed, self.pool = _prepare(workload, policy, priority, cluster)
+        self.cluster = cluster
         jobs = workload.jobs
         self.t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
         interval = np.broadcast_to(np.asarray(checkpoint_s, dtype=np.int64), len(jobs))
