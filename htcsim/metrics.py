@@ -192,7 +192,7 @@ def summarize(result: SimResult) -> Summary:
     * ``n_requeued``: requeues after node failures; ``lost_core_h``: the core-hours
       those failures threw away (run time since each lost start x cores);
       ``mean_requeue_wait_s``: over the requeued jobs, the time they spent
-      queued again between runs
+      queued again between runs (0 when none was requeued)
     * ``n_node_failed``: jobs ended failed because their node failed (no retry
       left, or ``on_node_failure = "fail"``), not in F; ``saved_core_h``:
       core-hours that checkpoints kept from being run again after failures
@@ -249,11 +249,15 @@ def summarize(result: SimResult) -> Summary:
 
 
 def _requeue_wait(result: SimResult, s: ScheduleColumns) -> float:
-    """Mean time requeued jobs spent queued again (nan when none was requeued)."""
+    """Mean time requeued jobs spent queued again; 0 when none was requeued
+    (as ``n_requeued``: a replay without failures reads the same as one
+    whose failures hit no job)."""
     if result.requeues is None:
-        return float("nan")
+        return 0.0
     requeued = (np.asarray(result.requeues) > 0) & s.started
-    return _stat(np.mean, s.segments.requeue_wait_s(len(s.job_id))[requeued])
+    if not requeued.any():
+        return 0.0
+    return float(np.mean(s.segments.requeue_wait_s(len(s.job_id))[requeued]))
 
 
 def _failure_figures(result: SimResult, s: ScheduleColumns) -> Summary:
