@@ -20,6 +20,7 @@ from htcsim.cluster import Cluster, load_cluster
 from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, dense_ids, job_specs
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy, QoS
+from htcsim.segments import REQUEUED
 from htcsim.sim import explain, simulate
 from htcsim.workload.loader import load_workload
 
@@ -247,6 +248,47 @@ def test_explain_replays_the_failures_simulate_replays() -> None:
     started = explain(workload, Policy(), 2, failures=failures)
     assert (started.at_s, started.state) == (1150, "running")
     assert simulate(workload, Policy(), failures=failures).start_s.tolist() == [1050, 1150]
+
+
+def test_explain_follows_simulate_with_failures_checkpoints_and_the_autoscaler() -> None:
+    """For jobs the failures requeued: explain stops at the pass that first
+    started each (simulate's first start), and at the end of a cut segment
+    finds the job pending again, or running already when its next segment
+    starts at once, as simulate's segments say."""
+    from dataclasses import replace
+
+    from htcsim.sim.failures import failure_model
+
+    workload = load_workload(None, max_jobs=1500)
+    policy = replace(
+        Policy(order="multifactor"),
+        autoscale=True,
+        autoscale_max_nodes=workload.machine.n_nodes,
+        autoscale_wait_s=60,
+        autoscale_boot_delay_s=60,
+    )
+    first = int(workload.jobs["submit_s"][0])
+    failures = failure_model(
+        workload.machine.n_nodes, 200 * 3600.0, 3600.0, 30 * 86_400, seed=2, start_s=first
+    )
+    result = simulate(workload, policy, failures=failures, checkpoint_s=1800)
+    runs = result.run_segments()
+    cut = np.flatnonzero(runs.outcome == REQUEUED)
+    restarted_later = cut[runs.start_s[cut + 1] > runs.end_s[cut]]
+    restarted_at_once = cut[runs.start_s[cut + 1] == runs.end_s[cut]]
+    assert len(restarted_later) >= 3 and len(restarted_at_once) >= 1
+    for k, state in [
+        *((k, "pending") for k in restarted_later[:3]),
+        (restarted_at_once[0], "running"),
+    ]:
+        slot = int(runs.job_idx[k])
+        job_id = int(workload.jobs["job_id"][slot])
+        started = explain(workload, policy, job_id, failures=failures, checkpoint_s=1800)
+        assert (started.at_s, started.state) == (int(result.first_start_s[slot]), "running")
+        then = explain(
+            workload, policy, job_id, int(runs.end_s[k]), failures=failures, checkpoint_s=1800
+        )
+        assert then.state == state, (job_id, then)
 
 
 def test_explain_gives_the_priority_the_kernel_ordered_the_queue_by() -> None:
