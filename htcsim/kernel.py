@@ -294,6 +294,16 @@ class Kernel:
         return int(self._state.n_running)
 
     @property
+    def n_passes(self) -> int:
+        """Scheduling passes run so far (every ``schedule`` call is one)."""
+        return int(self._state.n_passes)
+
+    @property
+    def n_started(self) -> int:
+        """Jobs the last pass started (``started_jobs()`` holds them)."""
+        return int(self._state.n_started)
+
+    @property
     def n_recomputes(self) -> int:
         """Multifactor priority recomputations so far (each one at a pass)."""
         return int(self._state.n_recomputes)

@@ -336,3 +336,39 @@ def test_segments_do_not_change_the_schedule() -> None:
         now = setup.feed.step(now)
     assert setup.kernel.start_times().tolist() == result.start_s.tolist()
     assert setup.kernel.end_times().tolist() == result.end_s.tolist()
+
+
+@pytest.mark.parametrize("boot_delay_s", [0, 120])
+def test_every_run_of_a_job_a_failure_touched_has_its_nodes(boot_delay_s: int) -> None:
+    """On the embedded workload with frequent failures and an autoscaled pool
+    (a boot delay of 0 runs several passes in one step): the runs of the jobs
+    a failure touched all have their node sets (each node a task of the job
+    was on: as many nodes as the job needs at most), the others none; the
+    segments add up to the kernel's run lost and saved per job."""
+    from dataclasses import replace
+
+    from htcsim.sim import simulate
+    from htcsim.sim.failures import failure_model
+    from htcsim.workload.loader import load_workload
+
+    workload = load_workload(None, max_jobs=3000)
+    policy = replace(
+        Policy(),
+        autoscale=True,
+        autoscale_max_nodes=workload.machine.n_nodes,
+        autoscale_boot_delay_s=boot_delay_s,
+    )
+    first = int(workload.jobs["submit_s"][0])
+    failures = failure_model(
+        workload.machine.n_nodes, 100 * 3600.0, 3600.0, 60 * 86_400, seed=5, start_s=first
+    )
+    result = simulate(workload, policy, failures=failures, checkpoint_s=900)
+    runs = result.run_segments()
+    touched = np.isin(runs.job_idx, runs.job_idx[runs.outcome <= 1])  # requeued or failed
+    counts = np.diff(runs.node_offsets)
+    assert touched.sum() > 100
+    assert (counts[touched] > 0).all() and (counts[~touched] == 0).all()
+    assert (counts <= workload.jobs["n_tasks"][runs.job_idx]).all()
+    n = len(workload.jobs)
+    assert (runs.per_job_sum(runs.lost_s, n) == result.lost_s).all()
+    assert (runs.per_job_sum(runs.saved_s, n) == result.saved_s).all()

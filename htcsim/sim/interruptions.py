@@ -96,6 +96,7 @@ class InterruptionRecorder:
         self._next = 0
         self._checkpoint_s = np.asarray(checkpoint_s, dtype=np.int64)
         self._watch: list[int] = []  # requeued jobs not started again yet
+        self._passes = 0  # passes run when the watched jobs were last read
         # segments cut short
         self._job = _Column(np.int64)
         self._start = _Column(np.int64)
@@ -115,7 +116,7 @@ class InterruptionRecorder:
         """Before the step at ``now``: read the restarts since the last call,
         then fail the nodes due now that hold tasks. Returns the next time
         the recorder must run (every step while a requeued job waits)."""
-        if self._watch:
+        if self._watch and self._started_since():
             self._read_restarts()
         times, k = self._fail_t, self._next
         while k < len(times) and times[k] <= now:
@@ -123,12 +124,13 @@ class InterruptionRecorder:
             k += 1
         self._next = k
         if self._watch:
+            self._passes = self._kernel.n_passes
             return now
         return int(times[k]) if k < len(times) else NO_MARK
 
     def finish(self) -> None:
         """After the last step: the restarts it made."""
-        if self._watch:
+        if self._watch and self._started_since():
             self._read_restarts()
 
     # ------------------------------------------------------------------ failures
@@ -182,12 +184,16 @@ class InterruptionRecorder:
         if not failed:
             self._watch.append(j)
 
+    def _started_since(self) -> bool:
+        """Whether the passes since the last call may have started a job: not
+        when one pass ran (the usual step) and it started none."""
+        kernel = self._kernel
+        return kernel.n_passes != self._passes + 1 or kernel.n_started > 0
+
     def _read_restarts(self) -> None:
         """The nodes of each watched job that started again since the last call
         (checked before every step while one waits: a few integer reads)."""
         code = self._kernel.state_code
-        if all(code(j) == _PENDING for j in self._watch):
-            return
         waiting = []
         for j in self._watch:
             state = code(j)
