@@ -6,17 +6,23 @@ enough to account for the runs a failure cut short. The replay applies node
 failures in the feed (in C, before each step); this recorder runs just
 before the steps at which a failure is due and fails the nodes that hold
 tasks itself, through the same kernel call (``fail_node``), so that it
-learns which jobs were hit, since when they ran and on which nodes. The
-feed's own application of the same failure then finds the node down and
-empty and changes nothing: the schedule is the one the feed alone gives.
+learns which jobs were hit and on which nodes. The feed's own application
+of the same failure then finds the node down and empty and changes nothing:
+the schedule is the one the feed alone gives.
 
-A requeued job is then watched until it starts again, to read the nodes of
-its next segment. The work is per failure and per requeued job, never per
-step of the replay: between failures, with no requeued job waiting, the
-driver does not call the recorder at all.
+A requeued job is then watched until it starts again, to read when and on
+which nodes its next run starts. The start of a job's *first* run is not
+read when a failure cuts it (the kernel has it only in a copy of every
+job's start, which would cost each failure a pass over all jobs): at the
+end, it is what the kernel's totals of run lost and saved leave once the
+later runs are counted. The work is per failure and per requeued job, never
+per step of the replay: between failures, with no requeued job waiting,
+the driver does not call the recorder at all.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -81,7 +87,7 @@ class _NodeSets:
 
 
 class InterruptionRecorder:
-    """Segments cut short by node failures, and the nodes of the runs that follow.
+    """Segments cut short by node failures, and the runs that follow them.
 
     ``failures`` are FAILURE_DTYPE rows already checked against the nodes;
     ``checkpoint_s`` the checkpoint interval of each job (0: none), as the
@@ -96,16 +102,18 @@ class InterruptionRecorder:
         self._next = 0
         self._checkpoint_s = np.asarray(checkpoint_s, dtype=np.int64)
         self._watch: list[int] = []  # requeued jobs not started again yet
-        self._passes = 0  # passes run when the watched jobs were last read
-        # segments cut short
+        self._running_since: dict[int, int] = {}  # restarted jobs: when the run began
+        self._passes = 0  # passes run when the recorder last ran
+        self._last_now = -1  # the time it last ran: of the step that followed
+        # segments cut short (start -1: a first run, found at the end)
         self._job = _Column(np.int64)
         self._start = _Column(np.int64)
         self._end = _Column(np.int64)
         self._failed = _Column(np.bool_)
-        self._saved = _Column(np.int64)
         self._held = _NodeSets()
-        # restarts of requeued jobs: the job and its nodes
+        # restarts of requeued jobs: the job, when, and its nodes
         self._restart_job = _Column(np.int64)
+        self._restart_s = _Column(np.int64)
         self._restart_held = _NodeSets()
 
     def first_mark(self) -> int:
@@ -113,7 +121,7 @@ class InterruptionRecorder:
         return int(self._fail_t[0]) if len(self._fail_t) else NO_MARK
 
     def __call__(self, now: int) -> int:
-        """Before the step at ``now``: read the restarts since the last call,
+        """Before the step at ``now``: read the restarts the last step made,
         then fail the nodes due now that hold tasks. Returns the next time
         the recorder must run (every step while a requeued job waits)."""
         if self._watch and self._started_since():
@@ -125,6 +133,7 @@ class InterruptionRecorder:
         self._next = k
         if self._watch:
             self._passes = self._kernel.n_passes
+            self._last_now = now
             return now
         return int(times[k]) if k < len(times) else NO_MARK
 
@@ -142,7 +151,6 @@ class InterruptionRecorder:
         tasks = kernel.tasks_per_node()
         if tasks[node] == 0:
             return
-        start = kernel.start_times()
         if tasks[node] == 1:
             # one task, so one job: the nodes it gives back are its nodes
             hits = kernel.fail_node(node, now)
@@ -157,7 +165,7 @@ class InterruptionRecorder:
                 f"the placements showed {sorted(held)}"
             )
         for j in hits.tolist():
-            self._cut(j, int(start[j]), now, held[j])
+            self._cut(j, now, held[j])
 
     def _placements_on(self, node: int) -> dict[int, np.ndarray]:
         """The nodes of every running job with a task on ``node`` (read before it fails)."""
@@ -169,17 +177,13 @@ class InterruptionRecorder:
                 out[j] = nodes
         return out
 
-    def _cut(self, j: int, start: int, now: int, nodes: np.ndarray) -> None:
-        """Record job ``j``'s segment [start, now), cut short: requeued or failed."""
+    def _cut(self, j: int, now: int, nodes: np.ndarray) -> None:
+        """Record job ``j``'s run, cut short at ``now``: requeued or failed."""
         failed = self._kernel.state_code(j) == _ENDED
-        interval = int(self._checkpoint_s[j])
-        run = now - start
-        saved = 0 if failed or interval <= 0 else (run // interval) * interval
         self._job.append(j)
-        self._start.append(start)
+        self._start.append(self._running_since.pop(j, -1))
         self._end.append(now)
         self._failed.append(failed)
-        self._saved.append(saved)
         self._held.add(nodes)
         if not failed:
             self._watch.append(j)
@@ -191,15 +195,17 @@ class InterruptionRecorder:
         return kernel.n_passes != self._passes + 1 or kernel.n_started > 0
 
     def _read_restarts(self) -> None:
-        """The nodes of each watched job that started again since the last call
-        (checked before every step while one waits: a few integer reads)."""
+        """When and on which nodes each watched job started again (in the step
+        since the last call, which ran at ``_last_now``)."""
         code = self._kernel.state_code
         waiting = []
         for j in self._watch:
             state = code(j)
             if state == _RUNNING:
                 self._restart_job.append(j)
+                self._restart_s.append(self._last_now)
                 self._restart_held.add(self._kernel.job_allocation(j)[0])
+                self._running_since[j] = self._last_now
             elif state == _PENDING:
                 waiting.append(j)
             # (any other state: it ended without running again)
@@ -218,41 +224,64 @@ class InterruptionRecorder:
         saved_s: np.ndarray,
     ) -> RunSegments:
         """Every segment of the replay: those cut short, then each job's last
-        run (the kernel's start and end), with the nodes of a restart.
+        run (the kernel's start and end), with the nodes of its restart.
 
-        Checked against the kernel's own totals of run lost and saved per job:
+        A cut first run starts where the kernel's total of run lost and saved
+        leaves it. Checked: each job has one first run, every run ends after
+        it starts, the checkpointed parts add up to the kernel's run saved
+        per job, and a restarted job's last run starts at its last restart;
         a disagreement is a bug, named by its first job.
         """
-        cut = RunSegments(
-            job_idx=self._job.view().copy(),
-            start_s=self._start.view().copy(),
-            end_s=self._end.view().copy(),
-            outcome=np.where(self._failed.view(), FAILED, REQUEUED).astype(np.int8),
-            saved_s=self._saved.view().copy(),
-            node_offsets=self._held.offsets(),
-            nodes=self._held.nodes.view().copy(),
-        )
+        cut = self._cut_segments(lost_s, saved_s)
         node_failed = np.asarray(node_failed, dtype=bool)
         last = final_segments(
             np.where(node_failed, -1, start_s), end_s, timed_out=timed_out
         )  # (a failed job's last segment is one cut short)
-        whole = merge_segments(cut, self._with_restart_nodes(last))
-        n_jobs = len(start_s)
-        for name, kernel_total, ours in (
-            ("lost", lost_s, whole.per_job_sum(whole.lost_s, n_jobs)),
-            ("saved", saved_s, whole.per_job_sum(whole.saved_s, n_jobs)),
-        ):
-            wrong = np.flatnonzero(np.asarray(kernel_total, dtype=np.int64) != ours)
-            if len(wrong):
-                j = int(wrong[0])
-                raise RuntimeError(
-                    f"job slot {j}: its segments {name} {int(ours[j])} s of run, "
-                    f"the kernel counted {int(kernel_total[j])} s"
-                )
+        last = self._with_restarts(last)
+        whole = merge_segments(cut, last)
+        ours = whole.per_job_sum(whole.saved_s, len(start_s))
+        _check(
+            whole.job_idx,
+            ours[whole.job_idx] == np.asarray(saved_s)[whole.job_idx],
+            lambda k: f"its runs saved {ours[k]} s, the kernel counted {saved_s[k]} s",
+        )
         return whole
 
-    def _with_restart_nodes(self, last: RunSegments) -> RunSegments:
-        """``last`` with, for each requeued job, the nodes of its last restart."""
+    def _cut_segments(self, lost_s: np.ndarray, saved_s: np.ndarray) -> RunSegments:
+        """The cut runs, the first runs' starts found from the kernel's totals:
+        all cut runs of a job add up to its run lost plus saved."""
+        job = self._job.view().copy()
+        start = self._start.view().copy()
+        end = self._end.view()
+        failed = self._failed.view()
+        known = start >= 0
+        n_jobs = len(lost_s)
+        total = np.asarray(lost_s, np.int64) + np.asarray(saved_s, np.int64)
+        counted = np.bincount(job[known], weights=(end - start)[known], minlength=n_jobs)
+        first = ~known
+        _check(
+            job[first],
+            np.bincount(job[first], minlength=n_jobs)[job[first]] == 1,
+            lambda k: "more than one run cut short has no start",
+        )
+        start[first] = end[first] - (total[job[first]] - counted[job[first]].astype(np.int64))
+        run = end - start
+        _check(job, run >= 0, lambda k: "a run cut short ends before the start its totals give")
+        interval = self._checkpoint_s[job] if len(job) else np.empty(0, np.int64)
+        saved = np.where(failed | (interval <= 0), 0, run // np.maximum(interval, 1) * interval)
+        return RunSegments(
+            job_idx=job,
+            start_s=start,
+            end_s=end.copy(),
+            outcome=np.where(failed, FAILED, REQUEUED).astype(np.int8),
+            saved_s=saved.astype(np.int64),
+            node_offsets=self._held.offsets(),
+            nodes=self._held.nodes.view().copy(),
+        )
+
+    def _with_restarts(self, last: RunSegments) -> RunSegments:
+        """``last`` with, for each requeued job, the nodes of its last restart
+        (which must be when its last run started)."""
         jobs = self._restart_job.view()
         if not len(jobs) or not len(last):
             return last
@@ -263,6 +292,12 @@ class InterruptionRecorder:
         record = len(jobs) - 1 - from_end
         at = np.searchsorted(last.job_idx, distinct)
         found = (at < len(last)) & (last.job_idx[np.minimum(at, len(last) - 1)] == distinct)
+        restarted_at = self._restart_s.view()[record[found]]
+        _check(
+            distinct[found],
+            last.start_s[at[found]] == restarted_at,
+            lambda k: "its last run does not start when it was seen starting again",
+        )
         counts = np.zeros(len(last), dtype=np.int64)
         source = np.zeros(len(last), dtype=np.int64)
         counts[at[found]] = np.diff(offsets)[record[found]]
@@ -278,4 +313,14 @@ class InterruptionRecorder:
             saved_s=last.saved_s,
             node_offsets=new_offsets,
             nodes=nodes[gather].astype(np.int32),
+        )
+
+
+def _check(job: np.ndarray, good: np.ndarray, detail: Callable[[int], str]) -> None:
+    """Raise naming the first job (slot) for which ``good`` is false: a bug."""
+    bad = np.flatnonzero(~np.asarray(good, dtype=bool))
+    if len(bad):
+        slot = int(job[bad[0]])
+        raise RuntimeError(
+            f"run segments disagree with the kernel: job slot {slot}: {detail(slot)}"
         )
