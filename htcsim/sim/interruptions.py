@@ -124,7 +124,8 @@ class InterruptionRecorder:
         """Before the step at ``now``: read the restarts the last step made,
         then fail the nodes due now that hold tasks. Returns the next time
         the recorder must run (every step while a requeued job waits)."""
-        if self._watch and self._started_since():
+        passes = self._kernel.n_passes
+        if self._watch and self._started_since(passes):
             self._read_restarts()
         times, k = self._fail_t, self._next
         while k < len(times) and times[k] <= now:
@@ -132,14 +133,14 @@ class InterruptionRecorder:
             k += 1
         self._next = k
         if self._watch:
-            self._passes = self._kernel.n_passes
+            self._passes = passes  # (failing nodes runs no pass)
             self._last_now = now
             return now
         return int(times[k]) if k < len(times) else NO_MARK
 
     def finish(self) -> None:
         """After the last step: the restarts it made."""
-        if self._watch and self._started_since():
+        if self._watch and self._started_since(self._kernel.n_passes):
             self._read_restarts()
 
     # ------------------------------------------------------------------ failures
@@ -188,11 +189,10 @@ class InterruptionRecorder:
         if not failed:
             self._watch.append(j)
 
-    def _started_since(self) -> bool:
+    def _started_since(self, passes: int) -> bool:
         """Whether the passes since the last call may have started a job: not
         when one pass ran (the usual step) and it started none."""
-        kernel = self._kernel
-        return kernel.n_passes != self._passes + 1 or kernel.n_started > 0
+        return passes != self._passes + 1 or self._kernel.n_started > 0
 
     def _read_restarts(self) -> None:
         """When and on which nodes each watched job started again (in the step
