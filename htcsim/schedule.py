@@ -38,8 +38,9 @@ class SimResult:
     never started or never ended (none, for a replay that ran to
     completion). A job a node failure requeued ran more than once:
     ``segments`` holds every run (see :meth:`run_segments`), and the
-    metrics read them. ``run_s`` is the simulated run time: the recorded run
-    time capped at the requested time (the job is killed then).
+    metrics read them. ``run_s`` is the time a job held its cores: the
+    recorded run time capped at the requested time (the job is killed then),
+    plus the runs node failures threw away.
     """
 
     workload: Workload
