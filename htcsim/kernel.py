@@ -157,6 +157,7 @@ class Kernel:
         self.dependency_cancelled = self._state.dependency_cancelled
         self.priorities = self._state.priorities
         self.next_wakeup = self._state.next_wakeup
+        self.state_code = self._state.state_of  # state_of as a plain int, for per-step checks
 
     def configure(self, policy: Policy) -> None:
         """Apply every knob of ``policy`` that does not name a user or group."""
@@ -300,6 +301,21 @@ class Kernel:
     @property
     def n_running(self) -> int:
         return int(self._state.n_running)
+
+    @property
+    def n_passes(self) -> int:
+        """Scheduling passes run so far (every ``schedule`` call is one)."""
+        return int(self._state.n_passes)
+
+    @property
+    def n_started(self) -> int:
+        """Jobs the last pass started (``started_jobs()`` holds them)."""
+        return int(self._state.n_started)
+
+    @property
+    def n_recomputes(self) -> int:
+        """Multifactor priority recomputations so far (each one at a pass)."""
+        return int(self._state.n_recomputes)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -536,6 +552,10 @@ class Kernel:
 
     def job_states(self) -> np.ndarray:
         return self._state.job_states()
+
+    def tasks_per_node(self) -> np.ndarray:
+        """Tasks placed on each node (a copy): which nodes a failure would hit."""
+        return self._state.tasks_per_node()
 
     def free_per_node(self) -> np.ndarray:
         return self._state.free_per_node()

@@ -6,11 +6,20 @@ scheduling -- a status report", JSSPP 2004), so a table produced by htcsim can
 be set beside a published one. All computations are vectorised over the job
 columns; nothing loops per job in Python.
 
-Which jobs count (a replay that ran to completion has every job in every set):
+Which jobs count (a replay that ran to completion has every job started,
+and every job that a node failure did not end finished):
 
-* *started*: ``start_s >= 0``. Waits are known for these jobs only.
-* *finished*: started and ``end_s >= 0``. Run times, slowdowns, responses and
-  busy core-seconds are known for these jobs only.
+* *started*: the job ran at all (its first start ``>= 0``). Waits are known
+  for these jobs only; the wait ends at the *first* start.
+* *ended*: started and its last run ended (``end_s >= 0``).
+* *finished*: ended on its own, not by a node failure (those are *failed*).
+  Slowdowns and responses are known for these jobs only.
+
+A job a node failure requeued ran more than once (its run segments, see
+``htcsim.segments``): its cores were busy during every run, the run a
+failure threw away included, so utilization and the time series count
+every run; its wait is to its first start, and the time queued again
+between runs is its ``requeue_wait_s``.
 
 Worked example (a 4-core machine; times in seconds)::
 
@@ -38,6 +47,7 @@ from htcsim.schedule import (
     SimResult,
     schedule_columns,
 )
+from htcsim.segments import FINAL_STATES
 
 TAU_S = 10.0
 """Bounded-slowdown threshold: runs shorter than this count as this long (literature: 10 s)."""
@@ -70,19 +80,27 @@ def bounded_slowdown(
 def per_job_table(result: SimResult) -> pl.DataFrame:
     """One row per job, in workload order: the schedule joined with the request.
 
-    Columns: ``job_id, user_id, group_id, submit_s, start_s, end_s, wait_s, run_s``
-    (simulated: ``end_s - start_s``), ``walltime_s`` (requested), ``n_tasks``,
-    ``cores`` (``n_tasks * cores_per_task``), ``bounded_slowdown`` (tau = 10 s),
-    ``killed_at_walltime`` (the recorded run exceeded the request and the job ran,
-    so the replay cut it), ``recorded_wait_s`` (the wait in the source log). Unknown
-    values (not started, not finished, not logged) are null rather than -1, so that
+    Columns: ``job_id, user_id, group_id, submit_s``, ``start_s`` and ``end_s``
+    (the job's last run), ``wait_s`` (submit to *first* start), ``run_s`` (time
+    the job held its cores, over all its runs), ``walltime_s`` (requested),
+    ``n_tasks``, ``cores`` (``n_tasks * cores_per_task``), ``bounded_slowdown``
+    (tau = 10 s, over the run the job needed: ``run_s`` less the lost run),
+    ``killed_at_walltime`` (the recorded run exceeded the request and the job
+    ran, so the replay cut it), ``recorded_wait_s`` (the wait in the source
+    log), then ``first_start_s``, ``requeue_wait_s`` (queued again between
+    runs), ``requeues``, ``lost_core_s`` and ``saved_core_s`` (run thrown away
+    by node failures, and kept by checkpoints, times cores) and
+    ``final_state`` (:data:`htcsim.segments.FINAL_STATES`). Unknown values
+    (not started, not ended, not logged) are null rather than -1, so that
     aggregations in polars skip them instead of averaging a sentinel.
     """
     s = schedule_columns(result)
     jobs = result.workload.jobs
-    wait = s.start_s - s.submit_s
-    run = s.end_s - s.start_s
+    n = len(jobs)
     killed = np.asarray(result.killed_at_walltime, dtype=bool) & s.finished
+    lost = s.lost_s if result.lost_s is None else np.asarray(result.lost_s, dtype=np.int64)
+    saved = np.zeros(n, np.int64) if result.saved_s is None else np.asarray(result.saved_s)
+    requeues = np.zeros(n, np.int64) if result.requeues is None else np.asarray(result.requeues)
     frame = pl.DataFrame(
         {
             "job_id": s.job_id,
@@ -91,27 +109,59 @@ def per_job_table(result: SimResult) -> pl.DataFrame:
             "submit_s": s.submit_s,
             "start_s": s.start_s,
             "end_s": s.end_s,
-            "wait_s": wait,
-            "run_s": run,
+            "wait_s": s.first_start_s - s.submit_s,
+            "run_s": s.run_s,
             "walltime_s": jobs["walltime_s"].astype(np.int64),
             "n_tasks": jobs["n_tasks"],
             "cores": s.cores,
-            "bounded_slowdown": bounded_slowdown(wait, run),
+            "bounded_slowdown": _slowdowns(s),
             "killed_at_walltime": killed,
             "recorded_wait_s": jobs["recorded_wait_s"].astype(np.int64),
+            "first_start_s": s.first_start_s,
+            "requeue_wait_s": s.segments.requeue_wait_s(n),
+            "requeues": requeues.astype(np.int64),
+            "lost_core_s": lost * s.cores,
+            "saved_core_s": saved.astype(np.int64) * s.cores,
+            "final_state": pl.Series(
+                np.asarray(FINAL_STATES)[final_states(result, s)], dtype=pl.String
+            ).cast(pl.Enum(FINAL_STATES)),
             "_started": s.started,
+            "_ended": s.ended,
             "_finished": s.finished,
         }
     )
-    started, finished = pl.col("_started"), pl.col("_finished")
+    started, ended, finished = pl.col("_started"), pl.col("_ended"), pl.col("_finished")
+    when_started = ("start_s", "wait_s", "first_start_s", "requeue_wait_s")
     return frame.with_columns(
-        *(pl.when(started).then(pl.col(c)).alias(c) for c in ("start_s", "wait_s")),
-        *(pl.when(finished).then(pl.col(c)).alias(c) for c in ("end_s", "run_s")),
+        *(pl.when(started).then(pl.col(c)).alias(c) for c in when_started),
+        *(pl.when(ended).then(pl.col(c)).alias(c) for c in ("end_s", "run_s")),
         pl.when(finished).then(pl.col("bounded_slowdown")).alias("bounded_slowdown"),
         pl.when(pl.col("recorded_wait_s") >= 0)
         .then(pl.col("recorded_wait_s"))
         .alias("recorded_wait_s"),
-    ).drop("_started", "_finished")
+    ).drop("_started", "_ended", "_finished")
+
+
+def final_states(result: SimResult, s: ScheduleColumns | None = None) -> np.ndarray:
+    """How each job ended, as an index into :data:`htcsim.segments.FINAL_STATES`."""
+    s = schedule_columns(result) if s is None else s
+    state = np.full(len(s.job_id), FINAL_STATES.index("pending"), dtype=np.int8)
+    state[s.started & ~s.ended] = FINAL_STATES.index("running")
+    state[s.finished] = FINAL_STATES.index("completed")
+    state[s.finished & np.asarray(result.killed_at_walltime, dtype=bool)] = FINAL_STATES.index(
+        "timeout"
+    )
+    state[s.failed] = FINAL_STATES.index("failed")
+    if result.cancelled is not None:
+        state[np.asarray(result.cancelled, dtype=bool)] = FINAL_STATES.index("cancelled")
+    return state
+
+
+def _slowdowns(s: ScheduleColumns) -> np.ndarray:
+    """Bounded slowdown of each ended job: its response (submit to end) over the
+    run it needed (the run a failure threw away is not work)."""
+    work = s.run_s - s.lost_s
+    return bounded_slowdown(s.end_s - s.submit_s - work, work)
 
 
 # --------------------------------------------------------------------------- whole run
@@ -120,32 +170,37 @@ def per_job_table(result: SimResult) -> pl.DataFrame:
 def summarize(result: SimResult) -> Summary:
     """The headline figures of one replay, as plain ``int``/``float`` (JSON-ready).
 
-    With S the started jobs, F the finished ones, ``wait = start - submit``,
-    ``run = end - start`` (simulated, already capped at the requested time) and
-    ``cores = n_tasks * cores_per_task``:
+    With S the started jobs, F the finished ones (ended, not by a node
+    failure), ``wait = first start - submit``, ``response = end - submit``,
+    ``work`` the run a job needed (its runs, already capped at the requested
+    time, less the run failures threw away) and ``cores = n_tasks * cores_per_task``:
 
     * ``n_jobs``, ``n_started`` = |S|, ``n_finished`` = |F|
     * ``mean_wait_s``, ``median_wait_s``, ``p95_wait_s``, ``max_wait_s``: over S;
       percentiles by linear interpolation between order statistics (NumPy's
       default, as polars' ``quantile(..., "linear")``)
     * ``mean_bsld``, ``median_bsld``: bounded slowdown over F,
-      ``max((wait + run) / max(run, 10 s), 1)``
-    * ``mean_response_s``: mean of ``wait + run = end - submit`` over F
-    * ``makespan_s = max(end over F) - min(submit over all jobs)``
-    * ``utilization = sum(run * cores over F) / (total_cores * makespan_s)``
+      ``max(response / max(work, 10 s), 1)``
+    * ``mean_response_s``: mean response over F
+    * ``makespan_s = max(end over ended jobs) - min(submit over all jobs)``
+    * ``utilization = busy core-seconds / (total_cores * makespan_s)``, the
+      busy core-seconds summed over every run of every job (``run * cores``),
+      the runs failures cut short included
     * ``throughput_jobs_per_h = |F| / (makespan_s / 3600)``
     * ``n_killed_at_walltime``: jobs in F whose recorded run exceeded the request
     * ``n_cancelled``: jobs cancelled because a dependency could never be met
     * ``n_requeued``: requeues after node failures; ``lost_core_h``: the core-hours
-      those failures threw away (run time since each lost start x cores)
+      those failures threw away (run time since each lost start x cores);
+      ``mean_requeue_wait_s``: over the requeued jobs, the time they spent
+      queued again between runs (0 when none was requeued)
     * ``n_node_failed``: jobs ended failed because their node failed (no retry
-      left, or ``on_node_failure = "fail"``); ``saved_core_h``: core-hours that
-      checkpoints kept from being run again after failures
+      left, or ``on_node_failure = "fail"``), not in F; ``saved_core_h``:
+      core-hours that checkpoints kept from being run again after failures
     * ``node_hours``: the sum over nodes of the time each was provisioned (not
       powered off), from the first submit to the end of the replay; ``cost``:
       the same weighted by each node type's price per hour;
       ``mean_nodes_provisioned = node_hours / span``;
-      ``provisioned_utilization = sum(run * cores over F) / provisioned core-seconds``
+      ``provisioned_utilization = busy core-seconds / provisioned core-seconds``
       (equal to ``utilization`` for a fixed fleet with no failures)
     * ``node_boots``, ``node_shutdowns``: the autoscaler's actions
     * ``replay_s``: wall-clock seconds of the event loop; ``jobs_per_second =
@@ -155,14 +210,14 @@ def summarize(result: SimResult) -> Summary:
     time) is ``nan``, never a misleading 0.
     """
     s = schedule_columns(result)
-    wait = (s.start_s - s.submit_s)[s.started]
-    wait_f = (s.start_s - s.submit_s)[s.finished]
-    run = (s.end_s - s.start_s)[s.finished]
+    wait = (s.first_start_s - s.submit_s)[s.started]
+    response = (s.end_s - s.submit_s)[s.finished]
+    bsld = _slowdowns(s)[s.finished]
     makespan = _makespan(s)
-    busy_core_s = int(np.sum(run * s.cores[s.finished]))
+    busy_core_s = s.segments.busy_core_s(s.cores)
     replay_s = float(result.replay_seconds) if result.replay_seconds > 0 else float("nan")
     n_jobs = int(s.submit_s.size)
-    n_finished = int(run.size)
+    n_finished = int(response.size)
     return {
         "n_jobs": n_jobs,
         "n_started": int(wait.size),
@@ -171,9 +226,9 @@ def summarize(result: SimResult) -> Summary:
         "median_wait_s": _stat(np.median, wait),
         "p95_wait_s": _stat(lambda a: np.percentile(a, 95), wait),
         "max_wait_s": _stat(np.max, wait),
-        "mean_bsld": _stat(np.mean, bounded_slowdown(wait_f, run)),
-        "median_bsld": _stat(np.median, bounded_slowdown(wait_f, run)),
-        "mean_response_s": _stat(np.mean, wait_f + run),
+        "mean_bsld": _stat(np.mean, bsld),
+        "median_bsld": _stat(np.median, bsld),
+        "mean_response_s": _stat(np.mean, response),
         "makespan_s": makespan,
         "utilization": _ratio(busy_core_s, s.total_cores * makespan),
         "throughput_jobs_per_h": _ratio(n_finished, makespan / SECONDS_PER_HOUR),
@@ -185,21 +240,32 @@ def summarize(result: SimResult) -> Summary:
         "lost_core_h": 0.0
         if result.lost_s is None
         else float(np.sum(result.lost_s * s.cores)) / SECONDS_PER_HOUR,
-        **_failure_figures(result, s.cores),
+        "mean_requeue_wait_s": _requeue_wait(result, s),
+        **_failure_figures(result, s),
         **_node_figures(result, busy_core_s),
         "replay_s": replay_s,
         "jobs_per_second": _ratio(n_jobs, replay_s),
     }
 
 
-def _failure_figures(result: SimResult, cores: np.ndarray) -> Summary:
+def _requeue_wait(result: SimResult, s: ScheduleColumns) -> float:
+    """Mean time requeued jobs spent queued again; 0 when none was requeued
+    (as ``n_requeued``: a replay without failures reads the same as one
+    whose failures hit no job)."""
+    if result.requeues is None:
+        return 0.0
+    requeued = (np.asarray(result.requeues) > 0) & s.started
+    if not requeued.any():
+        return 0.0
+    return float(np.mean(s.segments.requeue_wait_s(len(s.job_id))[requeued]))
+
+
+def _failure_figures(result: SimResult, s: ScheduleColumns) -> Summary:
     return {
-        "n_node_failed": 0
-        if result.node_failed is None
-        else int(np.count_nonzero(result.node_failed)),
+        "n_node_failed": int(np.count_nonzero(s.failed)),
         "saved_core_h": 0.0
         if result.saved_s is None
-        else float(np.sum(result.saved_s * cores)) / SECONDS_PER_HOUR,
+        else float(np.sum(result.saved_s * s.cores)) / SECONDS_PER_HOUR,
     }
 
 
@@ -263,9 +329,9 @@ def node_usage(result: SimResult) -> pl.DataFrame:
 
 
 def _makespan(s: ScheduleColumns) -> float:
-    if not s.finished.any():
+    if not s.ended.any():
         return float("nan")
-    return float(s.end_s[s.finished].max() - s.submit_s.min())
+    return float(s.end_s[s.ended].max() - s.submit_s.min())
 
 
 def _stat(fn: Callable[[np.ndarray], Any], values: np.ndarray) -> float:
@@ -283,8 +349,8 @@ def per_user(result: SimResult, *, table: pl.DataFrame | None = None) -> pl.Data
     """Per ``user_id``: who used the machine and how each was served.
 
     Columns: ``user_id, jobs, core_hours`` (``sum(run * cores) / 3600`` over
-    finished jobs), ``mean_wait_s``, ``p95_wait_s`` (linear interpolation, over
-    started jobs), ``mean_bsld`` (over finished jobs). Sorted by core-hours,
+    every run of the ended jobs), ``mean_wait_s``, ``p95_wait_s`` (linear
+    interpolation, over started jobs), ``mean_bsld`` (over finished jobs). Sorted by core-hours,
     largest first, ties by user id, so the heavy users lead and the order is
     deterministic. Pass ``table`` (from :func:`per_job_table`) to avoid
     recomputing it.
@@ -381,7 +447,7 @@ def resample_time_series(series: pl.DataFrame, bin_s: int) -> pl.DataFrame:
 
 
 def estimate_errors(result: SimResult) -> pl.DataFrame:
-    """Sampled start estimates against the real starts (empty without sampling).
+    """Sampled start estimates against the real (first) starts (empty without sampling).
 
     ``error_s = start_s - estimate_s``: negative when the job started earlier
     than estimated (jobs usually end before their requested time), positive
@@ -399,7 +465,7 @@ def estimate_errors(result: SimResult) -> pl.DataFrame:
             }
         )
     idx = rows["job_idx"]
-    start = result.start_s[idx]
+    start = result.first_start_s[idx]
     known = rows["estimate_s"] >= 0
     return pl.DataFrame(
         {
@@ -413,7 +479,14 @@ def estimate_errors(result: SimResult) -> pl.DataFrame:
 
 
 def estimate_error_summary(result: SimResult) -> dict[str, float]:
-    """Median error and 50th/90th percentiles of the absolute error, in seconds."""
+    """How good the sampled start estimates were, in seconds and fractions.
+
+    ``median_error_s``; ``p50_abs_error_s`` and ``p90_abs_error_s``, the
+    percentiles of the absolute error; ``early_fraction`` and
+    ``late_fraction``, the shares of jobs that started before and after
+    their estimate; ``max_late_s``, the worst lateness (0 when none was late).
+    A median near 0 can hide a tail of late starts: the last three show it.
+    """
     errors = estimate_errors(result)["error_s"].to_numpy()
     if errors.size == 0:
         return {}
@@ -423,4 +496,7 @@ def estimate_error_summary(result: SimResult) -> dict[str, float]:
         "median_error_s": float(np.median(errors)),
         "p50_abs_error_s": float(np.percentile(absolute, 50)),
         "p90_abs_error_s": float(np.percentile(absolute, 90)),
+        "early_fraction": float(np.mean(errors < 0)),
+        "late_fraction": float(np.mean(errors > 0)),
+        "max_late_s": float(max(int(errors.max()), 0)),
     }

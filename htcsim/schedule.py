@@ -18,6 +18,7 @@ import polars as pl
 from htcsim.cluster import Cluster
 from htcsim.model import Workload
 from htcsim.policy import Policy
+from htcsim.segments import REQUEUED, RunSegments, final_segments
 
 ESTIMATE_DTYPE = np.dtype(
     [
@@ -32,10 +33,14 @@ ESTIMATE_DTYPE = np.dtype(
 class SimResult:
     """The schedule of one replay.
 
-    ``start_s``/``end_s`` are aligned with ``workload.jobs`` (row k is job k);
-    -1 marks a job that never started or never ended (none, for a replay that
-    ran to completion). ``run_s`` is the simulated run time: the recorded run
-    time capped at the requested time (the job is killed then).
+    ``start_s``/``end_s`` are aligned with ``workload.jobs`` (row k is job k):
+    each job's last run, from its last start to its end; -1 marks a job that
+    never started or never ended (none, for a replay that ran to
+    completion). A job a node failure requeued ran more than once:
+    ``segments`` holds every run (see :meth:`run_segments`), and the
+    metrics read them. ``run_s`` is the time a job held its cores: the
+    recorded run time capped at the requested time (the job is killed then),
+    plus the runs node failures threw away.
     """
 
     workload: Workload
@@ -54,6 +59,9 @@ class SimResult:
     pool: Cluster | None = None  # the node pool the kernel held (autoscaling: each type's max)
     node_seconds: np.ndarray | None = None  # per pool node: seconds provisioned (cost basis)
     node_series: pl.DataFrame | None = None  # kernel state after each step (SERIES_COLUMNS)
+    segments: RunSegments | None = None  # every run, when failures cut some short
+    failures: np.ndarray | None = None  # the node failures replayed (FAILURE_DTYPE rows)
+    checkpoint_s: np.ndarray | None = None  # per job: checkpoint interval (None: no checkpoints)
 
     @property
     def total_cores(self) -> int:
@@ -65,28 +73,65 @@ class SimResult:
             return self.cluster.total_cores
         return self.workload.machine.total_cores
 
+    def run_segments(self) -> RunSegments:
+        """Every run of every job: ``segments`` when the replay recorded them,
+        else one run per started job (``start_s`` to ``end_s``)."""
+        if self.segments is not None:
+            return self.segments
+        return final_segments(
+            self.start_s,
+            self.end_s,
+            node_failed=self.node_failed,
+            timed_out=self.killed_at_walltime,
+        )
+
+    @property
+    def first_start_s(self) -> np.ndarray:
+        """When each job first started (-1: never); ``start_s`` when no run was cut short."""
+        if self.segments is None:
+            return np.asarray(self.start_s, dtype=np.int64)
+        return self.segments.first_start(len(self.workload.jobs))
+
     @property
     def wait_s(self) -> np.ndarray:
-        return self.start_s - self.workload.jobs["submit_s"]
+        """From submit to the first start (the run time a failure threw away is not a wait)."""
+        return self.first_start_s - self.workload.jobs["submit_s"]
 
     @property
     def run_s(self) -> np.ndarray:
-        return self.end_s - self.start_s
+        """Time each job held its cores, over all its runs (0 for one that never ran)."""
+        segments = self.run_segments()
+        return segments.per_job_sum(segments.run_s, len(self.workload.jobs))
 
     @property
     def killed_at_walltime(self) -> np.ndarray:
         """Jobs that ran shorter than their recorded run time: killed at their request."""
-        ended = (self.start_s >= 0) & (self.end_s >= 0)
-        ran = self.end_s - self.start_s
-        if self.saved_s is not None:
-            ran = ran + self.saved_s  # a restart from a checkpoint runs only the rest
-        if self.node_failed is not None:
-            ended &= ~self.node_failed
-        return ended & (ran < self.workload.jobs["run_s"])
+        return killed_at_walltime(
+            self.workload.jobs, self.start_s, self.end_s, self.saved_s, self.node_failed
+        )
 
     def time_series(self) -> pl.DataFrame:
         """Busy cores, utilization, queued and running jobs at every event time (polars)."""
         return time_series(self)
+
+
+def killed_at_walltime(
+    jobs: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    saved_s: np.ndarray | None,
+    node_failed: np.ndarray | None,
+) -> np.ndarray:
+    """Jobs whose last run ended before their recorded run time was done (the
+    checkpointed work counted as done): killed at their requested time. A job
+    its node failure ended is not."""
+    ended = (start_s >= 0) & (end_s >= 0)
+    ran = end_s - start_s
+    if saved_s is not None:
+        ran = ran + saved_s  # a restart from a checkpoint runs only the rest
+    if node_failed is not None:
+        ended &= ~np.asarray(node_failed, dtype=bool)
+    return np.asarray(ended & (ran < jobs["run_s"]))
 
 
 # --------------------------------------------------------------------------- columns
@@ -94,21 +139,33 @@ class SimResult:
 
 @dataclass(frozen=True)
 class ScheduleColumns:
-    """The columns every metric needs, validated once (all arrays aligned with the jobs)."""
+    """The columns every metric needs, validated once (all arrays aligned with the jobs).
+
+    A job is *started* once it ran at all, *ended* once its last run ended,
+    *finished* when it ended on its own (done, or killed at its requested
+    time) and *failed* when a node failure ended it.
+    """
 
     job_id: np.ndarray  # int64, identity of each row
     submit_s: np.ndarray  # int64
-    start_s: np.ndarray  # int64, -1 when never started
+    first_start_s: np.ndarray  # int64, -1 when never started
+    start_s: np.ndarray  # int64, start of the last run, -1 when never started
     end_s: np.ndarray  # int64, -1 when never ended
     cores: np.ndarray  # int64, n_tasks * cores_per_task
     started: np.ndarray  # bool
-    finished: np.ndarray  # bool, implies started
+    ended: np.ndarray  # bool, implies started
+    finished: np.ndarray  # bool, ended and not failed
+    failed: np.ndarray  # bool, ended by a node failure
+    run_s: np.ndarray  # int64, time held over every ended run
+    lost_s: np.ndarray  # int64, run thrown away by node failures
+    segments: RunSegments
     total_cores: int
 
 
 def schedule_columns(result: SimResult) -> ScheduleColumns:
     """Extract and check the schedule; an impossible one names the first offending job."""
     jobs = result.workload.jobs
+    n = len(jobs)
     submit = jobs["submit_s"].astype(np.int64)
     start = np.asarray(result.start_s, dtype=np.int64)
     end = np.asarray(result.end_s, dtype=np.int64)
@@ -117,22 +174,38 @@ def schedule_columns(result: SimResult) -> ScheduleColumns:
             f"start_s {start.shape} and end_s {end.shape} must be aligned with the "
             f"{submit.shape[0]} jobs of workload {result.workload.name!r}"
         )
-    started = start >= 0
-    finished = started & (end >= 0)
-    _check_order(jobs["job_id"], started & (start < submit), "starts before it is submitted")
-    _check_order(jobs["job_id"], finished & (end < start), "ends before it starts")
+    segments = result.run_segments()
+    first_start = result.first_start_s
+    started = first_start >= 0
+    ended = started & (end >= 0)
+    failed = ended & _flags(result.node_failed, n)
+    _check_order(jobs["job_id"], started & (first_start < submit), "starts before it is submitted")
+    _check_order(jobs["job_id"], ended & (end < start), "ends before it starts")
     _check_order(jobs["job_id"], ~started & (end >= 0), "has an end but no start")
+    backwards = np.zeros(n, dtype=bool)
+    backwards[segments.job_idx[segments.ended & (segments.end_s < segments.start_s)]] = True
+    _check_order(jobs["job_id"], backwards, "has a run that ends before it starts")
     cores = jobs["n_tasks"].astype(np.int64) * jobs["cores_per_task"].astype(np.int64)
     return ScheduleColumns(
         job_id=jobs["job_id"].astype(np.int64),
         submit_s=submit,
+        first_start_s=first_start,
         start_s=start,
         end_s=end,
         cores=cores,
         started=started,
-        finished=finished,
+        ended=ended,
+        finished=ended & ~failed,
+        failed=failed,
+        run_s=segments.per_job_sum(segments.run_s, n),
+        lost_s=segments.per_job_sum(segments.lost_s, n),
+        segments=segments,
         total_cores=result.total_cores,
     )
+
+
+def _flags(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=bool) if values is None else np.asarray(values, dtype=bool)
 
 
 def _check_order(job_id: np.ndarray, bad: np.ndarray, what: str) -> None:
@@ -142,9 +215,6 @@ def _check_order(job_id: np.ndarray, bad: np.ndarray, what: str) -> None:
             f"invalid schedule: job {int(job_id[k])} (row {k}) {what} "
             f"({int(bad.sum())} job(s) in all)"
         )
-
-
-# --------------------------------------------------------------------------- per job
 
 
 # --------------------------------------------------------------------------- over time
@@ -164,26 +234,34 @@ def time_series(result: SimResult) -> pl.DataFrame:
     """The machine's state as a step function: one row per distinct event time.
 
     Row ``i`` holds the state after every event at ``time_s[i]`` (submissions,
-    starts, ends) has been applied, valid until ``time_s[i + 1]``. So a job
-    submitted and started at the same instant is never counted as queued, and
-    a job with run 0 never as running. Jobs that never start stay queued, jobs
-    that never end stay running. ``utilization = busy_cores / total_cores``.
+    starts and ends of runs) has been applied, valid until ``time_s[i + 1]``.
+    So a job submitted and started at the same instant is never counted as
+    queued, and a run of 0 s never as running. A job is queued from its
+    submit to its first start and again from each requeue to its restart;
+    it runs (and its cores are busy) during every run, those a failure cut
+    short included. Jobs that never start stay queued, runs that never end
+    stay running. ``utilization = busy_cores / total_cores``.
 
-    Computed from the three event arrays with one sort and cumulative sums of
+    Computed from the event arrays with one sort and cumulative sums of
     per-time deltas (``np.add.reduceat``), in integers, so it is exact; the order
     of events within one instant does not matter, so the sort need not be stable.
     """
     s = schedule_columns(result)
-    start, end = s.start_s[s.started], s.end_s[s.finished]
-    n_sub, n_start, n_end = s.submit_s.size, start.size, end.size
-    times = np.concatenate([s.submit_s, start, end])
+    runs = s.segments
+    ended = runs.ended
+    cores = s.cores[runs.job_idx]
+    requeued = (runs.outcome[ended] == REQUEUED).astype(np.int64)
+    n_sub, n_start, n_end = s.submit_s.size, len(runs), int(np.count_nonzero(ended))
+    times = np.concatenate([s.submit_s, runs.start_s, runs.end_s[ended]])
     if times.size == 0:
         return pl.DataFrame(schema=TIME_SERIES_SCHEMA)
-    # Event kinds 0 submit, 1 start, 2 end, and what each does to the queue and running set.
-    kind = np.repeat(np.arange(3), [n_sub, n_start, n_end])
-    d_queued = np.array([1, -1, 0], dtype=np.int64)[kind]
-    d_running = np.array([0, 1, -1], dtype=np.int64)[kind]
-    d_busy = np.concatenate([np.zeros(n_sub, np.int64), s.cores[s.started], -s.cores[s.finished]])
+    # submit: queued +1; start: queued -1, running +1; end: running -1, and
+    # queued +1 when the job goes back to the queue
+    d_queued = np.concatenate([np.ones(n_sub, np.int64), -np.ones(n_start, np.int64), requeued])
+    d_running = np.concatenate(
+        [np.zeros(n_sub, np.int64), np.ones(n_start, np.int64), -np.ones(n_end, np.int64)]
+    )
+    d_busy = np.concatenate([np.zeros(n_sub, np.int64), cores, -cores[ended]])
 
     order = np.argsort(times)
     t_sorted = times[order]

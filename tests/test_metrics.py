@@ -197,8 +197,17 @@ def test_per_job_table(toy: SimResult) -> None:
         "bounded_slowdown",
         "killed_at_walltime",
         "recorded_wait_s",
+        "first_start_s",
+        "requeue_wait_s",
+        "requeues",
+        "lost_core_s",
+        "saved_core_s",
+        "final_state",
     ]
     assert t["wait_s"].to_list() == [0, 90, 80]
+    assert t["first_start_s"].to_list() == t["start_s"].to_list()  # one run each
+    assert t["requeues"].to_list() == [0, 0, 0]
+    assert t["final_state"].to_list() == ["completed", "completed", "timeout"]
     assert t["run_s"].to_list() == [100, 5, 20]
     assert t["cores"].to_list() == [4, 2, 2]
     assert t["bounded_slowdown"].to_list() == pytest.approx([1.0, 9.5, 5.0])
@@ -213,6 +222,7 @@ def test_per_job_table_unknowns_are_null() -> None:
     assert t["end_s"].to_list() == [20, None, None]
     assert t["run_s"].to_list() == [20, None, None]
     assert t["bounded_slowdown"].to_list() == [1.0, None, None]
+    assert t["final_state"].to_list() == ["completed", "running", "pending"]
 
 
 def test_per_user(toy: SimResult) -> None:

@@ -344,3 +344,78 @@ def test_command_fails_with_code_2_naming_the_problem(runs: list[Path], tmp_path
     result = CliRunner().invoke(_app(), ["report", str(runs[0]), "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert "is a directory" in " ".join(result.output.split())
+
+
+# --------------------------------------------------------------------------- what was run
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Two runs of the embedded workload, both fcfs+easy: one named, with
+    seeded node failures and hourly checkpoints; one plain, unnamed. And a
+    third from a failure trace file."""
+    root = tmp_path_factory.mktemp("cli-runs")
+    base = ["simulate", "--max-jobs", "300", "--no-plots"]
+    failing = [*base, "--mtbf", "50", "--mttr", "1", "--failure-seed", "7"]
+    failing += ["--checkpoint-interval", "3600", "--name", "with-failures"]
+    trace = root / "failures.csv"
+    trace.write_text("time_s,node,duration_s\n5000,0,3600\n9000,3,600\n")
+    for args, out in (
+        (failing, root / "failing"),
+        (base, root / "plain"),
+        ([*base, "--failures", str(trace)], root / "traced"),
+    ):
+        result = CliRunner().invoke(_app(), [*args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    return root / "failing", root / "plain", root / "traced"
+
+
+def test_summary_json_records_every_input_that_changes_the_result(
+    cli_runs: tuple[Path, Path, Path],
+) -> None:
+    import hashlib
+
+    failing, plain, traced = (_summary(d) for d in cli_runs)
+    assert (failing["name"], plain["name"]) == ("with-failures", None)
+    inputs = failing["inputs"]
+    assert inputs["checkpoint_interval_s"] == 3600
+    assert inputs["failure_source"] == {"model": "mtbf", "mtbf_h": 50.0, "mttr_h": 1.0, "seed": 7}
+    assert inputs["failures"]["events"] > 0 and len(inputs["failures"]["sha256"]) == 64
+    assert inputs["trace"] == {
+        "embedded": {"n_jobs": 20_000, "n_procs": 256, "seed": 1, "load": 0.85}
+    }
+    assert inputs["loading"]["max_jobs"] == 300
+    assert inputs["workload_sha256"] == plain["inputs"]["workload_sha256"]
+    assert inputs["policy_sha256"] == plain["inputs"]["policy_sha256"]
+    assert (plain["inputs"]["failures"], plain["inputs"]["checkpoint_interval_s"]) == (None, 0)
+    file = cli_runs[2].parent / "failures.csv"
+    assert traced["inputs"]["failure_source"]["trace"] == {
+        "path": str(file.resolve()),
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+    }
+    assert traced["inputs"]["failures"]["events"] == 2
+    assert failing["policy"]["autoscale"] is False  # the autoscaler's settings are the policy's
+
+
+def test_the_report_labels_runs_by_name_and_lists_the_inputs_that_differ(
+    cli_runs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    failing, plain, _ = cli_runs
+    page = write_report([failing, plain], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<title>htcsim report: with-failures vs plain</title>" in page
+    runs = page[page.index("<h2>Runs</h2>") : page.index("<h2>Inputs that differ</h2>")]
+    assert "MTBF 50.0 h, MTTR 1.0 h, seed 7" in runs
+    assert "every 60.0 min" in runs  # checkpoints
+    assert runs.count("<td>off</td>") == 2  # no autoscaler in either
+    differ = page[page.index("<h2>Inputs that differ</h2>") : page.index("<h2>Metrics</h2>")]
+    rows = dict(re.findall(r"<tr><th><code>([^<]+)</code></th>(.*?)</tr>", differ))
+    assert set(rows) >= {
+        "inputs.checkpoint_interval_s",
+        "inputs.failure_source.seed",
+        "inputs.failures.events",
+    }
+    assert rows["inputs.checkpoint_interval_s"] == "<td>3600</td><td>0</td>"
+    assert not any(key.startswith(("policy.", "inputs.trace", "inputs.workload")) for key in rows)
+    same = write_report([plain, plain], tmp_path / "same.html").read_text(encoding="utf-8")
+    assert "None: every run was given the same inputs." in same
+    assert "<th>plain</th><th>plain (2)</th>" in same

@@ -19,7 +19,14 @@ from htcsim.report.results import build_summary, summary_table, write_results
 from htcsim.schedule import SimResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TABLES = ("jobs.parquet", "jobs.csv", "users.csv", "timeseries.parquet", "summary.json")
+TABLES = (
+    "jobs.parquet",
+    "jobs.csv",
+    "segments.parquet",
+    "users.csv",
+    "timeseries.parquet",
+    "summary.json",
+)
 FIGURES = ("wait.png", "utilization.png", "queue.png")
 
 

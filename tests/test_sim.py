@@ -106,3 +106,40 @@ def test_estimates_of_jobs_that_end_early_err_on_the_late_side() -> None:
     errors = estimate_errors(result)["error_s"].to_numpy()
     assert errors.size > 50
     assert np.median(errors) <= 0  # runs end before their requests: starts come early
+
+
+def test_the_estimate_summary_shows_the_late_starts() -> None:
+    """Four sampled jobs started 100 s early, on time, 50 s late and 3,600 s
+    late: the median error (25 s) says little; a quarter early, half late,
+    the worst an hour late."""
+    from htcsim.metrics import estimate_error_summary
+    from htcsim.schedule import ESTIMATE_DTYPE, SimResult
+
+    workload = workload_of([(0, 1, 10, 10)] * 4, cores=1)
+    start = np.array([100, 200, 300, 4000])
+    estimates = np.array([(0, 0, 200), (1, 0, 200), (2, 0, 250), (3, 0, 400)], dtype=ESTIMATE_DTYPE)
+    result = SimResult(workload, Policy(), start, start + 10, estimates=estimates)
+    summary = estimate_error_summary(result)
+    assert summary["median_error_s"] == 25.0
+    assert (summary["early_fraction"], summary["late_fraction"]) == (0.25, 0.5)
+    assert summary["max_late_s"] == 3600.0
+
+
+def test_the_command_line_prints_the_late_share_of_the_estimates() -> None:
+    from typer.testing import CliRunner
+
+    from htcsim.cli.app import app
+    from htcsim.metrics import estimate_error_summary
+    from htcsim.workload.loader import load_workload
+
+    args = ["simulate", "--max-jobs", "2000", "--order", "multifactor", "--estimate-sample", "5"]
+    output = " ".join(CliRunner().invoke(app, args).output.split())
+    policy = Policy(order="multifactor")
+    errors = estimate_error_summary(
+        simulate(load_workload(None, max_jobs=2000), policy, estimate_sample=5)
+    )
+    assert errors["late_fraction"] > 0
+    assert (
+        f"{errors['early_fraction']:.0%} started early, {errors['late_fraction']:.0%} late "
+        f"(worst {errors['max_late_s'] / 3600:.1f} h late)"
+    ) in output

@@ -20,6 +20,7 @@ from htcsim.cluster import Cluster, load_cluster
 from htcsim.kernel import Kernel, KernelInputError, ReplayFeed, dense_ids, job_specs
 from htcsim.model import Machine, Workload, empty_jobs
 from htcsim.policy import Policy, QoS
+from htcsim.segments import REQUEUED
 from htcsim.sim import explain, simulate
 from htcsim.workload.loader import load_workload
 
@@ -213,6 +214,159 @@ def test_the_command_line_names_an_unknown_job() -> None:
     )
     assert result.exit_code == 2
     assert "job 987654 is not in the workload" in result.output
+
+
+# ------------------------------------------------- explain: the replay simulate runs
+#
+# One one-core node. A (submit 0, run 100), B (submit 10, run 50). The node
+# fails at 50 for 1000 s: A is requeued (eligible again at 50) and restarts at
+# the repair, 1050-1150; B runs 1150-1200. Without the failure A ends at 100
+# and B runs 100-150.
+
+
+def failing_workload() -> tuple[Workload, np.ndarray]:
+    from htcsim.sim.failures import FAILURE_DTYPE
+
+    workload = workload_of(
+        [
+            {"submit_s": 0, "walltime_s": 1000, "run_s": 100},
+            {"submit_s": 10, "walltime_s": 1000, "run_s": 50},
+        ],
+        cores=1,
+    )
+    return workload, np.array([(50, 0, 1000)], dtype=FAILURE_DTYPE)
+
+
+def test_explain_replays_the_failures_simulate_replays() -> None:
+    workload, failures = failing_workload()
+    assert explain(workload, Policy(), 1, 500).state == "ended"  # (no failure)
+    why = explain(workload, Policy(), 1, 500, failures=failures)
+    assert (why.state, why.reason, why.queue_position) == ("pending", "NodeDown", 0)
+    # age counts from the requeue at 50, over the default max age of 7 days
+    assert why.factors["age"] == pytest.approx(450 / 604_800)
+    assert explain(workload, Policy(), 2).at_s == 100
+    started = explain(workload, Policy(), 2, failures=failures)
+    assert (started.at_s, started.state) == (1150, "running")
+    assert simulate(workload, Policy(), failures=failures).start_s.tolist() == [1050, 1150]
+
+
+def test_explain_follows_simulate_with_failures_checkpoints_and_the_autoscaler() -> None:
+    """For jobs the failures requeued: explain stops at the pass that first
+    started each (simulate's first start), and at the end of a cut segment
+    finds the job pending again, or running already when its next segment
+    starts at once, as simulate's segments say."""
+    from dataclasses import replace
+
+    from htcsim.sim.failures import failure_model
+
+    workload = load_workload(None, max_jobs=1500)
+    policy = replace(
+        Policy(order="multifactor"),
+        autoscale=True,
+        autoscale_max_nodes=workload.machine.n_nodes,
+        autoscale_wait_s=60,
+        autoscale_boot_delay_s=60,
+    )
+    first = int(workload.jobs["submit_s"][0])
+    failures = failure_model(
+        workload.machine.n_nodes, 200 * 3600.0, 3600.0, 30 * 86_400, seed=2, start_s=first
+    )
+    result = simulate(workload, policy, failures=failures, checkpoint_s=1800)
+    runs = result.run_segments()
+    cut = np.flatnonzero(runs.outcome == REQUEUED)
+    restarted_later = cut[runs.start_s[cut + 1] > runs.end_s[cut]]
+    restarted_at_once = cut[runs.start_s[cut + 1] == runs.end_s[cut]]
+    assert len(restarted_later) >= 3 and len(restarted_at_once) >= 1
+    for k, state in [
+        *((k, "pending") for k in restarted_later[:3]),
+        (restarted_at_once[0], "running"),
+    ]:
+        slot = int(runs.job_idx[k])
+        job_id = int(workload.jobs["job_id"][slot])
+        started = explain(workload, policy, job_id, failures=failures, checkpoint_s=1800)
+        assert (started.at_s, started.state) == (int(result.first_start_s[slot]), "running")
+        then = explain(
+            workload, policy, job_id, int(runs.end_s[k]), failures=failures, checkpoint_s=1800
+        )
+        assert then.state == state, (job_id, then)
+
+
+def test_explain_gives_the_priority_the_kernel_ordered_the_queue_by() -> None:
+    """At 500 the factors give 460, but the queue is ordered by A's priority as
+    computed at its arrival (100: age 0): 0 + 50 + 10 = 60, the kernel's stored
+    value. At the pass that starts A (1000, a recomputation) both views agree."""
+    why = explain(explain_workload(), EXPLAIN_POLICY, job_id=2, at_s=500)
+    assert why.priority == pytest.approx(460.0)
+    assert why.ordered is not None
+    assert why.ordered.at_s == 100
+    assert why.ordered.factors == pytest.approx(
+        {"age": 0.0, "size": 0.5, "fairshare": 1.0, "qos": 0.0, "nice": 0.0}
+    )
+    assert why.ordered.priority == pytest.approx(60.0) == stored_priority(500, slot=1)
+    at_start = explain(explain_workload(), EXPLAIN_POLICY, job_id=2)
+    assert at_start.ordered is not None
+    assert (at_start.ordered.at_s, at_start.ordered.priority) == (1000, at_start.priority)
+    assert explain(explain_workload(), Policy(), job_id=2, at_s=500).ordered is None  # fcfs
+
+
+def stored_priority(at: int, slot: int) -> float:
+    """The priority the kernel holds for ``slot`` after the steps up to ``at``."""
+    workload, policy = explain_workload(), EXPLAIN_POLICY
+    jobs = workload.jobs
+    kernel = Kernel(np.array([[1, 0, 0, 0]] * workload.machine.n_nodes), policy)
+    kernel.add_jobs(job_specs(jobs, policy=policy))
+    kernel.set_accounts(dense_ids(jobs["user_id"])[1], dense_ids(jobs["group_id"])[1])
+    feed = ReplayFeed(kernel, jobs["submit_s"], np.minimum(jobs["run_s"], jobs["walltime_s"]))
+    now = feed.next_time()
+    while 0 <= now <= at:
+        now = feed.step(now)
+    return float(kernel.priorities()[slot])
+
+
+def swf_log(workload: Workload, path: Path) -> Path:
+    """The hand workload as an SWF log (recorded wait 0) the command line reads."""
+    from htcsim.workload.swf_writer import write_swf
+
+    jobs = workload.jobs
+    write_swf(
+        path, jobs, jobs["submit_s"], jobs["submit_s"] + jobs["run_s"], machine=workload.machine
+    )
+    return path
+
+
+def test_the_command_line_explains_with_the_failure_trace(tmp_path: Path) -> None:
+    workload, _ = failing_workload()
+    log = swf_log(workload, tmp_path / "hand.swf")
+    trace = tmp_path / "failures.csv"
+    trace.write_text("time_s,node,duration_s\n50,0,1000\n")
+    args = ["simulate", str(log), "--explain", "1", "--at", "500"]
+    assert "job 1 at t=500 s: ended" in runner.invoke(app, args).output
+    result = runner.invoke(app, [*args, "--failures", str(trace)])
+    assert result.exit_code == 0, result.output
+    assert "job 1 at t=500 s: pending (reason NodeDown, #1 in the queue)" in result.output
+
+
+def test_the_command_line_prints_both_views_of_the_priority(tmp_path: Path) -> None:
+    from htcsim.policy import save_policy
+
+    log = swf_log(explain_workload(), tmp_path / "hand.swf")
+    policy = tmp_path / "multifactor.toml"
+    save_policy(EXPLAIN_POLICY, policy)
+    result = runner.invoke(
+        app, ["simulate", str(log), "--policy", str(policy), "--explain", "2", "--at", "500"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ordered by, t=100" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ age"))
+    assert [c.strip() for c in row.split("│")[1:-1]] == [
+        "age",
+        "0.4000",
+        "+400.00",
+        "0.0000",
+        "+0.00",
+    ]
+    total = next(line for line in result.output.splitlines() if "priority" in line and "│" in line)
+    assert "460.00" in total and "60.00" in total
 
 
 # ---------------------------------------------------- reservations from a file

@@ -14,7 +14,10 @@ from htcsim.cli._console import console, escape, fail
 def report_command(
     results: Annotated[
         list[Path] | None,
-        typer.Argument(help="Result directories (written by 'simulate --out'), in column order."),
+        typer.Argument(
+            help="Result directories (written by 'simulate --out'), in column order; each "
+            "column is labelled by the run's --name, else by its directory."
+        ),
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="HTML file to write (self-contained).")

@@ -88,6 +88,15 @@ def simulate_command(
         Path | None,
         typer.Option("--out", "-o", help="Folder for per-job tables, summary, SWF, plots."),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The run's name: its column in the summary, recorded in summary.json and "
+            "used by 'htcsim report' (several backfill modes: NAME/MODE).",
+            show_default="the policy's label; the --out folder's name in a report",
+        ),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots with --out.")] = True,
     max_procs: Annotated[
         int | None,
@@ -166,6 +175,8 @@ def simulate_command(
         raise fail(f"--estimate-sample must be >= 0 (0: none), got {estimate_sample}")
     if mtbf_h is not None and failures_file is not None:
         raise fail("give either --failures or --mtbf, not both")
+    if name is not None and not name.strip():
+        raise fail("--name must not be empty")
     policies = _policies(policy_file, backfill, order, backfill_depth, placement)
     if any(policy.order == "priority" for policy in policies):
         raise fail(
@@ -199,12 +210,31 @@ def simulate_command(
     if mtbf_h is not None:
         failures = _random_failures(workload, cluster, policies[0], mtbf_h, mttr_h, failure_seed)
     if explain_job is not None:
-        _explain(workload, policies[0], explain_job, at_s, cluster)
+        _explain(workload, policies[0], explain_job, at_s, cluster, failures, checkpoint_s)
         return
     print_loading(workload, cluster)
     _loading.require_jobs(workload, trace, allow_empty=allow_empty)
+    inputs = None
+    if out is not None:
+        inputs = _run_inputs(
+            trace,
+            policy_file,
+            cluster_file,
+            failures_file,
+            (mtbf_h, mttr_h, failure_seed) if mtbf_h is not None else None,
+            {
+                "max_jobs": max_jobs,
+                "max_procs": max_procs,
+                "skip_bad_lines": skip_bad_lines,
+                "skip_oversized": skip_oversized,
+                "estimate_sample": estimate_sample,
+            },
+        )
     summaries = []
     for policy in policies:
+        label = policy.label if name is None else name
+        if name is not None and len(policies) > 1:
+            label = f"{name}/{policy.backfill}"
         try:
             result = _run_with_progress(
                 workload, policy, cluster, estimate_sample, failures, checkpoint_s
@@ -213,21 +243,23 @@ def simulate_command(
             raise fail(str(exc)) from exc
         from htcsim.metrics import estimate_error_summary, summarize
 
-        summaries.append((policy.label, summarize(result)))
+        summaries.append((label, summarize(result)))
         if estimate_sample > 0:
             errors = estimate_error_summary(result)
             if errors:
-                console.print(
-                    f"start estimates ({policy.label}): {int(errors['estimates'])} sampled; "
-                    f"median error {errors['median_error_s'] / 3600:+.2f} h, "
-                    f"90% within {errors['p90_abs_error_s'] / 3600:.2f} h"
-                )
+                console.print(_estimate_line(label, errors))
         if out is not None:
             from htcsim.report.results import write_results
 
             target = out if len(policies) == 1 else out / policy.backfill
             try:
-                written = write_results(result, target, plots=plots)
+                written = write_results(
+                    result,
+                    target,
+                    plots=plots,
+                    name=None if name is None else label,
+                    inputs=inputs,
+                )
             except OSError as exc:
                 raise _paths.write_failed(target, "--out", exc) from exc
             console.print(f"[green]wrote[/] {len(written)} files to {escape(target)}/")
@@ -259,15 +291,74 @@ def _random_failures(
     )
 
 
+def _estimate_line(label: str, errors: dict[str, float]) -> str:
+    """The start-estimate calibration in one line: the median and spread, and
+    the share of jobs that started early and late, with the worst lateness
+    (a median near 0 hides a tail of late starts)."""
+    return (
+        f"start estimates ({escape(label)}): {int(errors['estimates'])} sampled; "
+        f"median error {errors['median_error_s'] / 3600:+.2f} h, "
+        f"90% within {errors['p90_abs_error_s'] / 3600:.2f} h; "
+        f"{errors['early_fraction']:.0%} started early, {errors['late_fraction']:.0%} late "
+        f"(worst {errors['max_late_s'] / 3600:.1f} h late)"
+    )
+
+
+def _run_inputs(
+    trace: str | None,
+    policy_file: Path | None,
+    cluster_file: Path | None,
+    failures_file: Path | None,
+    failure_model: tuple[float, float, int] | None,
+    loading: dict[str, object],
+) -> dict[str, object]:
+    """What the command line replayed, for summary.json: the files with their
+    digests, the loading options, where the failures came from and the seeds."""
+    from htcsim.report.provenance import file_digest
+    from htcsim.workload.catalog import find_trace
+    from htcsim.workload.loader import DEFAULT_WORKLOAD
+
+    source: dict[str, object] | None = None
+    if failures_file is not None:
+        source = {"trace": file_digest(failures_file)}
+    elif failure_model is not None:
+        mtbf_h, mttr_h, seed = failure_model
+        source = {"model": "mtbf", "mtbf_h": mtbf_h, "mttr_h": mttr_h, "seed": seed}
+    return {
+        "trace": {"embedded": dict(DEFAULT_WORKLOAD)}
+        if trace is None
+        else file_digest(find_trace(trace)),
+        "loading": loading,
+        "policy_file": None if policy_file is None else file_digest(policy_file),
+        "cluster_file": None if cluster_file is None else file_digest(cluster_file),
+        "failure_source": source,
+    }
+
+
 def _explain(
-    workload: Workload, policy: Policy, job_id: int, at_s: int | None, cluster: Cluster | None
+    workload: Workload,
+    policy: Policy,
+    job_id: int,
+    at_s: int | None,
+    cluster: Cluster | None,
+    failures: np.ndarray | None,
+    checkpoint_s: int,
 ) -> None:
-    """Print one job's priority factors at a moment of the replay, as sprio."""
+    """Print one job's priority factors at a moment of the replay, as sprio:
+    then, and as the kernel last computed them to order the queue."""
     from htcsim.kernel import KernelInputError
     from htcsim.sim import explain
 
     try:
-        why = explain(workload, policy, job_id, at_s, cluster=cluster)
+        why = explain(
+            workload,
+            policy,
+            job_id,
+            at_s,
+            cluster=cluster,
+            failures=failures,
+            checkpoint_s=checkpoint_s,
+        )
     except KernelInputError as exc:
         raise fail(str(exc)) from exc
     place = "" if why.queue_position is None else f", #{why.queue_position + 1} in the queue"
@@ -275,11 +366,27 @@ def _explain(
         f"job {why.job_id} at t={why.at_s} s: {why.state} (reason {why.reason}{place}); "
         f"policy {escape(policy.label)}"
     )
-    table = Table("factor", "value (0..1)", "weight x value")
-    for name, value in why.factors.items():
-        table.add_row(name, f"{value:.4f}", f"{why.weighted[name]:+.2f}")
-    table.add_row("[bold]priority[/]", "", f"[bold]{why.priority:.2f}[/]")
+    ordered = why.ordered
+    table = Table("factor", f"at t={why.at_s}", "x weight")
+    if ordered is not None:
+        table.add_column(f"ordered by, t={ordered.at_s}")
+        table.add_column("x weight")
+    for factor, value in why.factors.items():
+        cells = [factor, f"{value:.4f}", f"{why.weighted[factor]:+.2f}"]
+        if ordered is not None:
+            cells += [f"{ordered.factors[factor]:.4f}", f"{ordered.weighted[factor]:+.2f}"]
+        table.add_row(*cells)
+    total = ["[bold]priority[/]", "", f"[bold]{why.priority:.2f}[/]"]
+    if ordered is not None:
+        total += ["", f"[bold]{ordered.priority:.2f}[/]"]
+    table.add_row(*total)
     console.print(table)
+    if ordered is not None and ordered.at_s != why.at_s:
+        console.print(
+            f"'ordered by': the priority the kernel held for the job and ordered the queue "
+            f"by, as of t={ordered.at_s} (its last recomputation, or the job's arrival "
+            f"since); 'at t={why.at_s}': what a recomputation then would give."
+        )
 
 
 POLICY_FLAGS = {

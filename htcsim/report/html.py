@@ -9,7 +9,12 @@ compare runs made on other machines, at other versions, long ago.
 
 The page, top to bottom:
 
-* the runs: label (the directory's name), workload, policy, machine, version;
+* the runs: label (the name given to ``simulate --name``, else the
+  directory's name), workload, policy, node failures, checkpoint interval,
+  autoscaler, machine, version;
+* the inputs that differ between the runs (every input ``summary.json``
+  records: files and their digests, policy values, failure model and seed...),
+  so that two runs both labelled ``fcfs+easy`` show what set them apart;
 * every numeric summary figure, one row per key and one column per run, with
   the best value highlighted where lower (waits, slowdown, cost) or higher
   (utilization, throughput) is obviously better;
@@ -28,7 +33,7 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -38,6 +43,12 @@ import polars as pl
 import htcsim
 from htcsim.metrics import format_duration, row_duration_unit
 from htcsim.report.comparison_plots import RunSeries, comparison_figures, png_data_uri
+from htcsim.report.provenance import (
+    describe_autoscale,
+    describe_checkpoints,
+    describe_failures,
+    differing_inputs,
+)
 
 REQUIRED_FILES = ("summary.json", "jobs.parquet", "timeseries.parquet")
 """What makes a directory a result directory, for the report's purposes."""
@@ -165,12 +176,7 @@ def run_labels(directories: Sequence[Path]) -> list[str]:
         ):
             depth += 1
         labels.append("/".join(parts[-depth:]).lstrip("/") or str(directories[i]))
-    seen: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] > 1:
-            labels[i] = f"{label} ({seen[label]})"
-    return labels
+    return _unique(labels)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -279,6 +285,9 @@ def _runs_section(runs: Sequence[Run]) -> str:
             run.directory,
             s.get("workload", MISSING),
             s.get("policy_label", MISSING),
+            describe_failures(s),
+            describe_checkpoints(s),
+            describe_autoscale(s),
             _machine(s),
             s.get("htcsim_version", MISSING),
         )
@@ -293,8 +302,32 @@ def _runs_section(runs: Sequence[Run]) -> str:
         else ""
     )
     head = "<tr><th>run</th><th>directory</th><th>workload</th><th>policy</th>"
+    head += "<th>node failures</th><th>checkpoints</th><th>autoscaler</th>"
     head += "<th>machine</th><th>htcsim</th></tr>"
     return f"<h2>Runs</h2>\n<table>{head}\n{''.join(rows)}</table>\n{note}"
+
+
+def _differences_section(runs: Sequence[Run]) -> str:
+    if len(runs) < 2:
+        return ""
+    differ = differing_inputs([r.summary for r in runs])
+    if not differ:
+        return "<h2>Inputs that differ</h2>\n<p>None: every run was given the same inputs.</p>"
+    head = "<tr><th>input</th>" + "".join(f"<th>{_e(r.label)}</th>" for r in runs) + "</tr>"
+    rows = "\n".join(
+        f"<tr><th><code>{_e(key)}</code></th>" + "".join(_input_cell(v) for v in values) + "</tr>"
+        for key, values in differ.items()
+    )
+    return f"<h2>Inputs that differ</h2>\n<table>{head}\n{rows}</table>"
+
+
+def _input_cell(value: Any) -> str:
+    if value is None:
+        return f"<td>{MISSING}</td>"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > 40:  # digests and long paths: the start, the whole as a tooltip
+        return f'<td title="{_e(text)}">{_e(text[:16])}…{_e(text[-16:])}</td>'
+    return f"<td>{_e(text)}</td>"
 
 
 def _machine(summary: dict[str, Any]) -> str:
@@ -385,6 +418,7 @@ def render_html(runs: Sequence[Run], title: str) -> str:
     sections: Iterable[str] = (
         f"<h1>{_e(title)}</h1>",
         _runs_section(runs),
+        _differences_section(runs),
         _metrics_section(runs),
         _figures_section(runs),
         _node_types_section(runs),
@@ -401,9 +435,10 @@ def render_html(runs: Sequence[Run], title: str) -> str:
 def write_report(result_dirs: list[Path], out_path: Path, title: str | None = None) -> Path:
     """Compare result directories in one self-contained HTML file; returns its path.
 
-    Runs are labelled by directory name (lengthened when two names clash) and
-    shown in the order given. Raises :class:`ReportError` naming the directory
-    and the missing or unreadable file when a path is not a result directory;
+    Runs are labelled by the name each was given (``simulate --name``), else
+    by directory name (lengthened when two names clash), and shown in the
+    order given. Raises :class:`ReportError` naming the directory and the
+    missing or unreadable file when a path is not a result directory;
     nothing is written then.
     """
     if not result_dirs:
@@ -412,10 +447,24 @@ def write_report(result_dirs: list[Path], out_path: Path, title: str | None = No
         raise ReportError(f"{out_path}: is a directory; give the report's file name (-o)")
     dirs = [Path(d) for d in result_dirs]
     runs = [load_run(d, label) for d, label in zip(dirs, run_labels(dirs), strict=True)]
+    named = [r.summary.get("name") for r in runs]
+    if any(named):
+        labels = _unique([str(n) if n else r.label for n, r in zip(named, runs, strict=True)])
+        runs = [replace(r, label=label) for r, label in zip(runs, labels, strict=True)]
     page = render_html(runs, title or "htcsim report: " + " vs ".join(r.label for r in runs))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _unique(labels: list[str]) -> list[str]:
+    """Labels with a ``(2)``, ``(3)``... suffix on repeats, so every column is named apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
     return out
 
 

@@ -107,7 +107,7 @@ def plot_wait_distribution(result: SimResult, path: Path | str) -> Path:
     figure without binning choices. Zero waits cannot sit on a log axis: waits
     under 1 s are drawn at 1 s and their share is stated on the plot.
     """
-    start = np.asarray(result.start_s, dtype=np.int64)
+    start = result.first_start_s  # (a run a node failure cut short is not a wait)
     started = start >= 0
     wait = np.sort((start - result.workload.jobs["submit_s"])[started]).astype(np.float64)
     fig, ax = plt.subplots(figsize=(7.0, 4.5))

@@ -1,21 +1,24 @@
 """Everything one replay produced, written to a directory, and a table comparing runs.
 
 A result directory is self-describing: the per-job schedule (Parquet for
-analysis, CSV for anything else, SWF for the literature's tools), per-user and
-over-time tables, the headline metrics together with *what was replayed* (the
-workload, the policy, what loading dropped or changed, the htcsim version), and
-three figures. A reader of ``summary.json`` alone can tell whether two runs are
-comparable.
+analysis, CSV for anything else, SWF for the literature's tools), every run
+segment, per-user and over-time tables, the headline metrics together with
+*what was replayed* (the run's name, the workload, the policy, every input
+that changes the result, what loading dropped or changed, the htcsim
+version), and three figures. A reader of ``summary.json`` alone can tell
+whether two runs are comparable.
 
 Layout of ``out_dir``::
 
     jobs.parquet, jobs.csv   metrics.per_job_table
+    segments.parquet         every run of every job (htcsim.segments): start, end,
+                             outcome, run saved and lost, nodes where recorded
     users.csv                metrics.per_user
     timeseries.parquet       metrics.time_series (one row per event time; with the
                              kernel's node states and cost when recorded)
     nodes.csv                metrics.node_usage: node-hours and cost per node type
     summary.json             metrics.summarize + provenance (see build_summary)
-    schedule.swf             the simulated schedule as an SWF log
+    schedule.swf             the simulated schedule as an SWF log (each job's last run)
     wait.png, utilization.png, queue.png   (unless plots=False)
 """
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
@@ -45,17 +48,26 @@ from htcsim.metrics import (
     row_duration_unit,
     summarize,
 )
-from htcsim.schedule import time_series
+from htcsim.report.provenance import result_inputs
+from htcsim.schedule import schedule_columns, time_series
 
 if TYPE_CHECKING:
     from htcsim.schedule import SimResult
 
 
-def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:
+def write_results(
+    result: SimResult,
+    out_dir: Path | str,
+    *,
+    plots: bool = True,
+    name: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write the result directory (created if needed); returns file name -> path.
 
     Existing files of the same names are overwritten, others are left alone.
     ``plots=False`` skips the figures (the slow part, and useless in a sweep).
+    ``name`` and ``inputs`` go to ``summary.json`` (see :func:`build_summary`).
     """
     # Imported here: the SWF module is I/O for traces, needed only when writing.
     from htcsim.workload.swf_writer import write_swf
@@ -67,6 +79,7 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
         for name in (
             "jobs.parquet",
             "jobs.csv",
+            "segments.parquet",
             "users.csv",
             "timeseries.parquet",
             "summary.json",
@@ -91,10 +104,14 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
         table = per_job_table(result)
         table.write_parquet(paths["jobs.parquet"])
         table.write_csv(paths["jobs.csv"])
+        columns = schedule_columns(result)
+        columns.segments.to_frame(columns.job_id, columns.cores).write_parquet(
+            paths["segments.parquet"]
+        )
         per_user(result, table=table).write_csv(paths["users.csv"])
         series = time_series(result)
         series.write_parquet(paths["timeseries.parquet"])
-        summary = build_summary(result)
+        summary = build_summary(result, name=name, inputs=inputs)
         paths["summary.json"].write_text(
             json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
@@ -121,18 +138,27 @@ def _write_plots(result: SimResult, out: Path, series: pl.DataFrame) -> dict[str
     }
 
 
-def build_summary(result: SimResult) -> dict[str, Any]:
+def build_summary(
+    result: SimResult, *, name: str | None = None, inputs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The content of ``summary.json``: metrics plus what was replayed, and how.
 
-    Keys: ``workload`` (name), ``policy`` (its TOML fields), ``policy_label``,
-    ``machine``, ``metrics`` (:func:`htcsim.metrics.summarize`; undefined
-    figures are ``nan`` here, ``null`` in the JSON), ``loading`` (``dropped``
-    and ``changed`` counts by reason, ``skipped_lines``), ``counters`` (the
+    Keys: ``name`` (the run's, None when not given), ``workload`` (name),
+    ``policy`` (its TOML fields: order, backfill, priority, autoscaler,
+    failure handling...), ``policy_label``, ``machine``, ``cluster``,
+    ``inputs`` (every input that changes the result: what the result knows,
+    :func:`htcsim.report.provenance.result_inputs`, then the caller's
+    ``inputs``, such as the trace and policy files with their digests, the
+    loading options, the failure model and its seed), ``metrics``
+    (:func:`htcsim.metrics.summarize`; undefined figures are ``nan`` here,
+    ``null`` in the JSON), ``start_estimates``, ``loading`` (``dropped`` and
+    ``changed`` counts by reason, ``skipped_lines``), ``counters`` (the
     simulator's own), ``unix_start_time`` and ``htcsim_version``.
     """
     workload = result.workload
     machine = workload.machine
     return {
+        "name": name,
         "workload": workload.name,
         "policy": result.policy.to_dict(),
         "policy_label": result.policy.label,
@@ -146,6 +172,7 @@ def build_summary(result: SimResult) -> dict[str, Any]:
         "cluster": None
         if result.cluster is None
         else [asdict(node_type) for node_type in result.cluster.node_types],
+        "inputs": {**result_inputs(result), **(inputs or {})},
         "metrics": summarize(result),
         "start_estimates": estimate_error_summary(result),
         "loading": {
@@ -197,6 +224,7 @@ _ROWS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("n_cancelled", "cancelled (dependency never met)", _count),
     ("n_requeued", "requeued (node failure)", _count),
     ("lost_core_h", "core-hours lost to failures", lambda v: f"{v:,.1f}"),
+    ("mean_requeue_wait_s", "mean requeue wait (queued again)", format_duration),
     ("saved_core_h", "core-hours saved by checkpoints", lambda v: f"{v:,.1f}"),
     ("n_node_failed", "failed (node failure, no retry left)", _count),
     ("node_hours", "node-hours provisioned", lambda v: f"{v:,.1f}"),
@@ -238,6 +266,7 @@ _SHOWN_WHEN_NONZERO = frozenset(
         "n_cancelled",
         "n_requeued",
         "lost_core_h",
+        "mean_requeue_wait_s",
         "saved_core_h",
         "n_node_failed",
         "cost",

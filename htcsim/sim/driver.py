@@ -13,8 +13,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -23,7 +22,6 @@ import simpy
 from htcsim.cluster import Cluster
 from htcsim.kernel import (
     SERIES_COLUMNS,
-    JobState,
     Kernel,
     KernelInputError,
     Reason,
@@ -33,33 +31,27 @@ from htcsim.kernel import (
 )
 from htcsim.model import Workload
 from htcsim.policy import Policy
-from htcsim.schedule import ESTIMATE_DTYPE, SimResult
+from htcsim.schedule import ESTIMATE_DTYPE, SimResult, killed_at_walltime
 from htcsim.sim.failures import FAILURE_DTYPE
+from htcsim.sim.interruptions import NO_MARK, InterruptionRecorder
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the number of events applied so far."""
 
 PROGRESS_EVERY_STEPS = 1 << 13
 WAITING = (Reason["Resources"], Reason["Priority"])
-_DONE_WAITING = (JobState["RUNNING"], JobState["ENDED"], JobState["CANCELLED"])
 
 
-@dataclass(frozen=True)
-class Explanation:
-    """The priority of one job at one moment of a replay, factor by factor (as sprio).
+class BeforeStep(Protocol):
+    """Work the driver does before some steps (the interruption recorder)."""
 
-    ``factors`` are normalized to [0, 1] (nice is the raw value);
-    ``weighted`` are the terms of the sum: weight x factor (minus nice).
-    """
+    def first_mark(self) -> int:
+        """The time of the first step to run before."""
+        ...
 
-    job_id: int
-    at_s: int
-    state: str
-    reason: str
-    priority: float
-    factors: dict[str, float]
-    weighted: dict[str, float]
-    queue_position: int | None  # 0 = first in line; None when not pending
+    def __call__(self, now: int) -> int:
+        """Run before the step at ``now``; the time of the next step to run before."""
+        ...
 
 
 def simulate(
@@ -85,62 +77,90 @@ def simulate(
     Decisions are the same with or without sampling.
     ``failures`` (FAILURE_DTYPE rows) fail nodes; ``checkpoint_s`` (one
     interval for every job, or one per job; 0: none) lets a requeued job
-    restart from its last checkpoint. With the policy's ``[autoscale]`` the
-    node pool is each type's max and the kernel's autoscaler runs after
-    every pass. ``series_every_s`` records the kernel's state (queue, nodes
-    by state, cost rate) after each step at least that far apart (None: not
-    at all).
+    restart from its last checkpoint. The result's ``segments`` then hold
+    every run of every job, those the failures cut short included. With the
+    policy's ``[autoscale]`` the node pool is each type's max and the
+    kernel's autoscaler runs after every pass. ``series_every_s`` records the
+    kernel's state (queue, nodes by state, cost rate) after each step at
+    least that far apart (None: not at all).
     """
-    pooled = pool_replay(workload, policy or Policy(), cluster, failures)
-    kernel, feed, pool = _prepare(workload, policy or Policy(), priority, cluster, pooled)
-    policy = kernel.policy
-    t0 = int(workload.jobs["submit_s"][0]) if len(workload.jobs) else 0
-    if np.any(np.asarray(checkpoint_s) != 0):
-        interval = np.broadcast_to(np.asarray(checkpoint_s, dtype=np.int64), len(workload.jobs))
-        if (interval < 0).any():
-            raise KernelInputError("checkpoint intervals must be >= 0 seconds")
-        kernel.set_checkpoints(np.arange(len(interval), dtype=np.int32), interval)
+    replay = ReplaySetup(workload, policy or Policy(), priority, cluster, failures, checkpoint_s)
+    kernel, feed = replay.kernel, replay.feed
     if series_every_s is not None:
         feed.record_series(series_every_s)
-    env = simpy.Environment(initial_time=t0)
     sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
-    step: Callable[[object, int], int] | None = sampler
-    if failures is not None and len(failures):
-        _set_node_failures(feed, kernel, failures)
-    elapsed = _run(env, feed, progress, step)
-    end_time = int(env.now)
+    recorder = (
+        InterruptionRecorder(kernel, replay.failures, replay.checkpoint_s)
+        if replay.failures is not None
+        else None
+    )
+    env = simpy.Environment(initial_time=replay.t0)
+    elapsed = run_replay(env, feed, progress, sampler, recorder)
+    if recorder is not None:
+        recorder.finish()
+    return _result(workload, replay, int(env.now), elapsed, sampler, recorder, series_every_s)
+
+
+def _result(
+    workload: Workload,
+    replay: ReplaySetup,
+    end_time: int,
+    elapsed: float,
+    sampler: _EstimateSampler | None,
+    recorder: InterruptionRecorder | None,
+    series_every_s: int | None,
+) -> SimResult:
+    """What the kernel holds at the end of the replay, as a schedule."""
+    kernel = replay.kernel
+    start_s = kernel.start_times()
+    end_s = kernel.end_times()
+    end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
+    requeues, lost_s = kernel.requeue_counts()
+    saved_s, node_failed = kernel.checkpoint_state()
+    node_failed = node_failed.astype(bool)
+    segments = None
+    if recorder is not None:
+        segments = recorder.segments(
+            start_s,
+            end_s,
+            node_failed=node_failed,
+            timed_out=killed_at_walltime(workload.jobs, start_s, end_s, saved_s, node_failed),
+            lost_s=lost_s,
+            saved_s=saved_s,
+        )
     node_seconds = kernel.node_seconds(end_time)
-    series = None if series_every_s is None else _node_series(feed)
-    if pooled:
+    series = None if series_every_s is None else _node_series(replay.feed)
+    pool = replay.pool
+    if replay.pooled:
         # Reports speak of the log's machine: each of its one-core nodes was
         # provisioned as long as the pool, and was allocated while its core was.
-        pool = node_pool(workload, policy, cluster)
+        pool = node_pool(workload, kernel.policy, replay.cluster)
         node_seconds = np.full(pool.n_nodes, node_seconds[0], dtype=np.int64)
         if series is not None:
             series = series.with_columns(
                 nodes_allocated=pl.col("used_cores"),
                 nodes_idle=pl.col("up_cores") - pl.col("used_cores"),
             )
-    start_s = kernel.start_times()
-    end_s = kernel.end_times()
-    end_s[start_s < 0] = -1  # a cancelled job never ran: no end either
     return SimResult(
         workload=workload,
-        policy=policy,
+        policy=kernel.policy,
         start_s=start_s,
         end_s=end_s,
         cancelled=kernel.dependency_cancelled().astype(bool),
         replay_seconds=elapsed,
         counters=kernel.counters,
-        cluster=cluster,
+        cluster=replay.cluster,
         estimates=None if sampler is None else np.array(sampler.samples, dtype=ESTIMATE_DTYPE),
-        requeues=kernel.requeue_counts()[0],
-        lost_s=kernel.requeue_counts()[1],
-        saved_s=kernel.checkpoint_state()[0],
-        node_failed=kernel.checkpoint_state()[1].astype(bool),
+        requeues=requeues,
+        lost_s=lost_s,
+        saved_s=saved_s,
+        node_failed=node_failed,
         pool=pool,
         node_seconds=node_seconds,
         node_series=series,
+        segments=segments,
+        failures=replay.failures,
+        checkpoint_s=replay.checkpoint_s if replay.checkpoint_s.any() else None,
     )
 
 
@@ -170,6 +190,38 @@ def pool_replay(
     )
 
 
+class ReplaySetup:
+    """Everything a replay is set up with, shared by ``simulate`` and
+    ``explain`` so that both replay the same thing: the kernel and its feed
+    (policy, nodes, autoscaler), the checkpoints and the node failures."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        policy: Policy,
+        priority: np.ndarray | None,
+        cluster: Cluster | None,
+        failures: np.ndarray | None,
+        checkpoint_s: int | np.ndarray,
+    ) -> None:
+        self.pooled = pool_replay(workload, policy, cluster, failures)
+        self.kernel, self.feed, self.pool = _prepare(
+            workload, policy, priority, cluster, self.pooled
+        )
+        self.cluster = cluster
+        jobs = workload.jobs
+        self.t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
+        interval = np.broadcast_to(np.asarray(checkpoint_s, dtype=np.int64), len(jobs))
+        if (interval < 0).any():
+            raise KernelInputError("checkpoint intervals must be >= 0 seconds")
+        self.checkpoint_s = np.ascontiguousarray(interval)
+        if self.checkpoint_s.any():
+            self.kernel.set_checkpoints(np.arange(len(interval), dtype=np.int32), self.checkpoint_s)
+        self.failures: np.ndarray | None = None
+        if failures is not None and len(failures):
+            self.failures = _set_node_failures(self.feed, self.kernel, failures)
+
+
 def node_pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cluster:
     """The nodes the kernel holds: the cluster, each type resized to its
     autoscaling max when the policy autoscales."""
@@ -190,8 +242,9 @@ def _node_series(feed: ReplayFeed) -> pl.DataFrame:
     )
 
 
-def _set_node_failures(feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> None:
-    """Hand the failures to the feed, which applies them in C before each step.
+def _set_node_failures(feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -> np.ndarray:
+    """Hand the failures to the feed, which applies them in C before each step;
+    returns them checked (FAILURE_DTYPE).
 
     At a failure the node goes down and its jobs are requeued or fail
     (``fail_node``); ``duration_s`` later it comes back up (overlapping
@@ -214,48 +267,7 @@ def _set_node_failures(feed: ReplayFeed, kernel: Kernel, failures: np.ndarray) -
     # time order; at one instant repairs first, then by node
     order = np.lexsort((node, failing, t))
     feed.set_node_events(t[order], failing[order], node[order], repair_of[order], n_nodes)
-
-
-def explain(
-    workload: Workload,
-    policy: Policy,
-    job_id: int,
-    at_s: int | None = None,
-    *,
-    cluster: Cluster | None = None,
-) -> Explanation:
-    """Replay up to ``at_s`` (default: the pass that starts the job) and give
-    the job's priority factors then, with its state, reason and queue place."""
-    rows = np.flatnonzero(workload.jobs["job_id"] == job_id)
-    if len(rows) == 0:
-        raise KernelInputError(f"job {job_id} is not in the workload {workload.name}")
-    slot = int(rows[0])
-    pooled = pool_replay(workload, policy, cluster, None)
-    kernel, feed, _ = _prepare(workload, policy, None, cluster, pooled)
-    env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
-    until = _Until(feed, kernel, slot, at_s)
-    _run(env, feed, None, until)
-    at = until.at if at_s is None else at_s
-    priority, factors = kernel.priority_factors(slot, at)
-    weights = {
-        "age": policy.priority_weight_age,
-        "size": policy.priority_weight_size,
-        "fairshare": policy.priority_weight_fairshare,
-        "qos": policy.priority_weight_qos,
-        "nice": -1.0,
-    }
-    pending = kernel.pending_jobs()
-    place = np.flatnonzero(pending == slot)
-    return Explanation(
-        job_id=job_id,
-        at_s=at,
-        state=kernel.state_of(slot).name.lower(),
-        reason=kernel.why_pending(slot).name,
-        priority=priority,
-        factors=factors,
-        weighted={name: weights[name] * value for name, value in factors.items()},
-        queue_position=int(place[0]) if len(place) else None,
-    )
+    return failures
 
 
 def _prepare(
@@ -299,14 +311,15 @@ def _prepare(
     return kernel, feed, nodes
 
 
-def _run(
+def run_replay(
     env: simpy.Environment,
     feed: ReplayFeed,
     progress: ProgressCallback | None,
     step: Callable[[object, int], int] | None,
+    before: BeforeStep | None = None,
 ) -> float:
     """Run the driver process to the end; the wall-clock seconds it took."""
-    env.process(_replay(env, feed, progress, step))
+    env.process(_replay(env, feed, progress, step, before))
     began = time.perf_counter()
     collecting = gc.isenabled()
     gc.disable()  # the loop makes no reference cycles; collections would only cost time
@@ -381,8 +394,14 @@ def _replay(
     feed: ReplayFeed,
     progress: ProgressCallback | None,
     custom_step: Callable[[object, int], int] | None = None,
+    before: BeforeStep | None = None,
 ) -> Generator[simpy.Event, Any, None]:
-    """The driver process: the hot loop of the simulator (one kernel call a step)."""
+    """The driver process: the hot loop of the simulator (one kernel call a step).
+
+    ``before(now)`` runs before the step at ``now`` when ``now`` has reached
+    the mark it last returned (so only at the few steps it asks for), and
+    returns the next mark.
+    """
     raw_feed, state = feed.raw
     # completions due, arrivals, one scheduling pass, the started jobs'
     # completions: one call into the kernel per distinct event time
@@ -391,12 +410,15 @@ def _replay(
     countdown = PROGRESS_EVERY_STEPS
     clock = int(env.now)
     now = raw_feed.next_time()  # type: ignore[attr-defined]
+    mark = NO_MARK if before is None else before.first_mark()
     while now >= 0:
         if now > clock:
             yield timeout(now - clock)
             clock = now
         elif now < clock:
             raise RuntimeError(f"the replay would go back in time, to {now} from {clock}")
+        if now >= mark:
+            mark = before(now)  # type: ignore[misc]
         now = step(state, now)
         countdown -= 1
         if countdown == 0 and progress is not None:
@@ -404,26 +426,6 @@ def _replay(
             progress(raw_feed.n_events)  # type: ignore[attr-defined]
     if progress is not None:
         progress(raw_feed.n_events)  # type: ignore[attr-defined]
-
-
-class _Until:
-    """A step of the feed, until ``at_s`` is passed or (no ``at_s``) the job started."""
-
-    def __init__(self, feed: ReplayFeed, kernel: Kernel, slot: int, at_s: int | None) -> None:
-        self._feed = feed.raw[0]
-        self._kernel = kernel
-        self._slot = slot
-        self._at_s = at_s
-        self.at = at_s if at_s is not None else 0
-
-    def __call__(self, state: object, now: int) -> int:
-        if self._at_s is not None and now > self._at_s:
-            return -1
-        self.at = now
-        next_time = int(self._feed.step(state, now))  # type: ignore[attr-defined]
-        if self._at_s is None and self._kernel.state_of(self._slot) in _DONE_WAITING:
-            return -1
-        return next_time
 
 
 class _EstimateSampler:
