@@ -756,3 +756,87 @@ def test_kubecluster_takes_the_example_options() -> None:
     data = autoscale_config()
     options = tomllib.loads(data["agent.toml"])["cluster"]["options"]
     inspect.signature(operator.KubeCluster).bind(**options)
+
+
+# --- promtool: the alert rules as Prometheus evaluates them --------------------------
+
+PROMTOOL_S = 60.0
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return subprocess.run(
+        [tool, *args], capture_output=True, text=True, timeout=PROMTOOL_S, check=False
+    )
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", str(PROMETHEUS / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nodes_down_alert_fires_for_a_lost_dask_node(tmp_path: Path) -> None:
+    """The agent lists a lost Dask node as down for LOST_SHOWN_S (then it is
+    gone): HtcsimNodesDown, evaluated by promtool on that series, must fire
+    within that window, and not for a node down shorter than its ``for``."""
+    from htcsim.agent.engine.inventory import LOST_SHOWN_S
+
+    rules = load_all(PROMETHEUS / "alerts.yml")[0]["groups"][0]["rules"]
+    rule = next(r for r in rules if r["alert"] == "HtcsimNodesDown")
+    shown_min = int(LOST_SHOWN_S // 60)
+    labels = 'instance="agent:8642", job="htcsim-agent"'
+    tests = {
+        "rule_files": [str(PROMETHEUS / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {  # lost at minute 1, listed down for LOST_SHOWN_S, then gone (0)
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'htcsim_nodes{{state="down", {labels}}}',
+                        "values": f"0 1x{shown_min - 1} 0x30",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "HtcsimNodesDown", "exp_alerts": []},
+                    {
+                        "eval_time": f"{shown_min}m",
+                        "alertname": "HtcsimNodesDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": rule["labels"]["severity"],
+                                    "instance": "agent:8642",
+                                },
+                                "exp_annotations": {
+                                    "summary": "1 node(s) down on agent:8642",
+                                    "description": rule["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": f"{shown_min + 5}m",
+                        "alertname": "HtcsimNodesDown",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {  # down for 3 minutes only (replaced quickly): no alert
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'htcsim_nodes{{state="down", {labels}}}', "values": "0 1x3 0x20"}
+                ],
+                "alert_rule_test": [
+                    {"eval_time": f"{m}m", "alertname": "HtcsimNodesDown", "exp_alerts": []}
+                    for m in (2, 4, 6, 10)
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
