@@ -840,3 +840,24 @@ def test_nodes_down_alert_fires_for_a_lost_dask_node(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(tests))
     result = promtool("test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_pods_outlast_the_jobs_stop_grace(tmp_path: Path) -> None:
+    """A deleted worker pod's jobs get SIGTERM and the agent's kill_grace_s
+    before SIGKILL (stop_grace.py): the pod's terminationGracePeriodSeconds
+    must leave that time plus a margin, or Kubernetes kills them first."""
+    margin_s = 10
+    pairs = []
+    agent_toml = find("ConfigMap", "htcsim-config")["data"]["agent.toml"]
+    (tmp_path / "static.toml").write_text(agent_toml)
+    static = load_agent_config(tmp_path / "static.toml").kill_grace_s
+    pairs += [(static, w["spec"]["template"]["spec"]) for w in worker_deployments()]
+    data = autoscale_config()
+    (tmp_path / "autoscale.toml").write_text(data["agent.toml"])
+    grace = load_agent_config(tmp_path / "autoscale.toml").kill_grace_s
+    pairs.append((grace, yaml.safe_load(data["dask-cluster.yaml"])["spec"]["worker"]["spec"]))
+    assert len(pairs) >= 3
+    for kill_grace_s, pod in pairs:
+        assert pod["terminationGracePeriodSeconds"] >= kill_grace_s + margin_s
+        container_ = pod["containers"][0]
+        assert "--no-nanny" not in container_["args"]  # the nanny runs the grace
