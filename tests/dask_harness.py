@@ -3,9 +3,12 @@ worker processes on 127.0.0.1, each worker a node with declared resources."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from tests.agent_harness import READY_S, free_port
 
@@ -20,8 +23,14 @@ WORKERS = {  # name -> declared resources
 class DaskSite:
     """A scheduler and its workers, each a process of its own."""
 
-    def __init__(self, tmp_path: Path, workers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, workers: dict[str, str] | None = None, *, nanny: bool = False
+    ) -> None:
+        """``nanny``: each worker runs under a nanny process (``dask worker``'s
+        default, as in the Kubernetes manifests); ``workers[name]`` is then the
+        nanny's process."""
         self.declared = workers or WORKERS
+        self.nanny = nanny
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.logs = tmp_path / "dask"
@@ -62,7 +71,7 @@ class DaskSite:
                 "8",
                 "--resources",
                 self.declared[name],
-                "--no-nanny",
+                *([] if self.nanny else ["--no-nanny"]),
                 "--no-dashboard",
                 "--host",
                 "127.0.0.1",
@@ -71,6 +80,12 @@ class DaskSite:
 
     def stop(self) -> None:
         for process in [*self.workers.values(), self.scheduler]:
+            children = []
             if process.poll() is None:
+                with contextlib.suppress(psutil.Error):  # a nanny's worker process
+                    children = psutil.Process(process.pid).children(recursive=True)
                 process.kill()
             process.wait(READY_S)
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
 from tests.dask_harness import DaskSite
@@ -131,12 +132,14 @@ def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_p
             # lost at the heartbeat timeout plus a margin (measured; the margin,
             # not the product's timeout, is scaled by the load)
             assert time.monotonic() - stopped_at < 3.0 + 5.0 * slack()
-            names = {n["name"] for n in client.get("/nodes").json()["nodes"]}
-            assert "big-0" not in names
+            states = {n["name"]: n["state"] for n in client.get("/nodes").json()["nodes"]}
+            assert states["big-0"] == "down"  # out of the kernel, listed for the alert
         finally:
             worker.send_signal(signal.SIGCONT)
         wait_for(lambda: _state(client, job)["state"] == "completed", timeout=JOB_S)
         assert _state(client, job)["requeues"] == 1
+        # back under its name: the node is replaced, no longer down
+        assert _node_states(client)["big-0"] != "down"
 
 
 def test_drain_waits_for_running_jobs_then_retires_the_worker(
@@ -166,3 +169,126 @@ def test_drain_waits_for_running_jobs_then_retires_the_worker(
             lambda: "big-0" not in {n["name"] for n in client.get("/nodes").json()["nodes"]},
             timeout=READY_S,
         )
+
+
+def _node_states(client: httpx.Client) -> dict[str, str]:
+    return {n["name"]: n["state"] for n in client.get("/nodes").json()["nodes"]}
+
+
+def _metric(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:
+    text = client.get("/metrics").text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+POD_WORKERS = {  # named as the Kubernetes manifests name them: cpu-$(POD_NAME)
+    "cpu-dask-workers-cpu-7d9f8b6c5-x2k4p": "cores=2,mem_mib=1000,gpus=0",
+    "cpu-dask-workers-cpu-7d9f8b6c5-q8m3z": "cores=2,mem_mib=1000,gpus=0",
+}
+
+
+def test_a_lost_worker_is_down_until_replaced_and_its_samples_go(tmp_path: Path) -> None:
+    """Workers named after their pods are of type ``cpu``. SIGKILL of one: its
+    node is listed ``down`` and counted in htcsim_nodes{state="down"} (what the
+    HtcsimNodesDown alert reads), while its usage gauges stop being exported;
+    a worker of the same name replaces it."""
+    site = DaskSite(tmp_path, POD_WORKERS)
+    lost, kept = sorted(POD_WORKERS)
+    try:
+        with (
+            running_agent(
+                tmp_path,
+                backend="dask",
+                scheduler=site.address,
+                heartbeat_timeout_s=5.0,
+                sample_interval_s=0.2,
+            ) as agent,
+            agent.client() as client,
+        ):
+            wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 2, timeout=READY_S)
+            assert {n["type"] for n in client.get("/nodes").json()["nodes"]} == {"cpu"}
+
+            def sampled() -> set[str]:
+                return {labels["node"] for labels, _ in _metric(client, "htcsim_node_cpu_ratio")}
+
+            wait_for(lambda: sampled() == {lost, kept}, timeout=READY_S)
+
+            site.workers[lost].send_signal(signal.SIGKILL)
+            site.workers[lost].wait(READY_S)
+            wait_for(lambda: _node_states(client).get(lost) == "down", timeout=JOB_S)
+            assert _node_states(client)[kept] == "idle"
+            down = dict((labels["state"], v) for labels, v in _metric(client, "htcsim_nodes"))
+            assert down["down"] == 1.0 and down["idle"] == 1.0
+            wait_for(lambda: sampled() == {kept}, timeout=READY_S)
+            mem = {labels["node"] for labels, _ in _metric(client, "htcsim_node_memory_used_bytes")}
+            assert mem == {kept}
+
+            site.workers[lost] = site.start_worker(lost)
+            wait_for(lambda: _node_states(client).get(lost) == "idle", timeout=READY_S)
+            down = dict((labels["state"], v) for labels, v in _metric(client, "htcsim_nodes"))
+            assert down["down"] == 0.0
+    finally:
+        site.stop()
+
+
+def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> None:
+    """What deleting a worker's pod does: SIGTERM to its nanny. A job that
+    traps TERM runs its trap; one that ignores TERM is killed after the grace
+    (the agent's kill_grace_s); both are requeued by the policy once the
+    worker is gone, never while they still run."""
+    # the jobs fit cpu-0 only; small-0 stays (with no worker left at all the
+    # agent keeps its last inventory)
+    workers = {"cpu-0": "cores=4,mem_mib=1000,gpus=0", "small-0": "cores=1,mem_mib=1000,gpus=0"}
+    site = DaskSite(tmp_path, workers, nanny=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    trapped, stubborn = work / "trapped", work / "stubborn.pid"
+    grace_s = 3.0
+    try:
+        with (
+            running_agent(
+                tmp_path,
+                backend="dask",
+                scheduler=site.address,
+                heartbeat_timeout_s=5.0,
+                kill_grace_s=grace_s,
+            ) as agent,
+            agent.client() as client,
+        ):
+            wait_for(lambda: len(_node_states(client)) == 2, timeout=READY_S)
+            polite = _job(
+                client,
+                work,
+                f"trap 'echo term > {trapped}; exit 0' TERM; while true; do sleep 0.05; done",
+                cores=2,
+            )
+            deaf = _job(
+                client,
+                work,
+                f"trap '' TERM; echo $$ > {stubborn}; while true; do sleep 0.05; done",
+                cores=2,
+            )
+            for job in (polite, deaf):
+                wait_for(lambda j=job: _state(client, j)["state"] == "running", timeout=JOB_S)
+            wait_for(lambda: stubborn.exists() and stubborn.read_text().strip(), timeout=JOB_S)
+            pid = int(stubborn.read_text())
+
+            site.workers["cpu-0"].send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            wait_for(lambda: trapped.exists(), timeout=JOB_S)  # the TERM trap ran
+            assert trapped.read_text().strip() == "term"
+            wait_for(lambda: _state(client, deaf)["state"] == "pending", timeout=JOB_S)
+            # the deaf job was dead before its requeue, and not before the grace
+            assert not psutil.pid_exists(pid) or _zombie(pid)
+            assert time.monotonic() - stopped_at >= grace_s
+            for job in (polite, deaf):
+                wait_for(lambda j=job: _state(client, j)["state"] == "pending", timeout=JOB_S)
+                info = _state(client, job)
+                assert info["requeues"] == 1, info
+            site.workers["cpu-0"].wait(READY_S)
+    finally:
+        site.stop()

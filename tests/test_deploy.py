@@ -14,12 +14,15 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from click.testing import CliRunner as ClickRunner
@@ -34,6 +37,11 @@ from htcsim.policy import load_policy
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
+BASE = KUBE / "base"
+STATIC = KUBE / "overlays" / "static"
+AUTOSCALE = KUBE / "overlays" / "autoscale"
+KUSTOMIZE_DIRS = (BASE, STATIC, AUTOSCALE)
+KUSTOMIZE_S = 60.0
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "htcsim-dashboard.json"
 DOCS = ROOT / "docs" / "deploy.md"
@@ -125,7 +133,14 @@ def load_all(path: Path) -> list[Any]:
 
 
 def kube_manifests() -> list[Path]:
-    return sorted(p for p in KUBE.glob("*.yaml") if p.name != "kustomization.yaml")
+    """The files of the static deployment: the base and the static overlay
+    (the autoscale overlay's own files are checked apart)."""
+    return sorted(
+        p
+        for directory in (BASE, STATIC)
+        for p in directory.glob("*.yaml")
+        if p.name != "kustomization.yaml"
+    )
 
 
 def kube_documents() -> list[tuple[Path, dict[str, Any]]]:
@@ -212,12 +227,24 @@ def test_every_yaml_file_parses(path: Path) -> None:
     assert load_all(path), f"{path} holds no document"
 
 
-def test_kustomization_lists_exactly_the_manifests() -> None:
-    kustomization = load_all(KUBE / "kustomization.yaml")[0]
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRS, ids=lambda p: p.name)
+def test_kustomization_lists_exactly_its_files(directory: Path) -> None:
+    """Every file of a kustomization directory is a resource or a patch of
+    it, once; the others it names are directories outside it (an overlay
+    inside its own base is a cycle kustomize refuses)."""
+    kustomization = load_all(directory / "kustomization.yaml")[0]
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed)), "a manifest is listed twice"
-    assert set(listed) == {p.name for p in kube_manifests()}
+    patches = [p["path"] for p in kustomization.get("patches", [])]
+    files = {p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert {r for r in listed if not r.startswith("..")} | set(patches) == files
+    for parent in (r for r in listed if r.startswith("..")):
+        resolved = (directory / parent).resolve()
+        assert (resolved / "kustomization.yaml").is_file(), f"{parent} is not a kustomization"
+        assert not directory.resolve().is_relative_to(resolved), f"{directory} is inside {parent}"
     assert kustomization["namespace"] == "htcsim"
+    for patch in kustomization.get("patches", []):
+        assert "path" in patch, "inline patches: keep every patch in a file of the overlay"
 
 
 def test_every_kubernetes_document_is_named_and_namespaced() -> None:
@@ -453,7 +480,6 @@ def test_docs_name_existing_files_and_serve_flags() -> None:
 # --- the agent's cluster managers ([cluster]) -----------------------------------
 
 DASK_EXAMPLES = DEPLOY / "dask"
-AUTOSCALE = KUBE / "autoscale"
 
 
 @pytest.mark.parametrize("path", sorted(DASK_EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
@@ -478,9 +504,26 @@ def test_slurm_example_makes_batch_jobs_that_declare_the_node() -> None:
     config = load_agent_config(DASK_EXAMPLES / "agent-slurm.toml")
     assert config.cluster is not None
     options = dict(config.cluster.options)
-    options["scheduler_options"] = {"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"}
+    example = options["scheduler_options"]
+    # bound to one named interface, not all of them; the dashboard to the loopback
+    assert example["interface"] and "host" not in example
+    assert example["dashboard_address"].startswith("127.0.0.1:")
+    # the same keys on this machine: its loopback interface, free ports
+    options["scheduler_options"] = example | {
+        "interface": "lo",
+        "port": 0,
+        "dashboard_address": "127.0.0.1:0",
+    }
     cluster = SLURMCluster(**options)
     try:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        port = int(cluster.scheduler_address.rsplit(":", 1)[1])
+        listening = {
+            c.laddr.ip
+            for c in psutil.Process().net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}  # that interface only, not 0.0.0.0
         script = cluster.job_script()
         assert "--resources cores=32,mem_mib=120000,gpus=0" in script
         assert "--nthreads 32" in script
@@ -532,20 +575,17 @@ def test_kubernetes_autoscale_overlay_settings_policy_and_dask_cluster(tmp_path:
 
 def test_kubernetes_autoscale_overlay_patches_what_the_base_holds() -> None:
     kustomization = load_all(AUTOSCALE / "kustomization.yaml")[0]
-    assert kustomization["resources"] == ["..", "rbac.yaml"]
-    names = {(d["kind"], d["metadata"]["name"]) for _, d in kube_documents()}
-    for patch in kustomization["patches"]:
-        if "path" in patch:
-            doc = load_all(AUTOSCALE / patch["path"])[0]
-        else:
-            doc = yaml.safe_load(patch["patch"])
-        assert (doc["kind"], doc["metadata"]["name"]) in names, f"{doc['metadata']['name']}"
-    deleted = [yaml.safe_load(p["patch"]) for p in kustomization["patches"] if "patch" in p]
-    assert {d["metadata"]["name"] for d in deleted} == {
-        "dask-scheduler",
-        "dask-workers-cpu",
-        "dask-workers-gpu",
+    assert kustomization["resources"][0] == "../../base"
+    names = {
+        (d["kind"], d["metadata"]["name"])
+        for p in BASE.glob("*.yaml")
+        if p.name != "kustomization.yaml"
+        for d in load_all(p)
     }
+    for patch in kustomization["patches"]:
+        doc = load_all(AUTOSCALE / patch["path"])[0]
+        assert (doc["kind"], doc["metadata"]["name"]) in names, f"{doc['metadata']['name']}"
+        assert doc["metadata"]["namespace"] == "htcsim"
     agent = load_all(AUTOSCALE / "agent.yaml")[0]["spec"]["template"]["spec"]
     args = agent["containers"][0]["args"]
     assert not unknown_serve_flags(args)
@@ -556,8 +596,268 @@ def test_kubernetes_autoscale_overlay_patches_what_the_base_holds() -> None:
     assert any("daskclusters" in rule["resources"] for rule in role["rules"])
 
 
+# --- kubectl kustomize: the overlays as Kubernetes gets them ------------------------
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of ``directory``: the documents kubectl apply -k sends."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip(
+            "kubectl is not installed: the overlays are built only by the real kubectl "
+            "(its kustomize); install kubectl to run this check"
+        )
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=KUSTOMIZE_S,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
+    return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+
+
+def kinds_and_names(documents: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in documents}
+
+
+SHARED = {
+    ("Namespace", "htcsim"),
+    ("ConfigMap", "htcsim-config"),
+    ("Secret", "htcsim-tokens"),
+    ("StatefulSet", "htcsim-agent"),
+    ("Service", "htcsim-agent"),
+    ("NetworkPolicy", "dask-scheduler"),
+    ("NetworkPolicy", "dask-worker"),
+}
+
+
+def test_kubectl_builds_the_static_overlay() -> None:
+    documents = kustomize(STATIC)
+    assert kinds_and_names(documents) == SHARED | {
+        ("Deployment", "dask-scheduler"),
+        ("Service", "dask-scheduler"),
+        ("Deployment", "dask-workers-cpu"),
+        ("Deployment", "dask-workers-gpu"),
+    }
+    for doc in documents:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "htcsim", doc["metadata"]["name"]
+    agent = next(d for d in documents if d["kind"] == "StatefulSet")
+    assert option(container(agent)["args"], "--scheduler") == "tcp://dask-scheduler:8786"
+    assert_policies_guard_dask(documents)
+
+
+def test_kubectl_builds_the_autoscale_overlay() -> None:
+    documents = kustomize(AUTOSCALE)
+    assert kinds_and_names(documents) == SHARED | {
+        ("ServiceAccount", "htcsim-agent"),
+        ("Role", "htcsim-agent"),
+        ("RoleBinding", "htcsim-agent"),
+    }
+    for doc in documents:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "htcsim", doc["metadata"]["name"]
+    agent = next(d for d in documents if d["kind"] == "StatefulSet")
+    args = container(agent)["args"]
+    assert "--scheduler" not in args and "--backend" not in args
+    assert agent["spec"]["template"]["spec"]["serviceAccountName"] == "htcsim-agent"
+    config = next(d for d in documents if d["kind"] == "ConfigMap")["data"]
+    assert "[cluster]" in config["agent.toml"] and "dask-cluster.yaml" in config
+
+
+def test_kubectl_builds_no_deployment_from_the_base_alone() -> None:
+    """The base is shared, not a deployment of Dask: it holds no scheduler."""
+    names = kinds_and_names(kustomize(BASE))
+    assert ("StatefulSet", "htcsim-agent") in names
+    assert not any(kind == "Deployment" for kind, _ in names)
+
+
+# --- NetworkPolicy: users cannot reach Dask ---------------------------------------
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy podSelector (matchLabels only) selects ``labels``."""
+    assert set(selector) <= {"matchLabels"}, f"unsupported selector {selector}"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def pod_labels(documents: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Workload name -> the labels of the pods it makes."""
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in documents
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def allowed_sources(policy: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
+    """The workloads whose pods a policy lets in (any port)."""
+    allowed: set[str] = set()
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            assert set(peer) <= {"podSelector", "namespaceSelector"}, peer
+            if "namespaceSelector" in peer and "podSelector" not in peer:
+                continue  # another namespace (the Dask operator's)
+            allowed |= {n for n, labels in pods.items() if selects(peer["podSelector"], labels)}
+    return allowed
+
+
+def assert_policies_guard_dask(documents: list[dict[str, Any]]) -> None:
+    pods = pod_labels(documents)
+    policies = {d["metadata"]["name"]: d for d in documents if d["kind"] == "NetworkPolicy"}
+    workers = {n for n in pods if n.startswith("dask-workers-")}
+    assert len(workers) >= 2
+    scheduler = policies["dask-scheduler"]
+    assert scheduler["spec"]["policyTypes"] == ["Ingress"]
+    guarded = {n for n, labels in pods.items() if selects(scheduler["spec"]["podSelector"], labels)}
+    assert guarded == {"dask-scheduler"}
+    assert allowed_sources(scheduler, pods) == {"htcsim-agent"} | workers
+    for rule in scheduler["spec"]["ingress"]:
+        assert {p["port"] for p in rule["ports"]} <= {8786, 8787}
+    worker = policies["dask-worker"]
+    guarded = {n for n, labels in pods.items() if selects(worker["spec"]["podSelector"], labels)}
+    assert guarded == workers
+    assert allowed_sources(worker, pods) == {"htcsim-agent", "dask-scheduler"} | workers
+
+
+def test_network_policy_lets_only_the_agent_and_dask_reach_dask() -> None:
+    """From the files (no kubectl needed): the scheduler's port is open to
+    the agent and the workers only, a worker to the agent, the scheduler and
+    the other workers; a user's pod matches none of them."""
+    documents = [doc for _, doc in kube_documents()]
+    assert_policies_guard_dask(documents)
+    user_pod = {"run": "notebook"}
+    for policy in (d for d in documents if d["kind"] == "NetworkPolicy"):
+        assert not allowed_sources(policy, {"user": user_pod})
+
+
+def test_autoscale_network_policy_selects_the_operator_pods() -> None:
+    """The operator labels its pods dask.org/cluster-name=<DaskCluster name>
+    and dask.org/component; the policies must select those of our cluster."""
+    cluster = yaml.safe_load(autoscale_config()["dask-cluster.yaml"])["metadata"]["name"]
+    operator_pods = {
+        component: {"dask.org/cluster-name": cluster, "dask.org/component": component}
+        for component in ("scheduler", "worker")
+    }
+    agent_labels = load_all(BASE / "agent.yaml")[0]["spec"]["template"]["metadata"]["labels"]
+    pods = {**operator_pods, "agent": agent_labels, "user": {"run": "notebook"}}
+    policies = {d["metadata"]["name"]: d for d in load_all(AUTOSCALE / "network-policy.yaml")}
+    scheduler, worker = policies["dask-scheduler"], policies["dask-worker"]
+    assert selects(scheduler["spec"]["podSelector"], operator_pods["scheduler"])
+    assert allowed_sources(scheduler, pods) == {"agent", "worker"}
+    assert selects(worker["spec"]["podSelector"], operator_pods["worker"])
+    assert allowed_sources(worker, pods) == {"agent", "scheduler", "worker"}
+
+
 def test_kubecluster_takes_the_example_options() -> None:
     operator = pytest.importorskip("dask_kubernetes.operator")
     data = autoscale_config()
     options = tomllib.loads(data["agent.toml"])["cluster"]["options"]
     inspect.signature(operator.KubeCluster).bind(**options)
+
+
+# --- promtool: the alert rules as Prometheus evaluates them --------------------------
+
+PROMTOOL_S = 60.0
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return subprocess.run(
+        [tool, *args], capture_output=True, text=True, timeout=PROMTOOL_S, check=False
+    )
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", str(PROMETHEUS / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nodes_down_alert_fires_for_a_lost_dask_node(tmp_path: Path) -> None:
+    """The agent lists a lost Dask node as down for LOST_SHOWN_S (then it is
+    gone): HtcsimNodesDown, evaluated by promtool on that series, must fire
+    within that window, and not for a node down shorter than its ``for``."""
+    from htcsim.agent.engine.inventory import LOST_SHOWN_S
+
+    rules = load_all(PROMETHEUS / "alerts.yml")[0]["groups"][0]["rules"]
+    rule = next(r for r in rules if r["alert"] == "HtcsimNodesDown")
+    shown_min = int(LOST_SHOWN_S // 60)
+    labels = 'instance="agent:8642", job="htcsim-agent"'
+    tests = {
+        "rule_files": [str(PROMETHEUS / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {  # lost at minute 1, listed down for LOST_SHOWN_S, then gone (0)
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'htcsim_nodes{{state="down", {labels}}}',
+                        "values": f"0 1x{shown_min - 1} 0x30",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "HtcsimNodesDown", "exp_alerts": []},
+                    {
+                        "eval_time": f"{shown_min}m",
+                        "alertname": "HtcsimNodesDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": rule["labels"]["severity"],
+                                    "instance": "agent:8642",
+                                },
+                                "exp_annotations": {
+                                    "summary": "1 node(s) down on agent:8642",
+                                    "description": rule["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": f"{shown_min + 5}m",
+                        "alertname": "HtcsimNodesDown",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {  # down for 3 minutes only (replaced quickly): no alert
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'htcsim_nodes{{state="down", {labels}}}', "values": "0 1x3 0x20"}
+                ],
+                "alert_rule_test": [
+                    {"eval_time": f"{m}m", "alertname": "HtcsimNodesDown", "exp_alerts": []}
+                    for m in (2, 4, 6, 10)
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_pods_outlast_the_jobs_stop_grace(tmp_path: Path) -> None:
+    """A deleted worker pod's jobs get SIGTERM and the agent's kill_grace_s
+    before SIGKILL (stop_grace.py): the pod's terminationGracePeriodSeconds
+    must leave that time plus a margin, or Kubernetes kills them first."""
+    margin_s = 10
+    pairs = []
+    agent_toml = find("ConfigMap", "htcsim-config")["data"]["agent.toml"]
+    (tmp_path / "static.toml").write_text(agent_toml)
+    static = load_agent_config(tmp_path / "static.toml").kill_grace_s
+    pairs += [(static, w["spec"]["template"]["spec"]) for w in worker_deployments()]
+    data = autoscale_config()
+    (tmp_path / "autoscale.toml").write_text(data["agent.toml"])
+    grace = load_agent_config(tmp_path / "autoscale.toml").kill_grace_s
+    pairs.append((grace, yaml.safe_load(data["dask-cluster.yaml"])["spec"]["worker"]["spec"]))
+    assert len(pairs) >= 3
+    for kill_grace_s, pod in pairs:
+        assert pod["terminationGracePeriodSeconds"] >= kill_grace_s + margin_s
+        container_ = pod["containers"][0]
+        assert "--no-nanny" not in container_["args"]  # the nanny runs the grace

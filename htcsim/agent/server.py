@@ -88,7 +88,7 @@ class Agent:
                 config,
                 self.policy,
                 nodes,
-                executor=lambda on_exit: DaskExecutor(client, on_exit),
+                executor=lambda on_exit: DaskExecutor(client, on_exit, config.kill_grace_s),
             )
             self._client: Client | None = client
         else:
@@ -134,7 +134,7 @@ class Agent:
             config,
             self.policy,
             self._pool.slots,
-            executor=lambda on_exit: DaskExecutor(client, on_exit),
+            executor=lambda on_exit: DaskExecutor(client, on_exit, config.kill_grace_s),
             pool=self._pool,
         )
         self._client = client

@@ -30,6 +30,14 @@ from htcsim.policy import Policy
 
 log = logging.getLogger("htcsim.agent")
 
+LOST_SHOWN_S = 900.0
+"""How long a lost Dask node is listed as ``down`` (``nodes``, the
+``htcsim_nodes{state="down"}`` gauge) unless a worker of its name replaces it
+first. A lost worker leaves the kernel at once (its jobs requeued), so
+without this a node that died would simply vanish and no alert on down
+nodes could fire; 15 minutes outlast the shipped alert's ``for: 5m`` and a
+few scrapes, and pods replaced under new names do not pile up."""
+
 
 class Inventory(EngineState):
     """Drain and resume, the node inventory's changes, a pool's slots and autoscaling."""
@@ -96,6 +104,11 @@ class Inventory(EngineState):
         lost = [
             name for name, n in old.items() if name not in new or new[name].address != n.address
         ]
+        for name in lost:  # a drained node retired on purpose (OFF) is not down
+            if name not in new and self._kernel_state(self.node_index[name]) != NodeState["OFF"]:
+                self._lost[name] = (old[name], self._now_f)
+        for name in new:
+            self._lost.pop(name, None)  # replaced
         gone_jobs: set[int] = set()
         for name in lost:
             if old[name].address:
@@ -163,6 +176,7 @@ class Inventory(EngineState):
             names.append(self.node_specs[k].name)
             self.executor.node_lost(worker.address)
             draining = self._kernel_state(k) == NodeState["DRAINING"]
+            self._lost[self.node_specs[k].name] = (self.node_specs[k], self._now_f)
             if self._kernel_state(k) in (NodeState["UP"], NodeState["DRAINING"]):
                 self._fail_slot(k, now, f"node {self.node_specs[k].name} ({worker.name}) was lost")
             self._set_slot(k, NodeState["OFF"] if draining else NodeState["BOOTING"], now)
@@ -178,6 +192,7 @@ class Inventory(EngineState):
             slot = booting[0]
             self.executor.kill_strays(worker.address)
             self.node_specs[slot] = pool.bind(slot, worker)
+            self._lost.pop(self.node_specs[slot].name, None)  # replaced
             self._set_slot(slot, NodeState["UP"], now)
             log.info("node %s is worker %s", self.node_specs[slot].name, worker.address)
         self._scale_pool()
@@ -241,10 +256,23 @@ class Inventory(EngineState):
 _NODE_NAMES = ("idle", "mixed", "allocated", "draining", "drained", "down", "booting", "off")
 
 
-def node_type(name: str) -> str:
-    """A node's type by its name: the name without its trailing number
-    (a Dask worker ``--name gpu-3`` is of type ``gpu``; ``node0`` of ``node``)."""
-    return re.sub(r"[-_.]?\d+$", "", name) or "worker"
+def node_type(spec: NodeSpec) -> str:
+    """A node's type by its name. A Dask worker's is its ``--name`` up to the
+    first ``-`` (``gpu-3`` and ``gpu-<pod name>`` are of type ``gpu``: a pod's
+    name ends in a random suffix, not a number, so the type is the prefix the
+    worker was given); any other node's is its name without its trailing
+    number (``node0`` is of type ``node``)."""
+    if spec.address and "-" in spec.name.strip("-"):
+        return spec.name.strip("-").split("-", 1)[0]
+    return re.sub(r"[-_.]?\d+$", "", spec.name) or "worker"
+
+
+def shown_lost(lost: dict[str, tuple[NodeSpec, float]], now: float) -> dict[str, NodeSpec]:
+    """The lost nodes still listed as down at ``now`` (older ones dropped)."""
+    for name, (_, when) in list(lost.items()):
+        if now - when > LOST_SHOWN_S:
+            lost.pop(name, None)
+    return {name: spec for name, (spec, _) in list(lost.items())}
 
 
 def _node_state_name(state: NodeState, free_cores: int, cores: int, pooled: bool = False) -> str:

@@ -42,7 +42,13 @@ import numpy as np
 
 from htcsim.agent.config import AgentConfig, NodeSpec, gpu_device_files
 from htcsim.agent.engine.admission import Admission
-from htcsim.agent.engine.inventory import _NODE_NAMES, Inventory, _node_state_name, node_type
+from htcsim.agent.engine.inventory import (
+    _NODE_NAMES,
+    Inventory,
+    _node_state_name,
+    node_type,
+    shown_lost,
+)
 from htcsim.agent.engine.launch import ENV_KEPT, Launch
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.engine.queue_view import QueueViews
@@ -134,6 +140,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._launch_failures = []
         self._ended = set()
         self._retiring = set()
+        self._lost = {}
         self._dirty = True
         self._next_sample = 0.0
         self._thread = None
@@ -280,6 +287,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
             for run in list(self.running.values()):
                 on_node.setdefault(run.node, []).append(run.job_id)
             free_gpus = [list(ids) for ids in self.free_gpus]
+            lost = shown_lost(self._lost, self.clock())
         out = []
         pool = self.pool
         for k, spec in enumerate(self.node_specs):
@@ -287,12 +295,15 @@ class Engine(Admission, Recovery, Inventory, Launch):
             capacity = {"cores": spec.cores, "mem_mib": spec.mem_mib, "gpus": spec.gpus}
             free_k = {r: int(free[k][i]) for i, r in enumerate(RESOURCES) if r in capacity}
             worker = pool.workers[k] if pool is not None else None
+            name = _node_state_name(state, free_k["cores"], spec.cores, pool is not None)
+            if worker is None and spec.name in lost and name == "booting":
+                name = "down"  # a pool's slot whose worker was lost, not yet replaced
             out.append(
                 {
                     "name": spec.name,
-                    "type": pool.config.node_type if pool is not None else node_type(spec.name),
+                    "type": pool.config.node_type if pool is not None else node_type(spec),
                     "worker": worker.name if worker is not None else "",
-                    "state": _node_state_name(state, free_k["cores"], spec.cores, pool is not None),
+                    "state": name,
                     "capacity": capacity,
                     "free": free_k,
                     "jobs": sorted(on_node.get(k, [])),
@@ -300,6 +311,24 @@ class Engine(Admission, Recovery, Inventory, Launch):
                     "gpu_ids": list(spec.devices),
                     "free_gpu_ids": free_gpus[k] if k < len(free_gpus) else [],
                     "address": spec.address,
+                }
+            )
+        listed = {spec.name for spec in self.node_specs}
+        for spec in (s for s in lost.values() if s.name not in listed):
+            capacity = {"cores": spec.cores, "mem_mib": spec.mem_mib, "gpus": spec.gpus}
+            out.append(
+                {
+                    "name": spec.name,
+                    "type": node_type(spec),
+                    "worker": "",
+                    "state": "down",  # a lost Dask worker: gone from the kernel, listed a while
+                    "capacity": capacity,
+                    "free": dict(capacity),
+                    "jobs": [],
+                    "cpus": [],
+                    "gpu_ids": [],
+                    "free_gpu_ids": [],
+                    "address": "",
                 }
             )
         return out
@@ -660,9 +689,15 @@ class Engine(Admission, Recovery, Inventory, Launch):
 
     def _sample(self, now_f: float) -> None:
         self._next_sample = now_f + self.config.sample_interval_s
-        self.metrics.keep_nodes(spec.name for spec in self.node_specs)
+        pool = self.pool
+        present = [  # a pool's slot without a worker has nothing to sample
+            spec
+            for k, spec in enumerate(self.node_specs)
+            if pool is None or pool.workers[k] is not None
+        ]
+        self.metrics.keep_nodes(spec.name for spec in present)
         rows = []
-        for spec in self.node_specs:
+        for spec in present:
             cpu, mem = node_usage(spec.cpus)
             rows.append((now_f, spec.name, cpu, mem))
             self.metrics.set_node_usage(spec.name, cpu / 100.0, mem * MIB)

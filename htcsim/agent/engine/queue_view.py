@@ -91,9 +91,11 @@ class QueueView:
         store calls those pending)."""
         entries = self.entries(job_ids)
         held = np.array([s == "held" for s in states], dtype=bool)
-        pending = (entries >= 0) & (entries < self.snapshot.n_pending)
-        by_user = (entries >= self.snapshot.n_pending) & (
-            self.snapshot.reasons[np.maximum(entries, 0)] == _HELD
+        found = entries >= 0
+        pending = found & (entries < self.snapshot.n_pending)
+        by_user = np.zeros(len(entries), dtype=bool)  # (an empty queue has no reasons to index)
+        by_user[found] = (entries[found] >= self.snapshot.n_pending) & (
+            self.snapshot.reasons[entries[found]] == _HELD
         )
         other = (held & pending) | (~held & by_user)
         return np.where(other, -1, entries)

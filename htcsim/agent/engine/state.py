@@ -120,6 +120,7 @@ class EngineState(ABC):
     _launch_failures: list[tuple[int, str]]
     _ended: set[int]  # ended while this engine ran (no double record)
     _retiring: set[str]  # drained nodes to retire once empty
+    _lost: dict[str, tuple[NodeSpec, float]]  # lost Dask nodes listed as down: (spec, when)
     _dirty: bool
     _next_sample: float
     _thread: threading.Thread | None

@@ -43,6 +43,7 @@ from htcsim.agent.executors.base import (
     exit_from_record,
 )
 from htcsim.agent.executors.dask import worker as dask_worker
+from htcsim.agent.executors.dask.stop_grace import PLUGIN_NAME, StopGrace
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,9 @@ class DaskExecutor:
         "Dask backend: no per-job memory limit; the worker's own --memory-limit applies"
     )
 
-    def __init__(self, client: Client, on_exit: Callable[[JobExit], None]) -> None:
+    def __init__(
+        self, client: Client, on_exit: Callable[[JobExit], None], stop_grace_s: float = 10.0
+    ) -> None:
         self.client = client
         self._on_exit = on_exit
         self._lock = threading.Lock()
@@ -162,6 +165,10 @@ class DaskExecutor:
             target=self._release_loop, name="htcsim-dask", daemon=True
         )
         self._releaser.start()
+        try:  # a stopping worker's jobs get SIGTERM and a grace (stop_grace.py)
+            client.register_plugin(StopGrace(stop_grace_s), name=PLUGIN_NAME)
+        except Exception as exc:  # an old scheduler: jobs are killed when a worker stops
+            logger.warning("workers' stop grace not set up: %s", exc)
 
     # ------------------------------------------------------------------ jobs
 

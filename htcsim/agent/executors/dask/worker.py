@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +40,9 @@ _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
 _seq = 0  # exits recorded so far; each record carries its number ("seq")
 _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 _guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
+_stopping = False  # the worker stops (stop_jobs): no job starts, no exit is reported
+STOP_KILL_WAIT_S = 5.0
+"""After SIGKILL, how long ``stop_jobs`` waits for the jobs to be reaped."""
 
 
 def _tell_guard(line: str) -> None:
@@ -69,12 +73,14 @@ def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) 
     record = exit_record(job_id, code, sig, cpu, rss)
     record["run"] = run
     with _lock:
-        _seq += 1
-        record["seq"] = _seq
         pid = _running.pop(job_id, None)
         if pid is not None:
             _tell_guard(f"-{pid}")
         _runs.pop(job_id, None)
+        if _stopping:  # ended by stop_jobs: the worker's loss requeues it
+            return
+        _seq += 1
+        record["seq"] = _seq
         _exits[job_id] = record
         waiters = list(_waiters)
     for loop, event in waiters:
@@ -85,8 +91,38 @@ def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) 
 def launch_jobs(jobs: list[dict[str, Any]]) -> list[int]:
     """Start these jobs here (``Client.run``: on the worker's event loop
     thread); returns their pids, 0 for a job that could not start (its exit,
-    126 or 127 with the reason in its stderr, is recorded at once)."""
+    126 or 127 with the reason in its stderr, is recorded at once). While the
+    worker stops nothing starts (0, no exit): the worker's loss requeues them."""
+    if _stopping:
+        return [0 for _ in jobs]
     return [_start(job) for job in jobs]
+
+
+async def stop_jobs(grace_s: float) -> int:
+    """The worker is stopping: SIGTERM to every job's process group, then,
+    after ``grace_s`` seconds, SIGKILL to those left; no exit is reported
+    (the agent requeues the jobs when the worker is gone, as for any lost
+    node). Returns how many jobs ran. A coroutine: the worker's event loop
+    (its heartbeats) goes on meanwhile, so the node is not lost while its jobs
+    still run."""
+    global _stopping
+    loop = asyncio.get_running_loop()
+    with _lock:
+        _stopping = True
+        groups = list(_running.values())
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, STOP_KILL_WAIT_S)):
+        with _lock:
+            left = list(_running.values())
+        for pgid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            with _lock:
+                if not _running:
+                    return len(groups)
+            await asyncio.sleep(0.05)
+    return len(groups)
 
 
 def _start(job: dict[str, Any]) -> int:
