@@ -136,8 +136,11 @@ class AgentClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call; every way it can fail becomes a one-line ClientError."""
+    def _request(
+        self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
+        """One call; every way it can fail becomes a one-line ClientError (but a
+        status in ``accept``, which the caller reads itself)."""
         import httpx  # already loaded by the constructor: a dictionary look-up
 
         try:
@@ -150,7 +153,7 @@ class AgentClient:
             raise ClientError(f"the agent at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise ClientError(f"talking to the agent at {self.url}: {exc}") from None
-        if response.is_success:
+        if response.is_success or response.status_code in accept:
             return response
         raise self._error(response)
 
@@ -309,6 +312,12 @@ class AgentClient:
 
     def healthz(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/healthz")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """/healthz as it answers, 503 included: ``status`` (ok, degraded, down),
+        ``reasons``, the shepherd (``detail`` too when down)."""
+        result: dict[str, Any] = self._request("GET", "/healthz", accept=(503,)).json()
         return result
 
     # ------------------------------------------------------------------ workflows
