@@ -384,12 +384,15 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
     def _wait_time(self) -> float:
         now = self.clock()
         wait = 1.0
-        if self._launch_failures or self._pids or (self._dirty and self._executor_ready()):
-            return 0.0  # (a restart of the shepherd sends a command: it wakes the loop)
+        # no pass while the executor cannot launch (a restart of the local
+        # shepherd): its end sends a command, which wakes the loop
+        ready = self._executor_ready()
+        if self._launch_failures or self._pids or (self._dirty and ready):
+            return 0.0
         if self._timers:
             wait = min(wait, self._timers[0].due - now)
         wakeup = self.kernel.next_wakeup()
-        if wakeup >= 0:
+        if wakeup >= 0 and ready:
             wait = min(wait, wakeup - now)
         wait = min(wait, self._next_sample - now)
         return max(wait, 0.0)

@@ -185,6 +185,10 @@ class Keeper:
         keeper ends (True)."""
         served = self._drain(self.ready_r)
         reason = describe(self.worker_pid, status)
+        # its children are now the keeper's: watch them (before reaping any)
+        for pid, st in proc.proc_table().items():
+            if st.ppid == self.me:
+                self.watched[pid] = st.start
         if status == 0 and not self._children_left():
             return True
         if not served and self.generation == 0:
@@ -192,10 +196,6 @@ class Keeper:
             raise SystemExit(1)
         if status == 0:
             reason = f"{reason}, but processes of its jobs are left"
-        # its children are now the keeper's: watch them
-        for pid, st in proc.proc_table().items():
-            if st.ppid == self.me:
-                self.watched[pid] = st.start
         if time.monotonic() - self.worker_since < QUICK_DEATH_S:
             self.failures += 1  # the first at once, then after a pause that doubles
             pause = min(0.05 * 2 ** (self.failures - 1), MAX_PAUSE_S) if self.failures > 1 else 0

@@ -202,6 +202,7 @@ class Supervisor:
         self._pings: dict[int, float] = {}  # seq -> when sent, unanswered
         self._unconfirmed: list[tuple[int, dict[str, Any]]] = []  # (ping seq that confirms, msg)
         self._launched: list[subprocess.Popen[bytes]] = []
+        self._hang = False  # the last worker was killed for hanging
         self.restarts = 0
         self.last_restart: float | None = None
         self.last_restart_reason = ""
@@ -339,7 +340,14 @@ class Supervisor:
                     if message in again:
                         self._unconfirmed.append((self._ping_seq + 1, message))
                     conn.sock.sendall(json.dumps(message).encode() + b"\n")
+            # the agent's own finding for a hang; the keeper's account of a death
+            # (how the worker ended); for a new shepherd, that it replaced one
             restart = (conn.hello.get("restart") or {}).get("reason") or why
+            if self._hang:
+                restart = why
+            elif fresh:
+                restart = f"{why}; a new shepherd replaced it"
+            self._hang = False
             self.restarts += 1
             self.last_restart = time.time()
             self.last_restart_reason = restart
@@ -377,6 +385,7 @@ class Supervisor:
             hung = self._hung(conn, now)
             if hung:
                 logger.error("%s: killing it", hung)
+                self._hang = True
                 worker = conn.peers.worker
                 if worker is not None and not worker.kill_and_wait(SEND_TIMEOUT_S):
                     return f"{hung}; it did not die of SIGKILL"
