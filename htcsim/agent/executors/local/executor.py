@@ -218,6 +218,7 @@ class LocalExecutor:
             self._reconnected,
             on_restart,
             connect_timeout_s,
+            self._when_idle,
         )
         self.hello = self._sup.conn.hello
         if self.hello.get("containment", self.containment_mode) != self.containment_mode:
@@ -423,6 +424,20 @@ class LocalExecutor:
         for exit_ in deliver:
             self._on_exit(exit_)
         return first
+
+    def _when_idle(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` if no job runs and none is being launched, holding off
+        launches meanwhile; whether it ran."""
+        if not self._launch_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if self._running or self._inflight is not None:
+                    return False
+            action()
+            return True
+        finally:
+            self._launch_lock.release()
 
     def health(self) -> tuple[bool, str]:
         """Whether the executor can run jobs now (a shepherd worker connected, this

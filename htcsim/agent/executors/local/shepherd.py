@@ -102,6 +102,7 @@ import socket
 import struct
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
@@ -762,7 +763,10 @@ class Shepherd:
         *lines, self.inbuf = self.inbuf.split(b"\n")
         for line in lines:
             if line.strip():
-                self._handle(json.loads(line))
+                try:
+                    self._handle(json.loads(line))
+                except Exception:  # one bad message never stops the shepherd
+                    traceback.print_exc()
 
     def _handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -966,7 +970,12 @@ class Shepherd:
         job_id, pid, r = forked
         report = b""
         try:
-            while chunk := os.read(r, 65536):
+            while True:
+                while not proc.readable(r, 0.1):  # a slow set-up (a file server): stay alive
+                    self._keepalive()
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
                 report += chunk
         finally:
             os.close(r)

@@ -26,6 +26,7 @@ Health: ``connected`` (``ok``, or ``degraded`` while the keeper is gone),
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import select
@@ -157,7 +158,16 @@ class Connection:
             return None
         self.buf += data
         *lines, self.buf = self.buf.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
+        out = []
+        for line in lines:
+            try:
+                message = json.loads(line) if line.strip() else None
+            except ValueError:
+                logger.error("the shepherd sent a line that is not JSON: %r", line[:200])
+                continue
+            if isinstance(message, dict):
+                out.append(message)
+        return out
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -173,7 +183,10 @@ class Supervisor:
     message but the heartbeat's (reader thread); ``on_connect(hello, why)`` is
     called on each new connection after a lost one, before anything else is
     sent on it, and returns the messages to send first (reconciliation);
-    ``on_restart`` is told of each restart once the new connection serves.
+    ``on_restart`` is told of each restart once the new connection serves;
+    ``when_idle(action)`` runs ``action`` if no job runs and no launch can
+    start meanwhile, and says whether it did (a worker whose keeper died is
+    then replaced by a whole new shepherd, restoring the keeper's protection).
     """
 
     def __init__(
@@ -185,6 +198,7 @@ class Supervisor:
         on_connect: Callable[[dict[str, Any], str], list[dict[str, Any]]],
         on_restart: Callable[[Restart], None] | None = None,
         connect_timeout_s: float = 20.0,
+        when_idle: Callable[[Callable[[], None]], bool] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self._secret = secret
@@ -192,6 +206,7 @@ class Supervisor:
         self._on_message = on_message
         self._on_connect = on_connect
         self._on_restart = on_restart
+        self._when_idle = when_idle
         self._timeout = connect_timeout_s
         self._cond = threading.Condition()
         self._state = "restarting"
@@ -202,7 +217,7 @@ class Supervisor:
         self._pings: dict[int, float] = {}  # seq -> when sent, unanswered
         self._unconfirmed: list[tuple[int, dict[str, Any]]] = []  # (ping seq that confirms, msg)
         self._launched: list[subprocess.Popen[bytes]] = []
-        self._hang = False  # the last worker was killed for hanging
+        self._own_reason = False  # the supervisor itself killed the last worker: its reason holds
         self.restarts = 0
         self.last_restart: float | None = None
         self.last_restart_reason = ""
@@ -310,7 +325,7 @@ class Supervisor:
             with self._cond:
                 if self._closed or self._state == "displaced":
                     return
-                self._state, self._reason, self._since = "restarting", why, time.monotonic()
+            self._mark_restarting(why)
             logger.error("%s; restarting it", why)
             try:
                 conn = self._establish(first=False, previous=self.conn)
@@ -324,11 +339,20 @@ class Supervisor:
                 return
             self._switch(conn, why)
 
+    def _mark_restarting(self, why: str) -> None:
+        with self._cond:
+            if self._state == "connected":
+                self._state, self._reason, self._since = "restarting", why, time.monotonic()
+
     def _switch(self, conn: Connection, why: str) -> None:
         """Serve ``conn``: reconcile, send again what the last worker may not have
         processed, and only then let other threads send."""
         fresh = int(conn.hello.get("generation") or 0) == 0  # a new keeper's first worker
-        first = self._on_connect(conn.hello, why)
+        try:
+            first = self._on_connect(conn.hello, why)
+        except Exception:  # the supervisor must survive a bad callback
+            logger.exception("reconciling with the restarted shepherd failed")
+            first = []
         with self._cond:
             old = self.conn
             self.conn = conn
@@ -343,11 +367,11 @@ class Supervisor:
             # the agent's own finding for a hang; the keeper's account of a death
             # (how the worker ended); for a new shepherd, that it replaced one
             restart = (conn.hello.get("restart") or {}).get("reason") or why
-            if self._hang:
+            if self._own_reason:
                 restart = why
             elif fresh:
                 restart = f"{why}; a new shepherd replaced it"
-            self._hang = False
+            self._own_reason = False
             self.restarts += 1
             self.last_restart = time.time()
             self.last_restart_reason = restart
@@ -363,6 +387,7 @@ class Supervisor:
     def _serve(self, conn: Connection) -> str:
         """Read and ping until the connection is lost; returns why."""
         next_ping = time.monotonic()
+        next_idle_check = next_ping + 1.0
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
         while True:
@@ -382,14 +407,34 @@ class Supervisor:
             if now >= next_ping:
                 next_ping = now + PING_S
                 self._ping(conn)
+            keeper = conn.peers.keeper
+            if now >= next_idle_check and (keeper is None or keeper.ended()):
+                next_idle_check = now + 1.0
+                why = (
+                    "the shepherd's keeper was gone: its worker, idle, was replaced by a "
+                    "new shepherd"
+                )
+                if self._when_idle is not None and self._when_idle(
+                    functools.partial(self._retire, conn, why)
+                ):
+                    return why
             hung = self._hung(conn, now)
             if hung:
                 logger.error("%s: killing it", hung)
-                self._hang = True
+                self._own_reason = True
                 worker = conn.peers.worker
                 if worker is not None and not worker.kill_and_wait(SEND_TIMEOUT_S):
                     return f"{hung}; it did not die of SIGKILL"
                 return f"{hung}; killed"
+
+    def _retire(self, conn: Connection, why: str) -> None:
+        """Stop an idle worker whose keeper died (a new shepherd replaces it);
+        launches wait from now on."""
+        self._mark_restarting(why)
+        self._own_reason = True
+        worker = conn.peers.worker
+        if worker is not None:
+            worker.kill_and_wait(SEND_TIMEOUT_S)
 
     def _why_gone(self, conn: Connection) -> str:
         worker = conn.peers.worker
@@ -463,6 +508,8 @@ class Supervisor:
         begin = time.monotonic()
         if previous is not None:
             previous.close()
+        for popen in self._launched:
+            popen.poll()  # reap a shepherd of ours that ended (its keeper is our child)
         while True:
             with self._cond:
                 if self._closed:
