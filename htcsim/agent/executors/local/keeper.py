@@ -59,6 +59,8 @@ from htcsim.agent.executors.local.runfiles import (
 
 QUICK_DEATH_S = 1.0
 """A worker that dies sooner than this after its start counts as failing."""
+QUICK_RESTARTS = 3
+"""Failing workers restarted at once before the pauses begin."""
 MAX_PAUSE_S = 5.0
 CLEAN_GRACE_S = 2.0
 """After a worker's clean end: how long the keeper waits for the processes it
@@ -196,10 +198,12 @@ class Keeper:
             raise SystemExit(1)
         if status == 0:
             reason = f"{reason}, but processes of its jobs are left"
-        if time.monotonic() - self.worker_since < QUICK_DEATH_S:
-            self.failures += 1  # the first at once, then after a pause that doubles
-            pause = min(0.05 * 2 ** (self.failures - 1), MAX_PAUSE_S) if self.failures > 1 else 0
-            if pause:
+        if not served or time.monotonic() - self.worker_since < QUICK_DEATH_S:
+            # a worker that fails to start, or keeps dying: the first few are
+            # restarted at once, then after a pause that doubles
+            self.failures += 1
+            if self.failures > QUICK_RESTARTS or not served:
+                pause = min(0.1 * 2 ** max(self.failures - QUICK_RESTARTS - 1, 0), MAX_PAUSE_S)
                 _say(f"{reason} right after its start: next one in {pause:.1f} s")
                 self._pause(pause)
         else:
