@@ -73,6 +73,15 @@ def job(work: Path, code: int, sleep: float) -> list[str]:
     return ["sh", "-c", f'sleep {sleep}; echo "$HTCSIM_JOB_ID" >> {runs}; exit {code}']
 
 
+def gated(work: Path, code: int) -> list[str]:
+    """Wait for the file ``go``, then append the job's id to ``runs`` and exit
+    ``code``: a job certain to be running when its shepherd is lost, however
+    slow the machine."""
+    runs, go = work / "runs", work / "go"
+    script = f'while [ ! -e {go} ]; do sleep 0.05; done; echo "$HTCSIM_JOB_ID" >> {runs}'
+    return ["sh", "-c", f"{script}; exit {code}"]
+
+
 def ran(work: Path) -> Counter[int]:
     runs = work / "runs"
     return Counter(int(x) for x in runs.read_text().split()) if runs.exists() else Counter()
@@ -83,9 +92,15 @@ def health(agent: AgentProcess) -> dict[str, Any]:
     return body
 
 
-def start_jobs(client: httpx.Client, work: Path, codes: list[int], sleep: float) -> list[int]:
-    """Submit one job per code and wait until each runs (its pid known)."""
-    ids = [submit(client, work, job(work, code, sleep)) for code in codes]
+def start_jobs(
+    client: httpx.Client, work: Path, codes: list[int], sleep: float | None
+) -> list[int]:
+    """Submit one job per code (``gated`` if ``sleep`` is None) and wait until
+    each runs (its pid known)."""
+    ids = [
+        submit(client, work, gated(work, code) if sleep is None else job(work, code, sleep))
+        for code in codes
+    ]
     for job_id in ids:
         wait_for(lambda j=job_id: get(client, j)["state"] == "running" and get(client, j)["pid"])
     return ids
@@ -98,6 +113,12 @@ def processes_of(pid: int) -> list[tuple[int, float]]:
         return [(p.pid, p.create_time()) for p in [root, *root.children(recursive=True)]]
     except psutil.Error:
         return []
+
+
+def tree_with_children(pid: int) -> list[tuple[int, float]]:
+    """``processes_of`` once the job's shell has a child (its sleep) too."""
+    tree: list[tuple[int, float]] = wait_for(lambda: (t := processes_of(pid)) and len(t) > 1 and t)
+    return tree
 
 
 def still_running(pid: int, created: float) -> bool:
@@ -216,9 +237,8 @@ def test_keeper_and_worker_killed_kills_every_job_process_and_requeues_the_jobs(
 ) -> None:
     codes = [0, 6, 0]
     with agent.client() as client:
-        ids = start_jobs(client, work, codes, sleep=4)
-        trees = {j: processes_of(get(client, j)["pid"]) for j in ids}
-        assert all(len(tree) >= 2 for tree in trees.values()), trees  # sh and its sleep
+        ids = start_jobs(client, work, codes, sleep=None)
+        trees = {j: tree_with_children(get(client, j)["pid"]) for j in ids}
         before = health(agent)["shepherd"]
         t0 = time.monotonic()
         os.kill(before["keeper"], signal.SIGKILL)
@@ -228,6 +248,7 @@ def test_keeper_and_worker_killed_kills_every_job_process_and_requeues_the_jobs(
         assert now["shepherd"]["keeper"] != before["keeper"]
         left = [p for tree in trees.values() for p in tree if still_running(*p)]
         assert not left, f"processes of the killed jobs still run: {left}"
+        (work / "go").touch()  # the requeued runs may now end
         ends = finished(client, ids)
         histories = {
             j: [e["cause"] for e in client.get(f"/jobs/{j}/history").json()["events"]]
@@ -285,7 +306,7 @@ def test_keeper_and_worker_killed_while_the_agent_is_down_requeues_the_jobs(
     failed, and run to completion once."""
     codes = [0, 2]
     with agent.client() as client:
-        ids = start_jobs(client, work, codes, sleep=4)
+        ids = start_jobs(client, work, codes, sleep=None)
         trees = {j: processes_of(get(client, j)["pid"]) for j in ids}
         before = health(agent)["shepherd"]
     agent.kill()
@@ -294,6 +315,7 @@ def test_keeper_and_worker_killed_while_the_agent_is_down_requeues_the_jobs(
     agent.restart()
     left = [p for tree in trees.values() for p in tree if still_running(*p)]
     assert not left, f"processes of the jobs still run untracked: {left}"
+    (work / "go").touch()
     with agent.client() as client:
         ends = finished(client, ids)
         causes = {
@@ -304,3 +326,24 @@ def test_keeper_and_worker_killed_while_the_agent_is_down_requeues_the_jobs(
         assert any(c.startswith("requeued: killed") for c in causes[job_id]), causes[job_id]
     assert ran(work) == Counter({j: 1 for j in ids})
     assert health(agent)["shepherd"]["restarts"] == 1  # the shepherd replaced while down
+
+
+def test_a_job_being_cancelled_when_its_shepherd_is_lost_ends_cancelled(
+    tmp_path: Path, containment: str, work: Path
+) -> None:
+    """A lost job that was asked to end (cancel, walltime) ends as asked, not
+    requeued. It ignores SIGTERM and the grace before SIGKILL is long: only the
+    loss of its shepherd ends it within the test."""
+    ready = work / "ready"
+    stubborn = f"trap '' TERM; touch {ready}; while :; do sleep 0.1; done"
+    with running_agent(
+        tmp_path / "slow", nodes=1, cores_per_node=2, kill_grace_s=3600, containment=containment
+    ) as agent, agent.client() as client:
+        job_id = submit(client, work, ["sh", "-c", stubborn])
+        wait_for(ready.exists)
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+        before = health(agent)["shepherd"]
+        os.kill(before["keeper"], signal.SIGKILL)
+        os.kill(before["pid"], signal.SIGKILL)
+        end = wait_state(client, job_id, *FINAL)
+    assert (end["state"], end["requeues"]) == ("cancelled", 0), end

@@ -213,6 +213,18 @@ def test_a_connection_without_the_secret_does_not_displace_the_agent(
             second.shutdown(kill_jobs=True)  # the shepherd is now its to stop
 
 
+def test_an_agent_with_another_secret_is_refused_in_one_line(tmp_path: Path, exits: Exits) -> None:
+    """A shepherd of another secret serves the run directory (its file was
+    replaced): the new agent's executor is refused, saying what to do, and the
+    shepherd and its agent are left as they were."""
+    run = tmp_path / "run"
+    with executor_on(run, exits) as ex:
+        (run / SECRET_FILE).write_text("f" * 64 + "\n")
+        with pytest.raises(LaunchError, match="refused this agent's secret"):
+            LocalExecutor(run, Exits(), connect_timeout_s=DEADLINE_S)
+        assert ex.health()[0] and ex.status()["restarts"] == 0
+
+
 def test_healthz_reports_a_restarted_then_a_displaced_shepherd(tmp_path: Path) -> None:
     """/healthz and the metrics show a killed shepherd's restart (ok again, the
     restart counted, with its reason), and 503 with the reason once another

@@ -525,15 +525,21 @@ class LocalExecutor:
         ids = [int(job["job"]) for job in jobs]
         with self._launch_lock:  # replies come in request order
             while True:
-                conn = self._sup.connection()  # waits while the shepherd restarts
+                try:
+                    conn = self._sup.connection()  # waits while the shepherd restarts
+                except LaunchError as exc:  # no shepherd will serve: none of them started
+                    reply = {"jobs": [{"job": j, "pid": 0} for j in ids]}
+                    for job_id in ids:
+                        self._on_exit(_lost(job_id, f"not started: {exc}"))
+                    break
                 with self._lock:  # a reconciliation answers the launch if conn breaks from now
                     if not self._sup.is_current(conn):
                         continue
                     self._inflight = (ids, conn)
+                with contextlib.suppress(OSError):  # the reconciliation will answer
+                    conn.send(data)
+                reply = self._replies.get()
                 break
-            with contextlib.suppress(OSError):  # the reconciliation will answer
-                conn.send(data)
-            reply = self._replies.get()
         results = {int(r["job"]): r for r in reply["jobs"]}
         for k, spec in enumerate(specs):
             if isinstance(out[k], LaunchError):

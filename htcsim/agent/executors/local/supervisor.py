@@ -62,6 +62,8 @@ HELLO_PATIENCE_S = 15.0
 be killing the processes of jobs it could not adopt first)."""
 DOWN_AFTER_S = 10.0
 """Restarting for longer than this is ``down``, not ``degraded``."""
+REFUSALS = 3
+"""Connections closed before the hello by the same live worker that mean a refusal."""
 SEND_TIMEOUT_S = 30.0
 """No single send to the worker waits longer (a hung one is killed well before)."""
 
@@ -217,6 +219,7 @@ class Supervisor:
         self._pings: dict[int, float] = {}  # seq -> when sent, unanswered
         self._unconfirmed: list[tuple[int, dict[str, Any]]] = []  # (ping seq that confirms, msg)
         self._launched: list[subprocess.Popen[bytes]] = []
+        self._refusals: tuple[tuple[int, int] | None, int] = (None, 0)
         self._own_reason = False  # the supervisor itself killed the last worker: its reason holds
         self.restarts = 0
         self.last_restart: float | None = None
@@ -258,11 +261,12 @@ class Supervisor:
             return self._state == "connected" and self.conn is conn
 
     def connection(self) -> Connection:
-        """The current connection, waiting while the shepherd restarts."""
+        """The current connection, waiting while the shepherd restarts; LaunchError
+        if there will be none (closed, or displaced by another agent)."""
         with self._cond:
             while self._state != "connected":
-                if self._closed:
-                    raise LaunchError("the executor is closed")
+                if self._closed or self._state == "displaced":
+                    raise LaunchError(self._reason)
                 self._cond.wait(0.5)
             return self.conn
 
@@ -618,14 +622,22 @@ class Supervisor:
 
     def _refused_check(self, since: float) -> None:
         """A connection closed before the hello: the worker refused the secret
-        (a shepherd of another secret serves this directory), or it died. The
-        former cannot be mended by retrying."""
+        (a shepherd of another secret serves this directory), or the worker that
+        had accepted it died. Only the same live worker closing three attempts
+        in a row counts as a refusal, which retrying cannot mend."""
         peers = read_identity(self.run_dir)
         try:
-            alive = peers.worker is not None and not peers.worker.ended(0.1)
+            worker = peers.worker
+            alive = worker is not None and not worker.ended(0.1)
+            who = (worker.pid, worker.start) if worker is not None and alive else None
         finally:
             peers.close()
-        if alive and time.monotonic() - since < HELLO_PATIENCE_S:
+        if who is None or time.monotonic() - since > HELLO_PATIENCE_S:
+            self._refusals = (None, 0)
+            return
+        self._refusals = (who, self._refusals[1] + 1 if self._refusals[0] == who else 1)
+        if self._refusals[1] >= REFUSALS:
+            self._refusals = (None, 0)
             raise LaunchError(
                 f"the shepherd of {self.run_dir} refused this agent's secret "
                 f"({self.run_dir / SECRET_FILE}); stop that shepherd to start afresh"
