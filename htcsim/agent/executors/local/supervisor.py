@@ -239,21 +239,27 @@ class Supervisor:
         kept, to be sent, while no worker is connected. Raises LaunchError if
         the executor is closed."""
         data = json.dumps(message).encode() + b"\n"
-        with self._cond:
-            if self._closed:
-                raise LaunchError("the executor is closed")
-            conn = self.conn if self._state == "connected" else None
-            if conn is None:
-                self._unconfirmed.append((self._ping_seq + 1, message))
-                return
-        with contextlib.suppress(OSError), conn.send_lock:
-            conn.sending_since = time.monotonic()
-            try:
-                with self._cond:  # tagged under the send lock: no ping overtakes it
+        while True:
+            with self._cond:
+                if self._closed:
+                    raise LaunchError("the executor is closed")
+                conn = self.conn if self._state == "connected" else None
+                if conn is None:  # sent by the restart, to the new worker
                     self._unconfirmed.append((self._ping_seq + 1, message))
-                conn.sock.sendall(data)
-            finally:
-                conn.sending_since = None
+                    return
+            with conn.send_lock:
+                with self._cond:  # tagged under the send lock: no ping overtakes it
+                    if self._state != "connected" or self.conn is not conn:
+                        continue  # a restart came in between: look again
+                    self._unconfirmed.append((self._ping_seq + 1, message))
+                conn.sending_since = time.monotonic()
+                try:
+                    conn.sock.sendall(data)
+                except OSError:
+                    pass  # the supervisor notices; the restart sends it again
+                finally:
+                    conn.sending_since = None
+                return
 
     def is_current(self, conn: Connection) -> bool:
         """Whether ``conn`` is the connection serving now."""
