@@ -70,6 +70,17 @@ def stat(pid: int) -> Stat | None:
         return None
 
 
+def cpu_ticks(pid: int) -> int | None:
+    """User plus system CPU time of ``pid`` so far, clock ticks; None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2 :].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` (see ``Stat.start``), None if it does not exist."""
     found = stat(pid)

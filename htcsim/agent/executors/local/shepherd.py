@@ -495,6 +495,7 @@ class Shepherd:
                     time.monotonic() > deadline
                 ):
                     break
+                self._keepalive()
                 time.sleep(0.01)
         finally:
             for process in held:
@@ -730,8 +731,11 @@ class Shepherd:
             data = self.client.recv(1 << 20, socket.MSG_DONTWAIT)
         except OSError:
             return
+        if not data:
+            return  # nothing new (or the end, which the loop sees)
+        start = self.inbuf.rfind(b"\n") + 1  # pings can only be in the new lines
         self.inbuf += data
-        for line in self.inbuf.split(b"\n")[:-1]:
+        for line in self.inbuf[start:].split(b"\n")[:-1]:
             if b'"ping"' not in line:
                 continue
             with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -749,24 +753,29 @@ class Shepherd:
     def _read_client(self, conn: Any) -> None:
         if conn is not self.client:
             return  # an agent already dropped in this round of events (a failed send, a newer one)
-        try:
-            data = self.client.recv(1 << 20)
+        try:  # (a keepalive may have read what made it readable)
+            data = self.client.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            data = None
         except OSError:
             data = b""
-        if not data:
+        if data == b"":
             self._drop_client()
             return
-        self.inbuf += data
+        self.inbuf += data or b""
         self._lines()
 
     def _lines(self) -> None:
-        *lines, self.inbuf = self.inbuf.split(b"\n")
-        for line in lines:
-            if line.strip():
-                try:
-                    self._handle(json.loads(line))
-                except Exception:  # one bad message never stops the shepherd
-                    traceback.print_exc()
+        """Handle every complete line received, in order (those a keepalive
+        reads meanwhile too)."""
+        while b"\n" in self.inbuf:
+            *lines, self.inbuf = self.inbuf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    try:
+                        self._handle(json.loads(line))
+                    except Exception:  # one bad message never stops the shepherd
+                        traceback.print_exc()
 
     def _handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -1349,6 +1358,9 @@ class Shepherd:
                     self._keeper_died()
                 elif key.fd in self.by_fd:  # not closed by an earlier event of this round
                     self._reap(key.fd)
+                self._keepalive()  # a round of many exits must not leave the agent unanswered
+            if self.client is not None and b"\n" in self.inbuf:
+                self._lines()  # what keepalives read
             self._tick()
         self._wait_for_killed()
         self.journal.close()

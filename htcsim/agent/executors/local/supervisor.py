@@ -8,7 +8,8 @@ every ``PING_S`` and, when the connection closes (the worker died) or a ping
 is unanswered for ``HANG_S`` (the worker hangs: stopped, deadlocked), kills
 the worker (SIGKILL through a pidfd opened for the pid *and* start time the
 worker announced, so a reused pid is never hit) and connects again at the
-same socket. Normally the shepherd's keeper has started a new worker
+same socket (a worker that works, runnable or using CPU, gets ``BUSY_HANG_S``
+before it counts as hung). Normally the shepherd's keeper has started a new worker
 meanwhile, which adopted the jobs; if the keeper is gone too (or does not
 produce a worker within ``KEEPER_GRACE_S``, when it is killed) the supervisor
 starts a new shepherd, which kills the jobs it cannot adopt and reports them
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from htcsim.agent.executors.base import LaunchError
-from htcsim.agent.executors.local.proc import Process
+from htcsim.agent.executors.local.proc import Process, cpu_ticks
 from htcsim.agent.executors.local.runfiles import (
     IDENTITY_FILE,
     LOG_FILE,
@@ -54,7 +55,11 @@ logger = logging.getLogger(__name__)
 PING_S = 0.1
 """How often the supervisor pings the worker."""
 HANG_S = 0.5
-"""A worker that leaves a ping (or a message being sent to it) unanswered this long hangs."""
+"""A worker that leaves a ping (or a message being sent to it) unanswered this
+long, and is not working (stopped, or blocked without using the CPU), hangs."""
+BUSY_HANG_S = 5.0
+"""A worker that works (runnable, or its CPU time growing) but leaves a ping
+unanswered this long hangs too."""
 KEEPER_GRACE_S = 3.0
 """How long a live keeper may take to have a new worker answer."""
 HELLO_PATIENCE_S = 15.0
@@ -220,6 +225,8 @@ class Supervisor:
         self._unconfirmed: list[tuple[int, dict[str, Any]]] = []  # (ping seq that confirms, msg)
         self._launched: list[subprocess.Popen[bytes]] = []
         self._refusals: tuple[tuple[int, int] | None, int] = (None, 0)
+        self._ticks: int | None = None  # the worker's CPU time, last sampled
+        self._progress_at = time.monotonic()  # when it last grew
         self._own_reason = False  # the supervisor itself killed the last worker: its reason holds
         self.restarts = 0
         self.last_restart: float | None = None
@@ -453,14 +460,22 @@ class Supervisor:
         return f"the connection to the shepherd worker {conn.pid} was closed"
 
     def _hung(self, conn: Connection, now: float) -> str:
-        """Why the worker counts as hung now, or ""."""
+        """Why the worker counts as hung now, or "": silent for ``HANG_S`` and
+        not working (stopped, or blocked without using the CPU), or silent for
+        ``BUSY_HANG_S`` whatever it does."""
+        worker = conn.peers.worker
+        state = worker.state() if worker is not None else ""
+        ticks = cpu_ticks(worker.pid) if worker is not None and state else None
+        if ticks != self._ticks:  # sampled every turn: a stopped worker's do not move
+            self._ticks, self._progress_at = ticks, now
         oldest = min(self._pings.values(), default=now)
         sending = conn.sending_since
         waited = max(now - oldest, now - sending if sending is not None else 0.0)
         if waited <= HANG_S:
             return ""
-        worker = conn.peers.worker
-        state = worker.state() if worker is not None else ""
+        working = state == "R" or now - self._progress_at < HANG_S
+        if working and waited <= BUSY_HANG_S:
+            return ""  # busy (a burst of jobs on a loaded machine), not hung
         what = " (stopped)" if state in ("T", "t") else ""
         return f"the shepherd worker {conn.pid}{what} did not answer for {waited:.1f} s"
 
