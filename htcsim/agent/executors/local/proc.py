@@ -101,6 +101,15 @@ def proc_table() -> dict[int, Stat]:
     return table
 
 
+def environ_job(pid: int) -> int | None:
+    """The HTCSIM_JOB_ID a process was started with, if it kept it."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/environ", "rb") as f:
+        for item in f.read().split(b"\0"):
+            if item.startswith(b"HTCSIM_JOB_ID="):
+                return int(item.split(b"=", 1)[1])
+    return None
+
+
 def readable(fd: int, timeout: float = 0.0) -> bool:
     """Whether ``fd`` is readable within ``timeout`` seconds (a pidfd: its process ended)."""
     poller = select.poll()
