@@ -16,7 +16,7 @@ once when it dies and reaps the jobs the dead worker left (they are
 reparented to the keeper, a child subreaper), recording their statuses for
 the next worker. Each worker journals every job it starts, by pid and start
 time, before the agent hears of it (``journal``). A new worker reconciles
-before it serves: a job whose process still runs as the keeper's child is
+before it serves (``adoption``): a job whose process still runs as the keeper's child is
 adopted (a pidfd tells its end, the keeper its status); one that ended has
 its status from the keeper's record (or the previous worker's ``exiting``
 line); one that runs but whose status can no longer be learned (the keeper
@@ -36,8 +36,8 @@ for a restarted agent): only then does it replace the current agent's
 connection (which is told ``displaced``); otherwise it is closed and the
 current one is kept. Agent -> shepherd: ``launch`` (a list of jobs),
 ``signal``, ``release`` (the agent committed an exit: forget it), ``ping``
-(answered ``pong`` in order, and ``alive`` from within a long launch: the
-agent's heartbeat), ``shutdown``. Shepherd -> agent: ``hello`` (after the
+(answered ``pong`` in order, and ``alive`` from within a long launch or a
+long round of events: the agent's heartbeat), ``shutdown``. Shepherd -> agent: ``hello`` (after the
 handshake: its pid and start time, its keeper's, how many times it was
 restarted and why, running jobs, exits not yet released), ``started`` (pid
 or error per job), ``exit`` (``lost`` set when the status is unknown),
