@@ -121,20 +121,41 @@ def wait_healthy(
 
 
 def kill_jobs_of(state_dir: Path) -> None:
-    """Kill the shepherd serving ``state_dir`` and every job it runs (each job
-    is a session of its own: its whole process group)."""
+    """Kill the shepherd serving ``state_dir`` (its keeper first, so that no worker
+    is restarted, then its worker) and every job it runs (each job is a session
+    of its own: its whole process group)."""
     marker = str((state_dir / "run").resolve())
+    shepherds = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmdline = p.info["cmdline"] or []
-        if "htcsim.agent.executors.local.shepherd" not in cmdline or marker not in cmdline:
-            continue
+        if "htcsim.agent.executors.local.shepherd" in cmdline and marker in cmdline:
+            shepherds.append((p, cmdline))
+    pids = {p.pid for p, _ in shepherds}
+    jobs = []
+    for p, _ in shepherds:
         with suppress(psutil.Error):
-            for child in p.children():
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
+            jobs += [c.pid for c in p.children() if c.pid not in pids]
+    keepers_first = sorted(shepherds, key=lambda entry: entry[0].pid not in _keepers(shepherds))
+    for p, _ in keepers_first:
+        with suppress(psutil.Error):
             p.kill()
             p.wait(5)
+    for pid in jobs:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    for _, cmdline in shepherds[:1]:
         _remove_cgroups_of(marker, cmdline[-1])
+
+
+def _keepers(shepherds: list[tuple[psutil.Process, list[str]]]) -> set[int]:
+    """The keepers among the shepherd processes: those whose parent is none of them."""
+    pids = {p.pid for p, _ in shepherds}
+    out = set()
+    for p, _ in shepherds:
+        with suppress(psutil.Error):
+            if p.ppid() not in pids:
+                out.add(p.pid)
+    return out
 
 
 def _remove_cgroups_of(run_dir: str, options: str) -> None:

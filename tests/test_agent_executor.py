@@ -381,3 +381,54 @@ def test_the_shepherd_ignores_a_stale_event_of_an_agent_it_dropped(tmp_path: Pat
         shepherd.listener.close()
         shepherd.lock.close()
         shepherd.journal.close()
+
+
+# ------------------------------------------------------------------ the shepherd's supervision
+
+
+def test_exits_racing_a_worker_kill_keep_their_own_codes(tmp_path: Path, exits: Exits) -> None:
+    """Jobs end one after another while the worker is killed in their midst:
+    whichever process reaps each (the worker, or its keeper once it is dead),
+    every job's exit is reported once, with its own code, none lost."""
+    ex = LocalExecutor(tmp_path / "run", exits)
+    n = 40
+    try:
+        for jid in range(1, n + 1):
+            ex.launch(spec(tmp_path, jid, ["sh", "-c", f"sleep 0.{jid % 10}; exit {jid}"]))
+        wait_until(lambda: len(exits.by_job) >= 4)
+        killed = ex.shepherd_pid
+        os.kill(killed, signal.SIGKILL)
+        for jid in range(1, n + 1):
+            done = exits.wait(jid)
+            assert (done.exit_code, done.lost) == (jid, ""), done
+        assert ex.shepherd_pid != killed and ex.status()["restarts"] == 1
+        assert ex.running() == {}
+    finally:
+        ex.shutdown(kill_jobs=True)
+
+
+def test_a_dead_keeper_degrades_until_its_idle_worker_is_replaced(
+    tmp_path: Path, exits: Exits
+) -> None:
+    """Without its keeper the worker still serves (its own jobs end normally),
+    health says degraded; once no job runs, a new shepherd replaces it."""
+    ex = LocalExecutor(tmp_path / "run", exits)
+    try:
+        go = tmp_path / "go"
+        script = f"while [ ! -e {go} ]; do sleep 0.05; done; exit 6"
+        ex.launch(spec(tmp_path, 1, ["sh", "-c", script]))
+        keeper, worker = ex.keeper_pid, ex.shepherd_pid
+        assert keeper is not None
+        os.kill(keeper, signal.SIGKILL)
+        wait_until(lambda: ex.status()["state"] == "degraded")
+        assert "keeper is gone" in ex.status()["reasons"][0]
+        assert ex.shepherd_pid == worker and ex.health()[0]  # it still runs jobs
+        go.touch()
+        assert exits.wait(1).exit_code == 6
+        wait_until(lambda: ex.keeper_pid not in (None, keeper) and ex.status()["state"] == "ok")
+        assert ex.status()["restarts"] == 1 and ex.shepherd_pid != worker
+        assert not psutil.pid_exists(worker) or _zombie(worker)
+        ex.launch(spec(tmp_path, 2, ["sh", "-c", "exit 2"]))
+        assert exits.wait(2).exit_code == 2
+    finally:
+        ex.shutdown(kill_jobs=True)

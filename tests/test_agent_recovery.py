@@ -6,6 +6,8 @@ many times each job really ran; the store says how each job ended.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -124,3 +126,39 @@ def test_a_second_agent_on_the_same_state_is_refused(tmp_path: Path) -> None:
         )
         assert other.returncode == 2
         assert "another agent" in other.stderr and str(agent.proc.pid) in other.stderr
+
+
+def test_a_running_job_the_shepherd_knows_nothing_of_is_requeued_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The store says a job runs, the shepherd the restarted agent finds has no
+    trace of it (its run directory was wiped while everything was down, as a
+    tmpfs is by a reboot) and none of its processes runs: it is requeued by
+    the policy and runs again once, never recorded failed."""
+    work = tmp_path / "work"
+    work.mkdir()
+    runs, go = work / "runs", work / "go"
+    with running_agent(tmp_path, nodes=1, cores_per_node=2, kill_grace_s=1) as agent:
+        with agent.client() as client:  # the first run waits for ``go``, which comes after it
+            script = f'while [ ! -e {go} ]; do sleep 0.05; done; echo "$HTCSIM_JOB_ID" >> {runs}'
+            job = client.post("/jobs", json={"command": ["sh", "-c", script], "cwd": str(work)})
+            job_id = job.json()["ids"][0]
+            pid = wait_for(lambda: client.get(f"/jobs/{job_id}").json()["pid"])
+            shepherd = client.get("/healthz").json()["shepherd"]
+        agent.kill()
+        for victim in (shepherd["keeper"], shepherd["pid"]):
+            os.kill(victim, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)  # the job's session: sh and its sleep
+        wait_for(lambda: _ended(pid), timeout=READY_S)
+        (agent.state_dir / "run" / "journal.jsonl").write_text("")  # no trace of the job
+        go.touch()
+        agent.restart()
+        with agent.client() as client:
+            wait_for(lambda: client.get(f"/jobs/{job_id}").json()["state"] == "completed")
+            assert client.get(f"/jobs/{job_id}").json()["requeues"] == 1
+            events = client.get(f"/jobs/{job_id}/history").json()["events"]
+            assert "requeued: its process was gone when the agent restarted" in [
+                e["cause"] for e in events
+            ]
+            assert "failed" not in [e["state"] for e in events]
+    assert runs.read_text().split() == [str(job_id)], "ran to its end once"

@@ -213,8 +213,22 @@ def test_a_connection_without_the_secret_does_not_displace_the_agent(
             second.shutdown(kill_jobs=True)  # the shepherd is now its to stop
 
 
-def test_healthz_reports_a_lost_shepherd(tmp_path: Path) -> None:
-    """/healthz says not ok, with the reason, when the shepherd is gone."""
+def test_an_agent_with_another_secret_is_refused_in_one_line(tmp_path: Path, exits: Exits) -> None:
+    """A shepherd of another secret serves the run directory (its file was
+    replaced): the new agent's executor is refused, saying what to do, and the
+    shepherd and its agent are left as they were."""
+    run = tmp_path / "run"
+    with executor_on(run, exits) as ex:
+        (run / SECRET_FILE).write_text("f" * 64 + "\n")
+        with pytest.raises(LaunchError, match="refused this agent's secret"):
+            LocalExecutor(run, Exits(), connect_timeout_s=DEADLINE_S)
+        assert ex.health()[0] and ex.status()["restarts"] == 0
+
+
+def test_healthz_reports_a_restarted_then_a_displaced_shepherd(tmp_path: Path) -> None:
+    """/healthz and the metrics show a killed shepherd's restart (ok again, the
+    restart counted, with its reason), and 503 with the reason once another
+    agent's connection has displaced this one."""
     from fastapi.testclient import TestClient
 
     from htcsim.agent.config import AgentConfig
@@ -225,17 +239,37 @@ def test_healthz_reports_a_lost_shepherd(tmp_path: Path) -> None:
     try:
         client = TestClient(agent.app, raise_server_exceptions=False)
         client.headers["Authorization"] = f"Bearer {agent.admin_token}"
-        assert client.get("/healthz").status_code == 200
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["shepherd"]["restarts"] == 0
         cluster = client.get("/cluster").json()
         assert cluster["containment"] in ("cgroup", "subreaper")
         assert cluster["executor"]["ok"] is True
-        assert "htcsim_shepherd_up 1.0" in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert "htcsim_shepherd_up 1.0" in metrics
+        assert "htcsim_shepherd_restarts_total 0.0" in metrics
         executor = agent.engine.executor
         assert isinstance(executor, LocalExecutor)
-        os.kill(executor.shepherd_pid, signal.SIGKILL)
-        wait_until(lambda: client.get("/healthz").status_code == 503)
-        assert "shepherd" in client.get("/healthz").text
-        assert "htcsim_shepherd_up 0.0" in client.get("/metrics").text
+        killed = executor.shepherd_pid
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: client.get("/healthz").json()["shepherd"]["restarts"] == 1)
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+        shepherd = health.json()["shepherd"]
+        assert shepherd["pid"] != killed and shepherd["pid"] == executor.shepherd_pid
+        assert f"worker {killed} was killed by signal 9" in shepherd["last_restart_reason"]
+        metrics = client.get("/metrics").text
+        assert "htcsim_shepherd_up 1.0" in metrics
+        assert "htcsim_shepherd_restarts_total 1.0" in metrics
+        other = LocalExecutor(agent.config.run_dir, Exits())  # the agent's own secret
+        try:
+            wait_until(lambda: client.get("/healthz").status_code == 503)
+            down = client.get("/healthz").json()
+            assert down["status"] == "down" and "displaced" in down["detail"], down
+            assert "htcsim_shepherd_up 0.0" in client.get("/metrics").text
+        finally:
+            other.shutdown(kill_jobs=True)  # the shepherd is now its to stop
+            wait_until(lambda: not alive(other.shepherd_pid))
     finally:
         agent.stop()
 

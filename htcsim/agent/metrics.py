@@ -46,6 +46,7 @@ METRIC_NAMES = (
     "htcsim_shadow_wait_seconds",
     "htcsim_shadow_lag_seconds",
     "htcsim_shepherd_up",
+    "htcsim_shepherd_restarts_total",
 )
 """Every metric the agent exports (the Grafana dashboard may only use these)."""
 
@@ -58,6 +59,7 @@ class StoredTotals:
     started: int = 0
     finished: dict[str, int] = field(default_factory=dict)  # final state -> jobs
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # user -> CPU seconds
+    shepherd_restarts: int = 0
 
 
 class AgentMetrics:
@@ -156,6 +158,12 @@ class AgentMetrics:
             "1 if the executor can run jobs (the shepherd reachable and this agent's), else 0",
             registry=r,
         )
+        self.shepherd_restarts = Counter(
+            "htcsim_shepherd_restarts",
+            "Restarts of the local shepherd (its worker died or hung, or a new one "
+            "replaced a killed one); running jobs are adopted or requeued, never failed",
+            registry=r,
+        )
         for state in JOB_STATES:
             self.jobs.labels(state)
         for state in ("completed", "failed", "cancelled", "timeout", "node_fail"):
@@ -184,6 +192,8 @@ class AgentMetrics:
         for user, seconds in totals.cpu_seconds.items():
             if seconds > 0:
                 self.job_cpu.labels(user).inc(seconds)
+        if totals.shepherd_restarts:
+            self.shepherd_restarts.inc(totals.shepherd_restarts)
 
     def set_node_usage(self, node: str, cpu_ratio: float, memory_bytes: float) -> None:
         """The sampled use of one node (CPU as 0-1, memory in bytes)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from htcsim.agent.client.status import status_command
 from htcsim.agent.defaults import DEFAULT_STATE_DIR, user_client_file
 from htcsim.cli import _paths
 from htcsim.cli._console import console, escape, fail
@@ -18,6 +19,7 @@ agent_app = typer.Typer(
 )
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 agent_app.add_typer(token_app, name="token")
+agent_app.command("status")(status_command)
 
 
 @agent_app.command("serve")

@@ -141,8 +141,10 @@ class AgentClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        accept: tuple[int, ...] = (),
     ) -> Response:
-        """One call; every way it can fail becomes a one-line ClientError."""
+        """One call; every way it can fail becomes a one-line ClientError (but a
+        status in ``accept``, which the caller reads itself)."""
         try:
             response = self._http.request(method, path, params=params, json_body=json)
         except Unreachable as exc:
@@ -155,7 +157,7 @@ class AgentClient:
             raise ClientError(f"the agent at {self.url} did not answer in time") from None
         except Broken as exc:
             raise ClientError(f"talking to the agent at {self.url}: {exc}") from None
-        if response.is_success:
+        if response.is_success or response.status in accept:
             return response
         raise self._error(response)
 
@@ -333,6 +335,12 @@ class AgentClient:
 
     def healthz(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/healthz")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """/healthz as it answers, 503 included: ``status`` (ok, degraded, down),
+        ``reasons``, the shepherd (``detail`` too when down)."""
+        result: dict[str, Any] = self._request("GET", "/healthz", accept=(503,)).json()
         return result
 
     # ------------------------------------------------------------------ workflows

@@ -42,6 +42,7 @@ import numpy as np
 
 from htcsim.agent.config import AgentConfig, NodeSpec, gpu_device_files
 from htcsim.agent.engine.admission import Admission
+from htcsim.agent.engine.health import Health
 from htcsim.agent.engine.inventory import (
     _NODE_NAMES,
     Inventory,
@@ -73,7 +74,7 @@ LINGER_S = 0.005
 """How long a turn waits for more exits after the first (group commit)."""
 
 
-class Engine(Admission, Recovery, Inventory, Launch):
+class Engine(Admission, Recovery, Inventory, Launch, Health):
     """The scheduling loop of one agent (see the module docstring).
 
     ``store`` is the loop's own connection: once the loop runs, no other
@@ -111,6 +112,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
                 self._on_exit,
                 config.memory_limit,
                 containment=config.containment,
+                on_restart=self._on_shepherd_restart,
             )
         )
         self.slot_of = {}
@@ -135,6 +137,7 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._log = []
         self._changes = []
         self._recorded_exits = []
+        self._lost_runs = {}
         self._pids = []
         self._base_env = {k: os.environ[k] for k in ENV_KEPT if k in os.environ}
         self._launch_failures = []
@@ -145,6 +148,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._next_sample = 0.0
         self._thread = None
         self._stopping = threading.Event()
+        self._shepherd_restarts = 0
+        self._shepherd_last_restart = None
         self.last_pass_s = 0.0
         self.passes = 0
         self.turns = 0
@@ -168,7 +173,9 @@ class Engine(Admission, Recovery, Inventory, Launch):
         previous agent), then run the loop in its own thread. The counters start
         at the totals of the store, before recovery ends jobs of its own."""
         submitted, started, finished, cpu = self.store.totals()
-        self.metrics.restore_totals(StoredTotals(submitted, started, finished, cpu))
+        restarts = int(self.store.meta("shepherd_restarts") or 0)
+        self.metrics.restore_totals(StoredTotals(submitted, started, finished, cpu, restarts))
+        self._shepherd_at_start()
         self._recover()
         self.store.audit_policy(getpass.getuser(), policy_to_toml(self.policy), "agent start")
         self._thread = threading.Thread(target=self._run, name="htcsim-scheduler", daemon=True)
@@ -381,15 +388,6 @@ class Engine(Admission, Recovery, Inventory, Launch):
         m.utilization.set(summary["utilization"])
         m.shepherd_up.set(1.0 if summary["executor"]["ok"] else 0.0)
 
-    def executor_health(self) -> tuple[bool, str]:
-        """Whether the executor can still run jobs (the local shepherd reachable
-        and this agent's), and why not; a backend without ``health`` is ok."""
-        health = getattr(self.executor, "health", None)
-        if health is None:
-            return True, "ok"
-        ok, reason = health()
-        return bool(ok), str(reason)
-
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
@@ -421,12 +419,15 @@ class Engine(Admission, Recovery, Inventory, Launch):
     def _wait_time(self) -> float:
         now = self.clock()
         wait = 1.0
-        if self._dirty or self._launch_failures or self._pids:
+        # no pass while the executor cannot launch (a restart of the local
+        # shepherd): its end sends a command, which wakes the loop
+        ready = self._executor_ready()
+        if self._launch_failures or self._pids or (self._dirty and ready):
             return 0.0
         if self._timers:
             wait = min(wait, self._timers[0].due - now)
         wakeup = self.kernel.next_wakeup()
-        if wakeup >= 0:
+        if wakeup >= 0 and ready:
             wait = min(wait, wakeup - now)
         wait = min(wait, self._next_sample - now)
         return max(wait, 0.0)
@@ -475,11 +476,15 @@ class Engine(Admission, Recovery, Inventory, Launch):
                 for command in commands:
                     if command.kind == "exit":
                         self._apply_exit(command.args[0], now)
+                    elif command.kind == "shepherd":
+                        self._shepherd_restarted(command.args[0])
+                if self._lost_runs:
+                    self._requeue_lost()
                 failures, self._launch_failures = self._launch_failures, []
                 for job_id, why in failures:
                     self._end_failed_launch(job_id, why, now)
                 for command in commands:
-                    if command.kind == "exit":
+                    if command.kind in ("exit", "shepherd"):
                         continue
                     assert command.future is not None
                     try:
@@ -529,6 +534,8 @@ class Engine(Admission, Recovery, Inventory, Launch):
         begin time, a reservation window, an autoscaler rule): exactly when
         the simulator passes, so that time-dependent rules (priorities that
         age, starvation limits) act at the same instants live and replayed."""
+        if not self._executor_ready():
+            return False  # what the pass starts could not be launched: after the restart
         if self._dirty:
             return True
         wakeup = self.kernel.next_wakeup()
@@ -614,9 +621,17 @@ class Engine(Admission, Recovery, Inventory, Launch):
         self._commands.put(_Command("exit", (exit,)))
 
     def _apply_exit(self, exit: JobExit, now: int) -> None:
-        run = self.running.pop(exit.job_id, None)
+        run = self.running.get(exit.job_id)
         if run is None:
             return
+        if (exit.lost or exit.exit_code < 0) and not run.phase:
+            # lost through no fault of its own (a shepherd restart could not keep
+            # it; its processes are gone): requeued by the policy, after this
+            # turn's exits (``_requeue_lost``), never failed
+            self._lost_runs[exit.job_id] = exit.lost or "its process was lost"
+            self._recorded_exits.append(exit.job_id)
+            return
+        del self.running[exit.job_id]
         self._free_devices(run)
         if run.phase == "cancelling":
             state, cause = "cancelled", "cancelled while running"
@@ -624,8 +639,6 @@ class Engine(Admission, Recovery, Inventory, Launch):
             state, cause = "timeout", f"killed at its walltime ({run.walltime_s} s)"
         elif exit.exit_code == 0:
             state, cause = "completed", "exited 0"
-        elif exit.exit_code < 0:
-            state, cause = "failed", "ended while the agent was down; exit code unknown"
         else:
             state, cause = (
                 "failed",

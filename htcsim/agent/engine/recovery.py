@@ -3,9 +3,12 @@ that still run.
 
 At the agent's start, a job the store says is running is re-adopted where its
 process still runs, ends with the exit the executor recorded while the agent
-was down, or, gone without a trace, is requeued or ends ``node_fail`` as the
-policy's ``on_node_failure`` says. The node inventory rebuilds the same way
-when Dask workers come or go, the running jobs of the lost nodes lost.
+was down, or, lost (no process of it runs and its status is unknown: it never
+started, or a restarted shepherd killed it or found it gone), is requeued or
+ends ``node_fail`` as the policy's ``on_node_failure`` says: never ``failed``,
+which is a job's own fault. The node inventory rebuilds the same way when
+Dask workers come or go, the running jobs of the lost nodes lost, and so does
+a running job whose process the executor lost (``_requeue_lost``).
 
 It is separate because it is the one path on which the engine's state is
 derived from the store rather than changed by a command: a fresh kernel, the
@@ -37,18 +40,42 @@ class Recovery(EngineState):
 
         A running job whose process still runs is re-adopted where it runs;
         one whose exit the executor recorded while the agent was down ends
-        with that exit; one that left no trace is requeued or ended
-        ``node_fail`` as the policy's ``on_node_failure`` says.
+        with that exit; one the executor reports lost (no process of it runs,
+        its status unknown) is requeued or ended ``node_fail`` as the policy's
+        ``on_node_failure`` says.
         """
         self._now_f = self.clock()
         running = [r["id"] for r in self.store.unfinished() if r["state"] == "running"]
         found = {r.job_id: r for r in self.executor.recover(running)}
         self._rebuild(found, "its process was gone when the agent restarted")
+        # the executor may forget what it reported lost: the requeue is committed
+        self._recorded_exits.extend(j for j, r in found.items() if r.status == "lost")
 
-    def _rebuild(self, found: dict[int, Recovered], lost_cause: str) -> None:
+    def _requeue_lost(self) -> None:
+        """Running jobs whose process the executor lost (``JobExit.lost``: a
+        shepherd restart could not keep them) are requeued or end ``node_fail``
+        by the policy, as the jobs of a failed node are; the others are adopted
+        where they run. The kernel is rebuilt, as for a lost Dask worker."""
+        lost, self._lost_runs = self._lost_runs, {}
+        found = {
+            job_id: Recovered(job_id, "running", run.pid, None)
+            for job_id, run in self.running.items()
+            if job_id not in lost
+        }
+        self.store.set_states(self._changes, now=self._now_f)  # the rebuild reads the store
+        self._changes = []
+        self._rebuild(found, "its process was lost", causes=lost)
+
+    def _rebuild(
+        self,
+        found: dict[int, Recovered],
+        lost_cause: str,
+        causes: dict[int, str] | None = None,
+    ) -> None:
         """A new kernel on ``self.node_specs`` holding every unfinished job of the
         store: those ``found`` running are adopted where they run (or end, if
-        ``found`` says they exited), other running ones are lost."""
+        ``found`` says they exited), other running ones are lost (the cause:
+        ``causes``, the executor's, else ``lost_cause``)."""
         now_f = self._now_f
         now = int(now_f)
         previous = self.running
@@ -94,7 +121,9 @@ class Recovery(EngineState):
             )
             requeued = requeue and retries_left
             row["state"] = "pending" if requeued else "node_fail"
-            change = _lost_run(row["id"], int(row["requeues"]), requeued, lost_cause, now_f)
+            cause = (causes or {}).get(row["id"]) or (rec.cause if rec is not None else "")
+            cause = cause or lost_cause
+            change = _lost_run(row["id"], int(row["requeues"]), requeued, cause, now_f)
             self._changes.append(change)
         rows = [r for r in rows if r["state"] != "node_fail"]
         ids = [r["id"] for r in rows]

@@ -115,6 +115,7 @@ class EngineState(ABC):
     _log: list[tuple[int, str, int | None, str]]
     _changes: list[StateChange]
     _recorded_exits: list[int]  # exits in this turn's commit
+    _lost_runs: dict[int, str]  # running jobs whose process the executor lost -> cause
     _pids: list[tuple[int, int]]  # (pid, job) launched since the last commit
     _base_env: dict[str, str]
     _launch_failures: list[tuple[int, str]]
@@ -174,7 +175,12 @@ class EngineState(ABC):
     # ------------------------------------------------------------------ recovery.py
 
     @abstractmethod
-    def _rebuild(self, found: dict[int, Recovered], lost_cause: str) -> None:
+    def _rebuild(
+        self,
+        found: dict[int, Recovered],
+        lost_cause: str,
+        causes: dict[int, str] | None = None,
+    ) -> None:
         """A new kernel holding every unfinished job of the store (see ``Recovery._rebuild``)."""
 
     # ------------------------------------------------------------------ launch.py

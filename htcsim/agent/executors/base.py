@@ -64,7 +64,7 @@ class JobExit:
     """How a job ended, as the engine records it.
 
     ``exit_code`` follows the shell convention (128+N when killed by signal N);
-    -1 means unknown: the shepherd died while the job ran.
+    -1 means unknown, and then ``lost`` says why.
     """
 
     job_id: int
@@ -78,6 +78,10 @@ class JobExit:
     """Peak resident set of the largest process of the job (rusage semantics); -1 if unknown."""
     recovered: bool = False
     """Told by the shepherd when the agent reconnected (the job ended while it was down)."""
+    lost: str = ""
+    """Set when the executor lost the job's process through no fault of the job's
+    (its status could not be learned; its processes are gone or were killed):
+    the cause. The engine requeues such a job as it does one of a failed node."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Recovered:
     pid: int | None
     exit: JobExit | None
     """Set for "exited"."""
+    cause: str = ""
+    """For "lost": why, when the executor knows."""
 
 
 class LaunchError(RuntimeError):
@@ -125,14 +131,18 @@ def exit_from_record(record: dict[str, Any], recovered: bool = False) -> JobExit
         cpu_time_s=float(record["cpu"]),
         max_rss_mib=float(record["rss"]),
         recovered=recovered,
+        lost=str(record.get("lost") or ""),
     )
 
 
-def exit_record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dict[str, Any]:
+def exit_record(
+    job_id: int, code: int, sig: int, cpu: float, rss: float, *, lost: str = ""
+) -> dict[str, Any]:
     """How a job ended, as the shepherd and the Dask workers report it: exit
     code (shell convention, 128+N for signal N), signal, end time, CPU seconds
-    and peak resident MiB (-1: unknown)."""
-    return {
+    and peak resident MiB (-1: unknown); ``lost``: the cause, when the job's
+    process was lost and its status is unknown."""
+    record: dict[str, Any] = {
         "op": "exit",
         "job": job_id,
         "code": code,
@@ -141,3 +151,6 @@ def exit_record(job_id: int, code: int, sig: int, cpu: float, rss: float) -> dic
         "cpu": cpu,
         "rss": rss,
     }
+    if lost:
+        record["lost"] = lost
+    return record

@@ -3,24 +3,27 @@
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from htcsim.agent.api.deps import Caller, EngineDep
-from htcsim.agent.api.errors import ERRORS, ApiError
+from htcsim.agent.api.errors import ERRORS
 
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["agent"])
-async def healthz(engine: EngineDep) -> dict[str, Any]:
-    """Liveness: answers without a token; 503 when the scheduling loop stopped or
-    the executor cannot run jobs (e.g. the shepherd is gone or took another
-    agent's connection)."""
-    if not engine.alive:
-        raise ApiError(503, "the scheduling loop is not running")
-    ok, reason = engine.executor_health()
-    if not ok:
-        raise ApiError(503, f"the executor is not usable: {reason}")
-    return {"status": "ok", "passes": engine.passes}
+@router.get("/healthz", tags=["agent"], response_model=None)
+async def healthz(engine: EngineDep) -> dict[str, Any] | JSONResponse:
+    """Health, without a token: 200 ``ok``; 200 ``degraded`` while the agent works
+    impaired (the shepherd restarting, its keeper gone: ``reasons``); 503
+    ``down`` when it cannot run jobs (the scheduling loop stopped, the shepherd
+    taken over by another agent or not restarted for 10 s), ``detail`` saying
+    why. The local backend adds the shepherd: pids, restarts, the last one."""
+    health = engine.health(engine.alive) | {"passes": engine.passes}
+    if health["status"] == "down":
+        reasons = health["reasons"]
+        detail = reasons[0] if not engine.alive else f"the executor is not usable: {reasons[0]}"
+        return JSONResponse({"detail": detail, **health}, status_code=503)
+    return health
 
 
 @router.get("/whoami", responses=ERRORS, tags=["agent"])

@@ -9,6 +9,12 @@ reports into ``JobExit`` records for the engine. After a crash of the agent,
 still run (re-adopted as they are) and how the others ended, with their
 exit codes and resource use: nothing is guessed.
 
+The shepherd is supervised (``supervisor``): one that dies or hangs is
+noticed within a second and restarted, its running jobs adopted by the new
+worker with their exit statuses kept (by its keeper, see ``keeper``); a job
+whose status could not be kept is killed, every process of it, and reported
+*lost* (``JobExit.lost``): the engine requeues it, never fails it.
+
 Every job runs in its own session (so its own process group: a signal
 reaches the whole job), pinned to its CPUs from birth, with its memory limit
 (cgroup v2 where the agent's cgroup is delegated, else RLIMIT_AS), and
@@ -20,7 +26,8 @@ and denied the device files of GPUs not its own where the cgroup v1
 Only the agent talks to its shepherd: the run directory is 0700, the
 shepherd accepts connections of its own uid only, and a connection must
 present the secret kept in ``shepherd.secret`` (0600) before it replaces the
-agent's. ``health`` says whether this executor's connection is up.
+agent's. ``health`` says whether this executor's connection is up, ``status``
+what /healthz shows of the shepherd.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import logging
 import os
 import queue
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -47,13 +53,9 @@ from htcsim.agent.executors.base import (
     Recovered,
     exit_from_record,
 )
-from htcsim.agent.executors.local.shepherd import (
-    SECRET_FILE,
-    detect_devices_cgroup,
-    secure_dir,
-    socket_path,
-    unix_address,
-)
+from htcsim.agent.executors.local.runfiles import LOG_FILE, SECRET_FILE, secure_dir
+from htcsim.agent.executors.local.shepherd import detect_devices_cgroup
+from htcsim.agent.executors.local.supervisor import Connection, Restart, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -152,15 +154,23 @@ def detect_memory_cgroup(
     return base, f"cgroup v2: per-job cgroups under {base} with memory.max"
 
 
+def _lost(job_id: int, cause: str) -> JobExit:
+    """The exit of a job whose process the executor lost (the engine requeues it)."""
+    return JobExit(job_id, -1, 0, time.time(), -1.0, -1.0, recovered=True, lost=cause)
+
+
 class LocalExecutor:
     """Runs jobs on this machine through its shepherd process.
 
-    Threads: a reader thread receives the shepherd's reports and calls
-    ``on_exit`` from there (it should be quick: hand the exit to the
-    engine's thread). ``launch_many``, ``signal``, ``running``, ``release``
-    are safe from any thread. ``close`` disconnects; the shepherd and the
-    jobs keep running, and the next executor on the same run directory (a
-    restarted agent) reconnects to them.
+    Threads: the supervisor's thread receives the shepherd's reports and
+    calls ``on_exit`` (and ``on_restart`` after a restart of the shepherd)
+    from there: they should be quick (hand the event to the engine's
+    thread). ``launch_many``, ``signal``, ``running``, ``release`` are safe
+    from any thread; while the shepherd restarts, a launch waits for it and
+    signals and releases are kept and sent to the new worker. ``close``
+    disconnects; the shepherd and the jobs keep running, and the next
+    executor on the same run directory (a restarted agent) reconnects to
+    them.
     """
 
     memory_limit_mode: MemoryLimitMode
@@ -179,6 +189,7 @@ class LocalExecutor:
         *,
         containment: str = "auto",
         connect_timeout_s: float = 20.0,
+        on_restart: Callable[[Restart], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
         secure_dir(self.run_dir)  # 0700: the socket and the secret are the agent's alone
@@ -191,17 +202,25 @@ class LocalExecutor:
         self.devices_mode = "cgroup-v1" if self._devices_base is not None else "off"
         self.devices_note = why if self._devices_base is not None else f"off: {why}"
         self._secret = self._load_secret()
-        self._lost: str = ""  # why the connection to the shepherd is down
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()
         self._running: dict[int, int] = {}
         self._replies: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._inflight: tuple[list[int], Connection] | None = None  # a launch without reply
         self._dirs_seen: dict[str, float] = {}
         self._ended_early: set[int] = set()  # exits read before their launch reply
-        self._closed = False
-        self._timeout = connect_timeout_s
-        self._sock, self._reader, self.hello = self._connect()
-        self.shepherd_pid = int(self.hello["pid"])
+        self._untracked: set[int] = set()  # killed: running, but no job the agent runs
+        self._sup = Supervisor(
+            self.run_dir,
+            self._secret,
+            self._start_shepherd,
+            self._message,
+            self._reconnected,
+            on_restart,
+            connect_timeout_s,
+            self._when_idle,
+        )
+        self.hello = self._sup.conn.hello
         if self.hello.get("containment", self.containment_mode) != self.containment_mode:
             # a shepherd started by an earlier agent with another setting: it decides
             self.containment_mode = self.hello["containment"]
@@ -216,8 +235,18 @@ class LocalExecutor:
                 if shepherd_devices
                 else "off: the running shepherd (started earlier) has no devices cgroup"
             )
-        self._thread = threading.Thread(target=self._read, name="htcsim-executor", daemon=True)
-        self._thread.start()
+        self._sup.start()
+
+    @property
+    def shepherd_pid(self) -> int:
+        """The pid of the shepherd worker serving this executor now."""
+        return self._sup.conn.pid
+
+    @property
+    def keeper_pid(self) -> int | None:
+        """The pid of its keeper, None when it has none (it died)."""
+        keeper = self._sup.conn.peers.keeper
+        return keeper.pid if keeper is not None else None
 
     def _setup_memory_limit(self, mode: str) -> None:
         """Pick the memory limit mechanism once, and say why for the log."""
@@ -291,45 +320,9 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------ the shepherd
 
-    def _connect(self) -> tuple[socket.socket, Any, dict[str, Any]]:
-        """Connect to the run directory's shepherd, starting one if none answers,
-        and present the secret."""
-        path = socket_path(self.run_dir)
-        deadline = time.monotonic() + self._timeout
-        started = False
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                with unix_address(path) as address:
-                    sock.connect(address)
-            except (ConnectionRefusedError, FileNotFoundError):
-                sock.close()
-                if not started:
-                    self._start_shepherd()
-                    started = True
-                if time.monotonic() > deadline:
-                    raise LaunchError(
-                        f"the shepherd of {self.run_dir} did not start; see "
-                        f"{self.run_dir / 'shepherd.log'}"
-                    ) from None
-                time.sleep(0.01)
-                continue
-            reader = sock.makefile("rb")
-            try:
-                sock.sendall(json.dumps({"op": "hello", "secret": self._secret}).encode() + b"\n")
-                line = reader.readline()
-            except OSError:
-                line = b""
-            if not line:
-                sock.close()
-                raise LaunchError(
-                    f"the shepherd of {self.run_dir} refused this agent's secret "
-                    f"({self.run_dir / SECRET_FILE}); stop that shepherd to start afresh"
-                )
-            return sock, reader, json.loads(line)
-
-    def _start_shepherd(self) -> None:
-        log = open(self.run_dir / "shepherd.log", "ab")  # noqa: SIM115 (the child keeps it)
+    def _start_shepherd(self) -> subprocess.Popen[bytes]:
+        """Start a shepherd (its keeper, which forks the worker) for the run directory."""
+        log = open(self.run_dir / LOG_FILE, "ab")  # noqa: SIM115 (the child keeps it)
         options = {
             "cgroup": str(self._job_cgroup_base or self._cgroup_base or ""),
             "containment": self.containment_mode,
@@ -337,7 +330,7 @@ class LocalExecutor:
             "devices_cgroup": str(self._devices_base or ""),
         }
         try:
-            self._shepherd = subprocess.Popen(
+            shepherd = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -351,72 +344,131 @@ class LocalExecutor:
                 cwd=self.run_dir,
                 start_new_session=True,  # it outlives the agent
             )
-            assert self._shepherd.stdin is not None
+            assert shepherd.stdin is not None
             with contextlib.suppress(OSError):  # one that exits at once is reported by _connect
-                self._shepherd.stdin.write(self._secret.encode() + b"\n")
-                self._shepherd.stdin.close()
+                shepherd.stdin.write(self._secret.encode() + b"\n")
+                shepherd.stdin.close()
         finally:
             log.close()
+        return shepherd
 
-    def _send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode() + b"\n"
+    def _message(self, message: dict[str, Any]) -> None:
+        """A report of the shepherd (the supervisor's thread): a launch's reply, an exit."""
+        op = message["op"]
+        if op == "started":
+            with self._lock:
+                self._inflight = None  # answered: no reconciliation will answer it again
+            self._replies.put(message)
+        elif op == "exit":
+            job_id = int(message["job"])
+            with self._lock:
+                if job_id in self._untracked:  # killed as no job of the agent's: forget it
+                    self._untracked.discard(job_id)
+                    untracked = True
+                else:
+                    untracked = False
+                    if self._running.pop(job_id, None) is None:
+                        self._ended_early.add(job_id)
+            if untracked:
+                self.release_many([job_id])
+                return
+            self._on_exit(exit_from_record(message))
+
+    def _reconnected(self, hello: dict[str, Any], why: str) -> list[dict[str, Any]]:
+        """A new worker serves after a lost one: settle what the agent thinks runs
+        with what it says (running: adopted as is; ended: its exit; unknown to
+        it: lost, its processes verifiably gone since a new worker kills every
+        process of a job it does not adopt), answer a launch left without reply,
+        and kill what runs that the agent does not run. Returns the messages to
+        send first."""
+        running_now = {int(j): int(pid) for j, pid in hello.get("running", {}).items()}
+        exits_now = {int(r["job"]): r for r in hello.get("exits", [])}
+        deliver: list[JobExit] = []
+        first: list[dict[str, Any]] = []
+        lost = f"lost when the shepherd was restarted ({why})"
         with self._lock:
-            if self._closed:
-                raise LaunchError("the executor is closed")
-            self._sock.sendall(data)
+            self.hello = hello
+            for job_id in list(self._running):
+                if job_id in running_now:
+                    self._running[job_id] = running_now[job_id]
+                    continue
+                del self._running[job_id]
+                record = exits_now.get(job_id)
+                deliver.append(exit_from_record(record, True) if record else _lost(job_id, lost))
+            inflight, self._inflight = self._inflight, None
+            launched = inflight[0] if inflight is not None else []
+            if inflight is not None:
+                results: list[dict[str, Any]] = []
+                for job_id in launched:
+                    if job_id in running_now:
+                        results.append({"job": job_id, "pid": running_now[job_id]})
+                        continue
+                    record = exits_now.get(job_id)
+                    results.append({"job": job_id, "pid": 0})  # no process: its exit says why
+                    deliver.append(
+                        exit_from_record(record, True)
+                        if record
+                        else _lost(job_id, f"not started: the shepherd was restarted ({why})")
+                    )
+                self._replies.put({"op": "started", "jobs": results})
+            known = set(self._running) | set(launched)
+            for job_id in running_now:
+                if job_id not in known:
+                    self._untracked.add(job_id)
+                    first.append({"op": "signal", "job": job_id, "sig": 9})
+        if first:
+            logger.error(
+                "the restarted shepherd runs jobs %s the agent does not run: killed",
+                sorted(m["job"] for m in first),
+            )
+        for exit_ in deliver:
+            self._on_exit(exit_)
+        return first
 
-    def _read(self) -> None:
-        """The shepherd's reports: replies to launches, and exits."""
+    def _when_idle(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` if no job runs and none is being launched, holding off
+        launches meanwhile; whether it ran."""
+        if not self._launch_lock.acquire(blocking=False):
+            return False
         try:
-            for line in self._reader:
-                message = json.loads(line)
-                if message["op"] == "started":
-                    self._replies.put(message)
-                elif message["op"] == "displaced":
-                    with self._lock:
-                        self._lost = "displaced: another agent connected to the shepherd"
-                elif message["op"] == "exit":
-                    with self._lock:
-                        if self._running.pop(int(message["job"]), None) is None:
-                            self._ended_early.add(int(message["job"]))
-                    try:
-                        self._on_exit(exit_from_record(message))
-                    except Exception:  # the reader must survive a bad callback
-                        logger.exception("job %s: handling its exit failed", message["job"])
-        except (OSError, ValueError):
-            pass
-        with self._lock:
-            closing = self._closed
-            displaced = bool(self._lost)
-            if not self._lost:
-                self._lost = f"the connection to the shepherd {self.shepherd_pid} is lost"
-            lost = list(self._running)
-            self._running.clear()
-        self._replies.put({"op": "gone"})
-        if closing:
-            return
-        if displaced:  # its jobs are now the other agent's
-            logger.error("the shepherd of %s took another agent's connection", self.run_dir)
-            return
-        # the shepherd died: how its jobs ended is unknown
-        logger.error("the shepherd of %s is gone; its %d jobs are lost", self.run_dir, len(lost))
-        for job_id in lost:
-            self._on_exit(JobExit(job_id, -1, 0, time.time(), -1.0, -1.0))
+            with self._lock:
+                if self._running or self._inflight is not None:
+                    return False
+            action()
+            return True
+        finally:
+            self._launch_lock.release()
 
     def health(self) -> tuple[bool, str]:
-        """Whether the shepherd is alive and this executor is still its agent, and why not."""
+        """Whether the executor can run jobs now (a shepherd worker connected, this
+        agent's), and why not."""
+        status = self._sup.status()
+        if status["connected"]:
+            return True, f"the shepherd {status['pid']} is connected"
+        return False, "; ".join(status["reasons"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Who serves now, from the worker's hello: its keeper ``[pid, start]``
+        (None without one), the keeper's ``generation`` (its worker restarts),
+        the last restart's reason and time, and ``replaced`` (the first worker
+        of a new shepherd that found its predecessor killed: what it found)."""
         with self._lock:
-            if self._closed:
-                return False, "the executor is closed"
-            if self._lost:
-                return False, self._lost
-        try:
-            os.kill(self.shepherd_pid, 0)
-        except ProcessLookupError:
-            return False, f"the shepherd {self.shepherd_pid} is gone"
-        except PermissionError:
-            pass
-        return True, f"the shepherd {self.shepherd_pid} is connected"
+            hello = self.hello
+        keeper = hello.get("keeper") or None
+        restart = hello.get("restart") or {}
+        return {
+            "keeper": [keeper["pid"], keeper["start"]] if keeper else None,
+            "generation": int(hello.get("generation") or 0),
+            "restart_reason": str(restart.get("reason") or ""),
+            "restart_time": float(restart.get("time") or 0.0),
+            "replaced": str(hello.get("replaced") or ""),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The shepherd's health for /healthz: ``state`` (ok, degraded, down),
+        ``reasons``, worker and keeper pids, restarts seen by this executor."""
+        return self._sup.status()
 
     # ------------------------------------------------------------------ jobs
 
@@ -469,11 +521,25 @@ class LocalExecutor:
             )
         if not jobs:
             return out
+        data = json.dumps({"op": "launch", "jobs": jobs}).encode() + b"\n"
+        ids = [int(job["job"]) for job in jobs]
         with self._launch_lock:  # replies come in request order
-            self._send({"op": "launch", "jobs": jobs})
-            reply = self._replies.get(timeout=60)
-        if reply["op"] != "started":
-            raise LaunchError("the shepherd is gone")
+            while True:
+                try:
+                    conn = self._sup.connection()  # waits while the shepherd restarts
+                except LaunchError as exc:  # no shepherd will serve: none of them started
+                    reply = {"jobs": [{"job": j, "pid": 0} for j in ids]}
+                    for job_id in ids:
+                        self._on_exit(_lost(job_id, f"not started: {exc}"))
+                    break
+                with self._lock:  # a reconciliation answers the launch if conn breaks from now
+                    if not self._sup.is_current(conn):
+                        continue
+                    self._inflight = (ids, conn)
+                with contextlib.suppress(OSError):  # the reconciliation will answer
+                    conn.send(data)
+                reply = self._replies.get()
+                break
         results = {int(r["job"]): r for r in reply["jobs"]}
         for k, spec in enumerate(specs):
             if isinstance(out[k], LaunchError):
@@ -484,11 +550,10 @@ class LocalExecutor:
                 continue
             pid = int(result["pid"])
             out[k] = pid
-            if pid:
-                with self._lock:
-                    if spec.job_id not in self._ended_early:
-                        self._running[spec.job_id] = pid
-                    self._ended_early.discard(spec.job_id)
+            with self._lock:
+                if pid and spec.job_id not in self._ended_early:
+                    self._running[spec.job_id] = pid
+                self._ended_early.discard(spec.job_id)
         return out
 
     def launch(self, spec: LaunchSpec) -> int:
@@ -503,7 +568,7 @@ class LocalExecutor:
         with self._lock:
             if job_id not in self._running:
                 return False
-        self._send({"op": "signal", "job": job_id, "sig": int(sig)})
+        self._sup.send({"op": "signal", "job": job_id, "sig": int(sig)})
         return True
 
     def running(self) -> dict[int, int]:
@@ -516,32 +581,47 @@ class LocalExecutor:
 
     def release_many(self, job_ids: Sequence[int]) -> None:
         if job_ids:
-            with contextlib.suppress(LaunchError, OSError):
-                self._send({"op": "release", "jobs": [int(j) for j in job_ids]})
+            with contextlib.suppress(LaunchError):
+                self._sup.send({"op": "release", "jobs": [int(j) for j in job_ids]})
 
     def recover(self, job_ids: Sequence[int]) -> list[Recovered]:
         """After a restart: for each job the store says runs, what the shepherd knows.
 
         "running": still running (now watched again); "exited": it ended
         while the agent was down (exit code and resource use kept); "lost":
-        the shepherd knows nothing of it (never started, or the shepherd
-        itself was restarted while it ran). Exits of jobs the store no
-        longer calls running were already recorded: they are released.
+        its status is unknown and none of its processes runs: the shepherd
+        knows nothing of it (never started: the agent died between its commit
+        and the launch), or reports it lost (a restarted shepherd killed it or
+        found it gone, ``cause`` says which). Exits of jobs the store no
+        longer calls running were already recorded: they are released. A job
+        the shepherd runs that the store does not call running is killed.
         """
-        running = {int(j): int(pid) for j, pid in self.hello["running"].items()}
-        exits = {int(r["job"]): r for r in self.hello["exits"]}
+        with self._lock:
+            hello = self.hello
+        running = {int(j): int(pid) for j, pid in hello["running"].items()}
+        exits = {int(r["job"]): r for r in hello["exits"]}
         wanted = set(job_ids)
         self.release_many([j for j in exits if j not in wanted])
         out = []
         for job_id in job_ids:
             if job_id in running:
                 with self._lock:
-                    self._running[job_id] = running[job_id]
+                    if job_id not in self._ended_early:
+                        self._running[job_id] = running[job_id]
                 out.append(Recovered(job_id, "running", running[job_id], None))
+            elif job_id in exits and exits[job_id].get("lost"):
+                out.append(Recovered(job_id, "lost", None, None, str(exits[job_id]["lost"])))
             elif job_id in exits:
                 out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
             else:
                 out.append(Recovered(job_id, "lost", None, None))
+        strays = [j for j in running if j not in wanted]
+        if strays:
+            logger.error("the shepherd runs jobs %s the store does not run: killed", strays)
+            with self._lock:
+                self._untracked.update(strays)
+            for job_id in strays:
+                self._sup.send({"op": "signal", "job": job_id, "sig": 9})
         return out
 
     def node_lost(self, address: str) -> list[int]:
@@ -556,20 +636,15 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Disconnect: the shepherd and the jobs keep running."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=5)
-        self._sock.close()
+        self._sup.close()
 
     def shutdown(self, *, kill_jobs: bool) -> None:
-        """Stop the shepherd (and, with ``kill_jobs``, every job it runs first)."""
+        """Stop the shepherd, with ``kill_jobs`` every job it runs first (its
+        keeper ends with it; without ``kill_jobs``, a job still running keeps
+        a worker serving it)."""
         if kill_jobs:
             for job_id in self.running():
                 self.signal(job_id, 9)
-        with contextlib.suppress(LaunchError, OSError):
-            self._send({"op": "shutdown"})
+        with contextlib.suppress(LaunchError):
+            self._sup.send({"op": "shutdown"})
         self.close()

@@ -10,21 +10,38 @@ agent sends a line of JSON per job, the shepherd (single-threaded, so
 ``fork`` is safe) forks, sets the child up and execs the job, no shell in
 between.
 
+Supervision: the process the agent starts is not the worker but its
+*keeper* (``keeper``), a tiny parent that forks the worker, restarts it at
+once when it dies and reaps the jobs the dead worker left (they are
+reparented to the keeper, a child subreaper), recording their statuses for
+the next worker. Each worker journals every job it starts, by pid and start
+time, before the agent hears of it (``journal``). A new worker reconciles
+before it serves (``adoption``): a job whose process still runs as the keeper's child is
+adopted (a pidfd tells its end, the keeper its status); one that ended has
+its status from the keeper's record (or the previous worker's ``exiting``
+line); one that runs but whose status can no longer be learned (the keeper
+was replaced too) is killed, every process of it (its cgroup, or its session
+found by pid and start time), and reported *lost*; and every process of a job
+the journal does not name (a start the dead worker had not written yet) is
+killed. The agent requeues lost jobs as it does those of a failed node.
+
 Protocol: JSON lines over a Unix socket ``shepherd.sock`` inside the run
 directory, which belongs to the agent's account and is mode 0700 (nobody
-else can even reach the socket). A connection is closed before a byte is
+else can even reach the socket); the keeper binds it once, so a restarted
+worker listens at the same path. A connection is closed before a byte is
 read unless its peer (``SO_PEERCRED``) has the shepherd's own uid, and its
 first line must be ``{"op": "hello", "secret": ...}`` with the secret the
 agent handed the shepherd on its stdin (kept in ``shepherd.secret``, 0600,
 for a restarted agent): only then does it replace the current agent's
 connection (which is told ``displaced``); otherwise it is closed and the
 current one is kept. Agent -> shepherd: ``launch`` (a list of jobs),
-``signal``, ``release`` (the agent committed an exit: forget it),
-``shutdown``. Shepherd -> agent: ``hello`` (after the handshake: running
-jobs, exits not yet released), ``started`` (pid or error per job), ``exit``,
-``displaced``. Exits not yet released are also appended to ``exits.jsonl``
-in the run directory, so a shepherd that is itself restarted still knows
-them.
+``signal``, ``release`` (the agent committed an exit: forget it), ``ping``
+(answered ``pong`` in order, and ``alive`` from within a long launch or a
+long round of events: the agent's heartbeat), ``shutdown``. Shepherd -> agent: ``hello`` (after the
+handshake: its pid and start time, its keeper's, how many times it was
+restarted and why, running jobs, exits not yet released), ``started`` (pid
+or error per job), ``exit`` (``lost`` set when the status is unknown),
+``keeper`` (the keeper died), ``displaced``.
 
 Jobs: each runs in a new session (so its own process group), pinned to its
 CPUs, with its memory limit; with ``uid``/``gid``/``groups`` in its payload
@@ -72,7 +89,6 @@ Only the standard library is imported: it starts in a few milliseconds.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -86,90 +102,57 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+import traceback
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from htcsim.agent.executors.base import exit_record
+from htcsim.agent.executors.local import proc
+from htcsim.agent.executors.local.adoption import Adoption
+from htcsim.agent.executors.local.journal import JOURNAL_FILE, Journal, ReapedLog
+from htcsim.agent.executors.local.keeper import KeeperLink, keep
+from htcsim.agent.executors.local.proc import proc_table
+from htcsim.agent.executors.local.runfiles import (
+    IDENTITY_FILE,
+    MAX_PENDING,
+    SECRET_FILE,
+    SOCKET_FILE,
+    listen,
+    secure_dir,
+    socket_path,
+    unix_address,
+    write_atomic,
+)
 
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """Python ignores these; a job gets them back at their default action."""
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 """O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of hanging the
 launch; it is cleared once the file is open."""
-SOCKET_FILE = "shepherd.sock"
-SECRET_FILE = "shepherd.secret"
 HANDSHAKE_S = 10.0
 """A connection that has not presented the secret within this long is closed."""
-MAX_PENDING = 16
 SCAN_S = 0.2
 """How often the subreaper samples /proc while jobs run."""
-PR_SET_CHILD_SUBREAPER = 36
+SHUTDOWN_WAIT_S = 2.0
+"""At shutdown: how long the worker waits for the jobs it killed to end."""
 CONTAINMENTS = ("cgroup", "subreaper")
-
-
-def socket_path(run_dir: Path) -> Path:
-    """The shepherd's socket: a file in the (0700) run directory."""
-    return run_dir / SOCKET_FILE
-
-
-@contextlib.contextmanager
-def unix_address(path: Path) -> Iterator[str]:
-    """An address to ``bind``/``connect`` for ``path``: the path itself or, when
-    too long for ``sun_path``, the same file reached through ``/proc/self/fd``."""
-    if len(os.fsencode(path)) < 100:
-        yield str(path)
-        return
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def secure_dir(path: Path) -> None:
-    """Create ``path`` with mode 0700 if missing; refuse one that is a symlink or
-    not this uid's, and take group/other permissions off one that has them."""
-    old = os.umask(0o077)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    finally:
-        os.umask(old)
-    st = os.lstat(path)
-    if os.path.islink(path) or not os.path.isdir(path):
-        raise NotADirectoryError(f"{path} is not a directory")
-    if st.st_uid != os.geteuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to {os.geteuid()}")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+__all__ = [
+    "MAX_PENDING",
+    "SECRET_FILE",
+    "SOCKET_FILE",
+    "Shepherd",
+    "detect_devices_cgroup",
+    "proc_table",
+    "secure_dir",
+    "socket_path",
+    "unix_address",
+]
 
 
 def peer_uid(conn: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return int(struct.unpack("3i", creds)[1])
-
-
-def proc_table() -> dict[int, tuple[int, int, int, str, int]]:
-    """pid -> (ppid, process group, session, state, start time) of every process."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            rest = data[data.rindex(b")") + 2 :].split()
-            table[int(name)] = (
-                int(rest[1]),
-                int(rest[2]),
-                int(rest[3]),
-                rest[0].decode(),
-                int(rest[19]),
-            )
-        except (OSError, ValueError, IndexError):
-            continue
-    return table
 
 
 def devices_v1_mount(mounts: Path = Path("/proc/self/mounts")) -> Path | None:
@@ -250,15 +233,6 @@ def _still_allowed(listing: str, kind: str, major: int, minor: int) -> bool:
     return False
 
 
-def _environ_job(pid: int) -> int | None:
-    """The HTCSIM_JOB_ID a process was started with, if it kept it."""
-    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/environ", "rb") as f:
-        for item in f.read().split(b"\0"):
-            if item.startswith(b"HTCSIM_JOB_ID="):
-                return int(item.split(b"=", 1)[1])
-    return None
-
-
 class _Forked(NamedTuple):
     """A job's child between its fork and its exec: the end of its report pipe."""
 
@@ -267,7 +241,15 @@ class _Forked(NamedTuple):
     report_fd: int
 
 
-class Shepherd:
+class Shepherd(Adoption):
+    """One worker: serves the agent's connection, starts, watches and reaps the jobs.
+
+    ``link``: what its keeper handed it (the listening socket, the lock, the
+    keeper's records); None runs a worker on its own (it binds the socket and
+    takes the lock itself, and nothing it did not start can be adopted with
+    its status).
+    """
+
     def __init__(
         self,
         run_dir: Path,
@@ -277,6 +259,7 @@ class Shepherd:
         containment: str = "subreaper",
         memory_cgroup: bool = False,
         devices_cgroup: Path | None = None,
+        link: KeeperLink | None = None,
     ) -> None:
         if containment not in CONTAINMENTS:
             raise ValueError(f"containment must be one of {CONTAINMENTS}, not {containment!r}")
@@ -286,6 +269,7 @@ class Shepherd:
             raise ValueError("the shepherd needs the agent's secret")
         self.run_dir = run_dir
         secure_dir(run_dir)
+        self.link = link
         self.secret = secret.encode()
         self.containment = containment
         self.memory_cgroup = memory_cgroup and cgroup_base is not None
@@ -298,19 +282,21 @@ class Shepherd:
             digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
             self.devices_root = devices_cgroup / f"htcsim-{digest}"
         if containment == "subreaper":
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-        # one shepherd per run directory, for its whole life (the lock is not inherited)
-        self.lock = open(run_dir / "shepherd.lock", "a")  # noqa: SIM115
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.lock.close()
-            raise RuntimeError(f"another shepherd serves {run_dir}") from None
+            proc.become_subreaper()
+        if link is not None:
+            self.lock = link.lock  # the keeper's, shared: held while either lives
+        else:
+            # one shepherd per run directory, for its whole life (the lock is not inherited)
+            self.lock = open(run_dir / "shepherd.lock", "a")  # noqa: SIM115
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.lock.close()
+                raise RuntimeError(f"another shepherd serves {run_dir}") from None
         # What a predecessor on this run directory killed with SIGKILL left:
-        # empty cgroups (rmdir refuses a populated one). Only this run's: an
-        # empty cgroup of another shepherd may be a job's about to be entered.
+        # empty cgroups (rmdir refuses a populated one, so those of jobs that
+        # still run stay). Only this run's: an empty cgroup of another
+        # shepherd may be a job's about to be entered.
         for root in (self.cgroup_root, self.devices_root):
             if root is not None:
                 for stale in [*root.glob("job-*"), root / "shepherd", root]:
@@ -328,52 +314,57 @@ class Shepherd:
             self._move_self(self.home_cgroup)
             if self.memory_cgroup:  # the jobs' cgroups get memory.max
                 (self.cgroup_root / "cgroup.subtree_control").write_text("+memory")
-        self.journal_path = run_dir / "exits.jsonl"
         self.sel = selectors.DefaultSelector()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = socket_path(run_dir)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a dead shepherd's (a live one would have answered the agent)
-        old = os.umask(0o177)
-        try:
-            with unix_address(path) as address:
-                self.listener.bind(address)
-        finally:
-            os.umask(old)
-        self.listener.listen(MAX_PENDING)
+        self.listener = link.listener if link is not None else listen(run_dir)
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.client: socket.socket | None = None
         self.inbuf = b""
+        self.alive_seq = 0  # the last ping answered from within a long launch
         self.pending: dict[socket.socket, tuple[float, bytes]] = {}  # -> (deadline, bytes)
         self.jobs: dict[int, tuple[int, int]] = {}  # job -> (pid, pidfd)
         self.by_fd: dict[int, int] = {}
-        self.exits: dict[int, dict[str, Any]] = {}  # reported, not yet released
+        self.starts: dict[int, int] = {}  # job -> its process's start time
+        self.adopted: set[int] = set()  # jobs a previous worker started (the keeper's children)
+        self.awaiting: dict[tuple[int, int], int] = {}  # (pid, start) of an adopted job that ended
         self.cgroups: dict[int, Path] = {}
         self.devices_groups: dict[int, Path] = {}
         self.doomed_cgroups: set[Path] = set()  # killed; removed once empty
-        self.killed: set[int] = set()  # jobs sent SIGKILL (cgroup containment)
+        self.killed: set[int] = set()  # jobs sent SIGKILL
         self.members: dict[int, dict[int, int]] = {}  # subreaper: job -> {pid: start time}
         self.ended: set[int] = set()  # subreaper: jobs whose remaining members must die
         self.next_scan = 0.0
         self.affinity = tuple(sorted(os.sched_getaffinity(0)))
         self.cwd = os.getcwd()
-        self._load_journal()
-        self.journal = open(self.journal_path, "a", buffering=1)  # noqa: SIM115
+        self.me = os.getpid()
+        self.my_start = proc.start_time(self.me) or 0
+        self.journal = Journal(run_dir / JOURNAL_FILE)
+        self.keeper: proc.Process | None = None
+        self.keeper_note = "no keeper: this worker runs on its own"
+        self.reaped: ReapedLog | None = None
+        if link is not None:
+            self.keeper = proc.Process.open(link.keeper_pid, link.keeper_start)
+            self.keeper_note = f"the keeper {link.keeper_pid} watches this worker"
+            if self.keeper is None:
+                self.keeper_note = f"the keeper {link.keeper_pid} is gone"
+            else:
+                self.sel.register(self.keeper.fd, selectors.EVENT_READ, "keeper")
+            self.reaped = ReapedLog(link.reaped_path)
+            self.sel.register(link.doorbell, selectors.EVENT_READ, "doorbell")
+        self._reconcile()
+        keeper_id = [link.keeper_pid, link.keeper_start] if link is not None else None
+        write_atomic(
+            run_dir / IDENTITY_FILE,
+            json.dumps({"worker": [self.me, self.my_start], "keeper": keeper_id}) + "\n",
+        )
         self.running = True
+        if link is not None:
+            with contextlib.suppress(OSError):
+                os.write(link.ready, b"r")
 
-    def _load_journal(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.journal_path.read_text().splitlines():
-                with contextlib.suppress(ValueError, KeyError):
-                    record = json.loads(line)
-                    if record.get("op") == "exit":
-                        self.exits[int(record["job"])] = record
-                    elif record.get("op") == "release":
-                        self.exits.pop(int(record["job"]), None)
-        # rewrite it compact: only what is still unreleased
-        with open(self.journal_path, "w") as out:
-            for record in self.exits.values():
-                out.write(json.dumps(record) + "\n")
+    @property
+    def exits(self) -> dict[int, dict[str, Any]]:
+        """Exits reported, not yet released by the agent."""
+        return self.journal.exits
 
     # ------------------------------------------------------------------ I/O
 
@@ -450,19 +441,61 @@ class Shepherd:
         self.client = conn
         self.inbuf = b""
         self.sel.register(conn, selectors.EVENT_READ, "client")
-        self.send(
-            {
-                "op": "hello",
-                "pid": os.getpid(),
-                "containment": self.containment,
-                "devices_cgroup": str(self.devices_root.parent) if self.devices_root else "",
-                "running": {str(j): pid for j, (pid, _) in self.jobs.items()},
-                "exits": list(self.exits.values()),
-            }
-        )
+        self.send(self._hello())
         if rest:
             self.inbuf = rest
             self._lines()
+
+    def _hello(self) -> dict[str, Any]:
+        """What a newly connected agent is told: who serves it, what runs, what ended."""
+        link = self.link
+        running = {str(j): pid for j, (pid, _) in self.jobs.items()}
+        running |= {str(j): pid for (pid, _), j in self.awaiting.items()}  # status on its way
+        return {
+            "op": "hello",
+            "pid": self.me,
+            "start": self.my_start,
+            "keeper": {
+                "pid": link.keeper_pid,
+                "start": link.keeper_start,
+                "alive": self._keeper_alive(),
+                "note": self.keeper_note,
+            }
+            if link is not None
+            else None,
+            "generation": link.generation if link is not None else 0,
+            "restart": {"reason": link.restart_reason, "time": link.restart_time}
+            if link is not None and link.restart_reason
+            else None,
+            "replaced": link.replaced if link is not None else "",
+            "containment": self.containment,
+            "devices_cgroup": str(self.devices_root.parent) if self.devices_root else "",
+            "running": running,
+            "exits": list(self.exits.values()),
+        }
+
+    def _keepalive(self) -> None:
+        """From within a long operation: answer the agent's heartbeat pings that
+        arrived meanwhile with ``alive`` (liveness only: the ``pong`` that
+        confirms the messages before a ping comes when the ping's turn comes)."""
+        if self.client is None:
+            return
+        try:
+            data = self.client.recv(1 << 20, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        if not data:
+            return  # nothing new (or the end, which the loop sees)
+        start = self.inbuf.rfind(b"\n") + 1  # pings can only be in the new lines
+        self.inbuf += data
+        for line in self.inbuf[start:].split(b"\n")[:-1]:
+            if b'"ping"' not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                seq = int(json.loads(line)["seq"])
+                if seq > self.alive_seq:
+                    self.alive_seq = seq
+                    self.send({"op": "alive", "seq": seq})
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
@@ -473,21 +506,29 @@ class Shepherd:
     def _read_client(self, conn: Any) -> None:
         if conn is not self.client:
             return  # an agent already dropped in this round of events (a failed send, a newer one)
-        try:
-            data = self.client.recv(1 << 20)
+        try:  # (a keepalive may have read what made it readable)
+            data = self.client.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            data = None
         except OSError:
             data = b""
-        if not data:
+        if data == b"":
             self._drop_client()
             return
-        self.inbuf += data
+        self.inbuf += data or b""
         self._lines()
 
     def _lines(self) -> None:
-        *lines, self.inbuf = self.inbuf.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self._handle(json.loads(line))
+        """Handle every complete line received, in order (those a keepalive
+        reads meanwhile too)."""
+        while b"\n" in self.inbuf:
+            *lines, self.inbuf = self.inbuf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    try:
+                        self._handle(json.loads(line))
+                    except Exception:  # one bad message never stops the shepherd
+                        traceback.print_exc()
 
     def _handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
@@ -498,19 +539,25 @@ class Shepherd:
             # A job of the shepherd's own account is spawned from inside its
             # cgroup: the shepherd steps from one job's cgroup to the next and
             # home once, after the message.
+            forked = []
             try:
-                forked = [self._try_fork(job) for job in message["jobs"]]
+                for job in message["jobs"]:
+                    forked.append(self._try_fork(job))
+                    self._keepalive()
             finally:
                 self._move_self(self.home_cgroup)
-            self.send({"op": "started", "jobs": [self._try_settle(f) for f in forked]})
+            results = []
+            for one in forked:
+                results.append(self._try_settle(one))
+                self._keepalive()
+            self.send({"op": "started", "jobs": results})
         elif op == "signal":
             self._signal(int(message["job"]), int(message["sig"]))
         elif op == "release":
             for job in message["jobs"]:
-                if self.exits.pop(int(job), None) is not None:
-                    self.journal.write(json.dumps({"op": "release", "job": job}) + "\n")
-            if not self.exits:
-                self.journal.truncate(0)
+                self.journal.release(int(job))
+        elif op == "ping":
+            self.send({"op": "pong", "seq": message["seq"]})
         elif op == "shutdown":
             self.running = False
 
@@ -531,6 +578,8 @@ class Shepherd:
         try:
             return self._settle(forked)
         except Exception as exc:
+            if forked.job_id not in self.jobs:
+                self.journal.forget(forked.job_id)
             return {"job": forked.job_id, "error": f"cannot start: {exc}"}
 
     def _fork(self, job: dict[str, Any]) -> _Forked | dict[str, Any]:
@@ -564,6 +613,7 @@ class Shepherd:
             self._remove_cgroup(job_id)
             raise
         os.close(w)
+        self._journal_start(job_id, pid)  # before anything else: a successor must know it
         return _Forked(job_id, pid, r)
 
     def _spawn(self, job: dict[str, Any], group: Path | None) -> dict[str, Any]:
@@ -658,7 +708,16 @@ class Shepherd:
                 f.write("0")
             self.in_cgroup = group
 
-    def _started(self, job_id: int, pid: int) -> dict[str, Any]:
+    def _journal_start(self, job_id: int, pid: int) -> None:
+        """Record (pid, start time) of a job's new process: a child of this worker
+        not yet reaped, so the pid is still its own."""
+        start = proc.start_time(pid) or 0
+        self.starts[job_id] = start
+        self.journal.started(job_id, pid, start)
+
+    def _started(self, job_id: int, pid: int, *, journaled: bool = False) -> dict[str, Any]:
+        if not journaled:
+            self._journal_start(job_id, pid)
         pidfd = os.pidfd_open(pid)
         self.jobs[job_id] = (pid, pidfd)
         self.by_fd[pidfd] = job_id
@@ -673,7 +732,12 @@ class Shepherd:
         job_id, pid, r = forked
         report = b""
         try:
-            while chunk := os.read(r, 65536):
+            while True:
+                while not proc.readable(r, 0.1):  # a slow set-up (a file server): stay alive
+                    self._keepalive()
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
                 report += chunk
         finally:
             os.close(r)
@@ -685,8 +749,9 @@ class Shepherd:
                 # the job "ran" and failed to exec, as a shell reports it: 127 / 126
                 self._record_exit(job_id, int(failure["exec"]), 0, -1.0, -1.0)
                 return {"job": job_id, "pid": 0}
+            self.journal.forget(job_id)
             return {"job": job_id, "error": failure["error"]}
-        return self._started(job_id, pid)
+        return self._started(job_id, pid, journaled=True)
 
     def _child(
         self, job: dict[str, Any], group: Path | None, report: int, devices: Path | None = None
@@ -855,10 +920,13 @@ class Shepherd:
             return [int(p) for p in (group / "cgroup.procs").read_text().split()]
         return []
 
-    def _scan(self) -> dict[int, tuple[int, int, int, str, int]]:
+    def _scan(self) -> dict[int, proc.Stat]:
         """Subreaper: learn every job's descendants from /proc; kill those of
-        ended jobs and orphans no job can be told for; reap orphans that died."""
-        me = os.getpid()
+        ended jobs and orphans no job can be told for; reap orphans that died.
+        The keeper's children count as orphans too (left by a previous worker;
+        the keeper reaps them)."""
+        me = self.me
+        keeper = self.link.keeper_pid if self.link is not None else -1
         table = proc_table()
         owner: dict[int, int] = {}
         for job_id, (pid, _) in self.jobs.items():
@@ -875,7 +943,7 @@ class Shepherd:
         def find(pid: int) -> int | None:
             chain = []
             job: int | None = None
-            while pid in table and pid not in (0, 1, me):
+            while pid in table and pid not in (0, 1, me, keeper):
                 if pid in owner:
                     job = owner[pid]
                     break
@@ -900,13 +968,14 @@ class Shepherd:
             job = find(pid)
             if job is not None and self.jobs.get(job, (0,))[0] != pid:
                 self.members.setdefault(job, {})[pid] = start
-            if ppid == me and pid not in sessions:
+            if ppid in (me, keeper) and pid not in sessions:
                 if state == "Z":
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(pid, os.WNOHANG)
+                    if ppid == me:
+                        with contextlib.suppress(ChildProcessError):
+                            os.waitpid(pid, os.WNOHANG)
                     continue
                 if job is None:
-                    job = _environ_job(pid)
+                    job = proc.environ_job(pid)
                     if job is not None and job in self.members:
                         self.members[job][pid] = start
                     else:
@@ -926,6 +995,11 @@ class Shepherd:
         entry = self.jobs.get(job_id)
         if entry is None:
             return
+        if job_id in self.adopted and proc.readable(entry[1]):
+            self._adopted_ended(job_id)  # not our child: its pid may be free already
+            return
+        if sig == signal.SIGKILL:
+            self.killed.add(job_id)
         if self.containment == "subreaper":
             self._scan()  # before the signal, while the parent chain is intact
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -935,7 +1009,6 @@ class Shepherd:
         group = self.cgroups.get(job_id)
         if self.containment == "cgroup" and group is not None:
             if sig == signal.SIGKILL:
-                self.killed.add(job_id)
                 with contextlib.suppress(OSError):
                     (group / "cgroup.kill").write_text("1")
             else:
@@ -948,9 +1021,15 @@ class Shepherd:
                     os.kill(pid, sig)
 
     def _reap(self, pidfd: int) -> None:
+        if not proc.readable(pidfd):
+            return  # an event of a descriptor closed and reused within this round
         job_id = self.by_fd.pop(pidfd)
         self.sel.unregister(pidfd)
         os.close(pidfd)
+        if job_id in self.adopted:  # a previous worker's: the keeper reaps it
+            self._jobs_fd_closed(job_id, pidfd)
+            self._adopted_ended(job_id)
+            return
         pid, _ = self.jobs[job_id]
         # the main process has ended: everything else of the job goes too. Its
         # pid is still a zombie here, so the process group id cannot be reused.
@@ -958,18 +1037,28 @@ class Shepherd:
             os.killpg(pid, signal.SIGKILL)
         if self.containment == "subreaper":
             self._scan()  # the leader still counts as the job's: attribute the rest
+        # Its status, read without reaping and journaled first: were this worker
+        # killed between the wait and the journal, the status would be lost.
+        with contextlib.suppress(ChildProcessError, OSError):
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            if info is not None:
+                killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                sig = info.si_status if killed else 0
+                code = 128 + sig if killed else info.si_status
+                self.journal.exiting(exit_record(job_id, code, sig, -1.0, -1.0))
         try:
             _, status, usage = os.wait4(pid, 0)
         except ChildProcessError:
             status, usage = -1, None
         del self.jobs[job_id]
+        self.starts.pop(job_id, None)
         self.killed.discard(job_id)
         self._remove_cgroup(job_id)
         if self.containment == "subreaper":
             self.ended.add(job_id)
             self._scan()
         if usage is None:
-            self._record_exit(job_id, -1, 0, -1.0, -1.0)
+            self._lost(job_id, "its process was reaped by another")
             return
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
         code = 128 + sig if sig else os.WEXITSTATUS(status)
@@ -977,10 +1066,16 @@ class Shepherd:
             job_id, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
         )
 
-    def _record_exit(self, job_id: int, code: int, sig: int, cpu: float, rss: float) -> None:
-        record = exit_record(job_id, code, sig, cpu, rss)
-        self.exits[job_id] = record
-        self.journal.write(json.dumps(record) + "\n")
+    def _jobs_fd_closed(self, job_id: int, pidfd: int) -> None:
+        """``_reap`` closed the job's pidfd: say so in ``jobs``."""
+        pid, _ = self.jobs[job_id]
+        self.jobs[job_id] = (pid, -1)
+
+    def _record_exit(
+        self, job_id: int, code: int, sig: int, cpu: float, rss: float, lost: str = ""
+    ) -> None:
+        record = exit_record(job_id, code, sig, cpu, rss, lost=lost)
+        self.journal.ended(record)
         self.send(record)
 
     # ------------------------------------------------------------------ loop
@@ -1007,13 +1102,34 @@ class Shepherd:
                     self._read_pending(key.fileobj)
                 elif key.data == "client":
                     self._read_client(key.fileobj)
-                else:
+                elif key.data == "doorbell":
+                    assert self.link is not None
+                    with contextlib.suppress(OSError):
+                        os.read(self.link.doorbell, 4096)
+                    self._collect_reaped()
+                elif key.data == "keeper":
+                    self._keeper_died()
+                elif key.fd in self.by_fd:  # not closed by an earlier event of this round
                     self._reap(key.fd)
+                self._keepalive()  # a round of many exits must not leave the agent unanswered
+            if self.client is not None and b"\n" in self.inbuf:
+                self._lines()  # what keepalives read
             self._tick()
+        self._wait_for_killed()
         self.journal.close()
-        with contextlib.suppress(OSError):
-            socket_path(self.run_dir).unlink()
+        if self.link is None:  # the keeper's socket serves the next worker
+            with contextlib.suppress(OSError):
+                socket_path(self.run_dir).unlink()
         self._cleanup_cgroups()
+
+    def _wait_for_killed(self) -> None:
+        """At shutdown: let the jobs killed just before end and record their exits,
+        so that none is left to the keeper (which would start a worker for it)."""
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        while self.killed & set(self.jobs) and time.monotonic() < deadline:
+            for key, _ in self.sel.select(timeout=0.05):
+                if key.data == "job" and key.fd in self.by_fd:
+                    self._reap(key.fd)
 
     def _cleanup_cgroups(self) -> None:
         """At exit: remove the cgroups of killed jobs once empty (waiting a
@@ -1038,8 +1154,9 @@ class Shepherd:
                     root.rmdir()
 
 
-def main(argv: list[str]) -> None:
-    """``shepherd RUN_DIR OPTIONS_JSON``; the secret is the first line of stdin."""
+def main(argv: list[str]) -> int:
+    """``shepherd RUN_DIR OPTIONS_JSON``; the secret is the first line of stdin.
+    This process becomes the keeper; each worker is a fork of it."""
     run_dir = Path(argv[0]).resolve()
     options = json.loads(argv[1]) if len(argv) > 1 else {}
     secret = sys.stdin.readline().strip()
@@ -1047,15 +1164,25 @@ def main(argv: list[str]) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     cgroup = options.get("cgroup") or ""
-    Shepherd(
-        run_dir,
-        Path(cgroup) if cgroup else None,
-        secret=secret,
-        containment=options.get("containment", "subreaper"),
-        memory_cgroup=bool(options.get("memory_cgroup")),
-        devices_cgroup=Path(devices) if (devices := options.get("devices_cgroup")) else None,
-    ).run()
+    containment = options.get("containment", "subreaper")
+    devices = options.get("devices_cgroup") or ""
+    if containment not in CONTAINMENTS or len(secret) < 32:
+        print(f"htcsim shepherd: bad options or secret for {run_dir}", file=sys.stderr)
+        return 2
+
+    def worker(link: KeeperLink) -> None:
+        Shepherd(
+            run_dir,
+            Path(cgroup) if cgroup else None,
+            secret=secret,
+            containment=containment,
+            memory_cgroup=bool(options.get("memory_cgroup")),
+            devices_cgroup=Path(devices) if devices else None,
+            link=link,
+        ).run()
+
+    return keep(run_dir, worker)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
