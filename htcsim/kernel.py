@@ -129,6 +129,7 @@ class Kernel:
             raise KernelInputError(f"node {node} has a negative capacity")
         self.capacity = capacity
         self.node_part = np.zeros(len(capacity), dtype=np.int32)
+        self._part_bounds()
         self._dep_child = np.empty(0, dtype=np.int32)
         self._dep_parent = np.empty(0, dtype=np.int32)
         self.policy = policy or Policy()
@@ -302,18 +303,21 @@ class Kernel:
             "node_shutdowns": int(self._state.n_shutdowns),
         }
 
-    def add_jobs(self, specs: np.ndarray) -> int:
+    def add_jobs(self, specs: np.ndarray, *, checked: bool = False) -> int:
         """Register jobs (not yet submitted); returns the first slot index.
 
         Rejects, naming the job: no task, no core per task, a negative request,
         a walltime under one second, and a request no set of UP nodes could
         ever hold (more of a resource than the cluster has, or a task larger
-        than every node).
+        than every node). ``checked``: the caller has just passed these specs
+        through ``check_jobs`` (the live agent checks before it stores a job,
+        then adds it): they are not checked twice.
         """
         if specs.dtype != JOB_SPEC_DTYPE:
             raise KernelInputError(f"expected JOB_SPEC_DTYPE, got {specs.dtype}")
         specs = np.ascontiguousarray(specs)
-        self._validate(specs)
+        if not checked:
+            self.check_jobs(specs)
         return int(self._state.add_jobs(specs))
 
     def set_partitions(self, node_part: np.ndarray) -> None:
@@ -325,10 +329,25 @@ class Kernel:
             raise KernelInputError("partitions are set before any job is added")
         self._state.set_partitions(node_part)
         self.node_part = node_part
+        self._part_bounds()
 
-    def _validate(self, specs: np.ndarray) -> None:
+    def _part_bounds(self) -> None:
+        """Each partition's total and largest node per resource, which ``check_jobs``
+        compares requests with: computed when the partitions are set (a kernel's
+        capacity is fixed for its life), not for every batch of jobs."""
+        n_part = int(self.node_part.max()) + 1 if len(self.node_part) else 1
+        nodes = [self.capacity[self.node_part == p] for p in range(n_part)]
+        self._n_part = n_part
+        self._part_total = np.stack([n.sum(axis=0) for n in nodes])
+        self._part_max = np.stack(
+            [n.max(axis=0) if len(n) else np.zeros(N_RESOURCES, np.int64) for n in nodes]
+        )
+
+    def check_jobs(self, specs: np.ndarray) -> None:
+        """Raise ``KernelInputError`` (naming the first bad row) for specs ``add_jobs``
+        would refuse."""
         per_task = specs["per_task"]
-        n_part = int(self.node_part.max()) + 1
+        n_part = self._n_part
         part = specs["part_idx"]
         bad_part = (part < 0) | (part >= n_part)
         if bad_part.any():
@@ -337,12 +356,8 @@ class Kernel:
                 f"job {int(specs['job_id'][k])} names partition {int(part[k])}, "
                 f"but the cluster has {n_part}"
             )
-        part_total = np.stack(
-            [self.capacity[self.node_part == p].sum(axis=0) for p in range(n_part)]
-        )
-        part_max = np.stack([self.capacity[self.node_part == p].max(axis=0) for p in range(n_part)])
-        total = part_total[part]
-        biggest = part_max[part]
+        total = self._part_total[part]
+        biggest = self._part_max[part]
         need = per_task * specs["n_tasks"][:, None]
         # (which jobs are bad, what is wrong, the per-resource excess when the request
         # vs the cluster explains it)

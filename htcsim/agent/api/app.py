@@ -53,7 +53,7 @@ def create_app(engine: Engine, tokens: Tokens, shadow: ShadowRunner | None = Non
     app.state.tokens = tokens
     app.state.readers = Readers(engine.config.db_path)
     app.state.shadow = shadow
-    app.state.idempotency = Idempotency(engine.config)
+    app.state.idempotency = Idempotency(engine.config, app.state.readers.get)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(EngineError)(engine_error)
     app.exception_handler(RequestValidationError)(invalid_request)

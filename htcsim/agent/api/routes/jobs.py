@@ -32,7 +32,7 @@ from htcsim.agent.api.schemas import (
 from htcsim.agent.config import AgentConfig
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.engine.principal import Principal
-from htcsim.agent.store.jobs import JOB_STATES, JobFilter, NewJob
+from htcsim.agent.store.jobs import JOB_STATES, JobFilter, Keyed, NewJob
 
 PUBLIC_COLUMNS = (
     "id",
@@ -142,12 +142,16 @@ async def submit(
     """Submit one job or one job array (durable when this answers); a retry with the
     same ``Idempotency-Key`` returns the first request's ids and creates nothing."""
 
-    async def run() -> dict[str, Any]:
-        jobs = new_jobs(readers, principal, request, engine.config)
-        ids = await ask(engine.submit(principal, jobs))
+    def answer(ids: list[int]) -> dict[str, Any]:
         return {"ids": ids, "array_id": ids[0] if request.array is not None else None}
 
-    body = request.model_dump(mode="json")
+    async def run(keyed: Keyed | None) -> dict[str, Any]:
+        jobs = new_jobs(readers, principal, request, engine.config)
+        return dict(await ask(engine.submit(principal, jobs, keyed=keyed, answer=answer)))
+
+    def body() -> Any:
+        return request.model_dump(mode="json")
+
     return JobIds(**await idempotency.run(principal, idempotency_key, "jobs", body, run))
 
 
@@ -162,7 +166,7 @@ async def submit_batch(
 ) -> JobIds:
     """Submit many jobs at once, all or none (``Idempotency-Key`` as for one job)."""
 
-    async def run() -> dict[str, Any]:
+    async def run(keyed: Keyed | None) -> dict[str, Any]:
         jobs: list[NewJob] = []
         for k, job in enumerate(request.jobs):
             try:
@@ -171,10 +175,16 @@ async def submit_batch(
                 raise ApiError(
                     exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}"
                 ) from None
-        return {"ids": await ask(engine.submit(principal, jobs))}
+        return dict(await ask(engine.submit(principal, jobs, keyed=keyed, answer=_ids)))
 
-    body = request.model_dump(mode="json")
+    def body() -> Any:
+        return request.model_dump(mode="json")
+
     return JobIds(**await idempotency.run(principal, idempotency_key, "batch", body, run))
+
+
+def _ids(ids: list[int]) -> dict[str, Any]:
+    return {"ids": ids}
 
 
 def bulk_action(name: str) -> None:
