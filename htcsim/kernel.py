@@ -109,6 +109,10 @@ def job_specs(
     return specs
 
 
+_FEW = 8
+"""Batches up to this many jobs are checked in plain Python first (``Kernel._few_fit``)."""
+
+
 class Kernel:
     """One cluster state plus the policy knobs; one call per scheduling pass.
 
@@ -342,10 +346,15 @@ class Kernel:
         self._part_max = np.stack(
             [n.max(axis=0) if len(n) else np.zeros(N_RESOURCES, np.int64) for n in nodes]
         )
+        self._part_bounds_list = list(
+            zip(self._part_total.tolist(), self._part_max.tolist(), strict=True)
+        )
 
     def check_jobs(self, specs: np.ndarray) -> None:
         """Raise ``KernelInputError`` (naming the first bad row) for specs ``add_jobs``
         would refuse."""
+        if len(specs) <= _FEW and self._few_fit(specs):
+            return
         per_task = specs["per_task"]
         n_part = self._n_part
         part = specs["part_idx"]
@@ -399,6 +408,27 @@ class Kernel:
                 row=k,
                 resource=resource,
             )
+
+    def _few_fit(self, specs: np.ndarray) -> bool:
+        """Whether every row of a small batch passes ``check_jobs``, in plain Python:
+        for one job (a live submission) a dozen NumPy calls on one-row arrays cost
+        more than the comparisons. False sends the batch to the NumPy checks,
+        which word the refusal."""
+        bounds = self._part_bounds_list
+        for n_tasks, per_task, walltime, part in zip(
+            specs["n_tasks"].tolist(),
+            specs["per_task"].tolist(),
+            specs["walltime_s"].tolist(),
+            specs["part_idx"].tolist(),
+            strict=True,
+        ):
+            if not 0 <= part < len(bounds) or n_tasks < 1 or walltime < 1 or per_task[0] < 1:
+                return False
+            total, biggest = bounds[part]
+            for asked, whole, largest in zip(per_task, total, biggest, strict=True):
+                if asked < 0 or asked * n_tasks > whole or asked > largest:
+                    return False
+        return True
 
     def set_priorities(self, job_idx: np.ndarray, priority: np.ndarray) -> None:
         self._state.set_priorities(

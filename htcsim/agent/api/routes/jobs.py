@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
 from htcsim.agent.api.guards import check_job_paths, has_surrogate
-from htcsim.agent.api.idempotency import IdempotencyKey
+from htcsim.agent.api.idempotency import Idempotency, IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_ID,
     BatchRequest,
@@ -141,6 +141,19 @@ async def submit(
 ) -> JobIds:
     """Submit one job or one job array (durable when this answers); a retry with the
     same ``Idempotency-Key`` returns the first request's ids and creates nothing."""
+    return await submit_job(engine, readers, idempotency, principal, request, idempotency_key)
+
+
+async def submit_job(
+    engine: Engine,
+    readers: Readers,
+    idempotency: Idempotency,
+    principal: Principal,
+    request: JobRequest,
+    key: str | None,
+) -> JobIds:
+    """What ``POST /jobs`` does once its request is parsed and its caller known
+    (the route's body, shared with ``SubmitLane``)."""
 
     def answer(ids: list[int]) -> dict[str, Any]:
         return {"ids": ids, "array_id": ids[0] if request.array is not None else None}
@@ -152,7 +165,7 @@ async def submit(
     def body() -> Any:
         return request.model_dump(mode="json")
 
-    return JobIds(**await idempotency.run(principal, idempotency_key, "jobs", body, run))
+    return JobIds(**await idempotency.run(principal, key, "jobs", body, run))
 
 
 @router.post("/jobs/batch", status_code=201, responses=ERRORS, tags=["jobs"])
