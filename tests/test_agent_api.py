@@ -416,6 +416,8 @@ def test_the_submit_lane_answers_as_the_route(agent: Agent, tmp_path: Path) -> N
         (_fill(job(), names), {**plain, "Authorization": "Bearer " + "x" * 43}, False),
         (_fill(job(), names), {**plain, "Authorization": "Basic dXNlcjpwYXNz"}, False),
         (_fill(job(), names), {**token, "Content-Type": "text/plain"}, False),
+        (_fill(job(), names), {**token, "Content-Type": "application/json; charset=utf-8"}, True),
+        (_fill(job(), names), {**token, "Content-Type": "application/merge-patch+json"}, False),
     ]
     for body, headers, taken in sent:
         answers = {}

@@ -13,7 +13,7 @@ accepts it; the answer is the route's (``JobIds``, 201, the same JSON).
 The lane takes only requests it can answer exactly as the route would, and
 hands every other one to the app unchanged, body included: a body that is
 not a JSON object the model accepts, a missing or unknown token, a
-Content-Type other than ``application/json``, a repeated or over-long
+media type other than ``application/json``, a repeated or over-long
 header. So every refusal the API documents (401, 422 naming the field, the
 engine's 409 and 429) still comes from the handlers that word it, and the
 route, which stays in the OpenAPI schema, remains the reference:
@@ -95,7 +95,8 @@ def _headers(scope: Scope) -> dict[bytes, bytes] | None:
             if name in found:
                 return None
             found[name] = value
-    if found.get(b"content-type", b"").lower() != b"application/json":
+    media_type = found.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if media_type != b"application/json":  # its parameters (charset) change nothing
         return None
     key = found.get(b"idempotency-key")
     if key is not None and len(key) > KEY_MAX:
