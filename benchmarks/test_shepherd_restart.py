@@ -37,9 +37,12 @@ def test_kill_9_of_the_worker_to_a_healthy_agent(
         pytest.skip("no writable cgroup v2 with cgroup.kill here")
     work = tmp_path / "work"
     work.mkdir()
-    with running_agent(
-        tmp_path, nodes=1, cores_per_node=JOBS, containment=containment, sample_interval_s=60.0
-    ) as agent, agent.client() as client:
+    with (
+        running_agent(
+            tmp_path, nodes=1, cores_per_node=JOBS, containment=containment, sample_interval_s=60.0
+        ) as agent,
+        agent.client() as client,
+    ):
         body = {"jobs": [{"command": ["sleep", "600"], "cwd": str(work)}] * JOBS}
         assert client.post("/jobs/batch", json=body).status_code == 201
 

@@ -118,6 +118,10 @@ def job_specs(
     return specs
 
 
+_FEW = 8
+"""Batches up to this many jobs are checked in plain Python first (``Kernel._few_fit``)."""
+
+
 class Kernel:
     """One cluster state plus the policy knobs; one call per scheduling pass.
 
@@ -139,6 +143,7 @@ class Kernel:
         self.capacity = capacity
         self.node_part = np.zeros(len(capacity), dtype=np.int32)
         self._reservations: list[tuple[int, int, np.ndarray]] = []
+        self._part_bounds()
         self._dep_child = np.empty(0, dtype=np.int32)
         self._dep_parent = np.empty(0, dtype=np.int32)
         self.policy = policy or Policy()
@@ -328,18 +333,21 @@ class Kernel:
             "node_shutdowns": int(self._state.n_shutdowns),
         }
 
-    def add_jobs(self, specs: np.ndarray) -> int:
+    def add_jobs(self, specs: np.ndarray, *, checked: bool = False) -> int:
         """Register jobs (not yet submitted); returns the first slot index.
 
         Rejects, naming the job: no task, no core per task, a negative request,
         a negative walltime, and a request no set of UP nodes could
         ever hold (more of a resource than the cluster has, or a task larger
-        than every node).
+        than every node). ``checked``: the caller has just passed these specs
+        through ``check_jobs`` (the live agent checks before it stores a job,
+        then adds it): they are not checked twice.
         """
         if specs.dtype != JOB_SPEC_DTYPE:
             raise KernelInputError(f"expected JOB_SPEC_DTYPE, got {specs.dtype}")
         specs = np.ascontiguousarray(specs)
-        self._validate(specs)
+        if not checked:
+            self.check_jobs(specs)
         return int(self._state.add_jobs(specs))
 
     def set_partitions(self, node_part: np.ndarray) -> None:
@@ -351,10 +359,30 @@ class Kernel:
             raise KernelInputError("partitions are set before any job is added")
         self._state.set_partitions(node_part)
         self.node_part = node_part
+        self._part_bounds()
 
-    def _validate(self, specs: np.ndarray) -> None:
+    def _part_bounds(self) -> None:
+        """Each partition's total and largest node per resource, which ``check_jobs``
+        compares requests with: computed when the partitions are set (a kernel's
+        capacity is fixed for its life), not for every batch of jobs."""
+        n_part = int(self.node_part.max()) + 1 if len(self.node_part) else 1
+        nodes = [self.capacity[self.node_part == p] for p in range(n_part)]
+        self._n_part = n_part
+        self._part_total = np.stack([n.sum(axis=0) for n in nodes])
+        self._part_max = np.stack(
+            [n.max(axis=0) if len(n) else np.zeros(N_RESOURCES, np.int64) for n in nodes]
+        )
+        self._part_bounds_list = list(
+            zip(self._part_total.tolist(), self._part_max.tolist(), strict=True)
+        )
+
+    def check_jobs(self, specs: np.ndarray) -> None:
+        """Raise ``KernelInputError`` (naming the first bad row) for specs ``add_jobs``
+        would refuse."""
+        if len(specs) <= _FEW and self._few_fit(specs):
+            return
         per_task = specs["per_task"]
-        n_part = int(self.node_part.max()) + 1
+        n_part = self._n_part
         part = specs["part_idx"]
         bad_part = (part < 0) | (part >= n_part)
         if bad_part.any():
@@ -363,12 +391,13 @@ class Kernel:
                 f"job {int(specs['job_id'][k])} names partition {int(part[k])}, "
                 f"but the cluster has {n_part}"
             )
-        fit = fit_check(self.capacity, self.node_part, specs)
-        total = fit.total
+        total = self._part_total[part]
+        biggest = self._part_max[part]
+        need = per_task * specs["n_tasks"][:, None]
         # (which jobs are bad, what is wrong, the per-resource excess when the request
         # vs the cluster explains it)
-        too_much = fit.too_much
-        too_big = fit.too_big
+        too_much = need > total
+        too_big = per_task > biggest
         checks: list[tuple[np.ndarray, str, np.ndarray | None]] = [
             (specs["n_tasks"] < 1, "asks for no task (n_tasks < 1)", None),
             (per_task[:, 0] < 1, "asks for less than one core per task", None),
@@ -405,6 +434,27 @@ class Kernel:
                 row=k,
                 resource=resource,
             )
+
+    def _few_fit(self, specs: np.ndarray) -> bool:
+        """Whether every row of a small batch passes ``check_jobs``, in plain Python:
+        for one job (a live submission) a dozen NumPy calls on one-row arrays cost
+        more than the comparisons. False sends the batch to the NumPy checks,
+        which word the refusal."""
+        bounds = self._part_bounds_list
+        for n_tasks, per_task, walltime, part in zip(
+            specs["n_tasks"].tolist(),
+            specs["per_task"].tolist(),
+            specs["walltime_s"].tolist(),
+            specs["part_idx"].tolist(),
+            strict=True,
+        ):
+            if not 0 <= part < len(bounds) or n_tasks < 1 or walltime < 0 or per_task[0] < 1:
+                return False
+            total, biggest = bounds[part]
+            for asked, whole, largest in zip(per_task, total, biggest, strict=True):
+                if asked < 0 or asked * n_tasks > whole or asked > largest:
+                    return False
+        return True
 
     def set_priorities(self, job_idx: np.ndarray, priority: np.ndarray) -> None:
         self._state.set_priorities(

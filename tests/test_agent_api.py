@@ -22,7 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from htcsim.agent.api.auth import add_token
+from htcsim.agent.api.app import create_app
+from htcsim.agent.api.auth import Tokens, add_token
+from htcsim.agent.api.schemas import JobRequest
+from htcsim.agent.api.submit_lane import SubmitLane
 from htcsim.agent.config import AgentConfig
 from htcsim.agent.engine.loop import EngineError
 from htcsim.agent.engine.principal import Principal
@@ -364,6 +367,104 @@ def test_a_duplicate_workflow_message_is_intact(shared: dict[str, Any]) -> None:
     response = client.post("/workflows", json=body)
     assert response.status_code in (409, 422)
     assert response.json()["detail"].endswith(f"for user {ME!r}"), response.json()
+
+
+# ------------------------------------------------------------------ the submit lane
+
+
+def _lane(app: Any) -> SubmitLane:
+    """The app's ``SubmitLane`` (its middleware stack is built by the first request)."""
+    layer = app.middleware_stack
+    while not isinstance(layer, SubmitLane):
+        layer = layer.app
+    return layer
+
+
+def test_the_submit_lane_answers_as_the_route(agent: Agent, tmp_path: Path) -> None:
+    """Plain ``POST /jobs`` requests take ``SubmitLane``; an app without it answers
+    every one with the route. The same requests (every bad ``POST /jobs`` row of
+    the table above, good ones, keyed ones, bad tokens and headers) get the same
+    status, headers and body from both (the new ids aside), and the lane answered
+    the ones it should rather than handing them on."""
+    route_app = create_app(agent.engine, Tokens(agent.config.tokens_path), submit_lane=False)
+    clients = {  # no default headers: each request says its own
+        name: TestClient(app, raise_server_exceptions=False)
+        for name, app in (("lane", agent.app), ("route", route_app))
+    }
+    assert clients["lane"].get("/healthz").status_code == 200  # builds the middleware stack
+    done = submit(client_of(agent), tmp_path)
+    wait_state(client_of(agent), done, "completed")
+    names = {"cwd": str(tmp_path), "done": str(done)}
+    token = {"Authorization": f"Bearer {agent.admin_token}"}
+    plain = {**token, "Content-Type": "application/json"}
+    good = [
+        job(hold=True),
+        job(hold=True, array="1-3", name="arr", env={"A": "1"}, cores=2, walltime_s=5),
+        job(after_ok=["{done}"], hold=True, stdout="out-{id}.txt"),
+    ]
+    sent: list[tuple[Any, dict[str, str], bool]] = [  # (body, headers, lane answers it)
+        # the lane answers the bodies the route's model accepts, hands on the others
+        *[(b, plain, _accepted(b)) for b in (_fill(r.values[2], names) for r in _post_jobs_rows())],
+        *[(_fill(body, names), plain, True) for body in good],
+        # refused by the engine or the path checks: the lane words it as the route does
+        (_fill(job(cores=9999), names), plain, True),
+        (_fill(job(qos="nope"), names), plain, True),
+        (job(cwd="/nonexistent/htcsim"), plain, True),
+        (job(cwd=str(agent.config.state_dir)), plain, True),
+        (_fill(job(), names), {**plain, "Idempotency-Key": "k1"}, True),
+        (_fill(job(), names), {**plain, "Idempotency-Key": "k1"}, True),  # the first's answer
+        (_fill(job(cores=2), names), {**plain, "Idempotency-Key": "k1"}, True),  # 409
+        (_fill(job(), names), {**plain, "Idempotency-Key": " "}, True),
+        (_fill(job(), names), {**plain, "Idempotency-Key": "k" * 256}, False),
+        (_fill(job(), names), {"Content-Type": "application/json"}, False),
+        (_fill(job(), names), {**plain, "Authorization": "Bearer " + "x" * 43}, False),
+        (_fill(job(), names), {**plain, "Authorization": "Basic dXNlcjpwYXNz"}, False),
+        (_fill(job(), names), {**token, "Content-Type": "text/plain"}, False),
+        (_fill(job(), names), {**token, "Content-Type": "application/json; charset=utf-8"}, True),
+        (_fill(job(), names), {**token, "Content-Type": "application/merge-patch+json"}, False),
+    ]
+    for body, headers, taken in sent:
+        answers = {}
+        for name, client in clients.items():
+            # a key is the caller's across apps (one store): each app gets its own
+            keyed = {
+                k: v + name if k == "Idempotency-Key" and v.strip() else v
+                for k, v in headers.items()
+            }
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            before = _lane(agent.app).answered if name == "lane" else 0
+            response = client.post("/jobs", content=content, headers=keyed)
+            if name == "lane":
+                assert _lane(agent.app).answered - before == taken, (body, headers)
+            answers[name] = response
+        lane, route = answers["lane"], answers["route"]
+        assert lane.status_code == route.status_code, (body, lane.text, route.text)
+        assert lane.headers.keys() == route.headers.keys()
+        assert lane.headers["content-type"] == route.headers["content-type"]
+        assert _shape(lane) == _shape(route), (body, lane.text, route.text)
+
+
+def _post_jobs_rows() -> list[Any]:
+    """The rows of ``BAD_REQUESTS`` that post a job."""
+    rows = [r if hasattr(r, "values") else pytest.param(*r) for r in BAD_REQUESTS]
+    return [r for r in rows if r.values[:2] == ("POST", "/jobs")]
+
+
+def _accepted(body: Any) -> bool:
+    """Whether the route's model accepts a body."""
+    try:
+        JobRequest.model_validate(json.loads(body) if isinstance(body, bytes) else body)
+    except ValueError:
+        return False
+    return True
+
+
+def _shape(response: Any) -> Any:
+    """An answer's body, the ids of new jobs as their count (they differ between apps)."""
+    body = response.json()
+    if response.status_code == 201:
+        return {"ids": len(body["ids"]), "array_id": body["array_id"] == body["ids"][0]}
+    return body
 
 
 # ------------------------------------------------------------------ auth

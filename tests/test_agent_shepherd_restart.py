@@ -251,8 +251,7 @@ def test_keeper_and_worker_killed_kills_every_job_process_and_requeues_the_jobs(
         (work / "go").touch()  # the requeued runs may now end
         ends = finished(client, ids)
         histories = {
-            j: [e["cause"] for e in client.get(f"/jobs/{j}/history").json()["events"]]
-            for j in ids
+            j: [e["cause"] for e in client.get(f"/jobs/{j}/history").json()["events"]] for j in ids
         }
     for job_id, code in zip(ids, codes, strict=True):
         end = ends[job_id]
@@ -336,9 +335,12 @@ def test_a_job_being_cancelled_when_its_shepherd_is_lost_ends_cancelled(
     loss of its shepherd ends it within the test."""
     ready = work / "ready"
     stubborn = f"trap '' TERM; touch {ready}; while :; do sleep 0.1; done"
-    with running_agent(
-        tmp_path / "slow", nodes=1, cores_per_node=2, kill_grace_s=3600, containment=containment
-    ) as agent, agent.client() as client:
+    with (
+        running_agent(
+            tmp_path / "slow", nodes=1, cores_per_node=2, kill_grace_s=3600, containment=containment
+        ) as agent,
+        agent.client() as client,
+    ):
         job_id = submit(client, work, ["sh", "-c", stubborn])
         wait_for(ready.exists)
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 200

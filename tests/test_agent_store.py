@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from htcsim.agent.store.jobs import AgentStore, NewJob
+from htcsim.agent.store.jobs import AgentStore, Keyed, NewJob
 from htcsim.agent.store.schema import SCHEMA_VERSION, StoreError
 
 
@@ -30,6 +30,48 @@ def test_a_batch_is_accepted_whole_with_its_dependencies(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="unknown dependency kind"):
         store.add_jobs([job(name="c"), job(name="d", after=((0, "after_maybe", 0),))])
     assert [j["name"] for j in store.jobs()] == ["a", "b"]  # the failed batch left nothing
+
+
+def test_nested_batches_fail_alone_at_any_depth(tmp_path: Path) -> None:
+    """A failed inner batch (a savepoint, named by its depth) leaves the outer one
+    clean, however many inner batches came at that depth before it."""
+    store = AgentStore(tmp_path / "agent.db")
+    with store.batch():
+        store.add_jobs([job(name="a")])
+        for name in ("b", "c"):
+            with pytest.raises(RuntimeError), store.batch():
+                store.add_jobs([job(name=name)])
+                with store.batch():
+                    store.add_jobs([job(name=f"{name}2")])
+                raise RuntimeError("the inner batch fails")
+        with store.batch():
+            store.add_jobs([job(name="d")])
+    assert [j["name"] for j in store.jobs()] == ["a", "d"]
+
+
+def test_a_key_commits_with_its_jobs_or_neither_does(tmp_path: Path) -> None:
+    """The engine records an Idempotency-Key in the batch of its jobs: one commit
+    holds both, and when the key cannot be written the jobs are not either."""
+    path = tmp_path / "agent.db"
+    store = AgentStore(path)
+    first = Keyed("retry-1", "a" * 64)
+    with store.batch():
+        ids = store.add_jobs([job(name="a")])
+        store.remember_idempotent("ana", first, {"ids": ids}, now=10.0)
+    assert store.idempotent_answer("ana", "retry-1", since=0.0) == ("a" * 64, {"ids": ids})
+    assert store.idempotent_answer("bob", "retry-1", since=0.0) is None  # the caller's key
+    other = sqlite3.connect(path)
+    other.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON idempotency BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    other.commit()
+    with pytest.raises(sqlite3.IntegrityError), store.batch():
+        store.add_jobs([job(name="b")])
+        store.remember_idempotent("ana", Keyed("retry-2", "b" * 64), {"ids": [0]}, now=11.0)
+    assert [j["name"] for j in store.jobs()] == ["a"]
+    assert store.idempotent_answer("ana", "retry-2", since=0.0) is None
+    store.forget_idempotent(before=10.5)  # its time to live is over
+    assert store.idempotent_answer("ana", "retry-1", since=0.0) is None
 
 
 def test_arrays_share_an_id_and_states_are_logged(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from htcsim.kernel import (
     JOB_SPEC_DTYPE,
@@ -178,3 +180,58 @@ def test_new_priorities_reorder_the_queue() -> None:
     kernel.finish(0, 10)
     kernel.schedule(10)
     assert kernel.start_times().tolist() == [0, -1, 10]
+
+
+FIELDS = ("n_tasks", "cores", "mem_mib", "gpus", "disk", "walltime_s", "part_idx")
+EDGES = (-2, -1, 0, 1, 2, 3, 4, 8, 9, 16, 17, 20, 21, 28, 29, 32, 33, 64, 65, 72, 73, 104, 105)
+"""Values on either side of every bound of the cluster below (a node's, a partition's,
+the whole's), and of the lower bounds."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(0, 8), st.integers(0, 1)),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(0, 2),
+    st.sampled_from(FIELDS),
+    st.sampled_from(EDGES),
+    st.booleans(),
+)
+def test_a_small_batch_is_checked_as_a_large_one(
+    rows: list[tuple[int, int, int, int]],
+    at: int,
+    field: str,
+    value: int,
+    two_partitions: bool,
+) -> None:
+    """A batch of a few jobs is checked in plain Python first: it is refused exactly
+    when the same jobs, repeated past that size (the NumPy checks), are refused.
+    Jobs that fit, but for one field of one of them set to a value around a bound."""
+    kernel = Kernel(np.array([[8, 32, 2, 0], [4, 64, 0, 0], [16, 8, 1, 0]], dtype=np.int64))
+    if two_partitions:
+        kernel.set_partitions(np.array([0, 1, 1], dtype=np.int32))
+    few = np.zeros(len(rows), dtype=JOB_SPEC_DTYPE)
+    for k, (n_tasks, cores, mem, gpus) in enumerate(rows):
+        few[k]["job_id"] = k + 1
+        few[k]["n_tasks"] = n_tasks
+        few[k]["per_task"] = (cores, mem, gpus, 0)
+        few[k]["walltime_s"] = 60
+    k = at % len(rows)  # one field of one job set to a value around a bound (or within)
+    if field in ("n_tasks", "walltime_s", "part_idx"):
+        few[k][field] = value
+    else:
+        few[k]["per_task"][FIELDS.index(field) - 1] = value
+    many = np.concatenate([few] * (9 // len(rows) + 1))
+    assert len(many) > 8  # past the plain-Python size: the NumPy checks alone
+
+    def refused(specs: np.ndarray) -> bool:
+        try:
+            kernel.check_jobs(specs)
+        except KernelInputError:
+            return True
+        return False
+
+    assert refused(few) == refused(many)

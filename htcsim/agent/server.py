@@ -312,7 +312,7 @@ def serve(
     agent = Agent(config, policy, user_client_file=user_client_file)
     agent.start()
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn.Config(  # "auto": httptools parses requests and uvloop runs the loop
             agent.app,
             host=config.host,
             port=config.port,

@@ -24,6 +24,7 @@ from htcsim.agent.api.errors import ApiError, api_error, engine_error, http_erro
 from htcsim.agent.api.guards import BodyLimit, SafeJSONResponse
 from htcsim.agent.api.idempotency import Idempotency
 from htcsim.agent.api.routes import agent, cluster, jobs, metrics, nodes, policy, shadow, workflows
+from htcsim.agent.api.submit_lane import SubmitLane
 from htcsim.agent.engine.loop import Engine, EngineError
 from htcsim.agent.shadow.runner import ShadowRunner
 
@@ -40,20 +41,30 @@ ROUTERS: tuple[APIRouter, ...] = (
 """Every resource's router, in the order of the paths in the published schema."""
 
 
-def create_app(engine: Engine, tokens: Tokens, shadow: ShadowRunner | None = None) -> FastAPI:
-    """The API of one agent (``shadow``: its shadow-mode twin, if it runs one)."""
+def create_app(
+    engine: Engine,
+    tokens: Tokens,
+    shadow: ShadowRunner | None = None,
+    *,
+    submit_lane: bool = True,
+) -> FastAPI:
+    """The API of one agent (``shadow``: its shadow-mode twin, if it runs one).
+    ``submit_lane``: plain ``POST /jobs`` requests take ``SubmitLane`` (False: the
+    route answers every one, as the reference the lane is compared with)."""
     app = FastAPI(
         title="htcsim agent",
         description="Submit, watch and control jobs scheduled by htcsim's kernel.",
         version="1",
         default_response_class=SafeJSONResponse,
     )
+    if submit_lane:
+        app.add_middleware(SubmitLane)  # inside BodyLimit: the last added is the outermost
     app.add_middleware(BodyLimit, limit=lambda: engine.config.max_body_bytes)
     app.state.engine = engine
     app.state.tokens = tokens
     app.state.readers = Readers(engine.config.db_path)
     app.state.shadow = shadow
-    app.state.idempotency = Idempotency(engine.config)
+    app.state.idempotency = Idempotency(engine.config, app.state.readers.get)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(EngineError)(engine_error)
     app.exception_handler(RequestValidationError)(invalid_request)

@@ -84,19 +84,23 @@ IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 ShadowDep = Annotated[ShadowRunner | None, Depends(get_shadow)]
 
 
-def caller(
+async def caller(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    tokens: TokensDep,
 ) -> Principal:
+    """The caller's principal. Async on purpose: the lookup is a stat of the token
+    file and a hash (microseconds), and a plain ``def`` dependency would cost every
+    request a hop to a worker thread and back."""
     if credentials is None:
         raise ApiError(401, "a bearer token is required (Authorization: Bearer TOKEN)")
+    tokens: Tokens = request.app.state.tokens
     principal = tokens.lookup(credentials.credentials)
     if principal is None:
         raise ApiError(401, "unknown token")
     return principal
 
 
-def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+async def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, f"user {principal.user!r} is not an admin")
     return principal

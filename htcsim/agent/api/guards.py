@@ -37,12 +37,24 @@ PLACEHOLDER = re.compile(r"\{(id|index|array_id)\}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def protected_paths(config: AgentConfig) -> list[str]:
-    """The real paths a job may not use or point into."""
-    db = config.db_path
-    paths = [config.state_dir, db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
-    paths.append(config.tokens_path)
-    return [os.path.realpath(p) for p in paths]
+def protected_paths(config: AgentConfig) -> tuple[str, ...]:
+    """The real paths a job may not use or point into.
+
+    Resolved once per agent's settings, not on every submission (a realpath is
+    a system call per component of each path): the agent creates its state
+    directory, 0700 and its own, before it serves, and those paths are fixed
+    for its life. A job's own paths are resolved on every request."""
+    found = _RESOLVED.get(id(config))
+    if found is None:
+        db = config.db_path
+        paths = [config.state_dir, db, db.with_name(db.name + "-wal")]
+        paths += [db.with_name(db.name + "-shm"), config.tokens_path]
+        found = _RESOLVED[id(config)] = (config, tuple(os.path.realpath(p) for p in paths))
+    return found[1]
+
+
+_RESOLVED: dict[int, tuple[AgentConfig, tuple[str, ...]]] = {}
+"""id of an agent's settings -> (those settings, kept so that the id is not reused; roots)."""
 
 
 def _inside(path: str, roots: Iterable[str]) -> bool:

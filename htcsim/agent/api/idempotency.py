@@ -5,21 +5,22 @@ exist; retrying with the same key is then safe. The key is the caller's
 (two users may use the same key), kept ``idempotency_ttl_s`` (24 h by
 default) in the store's ``idempotency`` table, so it holds across a restart
 of the agent. The same key with a different request (another body or
-route) is a 409. Keyed submissions go one at a time (one lock), so two
-concurrent retries cannot both create jobs.
+route) is a 409.
 
-The answer is recorded once the jobs are durable, by a connection of the
-API's own (the scheduling loop stays the writer of the jobs): a crash
-between the two leaves the jobs without the key, so a retry after such a
-crash submits again.
+The scheduling loop records the key with the request's answer in the same
+transaction as the request's jobs (``Admission._do_submit``): both are
+durable when the client hears back, or neither is, so no crash can leave
+the jobs without their key. The loop is the one writer and applies
+submissions one at a time, so two concurrent requests with the same key
+cannot both create jobs: the second finds the first's record. A retry is
+answered here first, from a read of the store, without a turn of the loop
+and before the request's paths are checked again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -29,8 +30,9 @@ from starlette.concurrency import run_in_threadpool
 
 from htcsim.agent.api.errors import ApiError
 from htcsim.agent.config import AgentConfig
+from htcsim.agent.engine.admission import KEY_REUSED
 from htcsim.agent.engine.principal import Principal
-from htcsim.agent.store.jobs import AgentStore
+from htcsim.agent.store.jobs import AgentStore, Keyed
 
 IdempotencyKey = Annotated[
     str | None,
@@ -43,57 +45,36 @@ IdempotencyKey = Annotated[
 
 
 class Idempotency:
-    """The remembered answers of keyed submissions (one per agent)."""
+    """The Idempotency-Key handling of the submitting routes (one per agent)."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, reader: Callable[[], AgentStore]) -> None:
+        """``reader()``: a read-only store connection of the calling thread."""
         self.config = config
-        self._lock = asyncio.Lock()
-        self._store: AgentStore | None = None
-        self._open = threading.Lock()
-
-    def _db(self) -> AgentStore:
-        with self._open:
-            if self._store is None:
-                self._store = AgentStore(self.config.db_path)
-            return self._store
+        self.reader = reader
 
     async def run(
         self,
         principal: Principal,
         key: str | None,
         route: str,
-        body: Any,
-        submit: Callable[[], Awaitable[dict[str, Any]]],
+        body: Callable[[], Any],
+        submit: Callable[[Keyed | None], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
-        """``submit()``'s answer, or the one recorded for ``key`` by an earlier request."""
+        """``submit(keyed)``'s answer, or the one recorded for ``key`` by an earlier
+        request. ``body()`` gives the request's body as JSON (read only with a key)."""
         if key is None:
-            return await submit()
+            return await submit(None)
         if not key.strip():
             raise ApiError(422, "Idempotency-Key: must not be empty", "Idempotency-Key")
-        text = json.dumps([route, body], sort_keys=True, ensure_ascii=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        async with self._lock:
-            now = time.time()
-            since = now - self.config.idempotency_ttl_s
-            store = await run_in_threadpool(self._db)
-            found = await run_in_threadpool(store.idempotent_answer, principal.user, key, since)
-            if found is not None:
-                request, answer = found
-                if request != digest:
-                    raise ApiError(
-                        409,
-                        "Idempotency-Key: already used for a different request",
-                        "Idempotency-Key",
-                    )
-                return dict(answer)
-            answer = await submit()
-            await run_in_threadpool(
-                lambda: store.remember_idempotent(
-                    principal.user, key, digest, answer, now=time.time(), before=since
-                )
-            )
-            return answer
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        text = json.dumps([route, body()], sort_keys=True, ensure_ascii=True)
+        keyed = Keyed(key, hashlib.sha256(text.encode()).hexdigest())
+        since = time.time() - self.config.idempotency_ttl_s
+        found = await run_in_threadpool(
+            lambda: self.reader().idempotent_answer(principal.user, key, since)
+        )
+        if found is not None:
+            request, answer = found
+            if request != keyed.request:
+                raise ApiError(409, KEY_REUSED, "Idempotency-Key")
+            return dict(answer)
+        return await submit(keyed)

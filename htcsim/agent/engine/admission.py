@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import signal as signals
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from htcsim.agent.engine.accounts import owner_account
 from htcsim.agent.engine.principal import Principal
 from htcsim.agent.engine.state import EngineError, EngineState
-from htcsim.agent.store.jobs import FINAL_STATES, JobFilter, NewJob, StateChange
+from htcsim.agent.store.jobs import FINAL_STATES, JobFilter, Keyed, NewJob, StateChange
 from htcsim.kernel import (
     DEPENDENCY_KINDS,
     JOB_SPEC_DTYPE,
@@ -38,6 +38,9 @@ from htcsim.kernel import (
     check_acyclic,
 )
 from htcsim.policy import Policy, policy_to_toml
+
+KEY_REUSED = "Idempotency-Key: already used for a different request"
+"""The refusal (409) of a key sent again with another request (another body or route)."""
 
 
 class Admission(EngineState):
@@ -80,7 +83,7 @@ class Admission(EngineState):
             specs[k]["user_idx"] = -1
             specs[k]["group_idx"] = -1
         try:
-            self.kernel._validate(specs)
+            self.kernel.check_jobs(specs)
         except KernelInputError as exc:
             k = exc.row if exc.row is not None else 0
             who = "" if len(jobs) == 1 else f"job {k} of the request: "
@@ -96,8 +99,26 @@ class Admission(EngineState):
         return specs
 
     def _do_submit(
-        self, now: int, principal: Principal, jobs: list[NewJob], workflow: str | None
-    ) -> list[int]:
+        self,
+        now: int,
+        principal: Principal,
+        jobs: list[NewJob],
+        workflow: str | None,
+        keyed: Keyed | None,
+        answer: Callable[[list[int]], Any],
+    ) -> Any:
+        """Store and admit a submission; ``answer(ids)``. A keyed one whose key is
+        already recorded answers as it did the first time, creating nothing; a
+        new one records its answer under its key in the same transaction as its
+        jobs (the turn's batch), before the kernel hears of them."""
+        if keyed is not None:
+            since = self._now_f - self.config.idempotency_ttl_s
+            found = self.store.idempotent_answer(principal.user, keyed.key, since)
+            if found is not None:
+                request, recorded = found
+                if request != keyed.request:
+                    raise EngineError(KEY_REUSED, status=409, field="Idempotency-Key")
+                return recorded
         if not jobs:
             raise EngineError("no job in the request", field="jobs")
         self._check_submit_cap(principal, len(jobs))
@@ -126,9 +147,12 @@ class Admission(EngineState):
             if p not in states:
                 raise EngineError(f"dependency on unknown job {p}", field="depends_on")
         ids = self.store.add_jobs(jobs, now=self._now_f, workflow=workflow)
+        result = answer(ids)
+        if keyed is not None:
+            self.store.remember_idempotent(principal.user, keyed, result, now=self._now_f)
         self._admit(ids, jobs, specs, states, now)
         self.metrics.submitted.inc(len(ids))
-        return ids
+        return result
 
     def _check_submit_cap(self, principal: Principal, n_new: int) -> None:
         """Refuse, before anything is stored, jobs beyond the user's submission cap.
@@ -167,7 +191,7 @@ class Admission(EngineState):
             specs[k]["job_id"] = ids[k]
             specs[k]["submit_s"] = now
             specs[k]["user_idx"], specs[k]["group_idx"] = self._account(job.user, job.group)
-        first = self.kernel.add_jobs(specs)
+        first = self.kernel.add_jobs(specs, checked=True)  # checked by _specs
         for k, job_id in enumerate(ids):
             self.slot_of[job_id] = first + k
             self.job_of.append(job_id)

@@ -59,7 +59,7 @@ from htcsim.agent.executors.base import JobExecutor, JobExit, LaunchError
 from htcsim.agent.executors.local.executor import LocalExecutor
 from htcsim.agent.executors.local.monitor import job_usage, node_usage
 from htcsim.agent.metrics import MIB, AgentMetrics, StoredTotals
-from htcsim.agent.store.jobs import AgentStore, JobFilter, NewJob, StateChange
+from htcsim.agent.store.jobs import AgentStore, JobFilter, Keyed, NewJob, StateChange
 from htcsim.kernel import RESOURCES, Kernel, NodeState, QueueSnapshot
 from htcsim.policy import Policy, policy_to_toml
 
@@ -223,10 +223,20 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
         return future
 
     def submit(
-        self, principal: Principal, jobs: Sequence[NewJob], workflow: str | None = None
+        self,
+        principal: Principal,
+        jobs: Sequence[NewJob],
+        workflow: str | None = None,
+        *,
+        keyed: Keyed | None = None,
+        answer: Callable[[list[int]], Any] = list,
     ) -> Future[Any]:
-        """Accept jobs (one batch, all or none); the future gives their ids once durable."""
-        return self._send("submit", principal, list(jobs), workflow)
+        """Accept jobs (one batch, all or none); the future gives ``answer(ids)``
+        once durable (by default the ids). ``keyed``: the request's
+        Idempotency-Key, recorded with the answer in the jobs' own transaction;
+        a key already recorded for this request gives its recorded answer and
+        creates nothing (see ``Admission._do_submit``)."""
+        return self._send("submit", principal, list(jobs), workflow, keyed, answer)
 
     def cancel(self, principal: Principal, job_ids: Sequence[int]) -> Future[Any]:
         return self._send("cancel", principal, list(job_ids))
@@ -438,6 +448,10 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
         Group commit: when the first is a process exit, the loop lingers a
         few milliseconds for more, so that exits trickling in one by one (as
         remote nodes report them) share one commit instead of one fsync each.
+        It stops lingering as soon as a command someone waits on arrives (a
+        submission, a cancel): nobody waits on an exit, but a caller would
+        wait out the linger. Commands that arrive together (concurrent
+        submissions) share the turn, and so its one commit, without lingering.
         """
         out: list[_Command] = []
         try:
@@ -449,17 +463,18 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
         linger_until = time.monotonic() + LINGER_S if out[0].kind == "exit" else 0.0
         while True:
             try:
-                out.append(self._commands.get_nowait())
-                continue
+                command = self._commands.get_nowait()
             except queue.Empty:
-                pass
-            left = linger_until - time.monotonic()
-            if left <= 0:
-                return out
-            try:
-                out.append(self._commands.get(timeout=left))
-            except queue.Empty:
-                return out
+                left = linger_until - time.monotonic()
+                if left <= 0:
+                    return out
+                try:
+                    command = self._commands.get(timeout=left)
+                except queue.Empty:
+                    return out
+            out.append(command)
+            if command.future is not None:
+                linger_until = 0.0
 
     def _turn(self, commands: list[_Command]) -> None:
         """One turn: apply, schedule, commit, answer, launch."""
@@ -719,4 +734,7 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
             run = self.running.get(job_id)
             if run is not None:
                 run.peak_rss_mib = max(run.peak_rss_mib, rss)
-        self.store.add_node_samples(rows)
+        with self.store.batch():
+            self.store.add_node_samples(rows)
+            # housekeeping: the Idempotency-Keys whose time to live is over
+            self.store.forget_idempotent(now_f - self.config.idempotency_ttl_s)

@@ -91,6 +91,15 @@ class NewJob:
     uid: int = -1  # that account's uid when resolved; -1: the agent's own
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """A submission sent with an ``Idempotency-Key``: the caller's key and the
+    SHA-256 hex of the request (route and body) it was first used for."""
+
+    key: str
+    request: str
+
+
 SETTABLE = frozenset(
     {
         "reason",
@@ -146,17 +155,22 @@ class AgentStore:
     def batch(self) -> Iterator[None]:
         """Everything written inside commits at once, or not at all."""
         if self._db.in_transaction:
-            # nested: a savepoint, so a failed inner write leaves the outer batch clean
+            # nested: a savepoint, so a failed inner write leaves the outer batch clean;
+            # named by its depth, so that its statements are the same ones every turn
+            # (prepared once, from the connection's statement cache)
             self._savepoints += 1
             name = f"sp{self._savepoints}"
-            self._db.execute(f"SAVEPOINT {name}")
             try:
-                yield
-            except BaseException:
-                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"SAVEPOINT {name}")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
                 self._db.execute(f"RELEASE {name}")
-                raise
-            self._db.execute(f"RELEASE {name}")
+            finally:
+                self._savepoints -= 1
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -175,16 +189,23 @@ class AgentStore:
         return None if row is None else (str(row["request"]), json.loads(row["answer"]))
 
     def remember_idempotent(
-        self, user: str, key: str, request: str, answer: Any, *, now: float, before: float
+        self, user: str, keyed: Keyed, answer: Any, *, now: float | None = None
     ) -> None:
-        """Record a request's answer under its key (and forget keys older than ``before``)."""
+        """Record a request's answer under its key. Called inside the batch that
+        stores the request's jobs, it commits with them or not at all: a crash
+        can never leave the jobs without the key (a retry would submit again)."""
+        now = time.time() if now is None else now
         with self.batch():
-            self._db.execute("DELETE FROM idempotency WHERE time < ?", (before,))
             self._db.execute(
                 "INSERT OR REPLACE INTO idempotency (user, key, request, answer, time) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (user, key, request, json.dumps(answer), now),
+                (user, keyed.key, keyed.request, json.dumps(answer), now),
             )
+
+    def forget_idempotent(self, before: float) -> None:
+        """Forget the keys recorded before ``before`` (their time to live is over)."""
+        with self.batch():
+            self._db.execute("DELETE FROM idempotency WHERE time < ?", (before,))
 
     def add_jobs(
         self,

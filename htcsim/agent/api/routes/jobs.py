@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from htcsim.agent.api.deps import Caller, EngineDep, IdempotencyDep, Readers, ReadersDep, ask
 from htcsim.agent.api.errors import ERRORS, ApiError
 from htcsim.agent.api.guards import check_job_paths, has_surrogate, listing_response
-from htcsim.agent.api.idempotency import IdempotencyKey
+from htcsim.agent.api.idempotency import Idempotency, IdempotencyKey
 from htcsim.agent.api.schemas import (
     MAX_ID,
     BatchRequest,
@@ -32,7 +32,7 @@ from htcsim.agent.api.schemas import (
 from htcsim.agent.config import AgentConfig
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.engine.principal import Principal
-from htcsim.agent.store.jobs import JOB_STATES, JobFilter, NewJob
+from htcsim.agent.store.jobs import JOB_STATES, JobFilter, Keyed, NewJob
 
 PUBLIC_COLUMNS = (
     "id",
@@ -146,14 +146,31 @@ async def submit(
 ) -> JobIds:
     """Submit one job or one job array (durable when this answers); a retry with the
     same ``Idempotency-Key`` returns the first request's ids and creates nothing."""
+    return await submit_job(engine, readers, idempotency, principal, request, idempotency_key)
 
-    async def run() -> dict[str, Any]:
-        jobs = new_jobs(readers, principal, request, engine.config)
-        ids = await ask(engine.submit(principal, jobs))
+
+async def submit_job(
+    engine: Engine,
+    readers: Readers,
+    idempotency: Idempotency,
+    principal: Principal,
+    request: JobRequest,
+    key: str | None,
+) -> JobIds:
+    """What ``POST /jobs`` does once its request is parsed and its caller known
+    (the route's body, shared with ``SubmitLane``)."""
+
+    def answer(ids: list[int]) -> dict[str, Any]:
         return {"ids": ids, "array_id": ids[0] if request.array is not None else None}
 
-    body = request.model_dump(mode="json")
-    return JobIds(**await idempotency.run(principal, idempotency_key, "jobs", body, run))
+    async def run(keyed: Keyed | None) -> dict[str, Any]:
+        jobs = new_jobs(readers, principal, request, engine.config)
+        return dict(await ask(engine.submit(principal, jobs, keyed=keyed, answer=answer)))
+
+    def body() -> Any:
+        return request.model_dump(mode="json")
+
+    return JobIds(**await idempotency.run(principal, key, "jobs", body, run))
 
 
 @router.post("/jobs/batch", status_code=201, responses=ERRORS, tags=["jobs"])
@@ -167,7 +184,7 @@ async def submit_batch(
 ) -> JobIds:
     """Submit many jobs at once, all or none (``Idempotency-Key`` as for one job)."""
 
-    async def run() -> dict[str, Any]:
+    async def run(keyed: Keyed | None) -> dict[str, Any]:
         jobs: list[NewJob] = []
         for k, job in enumerate(request.jobs):
             try:
@@ -176,10 +193,16 @@ async def submit_batch(
                 raise ApiError(
                     exc.status, f"jobs.{k}.{exc.detail}", f"jobs.{k}.{exc.field}"
                 ) from None
-        return {"ids": await ask(engine.submit(principal, jobs))}
+        return dict(await ask(engine.submit(principal, jobs, keyed=keyed, answer=_ids)))
 
-    body = request.model_dump(mode="json")
+    def body() -> Any:
+        return request.model_dump(mode="json")
+
     return JobIds(**await idempotency.run(principal, idempotency_key, "batch", body, run))
+
+
+def _ids(ids: list[int]) -> dict[str, Any]:
+    return {"ids": ids}
 
 
 def bulk_action(name: str) -> None:

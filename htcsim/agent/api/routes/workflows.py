@@ -23,7 +23,7 @@ from htcsim.agent.api.schemas import (
     WorkflowRequest,
 )
 from htcsim.agent.engine.workflow import WorkflowError, workflow_from_mapping, workflow_progress
-from htcsim.agent.store.jobs import NewJob
+from htcsim.agent.store.jobs import Keyed, NewJob
 
 router = APIRouter()
 
@@ -41,7 +41,7 @@ async def submit_workflow(
     if has_surrogate(request.workflow) or has_surrogate(request.base_dir):
         raise ApiError(422, "workflow: holds text that is not valid Unicode", "workflow")
 
-    async def run() -> dict[str, Any]:
+    async def run(keyed: Keyed | None) -> dict[str, Any]:
         try:
             workflow = workflow_from_mapping(
                 request.workflow,
@@ -61,14 +61,23 @@ async def submit_workflow(
                 raise ApiError(
                     422, f"workflow: job {job.name!r}: {exc.detail}", "workflow"
                 ) from None
-        ids = await ask(engine.submit(principal, workflow.jobs, workflow.name))
-        return {
-            "name": workflow.name,
-            "ids": ids,
-            "jobs": dict(zip(workflow.names, ids, strict=True)),
-        }
 
-    body = request.model_dump(mode="json")
+        def answer(ids: list[int]) -> dict[str, Any]:
+            return {
+                "name": workflow.name,
+                "ids": ids,
+                "jobs": dict(zip(workflow.names, ids, strict=True)),
+            }
+
+        return dict(
+            await ask(
+                engine.submit(principal, workflow.jobs, workflow.name, keyed=keyed, answer=answer)
+            )
+        )
+
+    def body() -> Any:
+        return request.model_dump(mode="json")
+
     return await idempotency.run(principal, idempotency_key, "workflows", body, run)
 
 

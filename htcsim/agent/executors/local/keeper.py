@@ -325,4 +325,3 @@ def keep(run_dir: Path, worker: Callable[[KeeperLink], None]) -> int:
         print(f"htcsim keeper: {exc}", file=sys.stderr, flush=True)
         return 1
     return keeper.run()
-

@@ -663,4 +663,3 @@ class Supervisor:
                 f"the shepherd of {self.run_dir} refused this agent's secret "
                 f"({self.run_dir / SECRET_FILE}); stop that shepherd to start afresh"
             )
-
