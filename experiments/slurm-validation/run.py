@@ -1,23 +1,25 @@
 """Run one seeded workload on a real Slurm under each policy, replay it in htcsim, compare.
 
-    sudo HTCSIM_TRACE_DIR=unused python experiments/slurm-validation/run.py [N_JOBS] [SEED]
+    python experiments/slurm-validation/run.py [--jobs N] [--seed S] [POLICY ...]
 
-(run as root from the repository root, with slurm-wlm and munge installed). For
-each policy file here, ``htcsim export slurm`` writes the slurm.conf fragment,
-a single-host Slurm (tests/slurm_harness.py) starts with it, the workload is
-submitted job by job at its submit times, Slurm's jobcomp records are read back
-through htcsim's sacct importer and replayed under the same policy. Writes
-``results.csv`` and ``results.md`` here. A run of 100 jobs takes about 2 minutes
-per policy.
+(run as root from the repository root, with slurm-wlm and munge installed).
+For each policy file here (all by default: fifo, easy, multifactor-size),
+``htcsim export slurm`` writes the slurm.conf fragment, a single-host Slurm
+(tests/slurm_harness.py) starts with it, the workload is submitted job by job
+at its submit times, Slurm's jobcomp records are read back through htcsim's
+sacct importer and replayed under the same policy. Adds its rows to
+``results.csv`` and ``results.md`` here (replacing those of the same policy
+and seed). A run of 100 jobs takes about 2.5 minutes per policy.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,19 +28,23 @@ sys.path.insert(0, str(HERE.parents[1]))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from htcsim.policy import load_policy  # noqa: E402
+from htcsim.policy import Policy, load_policy  # noqa: E402
+from htcsim.sim import simulate  # noqa: E402
 from htcsim.slurm.export import export_slurm  # noqa: E402
+from htcsim.workload.sacct import SacctImport  # noqa: E402
 from tests.slurm_harness import skip_reason, start_cluster  # noqa: E402
 from tests.slurm_replay import (  # noqa: E402
+    CLUSTER,
     compare,
     generate,
     import_run,
+    real_starts,
     replay,
     slurm_nodes,
     submit_all,
 )
 
-POLICIES = ("fifo", "easy")
+POLICIES = ("fifo", "easy", "multifactor-size")
 _LINE = re.compile(r"^\[(\S+)\] (.*)$")
 _EVENTS = {
     "submit": re.compile(r"_slurm_rpc_submit_batch_job: JobId=(\d+)"),
@@ -108,25 +114,52 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
     cluster.remove()
     agreement = compare(imported, replay(imported, policy))
     row = {"policy": name, "seed": seed, "wall_s": round(wall, 1), **asdict(agreement)}
-    return {**row, **latency}
+    return {**row, **latency, **with_reaction(imported, policy)}
+
+
+def with_reaction(imported: SacctImport, policy: Policy) -> dict[str, float]:
+    """The replay again with every job holding its cores 1 s longer: Slurm's
+    reaction time between a completion and the next start, as run time."""
+    jobs = imported.workload.jobs.copy()
+    jobs["run_s"] += 1
+    jobs["walltime_s"] = np.maximum(jobs["walltime_s"], jobs["run_s"])
+    result = simulate(replace(imported.workload, jobs=jobs), policy, cluster=CLUSTER)
+    start = np.asarray(result.start_s, dtype=np.int64)
+    delta = np.abs(real_starts(imported) - start)
+    return {
+        "plus1_mean_wait_sim_s": float(np.mean(start - jobs["submit_s"])),
+        "plus1_start_delta_median_s": float(np.median(delta)),
+    }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="htcsim's replay against a real Slurm")
+    parser.add_argument("policies", nargs="*", metavar="POLICY", help=", ".join(POLICIES))
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    unknown = [p for p in args.policies if p not in POLICIES]
+    if unknown:
+        sys.exit(f"unknown policy {unknown[0]!r}: choose from {', '.join(POLICIES)}")
     reason = skip_reason()
     if reason:
         sys.exit(f"cannot run a real Slurm here: {reason}")
-    n_jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in POLICIES:
-            row = run_one(name, n_jobs, seed, Path(tmp))
+        for name in args.policies or POLICIES:
+            row = run_one(name, args.jobs, args.seed, Path(tmp))
             print(row, flush=True)
             rows.append(row)
     frame = pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(3))
-    frame.write_csv(HERE / "results.csv")
+    csv = HERE / "results.csv"
+    if csv.exists():
+        old = pl.read_csv(csv)
+        old = old.join(frame.select("policy", "seed"), on=["policy", "seed"], how="anti")
+        frame = pl.concat([old, frame], how="diagonal_relaxed")
+    frame = frame.sort("seed", "policy")
+    frame.write_csv(csv)
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
-                   tbl_hide_dataframe_shape=True, tbl_cols=-1, tbl_width_chars=200):  # fmt: skip
+                   tbl_hide_dataframe_shape=True, tbl_cols=-1, tbl_width_chars=300):  # fmt: skip
         (HERE / "results.md").write_text(str(frame) + "\n", encoding="utf-8")
     print(frame)
 
