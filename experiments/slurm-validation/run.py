@@ -7,7 +7,8 @@ For each policy file here (all by default: fifo, easy, multifactor-size),
 ``htcsim export slurm`` writes the slurm.conf fragment, a single-host Slurm
 (tests/slurm_harness.py) starts with it, the workload is submitted job by job
 at its submit times, Slurm's jobcomp records are read back through htcsim's
-sacct importer and replayed under the same policy. Adds its rows to
+sacct importer (kept in ``runs/``) and replayed under the same policy, and
+again with best-fit placement. Adds its rows to
 ``results.csv`` and ``results.md`` here (replacing those of the same policy
 and seed). A run of 100 jobs takes about 2.5 minutes per policy.
 """
@@ -45,6 +46,8 @@ from tests.slurm_replay import (  # noqa: E402
 )
 
 POLICIES = ("fifo", "easy", "multifactor-size")
+RUNS = HERE / "runs"
+"""Slurm's records of each run, as sacct text: the replays can be redone from them."""
 _LINE = re.compile(r"^\[(\S+)\] (.*)$")
 _EVENTS = {
     "submit": re.compile(r"_slurm_rpc_submit_batch_job: JobId=(\d+)"),
@@ -107,14 +110,20 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
         t0 = time.monotonic()
         submit_all(cluster, generate(seed, n_jobs))
         wall = time.monotonic() - t0
-        imported = import_run(cluster, work / f"{name}.sacct")
+        imported = import_run(cluster, RUNS / f"{name}-seed{seed}.sacct")
     finally:
         cluster.stop()
     latency = start_latency(ctld_events(cluster.rundir / "log" / "slurmctld.log"))
     cluster.remove()
     agreement = compare(imported, replay(imported, policy))
     row = {"policy": name, "seed": seed, "wall_s": round(wall, 1), **asdict(agreement)}
-    return {**row, **latency, **with_reaction(imported, policy)}
+    best = compare(imported, replay(imported, replace(policy, placement="best_fit")))
+    placement = {
+        "best_fit_order_agreement": best.order_agreement,
+        "best_fit_start_delta_median_s": best.start_delta_median_s,
+        "best_fit_mean_wait_sim_s": best.mean_wait_sim_s,
+    }
+    return {**row, **latency, **with_reaction(imported, policy), **placement}
 
 
 def with_reaction(imported: SacctImport, policy: Policy) -> dict[str, float]:
@@ -132,12 +141,23 @@ def with_reaction(imported: SacctImport, policy: Policy) -> dict[str, float]:
     }
 
 
+def write_markdown(frame: pl.DataFrame) -> None:
+    """results.md: the table as Markdown, one column per figure."""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines.extend("| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows())
+    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="htcsim's replay against a real Slurm")
     parser.add_argument("policies", nargs="*", metavar="POLICY", help=", ".join(POLICIES))
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--table-only", action="store_true", help="rewrite results.md only")
     args = parser.parse_args()
+    if args.table_only:
+        write_markdown(pl.read_csv(HERE / "results.csv"))
+        return
     unknown = [p for p in args.policies if p not in POLICIES]
     if unknown:
         sys.exit(f"unknown policy {unknown[0]!r}: choose from {', '.join(POLICIES)}")
@@ -145,6 +165,7 @@ def main() -> None:
     if reason:
         sys.exit(f"cannot run a real Slurm here: {reason}")
     rows = []
+    RUNS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.policies or POLICIES:
             row = run_one(name, args.jobs, args.seed, Path(tmp))
@@ -158,9 +179,7 @@ def main() -> None:
         frame = pl.concat([old, frame], how="diagonal_relaxed")
     frame = frame.sort("seed", "policy")
     frame.write_csv(csv)
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
-                   tbl_hide_dataframe_shape=True, tbl_cols=-1, tbl_width_chars=300):  # fmt: skip
-        (HERE / "results.md").write_text(str(frame) + "\n", encoding="utf-8")
+    write_markdown(frame)
     print(frame)
 
 
