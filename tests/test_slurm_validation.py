@@ -15,6 +15,7 @@ run (binaries missing, not root).
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from htcsim.workload.sacct import SacctImport
 from tests.agent_harness import slack
 from tests.slurm_harness import SlurmCluster, skip_reason, start_cluster
 from tests.slurm_replay import (
+    USERS,
     Agreement,
     Submitted,
     compare,
@@ -37,7 +39,25 @@ from tests.slurm_replay import (
     submit_all,
 )
 
-_REASON = skip_reason()
+
+def _reason() -> str | None:
+    reason = skip_reason()
+    if reason is None:
+        missing = [u for u in USERS if not _account(u)]
+        if missing:
+            reason = f"accounts {', '.join(missing)} missing (.ci/run creates them)"
+    return reason
+
+
+def _account(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+_REASON = _reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 N_JOBS = 30
