@@ -1,0 +1,188 @@
+"""Run a workload on a real Slurm, replay it in htcsim, and compare the two schedules.
+
+The pieces of the validation (the experiment under experiments/slurm-validation
+and the end-to-end tests use them):
+
+- :func:`generate`: a seeded workload of ``sleep`` jobs, one node each;
+- :func:`submit_all`: ``sbatch`` each job at its submit time (as its user,
+  with its time limit), then wait for the jobcomp records of all of them;
+- :func:`jobcomp_records` / :func:`write_sacct`: Slurm's ``jobcomp/filetxt``
+  records rewritten as ``sacct --parsable2`` text, which htcsim's importer
+  reads: the replay sees the submit times and run times Slurm recorded;
+- :func:`compare`: start-order agreement and start-time differences.
+
+Slurm takes time limits in whole minutes, so a job's limit is a number of
+minutes; run times are a few seconds, Slurm records times to the second.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from htcsim.cluster import Cluster, NodeType
+from htcsim.policy import Policy
+from htcsim.schedule import SimResult
+from htcsim.sim import simulate
+from htcsim.workload.sacct import SacctImport, read_sacct
+from tests.slurm_harness import Node, SlurmCluster
+
+USERS = ("htcsim-alice", "htcsim-bob", "htcsim-eve")
+CLUSTER = Cluster(node_types=(NodeType("big", 2, 4), NodeType("small", 2, 2)))
+"""Four nodes of 4, 4, 2 and 2 CPUs: Slurm names them big1, big2, small1, small2."""
+DONE_S = 600.0
+"""Bound on the wait for the last job's record after the last submission."""
+
+
+def slurm_nodes(cluster: Cluster = CLUSTER) -> tuple[Node, ...]:
+    return tuple(
+        Node(f"{t.name}{k}", t.cores) for t in cluster.node_types for k in range(1, t.count + 1)
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    submit_s: float  # seconds after the first submission
+    cores: int
+    run_s: int  # the sleep
+    limit_min: int  # Slurm's time limit, whole minutes
+    user: str
+
+
+def generate(
+    seed: int, n_jobs: int, mean_gap_s: float = 1.0, run_s: tuple[int, int] = (2, 8)
+) -> list[Job]:
+    """``n_jobs`` jobs: Poisson arrivals, 1-4 cores (more small), 1-3 minute limits."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(mean_gap_s, n_jobs)
+    gaps[0] = 0.0
+    submit = np.round(np.cumsum(gaps), 1)
+    cores = rng.choice([1, 2, 3, 4], size=n_jobs, p=[0.4, 0.3, 0.15, 0.15])
+    runs = rng.integers(run_s[0], run_s[1] + 1, n_jobs)
+    limits = rng.integers(1, 4, n_jobs)
+    users = rng.integers(0, len(USERS), n_jobs)
+    return [
+        Job(k, float(submit[k]), int(cores[k]), int(runs[k]), int(limits[k]), USERS[users[k]])
+        for k in range(n_jobs)
+    ]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    before: float  # epoch seconds just before sbatch ran, and just after it returned:
+    after: float  # Slurm's SubmitTime lies in between (to the second)
+
+
+def submit_all(cluster: SlurmCluster, jobs: list[Job]) -> dict[int, Submitted]:
+    """Submit each job at its submit time; return Slurm job id -> job once all are done."""
+    ids: dict[int, Submitted] = {}
+    t0 = time.monotonic()
+    for job in jobs:
+        delay = t0 + job.submit_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # the workload's arrival time, not a wait for readiness
+        before = time.time()
+        out = cluster.run(
+            "sbatch", "--parsable", f"--uid={job.user}", f"--gid={job.user}", "--chdir=/tmp",
+            "-o", "/dev/null", "-N", "1", "-n", "1", "-c", str(job.cores),
+            "-t", str(job.limit_min), f"--job-name=j{job.index}", f"--wrap=sleep {job.run_s}",
+        )  # fmt: skip
+        ids[int(out.strip().split(";")[0])] = Submitted(job, before, time.time())
+    deadline = time.monotonic() + DONE_S
+    while time.monotonic() < deadline:
+        done = {r["JobId"] for r in jobcomp_records(cluster.jobcomp)}
+        if all(str(i) in done for i in ids):
+            return ids
+        time.sleep(0.5)
+    raise TimeoutError(f"jobs not all recorded {DONE_S:.0f} s after the last submission")
+
+
+def jobcomp_records(path: Path) -> list[dict[str, str]]:
+    """The ``jobcomp/filetxt`` file: one ``Key=Value ...`` line per completed job."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            records.append(dict(item.split("=", 1) for item in line.split() if "=" in item))
+    return records
+
+
+def _epoch(stamp: str) -> int:
+    """A jobcomp time (the controller's local time, to the second) as epoch seconds."""
+    return int(time.mktime(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").timetuple()))
+
+
+SACCT_FIELDS = ("JobID", "User", "Partition", "Submit", "Start", "End", "Timelimit", "NCPUS",
+                "NNodes", "State")  # fmt: skip
+
+
+def write_sacct(records: list[dict[str, str]], path: Path) -> None:
+    """The records as ``sacct --parsable2`` text (times as epoch seconds)."""
+    lines = ["|".join(SACCT_FIELDS)]
+    for r in records:
+        minutes = int(r["TimeLimit"])
+        times = [str(_epoch(r[key])) for key in ("SubmitTime", "StartTime", "EndTime")]
+        limit = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+        fields = [r["JobId"], r["UserId"].split("(")[0], r["Partition"], *times, limit,
+                  r["ProcCnt"], r["NodeCnt"], r["JobState"]]  # fmt: skip
+        lines.append("|".join(fields))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def import_run(cluster: SlurmCluster, path: Path) -> SacctImport:
+    """The real run, read back through htcsim's sacct importer."""
+    write_sacct(jobcomp_records(cluster.jobcomp), path)
+    return read_sacct(path)
+
+
+def replay(imported: SacctImport, policy: Policy) -> SimResult:
+    return simulate(imported.workload, policy, cluster=CLUSTER)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    jobs: int
+    order_agreement: float  # fraction of job pairs started in the same order (ties excluded)
+    kendall_tau: float
+    start_delta_median_s: float
+    start_delta_p95_s: float
+    start_delta_max_s: float
+    mean_wait_real_s: float
+    mean_wait_sim_s: float
+
+
+def real_starts(imported: SacctImport) -> np.ndarray:
+    """Slurm's start times on the replay's clock (seconds after the first submission)."""
+    jobs = imported.workload.jobs
+    return np.asarray(jobs["submit_s"] + jobs["recorded_wait_s"], dtype=np.int64)
+
+
+def compare(imported: SacctImport, result: SimResult) -> Agreement:
+    real = real_starts(imported)
+    sim = np.asarray(result.start_s, dtype=np.int64)
+    submit = np.asarray(imported.workload.jobs["submit_s"], dtype=np.int64)
+    i, j = np.triu_indices(len(real), k=1)
+    a = np.sign(real[i] - real[j])
+    b = np.sign(sim[i] - sim[j])
+    untied = (a != 0) & (b != 0)
+    same = float(np.mean(a[untied] == b[untied])) if untied.any() else 1.0
+    n = len(real)
+    tau = float(np.sum(a * b)) / np.sqrt(float(np.sum(a != 0)) * float(np.sum(b != 0)) or 1.0)
+    delta = np.abs(real - sim)
+    return Agreement(
+        jobs=n,
+        order_agreement=same,
+        kendall_tau=tau,
+        start_delta_median_s=float(np.median(delta)),
+        start_delta_p95_s=float(np.percentile(delta, 95)),
+        start_delta_max_s=float(delta.max()),
+        mean_wait_real_s=float(np.mean(real - submit)),
+        mean_wait_sim_s=float(np.mean(sim - submit)),
+    )
