@@ -71,10 +71,25 @@ def dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Row k's entity is ``distinct[dense[k]]``: the kernel keeps usage and
     limits per dense index; a policy names entities by their ids.
+
+    Ids are small numbers in every log (SWF numbers its users and groups from
+    1): when the largest is not much more than the rows, a table indexed by id
+    maps them in linear time instead of sorting (``np.unique`` sorts the
+    column, about 60 ms for HPC2N's 200,000 jobs, and a replay needs four).
     """
+    ids = np.asarray(ids)
     known = ids >= 0
     dense = np.full(len(ids), -1, dtype=np.int32)
-    distinct, inverse = np.unique(ids[known], return_inverse=True)
+    present = ids[known]
+    top = int(present.max()) if present.size else -1
+    if np.issubdtype(ids.dtype, np.integer) and top < 4 * len(ids) + 1024:
+        seen = np.zeros(top + 1, dtype=bool)
+        seen[present] = True
+        distinct = np.flatnonzero(seen).astype(ids.dtype, copy=False)
+        rank = np.cumsum(seen, dtype=np.int32) - 1
+        dense[known] = rank[present]
+        return dense, distinct
+    distinct, inverse = np.unique(present, return_inverse=True)
     dense[known] = inverse
     return dense, distinct
 
@@ -646,7 +661,8 @@ class ReplayFeed:
         self._feed.series_dt = int(every_s)
 
     def series(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows with columns SERIES_COLUMNS, price per hour of the provisioned nodes)."""
+        """(one array per SERIES_COLUMNS entry, stacked, and the price per hour of
+        the provisioned nodes), one entry per recorded step."""
         return self._feed.series()
 
     def step(self, now: int) -> int:

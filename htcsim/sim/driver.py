@@ -183,8 +183,7 @@ def node_pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cl
 
 def _node_series(feed: ReplayFeed) -> pl.DataFrame:
     """The kernel's recorded series: queue, running, cores, nodes by state, cost rate."""
-    rows, rate = feed.series()
-    columns = np.ascontiguousarray(rows.T)  # one contiguous array per column: no row parsing
+    columns, rate = feed.series()  # one contiguous array per column: no row parsing
     return pl.DataFrame(
         {**{name: columns[k] for k, name in enumerate(SERIES_COLUMNS)}, "cost_per_h": rate}
     )
@@ -382,11 +381,19 @@ def _replay(
     progress: ProgressCallback | None,
     custom_step: Callable[[object, int], int] | None = None,
 ) -> Generator[simpy.Event, Any, None]:
-    """The driver process: the hot loop of the simulator (one kernel call a step)."""
+    """The driver process: the hot loop of the simulator (one kernel call a step).
+
+    Without a custom step the driver wakes up only at the times that can
+    decide something: the feed's ``advance`` runs, after each step, the
+    following steps that hold only completions with nothing queued (same
+    steps, same order, same times), so SimPy schedules one timeout per
+    deciding time instead of one per event time. The clock then goes to the
+    last step's time, which ends the replay.
+    """
     raw_feed, state = feed.raw
     # completions due, arrivals, one scheduling pass, the started jobs'
     # completions: one call into the kernel per distinct event time
-    step = custom_step if custom_step is not None else raw_feed.step  # type: ignore[attr-defined]
+    step = custom_step if custom_step is not None else raw_feed.advance  # type: ignore[attr-defined]
     timeout = env.timeout
     countdown = PROGRESS_EVERY_STEPS
     clock = int(env.now)
@@ -402,6 +409,9 @@ def _replay(
         if countdown == 0 and progress is not None:
             countdown = PROGRESS_EVERY_STEPS
             progress(raw_feed.n_events)  # type: ignore[attr-defined]
+    last = int(raw_feed.last_s)  # type: ignore[attr-defined]
+    if last > clock:  # (steps advance ran after the last wake-up)
+        yield timeout(last - clock)
     if progress is not None:
         progress(raw_feed.n_events)  # type: ignore[attr-defined]
 
