@@ -2449,3 +2449,4 @@ cdef class ClusterState:
 
 
 include "replay.pxi"
+include "swf.pxi"

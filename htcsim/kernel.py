@@ -33,6 +33,9 @@ NEVER = -1
 rlscheduler_window = _core.rlscheduler_window
 """The scheduling loop of RLScheduler's simulator, a compatibility profile (htcsim.compat)."""
 
+swf_columns = _core.swf_columns
+"""The SWF reader's fast path in C: plain data lines into number columns (htcsim.workload.swf)."""
+
 SERIES_COLUMNS: tuple[str, ...] = tuple(_core.SERIES_COLUMNS)
 """Columns of the replay's recorded time series (ReplayFeed.series)."""
 
