@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -56,7 +56,61 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
 
     Existing files of the same names are overwritten, others are left alone.
     ``plots=False`` skips the figures (the slow part, and useless in a sweep).
+    The figures are drawn in a process of their own, started first (it spends
+    half a second importing matplotlib) and handed their few hundred points
+    as soon as the time series is known, while this one writes the tables.
     """
+    drawing = _FigureProcess() if plots else None
+    try:
+        paths = _write(result, out_dir, drawing)
+        if drawing is not None:
+            paths.update(drawing.paths())
+        return paths
+    finally:
+        if drawing is not None:
+            drawing.close()
+
+
+class _FigureProcess:
+    """A spawned process that draws a result's figures (``htcsim.report.plots``).
+
+    Spawned, not forked: polars runs a thread pool, and forking a threaded
+    process can deadlock the child. A drawing error (a file that cannot be
+    written) is raised in ``paths``.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+        self._pool.submit(_import_plots)  # starts the process, which imports matplotlib
+        self._drawn: Future[dict[str, Path]] | None = None
+
+    def draw(self, result: SimResult, series: pl.DataFrame, out: Path) -> None:
+        from htcsim.report.figures import result_figures
+        from htcsim.report.plots import draw_figures
+
+        self._drawn = self._pool.submit(draw_figures, result_figures(result, series), out)
+
+    def paths(self) -> dict[str, Path]:
+        assert self._drawn is not None, "draw() was not called"
+        return self._drawn.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_plots() -> None:
+    import htcsim.report.plots  # noqa: F401  (matplotlib: the slow part of a first figure)
+
+
+def _write(
+    result: SimResult, out_dir: Path | str, drawing: _FigureProcess | None
+) -> dict[str, Path]:
+    """The tables, summary and SWF schedule; the figures handed to ``drawing``."""
     # Imported here: the SWF module is I/O for traces, needed only when writing.
     from htcsim.workload.swf_writer import write_swf
 
@@ -88,11 +142,13 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
             comment=f"htcsim {htcsim.__version__}: {workload.name} replayed under "
             f"{result.policy.label}",
         )
+        series = time_series(result)
+        if drawing is not None:
+            drawing.draw(result, series, out)
         table = per_job_table(result)
         table.write_parquet(paths["jobs.parquet"])
         table.write_csv(paths["jobs.csv"])
         per_user(result, table=table).write_csv(paths["users.csv"])
-        series = time_series(result)
         series.write_parquet(paths["timeseries.parquet"])
         summary = build_summary(result)
         paths["summary.json"].write_text(
@@ -105,20 +161,7 @@ def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True)
             paths["estimates.csv"] = out / "estimates.csv"
             estimate_errors(result).write_csv(paths["estimates.csv"])
         swf_done.result()
-    if plots:
-        paths.update(_write_plots(result, out, series))
     return paths
-
-
-def _write_plots(result: SimResult, out: Path, series: pl.DataFrame) -> dict[str, Path]:
-    # Imported here: matplotlib is slow to import and not needed with plots=False.
-    from htcsim.report.plots import plot_queue_length, plot_utilization, plot_wait_distribution
-
-    return {
-        "wait.png": plot_wait_distribution(result, out / "wait.png"),
-        "utilization.png": plot_utilization(result, out / "utilization.png", series=series),
-        "queue.png": plot_queue_length(result, out / "queue.png", series=series),
-    }
 
 
 def build_summary(result: SimResult) -> dict[str, Any]:
