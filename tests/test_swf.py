@@ -457,9 +457,9 @@ def test_any_alignment_reads_the_same_on_both_paths(
     np.testing.assert_array_equal(fast.jobs["think_time_s"], expected[:, 17])
 
 
-_WHOLE = st.one_of(
-    st.integers(-1, 10_000), st.integers(-(10**18) + 1, 10**18 - 1)
-).map(lambda v: st.sampled_from([str(v), f"+{v}" if v >= 0 else str(v)]))
+_WHOLE = st.one_of(st.integers(-1, 10_000), st.integers(-(10**18) + 1, 10**18 - 1)).map(
+    lambda v: st.sampled_from([str(v), f"+{v}" if v >= 0 else str(v)])
+)
 _DECIMAL = st.one_of(
     st.integers(-(10**6), 10**6).map(str),
     st.floats(-1e9, 1e9, allow_nan=False).map(repr),
@@ -472,9 +472,7 @@ def _plain_data(draw: st.DrawFn) -> bytes:
     """Data lines of 18 plain numbers: what the C path takes."""
     lines = []
     for _ in range(draw(st.integers(1, 12))):
-        tokens = [
-            draw(_DECIMAL) if j in (6, 7) else draw(draw(_WHOLE)) for j in range(1, 19)
-        ]
+        tokens = [draw(_DECIMAL) if j in (6, 7) else draw(draw(_WHOLE)) for j in range(1, 19)]
         blanks = [draw(st.sampled_from([" ", "   ", "\t", " \t\v"])) for _ in range(17)]
         lead = draw(st.sampled_from(["", "  "]))
         tail = draw(st.sampled_from(["", " ", "\r"]))

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from htcsim.cluster import Cluster
+    from htcsim.metrics import Summary
     from htcsim.model import Workload
+    from htcsim.report.results import FigureProcess
     from htcsim.schedule import SimResult
 
 
@@ -151,7 +153,6 @@ def simulate_command(
     written, a job that fits no node (see --skip-oversized), no job at all
     (see --allow-empty).
     """
-    from htcsim.kernel import KernelInputError
 
     for path, flag in ((policy_file, "--policy"), (cluster_file, "--cluster")):
         if path is not None:
@@ -203,6 +204,36 @@ def simulate_command(
         return
     print_loading(workload, cluster)
     _loading.require_jobs(workload, trace, allow_empty=allow_empty)
+    figures = None
+    if out is not None and plots:
+        from htcsim.report.results import FigureProcess
+
+        figures = FigureProcess()  # (imports matplotlib while the replay runs)
+    try:
+        summaries = _replay_all(
+            workload, policies, cluster, estimate_sample, failures, checkpoint_s, out, figures
+        )
+    finally:
+        if figures is not None:
+            figures.close()
+    from htcsim.report.results import summary_table
+
+    console.print(summary_table(summaries))
+
+
+def _replay_all(
+    workload: Workload,
+    policies: list[Policy],
+    cluster: Cluster | None,
+    estimate_sample: int,
+    failures: np.ndarray | None,
+    checkpoint_s: int,
+    out: Path | None,
+    figures: FigureProcess | None,
+) -> list[tuple[str, Summary]]:
+    """Replay under each policy, writing each result directory; the summaries."""
+    from htcsim.kernel import KernelInputError
+
     summaries = []
     for policy in policies:
         try:
@@ -227,13 +258,11 @@ def simulate_command(
 
             target = out if len(policies) == 1 else out / policy.backfill
             try:
-                written = write_results(result, target, plots=plots)
+                written = write_results(result, target, plots=figures is not None, figures=figures)
             except OSError as exc:
                 raise _paths.write_failed(target, "--out", exc) from exc
             console.print(f"[green]wrote[/] {len(written)} files to {escape(target)}/")
-    from htcsim.report.results import summary_table
-
-    console.print(summary_table(summaries))
+    return summaries
 
 
 def _random_failures(

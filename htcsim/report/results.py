@@ -51,32 +51,38 @@ if TYPE_CHECKING:
     from htcsim.schedule import SimResult
 
 
-def write_results(result: SimResult, out_dir: Path | str, *, plots: bool = True) -> dict[str, Path]:
+def write_results(
+    result: SimResult,
+    out_dir: Path | str,
+    *,
+    plots: bool = True,
+    figures: FigureProcess | None = None,
+) -> dict[str, Path]:
     """Write the result directory (created if needed); returns file name -> path.
 
     Existing files of the same names are overwritten, others are left alone.
     ``plots=False`` skips the figures (the slow part, and useless in a sweep).
-    The figures are drawn in a process of their own, started first (it spends
-    half a second importing matplotlib) and handed their few hundred points
-    as soon as the time series is known, while this one writes the tables.
+    The figures are drawn in a process of their own (``figures``, else one
+    started here), handed their few hundred points as soon as the time
+    series is known, while this one writes the tables.
     """
-    drawing = _FigureProcess() if plots else None
+    own = FigureProcess() if plots and figures is None else None
     try:
-        paths = _write(result, out_dir, drawing)
-        if drawing is not None:
-            paths.update(drawing.paths())
-        return paths
+        return _write(result, out_dir, (figures or own) if plots else None)
     finally:
-        if drawing is not None:
-            drawing.close()
+        if own is not None:
+            own.close()
 
 
-class _FigureProcess:
-    """A spawned process that draws a result's figures (``htcsim.report.plots``).
+class FigureProcess:
+    """A spawned process that draws results' figures (``htcsim.report.plots``).
 
-    Spawned, not forked: polars runs a thread pool, and forking a threaded
-    process can deadlock the child. A drawing error (a file that cannot be
-    written) is raised in ``paths``.
+    It starts importing matplotlib (half a second) as soon as it is made: a
+    caller that will plot makes it before its replay (``htcsim simulate``
+    does), so that the figures are ready about when the tables are. Spawned,
+    not forked: polars runs a thread pool, and forking a threaded process
+    can deadlock the child. A drawing error (a file that cannot be written)
+    is raised by ``write_results``. Close it (or use it as a context manager).
     """
 
     def __init__(self) -> None:
@@ -87,20 +93,22 @@ class _FigureProcess:
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
         self._pool.submit(_import_plots)  # starts the process, which imports matplotlib
-        self._drawn: Future[dict[str, Path]] | None = None
 
-    def draw(self, result: SimResult, series: pl.DataFrame, out: Path) -> None:
+    def draw(self, result: SimResult, series: pl.DataFrame, out: Path) -> Future[dict[str, Path]]:
+        """Draw ``result``'s figures into ``out``; their file name -> path, when done."""
         from htcsim.report.figures import result_figures
         from htcsim.report.plots import draw_figures
 
-        self._drawn = self._pool.submit(draw_figures, result_figures(result, series), out)
-
-    def paths(self) -> dict[str, Path]:
-        assert self._drawn is not None, "draw() was not called"
-        return self._drawn.result()
+        return self._pool.submit(draw_figures, result_figures(result, series), out)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> FigureProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _import_plots() -> None:
@@ -108,9 +116,9 @@ def _import_plots() -> None:
 
 
 def _write(
-    result: SimResult, out_dir: Path | str, drawing: _FigureProcess | None
+    result: SimResult, out_dir: Path | str, figures: FigureProcess | None
 ) -> dict[str, Path]:
-    """The tables, summary and SWF schedule; the figures handed to ``drawing``."""
+    """The tables, summary and SWF schedule; the figures drawn by ``figures``."""
     # Imported here: the SWF module is I/O for traces, needed only when writing.
     from htcsim.workload.swf_writer import write_swf
 
@@ -143,8 +151,7 @@ def _write(
             f"{result.policy.label}",
         )
         series = time_series(result)
-        if drawing is not None:
-            drawing.draw(result, series, out)
+        drawn = None if figures is None else figures.draw(result, series, out)
         table = per_job_table(result)
         table.write_parquet(paths["jobs.parquet"])
         table.write_csv(paths["jobs.csv"])
@@ -161,6 +168,8 @@ def _write(
             paths["estimates.csv"] = out / "estimates.csv"
             estimate_errors(result).write_csv(paths["estimates.csv"])
         swf_done.result()
+    if drawn is not None:
+        paths.update(drawn.result())
     return paths
 
 
