@@ -159,9 +159,9 @@ def test_summary_table_formats_units() -> None:
 def test_one_figure_process_draws_several_results_as_in_process(tmp_path: Path) -> None:
     """The figures drawn in the figure process (one process for several results, as
     ``htcsim simulate --backfill none,easy`` uses it) are the PNGs drawn in this one."""
+    from htcsim.report.figure_process import FigureProcess
     from htcsim.report.figures import result_figures
     from htcsim.report.plots import draw_figures
-    from htcsim.report.results import FigureProcess
 
     results = [_result(200, span_days=2, seed=seed) for seed in (1, 2)]
     with FigureProcess() as figures:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from htcsim.cluster import Cluster
     from htcsim.metrics import Summary
     from htcsim.model import Workload
-    from htcsim.report.results import FigureProcess
+    from htcsim.report.figure_process import FigureProcess
     from htcsim.schedule import SimResult
 
 
@@ -206,7 +206,7 @@ def simulate_command(
     _loading.require_jobs(workload, trace, allow_empty=allow_empty)
     figures = None
     if out is not None and plots:
-        from htcsim.report.results import FigureProcess
+        from htcsim.report.figure_process import FigureProcess
 
         figures = FigureProcess()  # (imports matplotlib while the replay runs)
     try:

@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from rich.table import Table
 
 import htcsim
@@ -45,6 +44,7 @@ from htcsim.metrics import (
     row_duration_unit,
     summarize,
 )
+from htcsim.report.figure_process import FigureProcess
 from htcsim.schedule import time_series
 
 if TYPE_CHECKING:
@@ -72,47 +72,6 @@ def write_results(
     finally:
         if own is not None:
             own.close()
-
-
-class FigureProcess:
-    """A spawned process that draws results' figures (``htcsim.report.plots``).
-
-    It starts importing matplotlib (half a second) as soon as it is made: a
-    caller that will plot makes it before its replay (``htcsim simulate``
-    does), so that the figures are ready about when the tables are. Spawned,
-    not forked: polars runs a thread pool, and forking a threaded process
-    can deadlock the child. A drawing error (a file that cannot be written)
-    is raised by ``write_results``. Close it (or use it as a context manager).
-    """
-
-    def __init__(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self._pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
-        self._pool.submit(_import_plots)  # starts the process, which imports matplotlib
-
-    def draw(self, result: SimResult, series: pl.DataFrame, out: Path) -> Future[dict[str, Path]]:
-        """Draw ``result``'s figures into ``out``; their file name -> path, when done."""
-        from htcsim.report.figures import result_figures
-        from htcsim.report.plots import draw_figures
-
-        return self._pool.submit(draw_figures, result_figures(result, series), out)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> FigureProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _import_plots() -> None:
-    import htcsim.report.plots  # noqa: F401  (matplotlib: the slow part of a first figure)
 
 
 def _write(
