@@ -109,12 +109,15 @@ def _write(
             comment=f"htcsim {htcsim.__version__}: {workload.name} replayed under "
             f"{result.policy.label}",
         )
-        series = time_series(result)
-        drawn = None if figures is None else figures.draw(result, series, out)
+        series = drawn = None
+        if figures is not None:  # the time series first: the drawing process waits for it
+            series = time_series(result)
+            drawn = figures.draw(result, series, out)
         table = per_job_table(result)
         table.write_parquet(paths["jobs.parquet"])
         table.write_csv(paths["jobs.csv"])
         per_user(result, table=table).write_csv(paths["users.csv"])
+        series = time_series(result) if series is None else series
         series.write_parquet(paths["timeseries.parquet"])
         summary = build_summary(result)
         paths["summary.json"].write_text(
