@@ -102,13 +102,11 @@ def simulate(
         kernel.set_checkpoints(np.arange(len(interval), dtype=np.int32), interval)
     if series_every_s is not None:
         feed.record_series(series_every_s)
-    env = simpy.Environment(initial_time=t0)
     sampler = _EstimateSampler(feed, kernel, estimate_sample) if estimate_sample > 0 else None
     step: Callable[[object, int], int] | None = sampler
     if failures is not None and len(failures):
         _set_node_failures(feed, kernel, failures)
-    elapsed = _run(env, feed, progress, step)
-    end_time = int(env.now)
+    elapsed, end_time = _run(t0, feed, progress, step)
     node_seconds = kernel.node_seconds(end_time)
     series = None if series_every_s is None else _node_series(feed)
     if pooled:
@@ -231,9 +229,8 @@ def explain(
     slot = int(rows[0])
     pooled = pool_replay(workload, policy, cluster, None)
     kernel, feed, _ = _prepare(workload, policy, None, cluster, pooled)
-    env = simpy.Environment(initial_time=int(workload.jobs["submit_s"][0]))
     until = _Until(feed, kernel, slot, at_s)
-    _run(env, feed, None, until)
+    _run(int(workload.jobs["submit_s"][0]), feed, None, until)
     at = until.at if at_s is None else at_s
     priority, factors = kernel.priority_factors(slot, at)
     weights = {
@@ -299,12 +296,14 @@ def _prepare(
 
 
 def _run(
-    env: simpy.Environment,
+    t0: int,
     feed: ReplayFeed,
     progress: ProgressCallback | None,
     step: Callable[[object, int], int] | None,
-) -> float:
-    """Run the driver process to the end; the wall-clock seconds it took."""
+) -> tuple[float, int]:
+    """Run the driver process from ``t0`` to the end: the wall-clock seconds it
+    took, and the clock's time at the end (the last step's)."""
+    env = simpy.Environment(initial_time=t0)
     env.process(_replay(env, feed, progress, step))
     began = time.perf_counter()
     collecting = gc.isenabled()
@@ -314,7 +313,7 @@ def _run(
     finally:
         if collecting:
             gc.enable()
-    return time.perf_counter() - began
+    return time.perf_counter() - began, int(env.now)
 
 
 def workload_dependencies(jobs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
