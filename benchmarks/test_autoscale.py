@@ -13,21 +13,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import log_path
-from benchmarks.test_whole_process import run_cli
-from htcsim.policy import Policy, save_policy
+from benchmarks.test_whole_process import AUTOSCALED, FAILURES, run_cli
+from htcsim.policy import save_policy
 
 N_JOBS = 202_871
-AUTOSCALED = Policy(
-    autoscale=True,
-    autoscale_min_nodes=0,
-    autoscale_max_nodes=240,
-    autoscale_wait_s=300,
-    autoscale_boot_delay_s=120,
-    autoscale_idle_s=600,
-    autoscale_cooldown_s=60,
-    autoscale_step=16,
-    max_retries=3,
-)
 
 
 @pytest.mark.parametrize("write", [False, True], ids=["summary", "out-dir"])
@@ -39,9 +28,8 @@ def test_autoscaling_with_failures_next_to_fixed_fleet(
     log = log_path(trace_dir, "HPC2N-2002-2.2-cln")
     policy_file = tmp_path / "autoscale.toml"
     save_policy(AUTOSCALED, policy_file)
-    failures = ["--mtbf", "2000", "--mttr", "4", "--checkpoint-interval", "3600"]
     out = ["--out", str(tmp_path / "out"), "--no-plots"] if write else []
-    base = ["simulate", str(log), *out, *failures]
+    base = ["simulate", str(log), *out, *FAILURES]
     fixed = min(run_cli(base)[0] for _ in range(3))
     benchmark.pedantic(
         lambda: run_cli([*base, "--policy", str(policy_file)]), rounds=3, iterations=1

@@ -2462,3 +2462,4 @@ cdef class ClusterState:
 
 include "estimates.pxi"
 include "replay.pxi"
+include "swf.pxi"

@@ -151,6 +151,8 @@ class ClusterState:
 
 class ReplayFeed:
     n_events: int
+    n_quiet: int
+    last_s: int
     series_dt: int
     def set_node_events(
         self,
@@ -169,6 +171,11 @@ class ReplayFeed:
     ) -> None: ...
     def next_time(self) -> int: ...
     def step(self, state: ClusterState, now: int) -> int: ...
+    def advance(self, state: ClusterState, now: int) -> int: ...
+
+def swf_columns(
+    data: bytes, decimal: npt.NDArray[np.int8]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None: ...
 
 class QueueSnapshot:
     now: int

@@ -161,3 +161,37 @@ def test_summary_table_formats_units() -> None:
     assert "%" in text and "–" in text  # a defined utilization, and an undefined one
     assert "jobs/h" in text and "jobs/s" in text
     assert f"{a['n_jobs']:,}" in text
+
+
+def test_one_figure_process_draws_several_results_as_in_process(tmp_path: Path) -> None:
+    """The figures drawn in the figure process (one process for several results, as
+    ``htcsim simulate --backfill none,easy`` uses it) are the PNGs drawn in this one."""
+    from htcsim.report.figure_process import FigureProcess
+    from htcsim.report.figures import result_figures
+    from htcsim.report.plots import draw_figures
+
+    results = [_result(200, span_days=2, seed=seed) for seed in (1, 2)]
+    with FigureProcess() as figures:
+        written = [
+            write_results(result, tmp_path / str(k), figures=figures)
+            for k, result in enumerate(results)
+        ]
+    for k, (result, paths) in enumerate(zip(results, written, strict=True)):
+        here = draw_figures(result_figures(result), _fresh(tmp_path / f"here{k}"))
+        for name in FIGURES:
+            assert paths[name].parent == tmp_path / str(k)
+            assert paths[name].read_bytes() == here[name].read_bytes(), name
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def test_a_figure_that_cannot_be_written_is_an_error(tmp_path: Path) -> None:
+    """The drawing process's failure reaches the caller, after the tables are written."""
+    out = tmp_path / "out"
+    (out / "queue.png").mkdir(parents=True)  # a folder where the figure goes
+    with pytest.raises(OSError):
+        write_results(_result(50, span_days=1), out)
+    assert (out / "jobs.parquet").exists() and (out / "summary.json").exists()

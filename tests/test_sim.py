@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,79 @@ def test_the_command_line_prints_the_late_share_of_the_estimates() -> None:
         f"{errors['early_fraction']:.0%} started early, {errors['late_fraction']:.0%} late "
         f"(worst {errors['max_late_s'] / 3600:.1f} h late)"
     ) in output
+
+
+def _stepwise_and_advancing(
+    workload: Workload, policy: Policy, failures: np.ndarray | None = None
+) -> tuple[dict[str, object], dict[str, object], int]:
+    """The replay's outputs when the driver wakes for every step (a custom step:
+    the feed's plain ``step``) and when it wakes only where something can be
+    decided (its default, ``advance``), and how many steps ``advance`` took on
+    its own. A third replay records the times the driver woke at: every start
+    is at one of them (a step the driver did not see started nothing)."""
+    from htcsim.sim import driver
+
+    outputs = []
+    quiet = 0
+    woke: list[int] = []
+    for kind in ("every step", "default", "recorded"):
+        pooled = driver.pool_replay(workload, policy, None, failures)
+        kernel, feed, _ = driver._prepare(workload, policy, None, None, pooled)
+        raw_feed = feed.raw[0]
+        feed.record_series(0)
+        if failures is not None:
+            driver._set_node_failures(feed, kernel, failures)
+
+        def recorded(state: object, now: int, advance: Any = raw_feed.advance) -> int:  # type: ignore[attr-defined]
+            woke.append(now)
+            return int(advance(state, now))
+
+        steps = {"every step": raw_feed.step, "default": None, "recorded": recorded}  # type: ignore[attr-defined]
+        _, clock = driver.run_from(int(workload.jobs["submit_s"][0]), feed, None, steps[kind])
+        outputs.append(
+            {
+                "start": kernel.start_times().tolist(),
+                "end": kernel.end_times().tolist(),
+                "series": feed.series()[0].tolist(),
+                "clock": clock,
+                "node_seconds": kernel.node_seconds(clock).tolist(),
+                "counters": dict(kernel.counters),
+            }
+        )
+        if kind == "default":
+            quiet = int(raw_feed.n_quiet)  # type: ignore[attr-defined]
+    assert outputs[2] == outputs[1]
+    started = {t for t in outputs[1]["start"] if t >= 0}  # type: ignore[attr-defined]
+    assert started <= set(woke)
+    return outputs[0], outputs[1], quiet
+
+
+@pytest.mark.parametrize("mode", ["none", "easy", "conservative"])
+def test_waking_only_where_something_can_be_decided_changes_nothing(mode: str) -> None:
+    """The driver skips the wake-ups of steps holding only completions with an
+    empty queue: schedules, the series, the clock at the end and node-hours are
+    those of a wake-up per step, and such steps did happen."""
+    workload = generate_lublin(3_000, 64, seed=3, load=0.6)
+    every, advancing, quiet = _stepwise_and_advancing(workload, Policy(backfill=mode))
+    assert advancing == every
+    assert quiet > 100
+
+
+def test_no_step_is_taken_alone_where_an_end_can_release_or_fail_something() -> None:
+    """With node failures the same holds; with dependencies or autoscaling no
+    step is taken without the driver (an end may release a dependent, the
+    autoscaler decides at every step)."""
+    from htcsim.sim.failures import failure_model
+
+    workload = generate_lublin(2_000, 32, seed=5, load=0.7)
+    failures = failure_model(32, 200 * 3600.0, 3600.0, 40 * 86_400, seed=2)
+    every, advancing, quiet = _stepwise_and_advancing(workload, Policy(), failures)
+    assert advancing == every and quiet > 0
+    jobs = workload.jobs.copy()
+    jobs["preceding_job_id"][10::50] = jobs["job_id"][9::50][: len(jobs[10::50])]
+    chained = Workload(workload.name, jobs, workload.machine)
+    every, advancing, quiet = _stepwise_and_advancing(chained, Policy())
+    assert advancing == every and quiet == 0
+    scaled = Policy(autoscale=True, autoscale_min_nodes=0, autoscale_max_nodes=32)
+    every, advancing, quiet = _stepwise_and_advancing(workload, scaled)
+    assert advancing == every and quiet == 0

@@ -91,9 +91,7 @@ def fifo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def test_the_exported_fragment_is_the_running_configuration(fifo_run: Run) -> None:
-    settings = dict(
-        line.split("=", 1) for line in fifo_run.config.splitlines() if " = " in line
-    )
+    settings = dict(line.split("=", 1) for line in fifo_run.config.splitlines() if " = " in line)
     settings = {k.strip(): v.strip() for k, v in settings.items()}
     assert settings["SchedulerType"] == "sched/builtin"
     assert settings["PriorityType"] == "priority/basic"

@@ -457,6 +457,58 @@ def test_any_alignment_reads_the_same_on_both_paths(
     np.testing.assert_array_equal(fast.jobs["think_time_s"], expected[:, 17])
 
 
+_WHOLE = st.one_of(st.integers(-1, 10_000), st.integers(-(10**18) + 1, 10**18 - 1)).map(
+    lambda v: st.sampled_from([str(v), f"+{v}" if v >= 0 else str(v)])
+)
+_DECIMAL = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(-1e9, 1e9, allow_nan=False).map(repr),
+    st.sampled_from(["0.5", ".25", "-.5", "7.", "1e3", "2.5E-2", "+3.0e+1", "-0"]),
+)
+
+
+@st.composite
+def _plain_data(draw: st.DrawFn) -> bytes:
+    """Data lines of 18 plain numbers: what the C path takes."""
+    lines = []
+    for _ in range(draw(st.integers(1, 12))):
+        tokens = [draw(_DECIMAL) if j in (6, 7) else draw(draw(_WHOLE)) for j in range(1, 19)]
+        blanks = [draw(st.sampled_from([" ", "   ", "\t", " \t\v"])) for _ in range(17)]
+        lead = draw(st.sampled_from(["", "  "]))
+        tail = draw(st.sampled_from(["", " ", "\r"]))
+        lines.append(lead + "".join(t + b for t, b in zip(tokens, [*blanks, tail], strict=True)))
+    return "\n".join(lines).rstrip().encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(_plain_data())
+def test_plain_data_parses_in_c_as_polars_parses_it(data: bytes) -> None:
+    """The C fast path and the polars path give the same columns, types included."""
+    plain = swf_module._plain_columns(data)
+    assert plain is not None
+    csv = swf_module._csv_columns(data)
+    assert csv is not None
+    for j in range(1, 19):
+        assert plain[j].dtype == csv[j].dtype == (np.float64 if j in (6, 7) else np.int64)
+        np.testing.assert_array_equal(plain[j], csv[j], err_msg=f"f{j}")
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["12.0", "1e3", "nan", "inf", "0x10", "1,5", "--1", "+", "12a", "1234567890123456789"],
+)
+def test_data_that_is_not_plain_leaves_the_c_path(token: str) -> None:
+    """What C does not vouch for goes to the slower paths, which accept it or name it."""
+    fields = [str(j) for j in range(1, 19)]
+    fields[8] = token  # requested time: a whole-number field
+    assert swf_module._plain_columns(" ".join(fields).encode()) is None
+    decimal = [str(j) for j in range(1, 19)]
+    decimal[5] = token if token not in ("12.0", "1e3", "1234567890123456789") else "1e"
+    assert swf_module._plain_columns(" ".join(decimal).encode()) is None
+    for short in (b"1 2 3", b"1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19"):
+        assert swf_module._plain_columns(short) is None
+
+
 def test_trailing_blanks_and_no_final_newline(tmp_path: Path) -> None:
     text = HEADER + "\n".join(line(i, i) + "   " for i in range(1, 4))
     w = read_swf(swf(tmp_path, text))

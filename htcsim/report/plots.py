@@ -1,13 +1,14 @@
 """PNG figures of one replay, for reports and for a quick look after ``htcsim simulate``.
 
-Rendering is headless: the Agg backend is selected before pyplot is imported,
-so plotting works on a cluster node or in CI with no display, and every figure
-is closed after saving so a sweep that plots thousands of runs does not leak.
+Rendering is headless: figures are made on an Agg canvas without pyplot (no
+display, no global figure registry to leak from, and a tenth of a second less
+to import), so plotting works on a cluster node or in CI; the Agg backend is
+also selected for the callers that use pyplot (``_save`` closes their figures).
 
-Long traces have millions of state changes; the over-time plots show
-time-weighted means per bin (:func:`htcsim.metrics.resample_time_series`),
-with the bin chosen from the trace's span so a plot has at most a few hundred
-points, and the bin named in the axis label.
+What each figure shows (the ECDF points, the bin means, the labels) is
+``htcsim.report.figures``; this module only draws it, and imports neither
+polars nor the simulator, so that ``draw_figures`` can run in a process of
+its own (``htcsim.report.results`` draws there while it writes the tables).
 """
 
 from __future__ import annotations
@@ -19,33 +20,42 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # after the backend choice
-import numpy as np
-import polars as pl
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from htcsim.metrics import format_duration, resample_time_series
-from htcsim.schedule import time_series
+from htcsim.report.figures import (
+    BIN_CHOICES_S,
+    ECDF_MAX_POINTS,
+    MAX_BINS,
+    ResultFigures,
+    StepFigure,
+    WaitFigure,
+    choose_bin,
+    over_time_figures,
+    wait_figure,
+)
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from htcsim.schedule import SimResult
 
+__all__ = [
+    "BIN_CHOICES_S",
+    "DPI",
+    "ECDF_MAX_POINTS",
+    "MAX_BINS",
+    "WAIT_TICKS_S",
+    "choose_bin",
+    "draw_figures",
+    "plot_queue_length",
+    "plot_utilization",
+    "plot_wait_distribution",
+    "wait_ticks",
+]
+
 SECONDS_PER_DAY = 86_400
-
-MAX_BINS = 400
-"""Upper bound on points in an over-time plot: readable and fast to draw."""
-
-BIN_CHOICES_S: tuple[tuple[int, str], ...] = (
-    (60, "1-minute"),
-    (600, "10-minute"),
-    (3_600, "1-hour"),
-    (6 * 3_600, "6-hour"),
-    (SECONDS_PER_DAY, "1-day"),
-    (7 * SECONDS_PER_DAY, "1-week"),
-    (30 * SECONDS_PER_DAY, "30-day"),
-)
-"""Bin widths in calendar units people read, smallest first."""
 
 WAIT_TICKS_S: tuple[tuple[int, str], ...] = (
     (1, "1 s"),
@@ -60,9 +70,6 @@ WAIT_TICKS_S: tuple[tuple[int, str], ...] = (
     (365 * SECONDS_PER_DAY, "1 yr"),
 )
 
-ECDF_MAX_POINTS = 4_000
-"""A million-job ECDF drawn from this many order statistics is visually exact."""
-
 DPI = 120
 
 
@@ -72,59 +79,59 @@ def wait_ticks(high: float) -> tuple[list[int], list[str]]:
     return [t for t, _ in ticks], [label for _, label in ticks]
 
 
-def choose_bin(span_s: float) -> tuple[int, str]:
-    """The smallest calendar bin that keeps a span of ``span_s`` within ``MAX_BINS`` bins."""
-    for bin_s, name in BIN_CHOICES_S:
-        if span_s / bin_s <= MAX_BINS:
-            return bin_s, name
-    return BIN_CHOICES_S[-1]
-
-
-def _title(result: SimResult, what: str) -> str:
-    return f"{what}: {result.workload.name} under {result.policy.label}"
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure of one axes on an Agg canvas, outside pyplot."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def _save(fig: Figure, path: Path | str) -> Path:
-    """Write ``fig`` as PNG and always close it (no figure outlives its function)."""
+    """Write ``fig`` as PNG; a pyplot figure is always closed (none outlives its function)."""
     out = Path(path)
     try:
         fig.tight_layout()
         fig.savefig(out, format="png", dpi=DPI)
     finally:
-        plt.close(fig)
+        if fig.canvas.manager is not None:  # made by pyplot
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return out
 
 
-# --------------------------------------------------------------------------- waits
+# --------------------------------------------------------------------------- drawing
 
 
-def plot_wait_distribution(result: SimResult, path: Path | str) -> Path:
+def draw_figures(figures: ResultFigures, out: Path) -> dict[str, Path]:
+    """wait.png, utilization.png and queue.png in ``out``; file name -> path."""
+    return {
+        "wait.png": draw_wait(figures.wait, out / "wait.png"),
+        "utilization.png": draw_utilization(figures.utilization, out / "utilization.png"),
+        "queue.png": draw_queue(figures.queue, out / "queue.png"),
+    }
+
+
+def draw_wait(figure: WaitFigure, path: Path | str) -> Path:
     """Empirical CDF of waits on a log time axis, with the mean and 95th percentile marked.
 
     Waits span seconds to weeks and are heavy-tailed, so a linear histogram
     shows one bar at zero; an ECDF on a log axis shows the whole range, reads
     directly as "x % of jobs waited at most t", and compares policies on one
-    figure without binning choices. Zero waits cannot sit on a log axis: waits
-    under 1 s are drawn at 1 s and their share is stated on the plot.
+    figure without binning choices.
     """
-    start = result.first_start_s  # (a run a node failure cut short is not a wait)
-    started = start >= 0
-    wait = np.sort((start - result.workload.jobs["submit_s"])[started]).astype(np.float64)
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    ax.set_title(_title(result, "Wait distribution"))
-    if wait.size == 0:
+    fig, ax = _figure(7.0, 4.5)
+    ax.set_title(figure.title)
+    if figure.n_started == 0:
         ax.text(0.5, 0.5, "no job started", ha="center", va="center", transform=ax.transAxes)
         return _save(fig, path)
-    _draw_ecdf(ax, wait)
-    _mark(ax, float(wait.mean()), "mean", "tab:red", "--")
-    _mark(ax, float(np.percentile(wait, 95)), "95th percentile", "tab:purple", ":")
-    not_started = int(np.count_nonzero(~started))
-    note = f"{np.mean(wait < 1):.1%} of started jobs waited < 1 s (drawn at 1 s)"
-    if not_started:
-        note += f"\n{not_started} job(s) never started (not shown)"
-    ax.text(0.98, 0.04, note, ha="right", va="bottom", transform=ax.transAxes, fontsize=8)
+    label = f"ECDF ({figure.n_started:,} jobs)"
+    ax.step(figure.x, figure.y, where="post", color="tab:blue", label=label)
+    for mark in figure.marks:
+        ax.axvline(max(mark.value_s, 1.0), color=mark.color, linestyle=mark.style, label=mark.label)
+    ax.text(0.98, 0.04, figure.note, ha="right", va="bottom", transform=ax.transAxes, fontsize=8)
     ax.set_xscale("log")
-    high = max(float(wait[-1]) * 1.5, 10.0)
+    high = max(figure.longest_s * 1.5, 10.0)
     ax.set_xlim(1.0, high)
     ax.set_xticks(*wait_ticks(high))
     ax.set_ylim(0.0, 1.0)
@@ -135,94 +142,60 @@ def plot_wait_distribution(result: SimResult, path: Path | str) -> Path:
     return _save(fig, path)
 
 
-def _draw_ecdf(ax: Axes, sorted_wait: np.ndarray) -> None:
-    n = sorted_wait.size
-    idx = np.unique(np.linspace(0, n - 1, min(n, ECDF_MAX_POINTS)).astype(np.int64))
-    x = np.maximum(sorted_wait[idx], 1.0)
-    y = (idx + 1) / n
-    ax.step(x, y, where="post", color="tab:blue", label=f"ECDF ({n:,} jobs)")
-
-
-def _mark(ax: Axes, value_s: float, name: str, color: str, style: str) -> None:
-    ax.axvline(
-        max(value_s, 1.0), color=color, linestyle=style, label=f"{name}: {format_duration(value_s)}"
-    )
-
-
-# --------------------------------------------------------------------------- over time
-
-
-def _binned(
-    result: SimResult, series: pl.DataFrame | None
-) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    """(raw step series, its bin means, the bin's name)."""
-    ts = time_series(result) if series is None else series
-    if ts.height == 0:
-        return ts, ts, ""
-    span = float(ts["time_s"][-1] - ts["time_s"][0])
-    bin_s, name = choose_bin(span)
-    return ts, resample_time_series(ts, bin_s), name
-
-
-def _steps(raw: pl.DataFrame, binned: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Bin means as a post-step line in days, closed at the last event so the last bin shows."""
-    days = np.append(binned["time_s"].to_numpy(), raw["time_s"][-1]) / SECONDS_PER_DAY
-    values = binned[column].to_numpy()
-    return days, np.append(values, values[-1])
-
-
-def plot_utilization(
-    result: SimResult, path: Path | str, *, series: pl.DataFrame | None = None
-) -> Path:
-    """Mean utilization per bin over the trace, with the run's overall utilization.
-
-    ``series`` is a precomputed :func:`htcsim.metrics.time_series` (computed
-    from ``result`` when omitted). The x axis is days from the workload's origin.
-    """
-    raw, binned, bin_name = _binned(result, series)
-    fig, ax = plt.subplots(figsize=(9.0, 4.0))
-    ax.set_title(_title(result, "Utilization"))
-    if binned.height:
-        days, util = _steps(raw, binned, "utilization")
-        ax.step(days, util, where="post", color="tab:blue", label=f"{bin_name} mean")
-        overall = _overall_mean(raw, "utilization")
+def draw_utilization(figure: StepFigure, path: Path | str) -> Path:
+    """Mean utilization per bin over the trace (x in days), with the run's overall one."""
+    fig, ax = _figure(9.0, 4.0)
+    ax.set_title(figure.title)
+    for label, values in figure.lines:
+        ax.step(figure.days, values, where="post", color="tab:blue", label=label)
+    if figure.lines and figure.overall is not None:
+        overall = figure.overall
         ax.axhline(overall, color="tab:red", linestyle="--", label=f"overall: {overall:.1%}")
         ax.legend(loc="lower right", fontsize=8)
     # Above 1 only if the schedule overcommits the machine: show it rather than clip it.
-    peak = binned["utilization"].max()
-    ax.set_ylim(0.0, max(1.05, float(peak or 0.0) * 1.05))  # type: ignore[arg-type]
+    ax.set_ylim(0.0, max(1.05, (figure.peak or 0.0) * 1.05))
     ax.set_xlabel("time (days)")
+    bin_name = figure.bin_name
     ax.set_ylabel(f"busy cores / total cores\n({bin_name} means)" if bin_name else "utilization")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
 
-def _overall_mean(series: pl.DataFrame, column: str) -> float:
-    """Time-weighted mean of a step column from the first to the last event.
+def draw_queue(figure: StepFigure, path: Path | str) -> Path:
+    """Mean number of queued and of running jobs per bin, over the trace (x in days)."""
+    fig, ax = _figure(9.0, 4.0)
+    ax.set_title(figure.title)
+    for label, values in figure.lines:
+        ax.step(figure.days, values, where="post", label=label)
+    if figure.lines:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("time (days)")
+    bin_name = figure.bin_name
+    ax.set_ylabel(f"jobs ({bin_name} means)" if bin_name else "jobs")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
 
-    For a replay that ran to completion this is exactly ``summarize``'s
-    utilization: the span is first submit to last end.
-    """
-    t = series["time_s"].to_numpy()
-    if t.size < 2 or t[-1] == t[0]:
-        return float(series[column][0])
-    values = series[column].to_numpy()[:-1]
-    return float(np.sum(values * np.diff(t)) / (t[-1] - t[0]))
+
+# --------------------------------------------------------------------------- from a result
+
+
+def plot_wait_distribution(result: SimResult, path: Path | str) -> Path:
+    """The wait ECDF of ``result`` (``draw_wait``)."""
+    return draw_wait(wait_figure(result), path)
+
+
+def plot_utilization(
+    result: SimResult, path: Path | str, *, series: pl.DataFrame | None = None
+) -> Path:
+    """Mean utilization per bin over the trace (``draw_utilization``). ``series``
+    is a precomputed :func:`htcsim.schedule.time_series` (computed from
+    ``result`` when omitted)."""
+    return draw_utilization(over_time_figures(result, series)[0], path)
 
 
 def plot_queue_length(
     result: SimResult, path: Path | str, *, series: pl.DataFrame | None = None
 ) -> Path:
-    """Mean number of queued and of running jobs per bin, over the trace (x in days)."""
-    raw, binned, bin_name = _binned(result, series)
-    fig, ax = plt.subplots(figsize=(9.0, 4.0))
-    ax.set_title(_title(result, "Queue"))
-    if binned.height:
-        for column, label in (("queued_jobs", "queued jobs"), ("running_jobs", "running jobs")):
-            ax.step(*_steps(raw, binned, column), where="post", label=label)
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_ylim(bottom=0.0)
-    ax.set_xlabel("time (days)")
-    ax.set_ylabel(f"jobs ({bin_name} means)" if bin_name else "jobs")
-    ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    """Mean queued and running jobs per bin over the trace (``draw_queue``)."""
+    return draw_queue(over_time_figures(result, series)[1], path)

@@ -33,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from rich.table import Table
 
 import htcsim
@@ -48,6 +47,7 @@ from htcsim.metrics import (
     row_duration_unit,
     summarize,
 )
+from htcsim.report.figure_process import FigureProcess
 from htcsim.report.provenance import result_inputs
 from htcsim.schedule import schedule_columns, time_series
 
@@ -62,13 +62,33 @@ def write_results(
     plots: bool = True,
     name: str | None = None,
     inputs: Mapping[str, Any] | None = None,
+    figures: FigureProcess | None = None,
 ) -> dict[str, Path]:
     """Write the result directory (created if needed); returns file name -> path.
 
     Existing files of the same names are overwritten, others are left alone.
     ``plots=False`` skips the figures (the slow part, and useless in a sweep).
     ``name`` and ``inputs`` go to ``summary.json`` (see :func:`build_summary`).
+    The figures are drawn in a process of their own (``figures``, else one
+    started here), handed their few hundred points as soon as the time
+    series is known, while this one writes the tables.
     """
+    own = FigureProcess() if plots and figures is None else None
+    try:
+        return _write(result, out_dir, (figures or own) if plots else None, name, inputs)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _write(
+    result: SimResult,
+    out_dir: Path | str,
+    figures: FigureProcess | None,
+    name: str | None,
+    inputs: Mapping[str, Any] | None,
+) -> dict[str, Path]:
+    """The tables, summary and SWF schedule; the figures drawn by ``figures``."""
     # Imported here: the SWF module is I/O for traces, needed only when writing.
     from htcsim.workload.swf_writer import write_swf
 
@@ -101,6 +121,10 @@ def write_results(
             comment=f"htcsim {htcsim.__version__}: {workload.name} replayed under "
             f"{result.policy.label}",
         )
+        series = drawn = None
+        if figures is not None:  # the time series first: the drawing process waits for it
+            series = time_series(result)
+            drawn = figures.draw(result, series, out)
         table = per_job_table(result)
         table.write_parquet(paths["jobs.parquet"])
         table.write_csv(paths["jobs.csv"])
@@ -109,7 +133,7 @@ def write_results(
             paths["segments.parquet"]
         )
         per_user(result, table=table).write_csv(paths["users.csv"])
-        series = time_series(result)
+        series = time_series(result) if series is None else series
         series.write_parquet(paths["timeseries.parquet"])
         summary = build_summary(result, name=name, inputs=inputs)
         paths["summary.json"].write_text(
@@ -122,20 +146,9 @@ def write_results(
             paths["estimates.csv"] = out / "estimates.csv"
             estimate_errors(result).write_csv(paths["estimates.csv"])
         swf_done.result()
-    if plots:
-        paths.update(_write_plots(result, out, series))
+    if drawn is not None:
+        paths.update(drawn.result())
     return paths
-
-
-def _write_plots(result: SimResult, out: Path, series: pl.DataFrame) -> dict[str, Path]:
-    # Imported here: matplotlib is slow to import and not needed with plots=False.
-    from htcsim.report.plots import plot_queue_length, plot_utilization, plot_wait_distribution
-
-    return {
-        "wait.png": plot_wait_distribution(result, out / "wait.png"),
-        "utilization.png": plot_utilization(result, out / "utilization.png", series=series),
-        "queue.png": plot_queue_length(result, out / "queue.png", series=series),
-    }
 
 
 def build_summary(

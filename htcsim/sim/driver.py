@@ -235,8 +235,7 @@ def node_pool(workload: Workload, policy: Policy, cluster: Cluster | None) -> Cl
 
 def _node_series(feed: ReplayFeed) -> pl.DataFrame:
     """The kernel's recorded series: queue, running, cores, nodes by state, cost rate."""
-    rows, rate = feed.series()
-    columns = np.ascontiguousarray(rows.T)  # one contiguous array per column: no row parsing
+    columns, rate = feed.series()  # one contiguous array per column: no row parsing
     return pl.DataFrame(
         {**{name: columns[k] for k, name in enumerate(SERIES_COLUMNS)}, "cost_per_h": rate}
     )
@@ -331,6 +330,18 @@ def run_replay(
     return time.perf_counter() - began
 
 
+def run_from(
+    t0: int,
+    feed: ReplayFeed,
+    progress: ProgressCallback | None,
+    step: Callable[[object, int], int] | None,
+) -> tuple[float, int]:
+    """Run the driver process from ``t0`` to the end in an environment of its
+    own: the wall-clock seconds it took and the clock's time at the end."""
+    env = simpy.Environment(initial_time=t0)
+    return run_replay(env, feed, progress, step), int(env.now)
+
+
 def workload_dependencies(jobs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(child row, parent row, think time) from SWF's preceding job (field 17)
     and think time (field 18): the child waits for the parent to end, then the
@@ -401,11 +412,23 @@ def _replay(
     ``before(now)`` runs before the step at ``now`` when ``now`` has reached
     the mark it last returned (so only at the few steps it asks for), and
     returns the next mark.
+
+    Without a custom step or ``before`` the driver wakes up only at the times
+    that can decide something: the feed's ``advance`` runs, after each step,
+    the following steps that hold only completions with nothing queued (same
+    steps, same order, same times), so SimPy schedules one timeout per
+    deciding time instead of one per event time. The clock then goes to the
+    last step's time, which ends the replay.
     """
     raw_feed, state = feed.raw
     # completions due, arrivals, one scheduling pass, the started jobs'
     # completions: one call into the kernel per distinct event time
-    step = custom_step if custom_step is not None else raw_feed.step  # type: ignore[attr-defined]
+    if custom_step is not None:
+        step = custom_step
+    elif before is not None:  # it must see every step's time: one at a time
+        step = raw_feed.step  # type: ignore[attr-defined]
+    else:
+        step = raw_feed.advance  # type: ignore[attr-defined]
     timeout = env.timeout
     countdown = PROGRESS_EVERY_STEPS
     clock = int(env.now)
@@ -424,6 +447,9 @@ def _replay(
         if countdown == 0 and progress is not None:
             countdown = PROGRESS_EVERY_STEPS
             progress(raw_feed.n_events)  # type: ignore[attr-defined]
+    last = int(raw_feed.last_s)  # type: ignore[attr-defined]
+    if last > clock:  # (steps advance ran after the last wake-up)
+        yield timeout(last - clock)
     if progress is not None:
         progress(raw_feed.n_events)  # type: ignore[attr-defined]
 

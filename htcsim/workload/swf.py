@@ -10,10 +10,12 @@ and the rules a data line must meet are ``htcsim.workload.swf_fields``; writing 
 ``htcsim.workload.swf_writer``.
 
 Speed matters because experiments reload whole logs (HPC2N: 202,871 jobs) many times.
-The bulk of the data is therefore parsed without a Python loop per line: the
-whitespace-aligned columns are rewritten into a comma-separated buffer with NumPy and
-bytes operations, and polars parses that buffer in Rust. Only when that fast path
-meets something it cannot vouch for (a comment among the data, a blank line, a wrong
+The bulk of the data is therefore parsed without a Python loop per line: plain data
+(every line 18 plain numbers) in one pass over the bytes in C (``htcsim.kernel.
+swf_columns``); data that is not quite plain (a whole number written ``12.0``) by
+rewriting the whitespace-aligned columns into a comma-separated buffer with NumPy and
+bytes operations, which polars parses in Rust. Only when those fast paths meet
+something they cannot vouch for (a comment among the data, a blank line, a wrong
 field count, a token that is not a number) does the reader fall back to a scan line
 by line, whose only job is to find and name the exact bad line.
 """
@@ -29,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from htcsim.model import JOB_DTYPE, Machine, Workload, empty_jobs
 from htcsim.workload.swf_fields import (
@@ -64,10 +65,7 @@ _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
 _BLANK_LINE = re.compile(rb"\n[ \t\r\v\f]*\n")
 _SEMICOLON = ord(";")
 
-_SCHEMA_TYPED = {
-    f"f{j}": (pl.Float64 if j in _FLOAT_FIELDS else pl.Int64) for j in range(1, N_FIELDS + 1)
-}
-_SCHEMA_FLOAT = {f"f{j}": pl.Float64 for j in range(1, N_FIELDS + 1)}
+_DECIMAL = np.array([j in _FLOAT_FIELDS for j in range(1, N_FIELDS + 1)], dtype=np.int8)
 
 
 class SWFError(ValueError):
@@ -263,6 +261,15 @@ _CHUNK_BYTES = 1 << 22
 
 
 def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
+    """Parse data lines (no comments expected) into 18 columns, or ``None`` to fall back:
+    in C when the data is plain (``_plain_columns``), else through polars (``_csv_columns``)."""
+    if not rest:
+        return None
+    plain = _plain_columns(rest)
+    return plain if plain is not None else _csv_columns(rest)
+
+
+def _csv_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     """Parse data lines (no comments expected) into 18 columns, or ``None`` to fall back.
 
     The first blank after every token becomes a comma (NumPy, in place) and
@@ -277,6 +284,8 @@ def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     """
     if not rest or b";" in rest or b"," in rest:
         return None
+    import polars as pl  # (only here: plain logs never need it)
+
     if any(ch in rest for ch in (b"\t", b"\r", b"\v", b"\f")):
         rest = rest.translate(_SPACE_TABLE)
     buf = bytearray(rest)
@@ -302,8 +311,10 @@ def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     del squeezed
     if trailing_blanks:  # the first blank after a line's last token became a comma
         csv = csv.replace(b",\n", b"\n")
+    typed = {f"f{j}": pl.Float64 if _DECIMAL[j - 1] else pl.Int64 for j in range(1, N_FIELDS + 1)}
+    floats = {f"f{j}": pl.Float64 for j in range(1, N_FIELDS + 1)}
     frame: pl.DataFrame | None = None
-    for schema in (_SCHEMA_TYPED, _SCHEMA_FLOAT):  # float retry: "12.0" in a whole field
+    for schema in (typed, floats):  # float retry: "12.0" in a whole field
         try:
             frame = pl.read_csv(
                 csv, has_header=False, separator=",", schema=schema, quote_char=None
@@ -316,6 +327,22 @@ def _fast_columns(rest: bytes) -> dict[int, np.ndarray] | None:
     if frame is None or frame.height != n_lines or any(frame.null_count().row(0)):
         return None
     return {j: frame.get_column(f"f{j}").to_numpy() for j in range(1, N_FIELDS + 1)}
+
+
+def _plain_columns(rest: bytes) -> dict[int, np.ndarray] | None:
+    """The 18 columns of plain data (plain integers, plain decimals in the decimal
+    fields), parsed in C; ``None`` when the data is anything else."""
+    from htcsim.kernel import swf_columns  # (loads the compiled module: not for headers)
+
+    parsed = swf_columns(rest, _DECIMAL)
+    if parsed is None:
+        return None
+    whole, decimal = parsed
+    rows = np.cumsum(_DECIMAL) - 1, np.cumsum(1 - _DECIMAL) - 1
+    return {
+        j: decimal[rows[0][j - 1]] if _DECIMAL[j - 1] else whole[rows[1][j - 1]]
+        for j in range(1, N_FIELDS + 1)
+    }
 
 
 def _slow_rows(data: bytes, max_jobs: int | None) -> tuple[_Rows, list[tuple[int, str]]]:
