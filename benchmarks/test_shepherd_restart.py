@@ -63,7 +63,10 @@ def test_kill_9_of_the_worker_to_a_healthy_agent(
             assert now["status"] == "ok"
             return (now["shepherd"]["pid"], now["shepherd"]["restarts"]), {}
 
+        kills: list[int] = []
+
         def kill_and_recover(worker: int, restarts: int) -> None:
+            kills.append(worker)
             os.kill(worker, signal.SIGKILL)
             while True:
                 now = shepherd()
@@ -78,7 +81,7 @@ def test_kill_9_of_the_worker_to_a_healthy_agent(
             assert running() == pids, "every job adopted: the same processes run"
 
         benchmark.pedantic(kill_and_recover, setup=setup, rounds=ROUNDS, iterations=1)
-        assert shepherd()["shepherd"]["restarts"] == ROUNDS
+        assert shepherd()["shepherd"]["restarts"] == len(kills)  # ROUNDS, or 1 untimed
     best = benchmark.stats.stats.min
     benchmark.extra_info["seconds_min"] = round(best, 4)
     print(f"\nkill -9 of the shepherd worker to a healthy agent ({containment}): {best:.3f} s")

@@ -58,17 +58,18 @@ def _measure(
             rss_kib.append(int(m))
 
     benchmark.pedantic(once, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    best = min(walls[1:])  # the first run is the warm-up
+    timed = walls[1:] or walls  # the first run is the warm-up; untimed, there is one run
+    best = min(timed)
     benchmark.extra_info["wall_ms_min"] = round(best * 1000, 1)
     benchmark.extra_info["starts_per_second"] = round(1 / best, 1)
     if TIME:
-        benchmark.extra_info["time_e_s_min"] = min(elapsed[1:])
+        benchmark.extra_info["time_e_s_min"] = min(elapsed[1:] or elapsed)
         benchmark.extra_info["max_rss_mib"] = round(max(rss_kib) / 1024, 1)
     label = " ".join(args[3:] if args[:3] == HTCSIM else args)
     print(
-        f"\n{label}: {best * 1000:.0f} ms per process (min of {ROUNDS})"
+        f"\n{label}: {best * 1000:.0f} ms per process (min of {len(timed)})"
         + (
-            f", /usr/bin/time %e min {min(elapsed[1:]):.2f} s, max RSS "
+            f", /usr/bin/time %e min {min(elapsed[1:] or elapsed):.2f} s, max RSS "
             f"{max(rss_kib) / 1024:.0f} MiB"
             if TIME
             else "; no /usr/bin/time"

@@ -8,6 +8,7 @@ of a parent that succeeded stayed pending until the agent restarted."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,15 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from htcsim.agent.config import AgentConfig, local_nodes
+from htcsim.agent.engine.loop import Engine
+from htcsim.agent.engine.principal import Principal
 from htcsim.agent.engine.replay_log import replay_decision_log
-from htcsim.agent.store.jobs import AgentStore
+from htcsim.agent.engine.state import _Command
+from htcsim.agent.store.jobs import AgentStore, NewJob
 from htcsim.cli.app import app
-from tests.agent_harness import AgentProcess, running_agent, wait_for
+from htcsim.policy import Policy
+from tests.agent_harness import AgentProcess, kill_jobs_of, running_agent, wait_for
 
 FINAL = ("completed", "failed", "cancelled", "timeout", "node_fail")
 BOUND_S = 15  # seconds: far longer than a pass; a job left pending fails the test
@@ -129,3 +135,58 @@ def test_the_log_replays_with_no_difference(client: httpx.Client, agent: AgentPr
     out = CliRunner().invoke(app, ["replay-log", "--db", str(db)])
     assert out.exit_code == 0, out.output
     assert "0 difference(s)" in out.output
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A real engine (store, kernel, shepherd) whose loop is not started: the
+    test hands it its turns, so that it chooses what shares one."""
+    config = AgentConfig(
+        state_dir=tmp_path / "state", allow_root=True, run_jobs_as="agent", nodes=1
+    )
+    engine = Engine(config, Policy(), local_nodes(config))
+    engine._shepherd_at_start()
+    engine._recover()
+    yield engine
+    engine.executor.shutdown(kill_jobs=True)
+    engine.store.close()
+    kill_jobs_of(config.state_dir)
+
+
+def test_a_child_submitted_in_the_turn_its_parent_is_cancelled_names_the_parent(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A parent's end and a new dependent's submission can share one turn: the
+    cascade it sets off (a dependency cancel) is decided in that turn and not
+    yet stored when the submission reads its parents' states. The new child is
+    cancelled with the cause it would have had a turn later. Found on a loaded
+    machine: the cause said only "a dependency can never be satisfied"."""
+    root = Principal("root", "admin")
+
+    def job(**fields: Any) -> NewJob:
+        return NewJob(
+            user="root", command=["true"], cwd=str(tmp_path), cores=1, walltime_s=60, **fields
+        )
+
+    def submission(*jobs: NewJob) -> tuple[_Command, Future[list[int]]]:
+        done: Future[list[int]] = Future()
+        return _Command("submit", (root, list(jobs), None, None, list), done), done
+
+    command, first = submission(job(), job(after=((0, "afternotok", 0),)))
+    engine._turn([command])  # stored, admitted and the parent launched
+    parent, not_ok = first.result(timeout=0)
+    exits: list[_Command] = []
+
+    def parent_exited() -> bool:  # /bin/true runs for real; its exit is queued, unapplied
+        exits.extend(engine._take(0.1))
+        return any(c.kind == "exit" for c in exits)
+
+    wait_for(parent_exited)
+    command, child = submission(job(depends_on=((not_ok, "afterok", 0),)))
+    engine._turn([*exits, command])  # the parent's exit, then the submission
+    [grand_ok] = child.result(timeout=0)
+    states = engine.store.states_of([parent, not_ok, grand_ok])
+    assert states == {parent: "completed", not_ok: "cancelled", grand_ok: "cancelled"}
+    assert engine.store.history(grand_ok)[-1][2] == (
+        f"dependency afterok on job {not_ok} can never be satisfied (job {not_ok} ended cancelled)"
+    )

@@ -146,6 +146,9 @@ class Admission(EngineState):
         for p in parents:
             if p not in states:
                 raise EngineError(f"dependency on unknown job {p}", field="depends_on")
+        for change in self._changes:  # ends decided this turn, not yet in the store
+            if change.job_id in parents and change.state in FINAL_STATES:
+                states[change.job_id] = change.state
         ids = self.store.add_jobs(jobs, now=self._now_f, workflow=workflow)
         result = answer(ids)
         if keyed is not None:
