@@ -46,7 +46,7 @@ def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> No
         work.mkdir()
         with (
             running_agent(
-                tmp_path, backend="dask", scheduler=site.address, sample_interval_s=60.0
+                tmp_path, backend="dask", **site.agent_settings(), sample_interval_s=60.0
             ) as agent,
             agent.client() as api,
         ):
@@ -85,7 +85,7 @@ def test_failover_after_a_worker_sigkill(benchmark, tmp_path: Path) -> None:
     try:
         with (
             running_agent(
-                tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=15.0
+                tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=15.0
             ) as agent,
             agent.client() as api,
         ):
