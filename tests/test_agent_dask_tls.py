@@ -177,6 +177,33 @@ def test_a_certificate_from_another_ca_is_refused(site: DaskSite, tmp_path: Path
     assert not marker.exists()
 
 
+def test_an_agent_with_another_ca_s_certificate_stops_with_one_line(
+    site: DaskSite, tmp_path: Path
+) -> None:
+    """The real agent, given a certificate the site's CA never signed: the
+    scheduler refuses it and the start ends with one line that says TLS."""
+    other = tmp_path / "other"
+    make_certs(other)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nallow_root = true\nrun_jobs_as = "agent"\n'
+        f'backend = "dask"\nscheduler = "{site.address}"\n'
+        f'tls_ca_file = "{other / "ca.pem"}"\n'
+        f'tls_cert = "{other / "agent.pem"}"\ntls_key = "{other / "agent-key.pem"}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "htcsim", "agent", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=READY_S,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot reach the Dask scheduler {site.address}" in errors[0]
+    assert "signed by tls_ca_file" in errors[0]
+
+
 # ---------------------------------------------------------------------- settings
 
 

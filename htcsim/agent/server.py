@@ -89,8 +89,14 @@ class Agent:
                     config.scheduler, timeout="20s", set_as_default=False, security=security
                 )
             except (OSError, ValueError) as exc:
+                hint = (
+                    " (TLS: the scheduler's certificate must be signed by tls_ca_file, and "
+                    "tls_cert by the CA the scheduler trusts)"
+                    if security is not None
+                    else ""
+                )
                 raise AgentStartError(
-                    f"cannot reach the Dask scheduler {config.scheduler}: {exc}"
+                    f"cannot reach the Dask scheduler {config.scheduler}: {exc}{hint}"
                 ) from exc
             nodes = wait_for_workers(client, config.heartbeat_timeout_s, 60.0)
             self.engine = Engine(
