@@ -22,7 +22,9 @@ def test_burst_grows_and_idleness_shrinks_the_pool(benchmark, tmp_path: Path) ->
     work.mkdir()
     timings: dict[str, float] = {}
     with (
-        running_agent(tmp_path, policy=autoscale_policy(1, 4, idle_s=2), tables=POOL) as agent,
+        running_agent(
+            tmp_path, policy=autoscale_policy(1, 4, idle_s=2), tables=POOL, dask_insecure=True
+        ) as agent,
         agent.client() as api,
     ):
         wait_for(lambda: _with_worker(_nodes(api)) == 1, timeout=60)

@@ -1,8 +1,9 @@
 """The agent on Dask: 10,000 ``/bin/true`` jobs on 4 worker processes through
 the agent (policy on), next to raw Dask running the same processes pinned to
 the same workers with no scheduling policy, measured in the same run (its
-best: one ``Client.map`` per worker; a ``submit`` per job is slower); and
-the time from a worker's SIGKILL to its job running elsewhere."""
+best: one ``Client.map`` per worker; a ``submit`` per job is slower), over
+plain TCP (``dask_insecure``) and over TLS with client certificates (the
+default); and the time from a worker's SIGKILL to its job running elsewhere."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from distributed import Client
+from distributed.security import Security
 
 from benchmarks.conftest import sized
 from tests.agent_harness import running_agent, wait_for
@@ -25,11 +28,24 @@ SAME = {f"w-{k}": "cores=8,mem_mib=2000,gpus=0" for k in range(4)}
 through the agent as raw Dask runs."""
 
 
-def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> None:
+def _security(site: DaskSite) -> Security | None:
+    """The agent's certificate, for the raw Dask client of a TLS site."""
+    if site.certs is None:
+        return None
+    return Security(
+        require_encryption=True,
+        tls_ca_file=str(site.certs / "ca.pem"),
+        tls_client_cert=str(site.certs / "agent.pem"),
+        tls_client_key=str(site.certs / "agent-key.pem"),
+    )
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path, tls: bool) -> None:
     n = sized(benchmark, N, 2_000)
-    site = DaskSite(tmp_path, SAME)
+    site = DaskSite(tmp_path, SAME, tls=tls)
     try:
-        client = Client(site.address, set_as_default=False)
+        client = Client(site.address, set_as_default=False, security=_security(site))
         client.wait_for_workers(len(SAME), timeout=60)
         workers = sorted(client.scheduler_info()["workers"])
         t0 = time.perf_counter()
@@ -46,7 +62,7 @@ def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> No
         work.mkdir()
         with (
             running_agent(
-                tmp_path, backend="dask", scheduler=site.address, sample_interval_s=60.0
+                tmp_path, backend="dask", **site.agent_settings(), sample_interval_s=60.0
             ) as agent,
             agent.client() as api,
         ):
@@ -67,9 +83,11 @@ def test_ten_thousand_true_on_four_dask_workers(benchmark, tmp_path: Path) -> No
     rate = n / benchmark.stats.stats.min
     benchmark.extra_info["jobs_per_second"] = round(rate)
     benchmark.extra_info["raw_dask_jobs_per_second"] = round(raw)
+    benchmark.extra_info["transport"] = "tls" if tls else "tcp"
     print(
-        f"\n10,000 /bin/true on 4 Dask workers: agent {rate:,.0f} jobs/s, "
-        f"raw Dask (no policy) {raw:,.0f} jobs/s in the same run ({rate / raw:.0%})"
+        f"\n{n:,} /bin/true on 4 Dask workers over {'TLS' if tls else 'TCP'}: agent "
+        f"{rate:,.0f} jobs/s, raw Dask (no policy) {raw:,.0f} jobs/s in the same run "
+        f"({rate / raw:.0%})"
     )
 
 
@@ -85,7 +103,7 @@ def test_failover_after_a_worker_sigkill(benchmark, tmp_path: Path) -> None:
     try:
         with (
             running_agent(
-                tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=15.0
+                tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=15.0
             ) as agent,
             agent.client() as api,
         ):

@@ -1,5 +1,7 @@
 """A real Dask site for the agent's tests and benchmarks: a scheduler and
-worker processes on 127.0.0.1, each worker a node with declared resources."""
+worker processes on 127.0.0.1, each worker a node with declared resources;
+with ``tls``, they speak TLS only, with certificates ``htcsim agent certs``
+made (the agent's own in ``agent_settings``)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,32 @@ import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from tests.agent_harness import READY_S, free_port
+
+
+def make_certs(out_dir: Path) -> None:
+    """A CA and the three roles' certificates, by the real command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "htcsim", "agent", "certs", str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=READY_S,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def tls_settings(certs: Path) -> dict[str, str]:
+    """The agent's TLS settings for the files ``make_certs`` wrote in ``certs``."""
+    return {
+        "tls_ca_file": str(certs / "ca.pem"),
+        "tls_cert": str(certs / "agent.pem"),
+        "tls_key": str(certs / "agent-key.pem"),
+    }
+
 
 WORKERS = {  # name -> declared resources
     "big-0": "cores=4,mem_mib=4000,gpus=0",
@@ -24,15 +48,24 @@ class DaskSite:
     """A scheduler and its workers, each a process of its own."""
 
     def __init__(
-        self, tmp_path: Path, workers: dict[str, str] | None = None, *, nanny: bool = False
+        self,
+        tmp_path: Path,
+        workers: dict[str, str] | None = None,
+        *,
+        nanny: bool = False,
+        tls: bool = False,
     ) -> None:
         """``nanny``: each worker runs under a nanny process (``dask worker``'s
         default, as in the Kubernetes manifests); ``workers[name]`` is then the
-        nanny's process."""
+        nanny's process. ``tls``: certificates in ``tmp_path/certs`` (made by the
+        real ``htcsim agent certs``), the scheduler and the workers given theirs."""
         self.declared = workers or WORKERS
         self.nanny = nanny
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.certs = tmp_path / "certs" if tls else None
+        if self.certs is not None:
+            make_certs(self.certs)
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
         self.logs = tmp_path / "dask"
         self.logs.mkdir()
         self.scheduler = self._spawn(
@@ -46,9 +79,30 @@ class DaskSite:
                 "--port",
                 str(self.port),
                 "--no-dashboard",
+                *self.tls_flags("scheduler"),
             ],
         )
         self.workers = {name: self.start_worker(name) for name in self.declared}
+
+    def tls_flags(self, role: str) -> list[str]:
+        """The ``dask scheduler`` / ``dask worker`` TLS options for ``role``'s files."""
+        if self.certs is None:
+            return []
+        return [
+            "--tls-ca-file",
+            str(self.certs / "ca.pem"),
+            "--tls-cert",
+            str(self.certs / f"{role}.pem"),
+            "--tls-key",
+            str(self.certs / f"{role}-key.pem"),
+        ]
+
+    def agent_settings(self) -> dict[str, Any]:
+        """The agent's settings for this site: its scheduler, and the agent's
+        certificate with TLS, else ``dask_insecure``."""
+        if self.certs is None:
+            return {"scheduler": self.address, "dask_insecure": True}
+        return {"scheduler": self.address, **tls_settings(self.certs)}
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
@@ -75,6 +129,7 @@ class DaskSite:
                 "--no-dashboard",
                 "--host",
                 "127.0.0.1",
+                *self.tls_flags("worker"),
             ],
         )
 

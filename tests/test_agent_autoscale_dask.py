@@ -17,6 +17,7 @@ import psutil
 from htcsim.agent.engine.replay_log import replay_decision_log
 from htcsim.agent.store.jobs import AgentStore
 from tests.agent_harness import JOB_S, READY_S, running_agent, wait_for
+from tests.dask_harness import make_certs, tls_settings
 
 POOL = """
 [cluster]
@@ -75,15 +76,20 @@ def _job(client: httpx.Client, job: int) -> dict[str, Any]:
 
 
 def test_a_burst_grows_the_pool_to_its_bound_and_idleness_shrinks_it(tmp_path: Path) -> None:
+    """With the agent's TLS settings: the cluster it starts speaks TLS only."""
     work = tmp_path / "work"
     work.mkdir()
     runs = work / "runs"
+    make_certs(tmp_path / "certs")
     with (
-        running_agent(tmp_path, policy=autoscale_policy(1, 3), tables=POOL) as agent,
+        running_agent(
+            tmp_path, policy=autoscale_policy(1, 3), tables=POOL, **tls_settings(tmp_path / "certs")
+        ) as agent,
         agent.client() as client,
     ):
         # the minimum comes up at start; the rest of the pool is off
         wait_for(lambda: _with_worker(_nodes(client)) == 1, timeout=READY_S)
+        assert client.get("/cluster").json()["pool"]["scheduler"].startswith("tls://127.0.0.1:")
         nodes = _nodes(client)
         assert len(nodes) == 4 and {n["type"] for n in nodes} == {"std"}
         assert sorted(n["state"] for n in nodes) == ["idle", "off", "off", "off"]
@@ -146,7 +152,11 @@ def test_a_lost_pool_worker_is_replaced_and_its_job_runs_again(tmp_path: Path) -
     work.mkdir()
     with (
         running_agent(
-            tmp_path, policy=autoscale_policy(2, 2), tables=POOL, heartbeat_timeout_s=5.0
+            tmp_path,
+            policy=autoscale_policy(2, 2),
+            tables=POOL,
+            heartbeat_timeout_s=5.0,
+            dask_insecure=True,
         ) as agent,
         agent.client() as client,
     ):

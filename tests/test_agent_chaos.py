@@ -141,7 +141,7 @@ def test_dask_agent_and_workers_killed_at_random(tmp_path: Path) -> None:
     site = DaskSite(tmp_path)
     try:
         with running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=5.0
         ) as agent:
             with agent.client() as client:
                 wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 4, timeout=READY_S)

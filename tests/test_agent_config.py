@@ -11,7 +11,7 @@ import pytest
 from htcsim.agent.config import AgentConfigError, ClusterConfig, load_agent_config
 from htcsim.agent.executors.dask.cluster_pool import create_manager
 
-GOOD = """
+GOOD = """dask_insecure = true
 [cluster]
 manager = "distributed.LocalCluster"
 node_type = "std"

@@ -43,7 +43,7 @@ def test_jobs_run_on_the_worker_the_kernel_chose(site: DaskSite, tmp_path: Path)
     work.mkdir()
     with (
         running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=5.0
         ) as agent,
         agent.client() as client,
     ):
@@ -72,7 +72,7 @@ def test_a_killed_worker_s_jobs_run_elsewhere(site: DaskSite, tmp_path: Path) ->
     work.mkdir()
     with (
         running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=5.0
         ) as agent,
         agent.client() as client,
     ):
@@ -117,7 +117,7 @@ def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_p
     runs = work / "runs"
     with (
         running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=3.0
+            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=3.0
         ) as agent,
         agent.client() as client,
     ):
@@ -150,7 +150,7 @@ def test_drain_waits_for_running_jobs_then_retires_the_worker(
     go = work / "go"
     with (
         running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=5.0
+            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=5.0
         ) as agent,
         agent.client() as client,
     ):
@@ -203,7 +203,7 @@ def test_a_lost_worker_is_down_until_replaced_and_its_samples_go(tmp_path: Path)
             running_agent(
                 tmp_path,
                 backend="dask",
-                scheduler=site.address,
+                **site.agent_settings(),
                 heartbeat_timeout_s=5.0,
                 sample_interval_s=0.2,
             ) as agent,
@@ -253,7 +253,7 @@ def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> N
             running_agent(
                 tmp_path,
                 backend="dask",
-                scheduler=site.address,
+                **site.agent_settings(),
                 heartbeat_timeout_s=5.0,
                 kill_grace_s=grace_s,
             ) as agent,

@@ -92,11 +92,18 @@ def test_the_mode_follows_the_agents_account_and_owner_needs_root() -> None:
 
 
 def test_dask_jobs_run_as_their_worker_and_owner_mode_is_refused_there() -> None:
-    dask = AgentConfig(backend="dask", scheduler="tcp://127.0.0.1:8786", allow_root=True)
+    dask = AgentConfig(
+        backend="dask", scheduler="tcp://127.0.0.1:8786", dask_insecure=True, allow_root=True
+    )
     assert dask.jobs_run_as(euid=0) == "worker"
     assert "every job runs as the account of the Dask worker" in check_identity(dask, euid=0)
     with pytest.raises(AgentConfigError, match="run_jobs_as owner needs the local backend"):
-        AgentConfig(backend="dask", scheduler="tcp://127.0.0.1:8786", run_jobs_as="owner").check()
+        AgentConfig(
+            backend="dask",
+            scheduler="tcp://127.0.0.1:8786",
+            dask_insecure=True,
+            run_jobs_as="owner",
+        ).check()
 
 
 def test_the_cli_refuses_a_bad_mode_naming_the_key(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from click.testing import CliRunner as ClickRunner
 from typer.testing import CliRunner
 
 from htcsim.agent.api.auth import TokenFileError, load_tokens
-from htcsim.agent.config import DEFAULT_PORT, load_agent_config
+from htcsim.agent.certs import ROLES, make_certs
+from htcsim.agent.config import DEFAULT_PORT, AgentConfig, load_agent_config
+from htcsim.agent.executors.dask.security import cluster_security
 from htcsim.agent.metrics import METRIC_NAMES, AgentMetrics
 from htcsim.cli.app import app
 from htcsim.policy import load_policy
@@ -45,6 +47,9 @@ KUSTOMIZE_S = 60.0
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "htcsim-dashboard.json"
 DOCS = ROOT / "docs" / "deploy.md"
+README = ROOT / "README.md"
+TLS_SECRET = "htcsim-dask-tls"
+SCHEDULER = "tls://dask-scheduler:8786"
 
 
 METRIC_REF = re.compile(r"(?<![A-Za-z0-9_:])htcsim_[A-Za-z0-9_:]*")
@@ -334,13 +339,63 @@ def test_dask_scheduler_matches_what_agent_and_workers_connect_to() -> None:
     service = find("Service", "dask-scheduler")
     ports = {p["port"] for p in service["spec"]["ports"]}
     assert {8786, 8787} <= ports
-    address = f"tcp://{service['metadata']['name']}:8786"
+    address = f"tls://{service['metadata']['name']}:8786"
+    assert address == SCHEDULER
     agent_args = container(find("StatefulSet", "htcsim-agent"))["args"]
     assert option(agent_args, "--scheduler") == address
     workers = worker_deployments()
     assert len(workers) >= 2
     for worker in workers:
         assert container(worker)["args"][0] == address
+
+
+def tls_mounts(doc: dict[str, Any]) -> dict[str, str]:
+    """File name -> the path where the pod of ``doc`` holds that key of the
+    TLS Secret (checks that the volume is that Secret, read-only, 0440)."""
+    pod = doc["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == TLS_SECRET)
+    secret = volume["secret"]
+    assert secret["defaultMode"] == 0o440
+    mount = next(m for m in container(doc)["volumeMounts"] if m["name"] == volume["name"])
+    assert mount["readOnly"] is True
+    return {item["key"]: f"{mount['mountPath']}/{item['path']}" for item in secret["items"]}
+
+
+def assert_dask_tls(doc: dict[str, Any], role: str) -> None:
+    """A Dask pod of ``role`` gets its own certificate and the CA from the
+    Secret (never another role's key), passes them with the TLS flags, and
+    binds its comm port to the pod's own address."""
+    files = tls_mounts(doc)
+    assert set(files) == {"ca.pem", f"{role}.pem", f"{role}-key.pem"}
+    args = container(doc)["args"]
+    assert option(args, "--tls-ca-file") == files["ca.pem"]
+    assert option(args, "--tls-cert") == files[f"{role}.pem"]
+    assert option(args, "--tls-key") == files[f"{role}-key.pem"]
+    assert option(args, "--host") == "$(POD_IP)"
+    env = {e["name"]: e for e in container(doc)["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert doc["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 1000
+
+
+def test_dask_pods_speak_tls_with_the_certificates_of_the_secret(tmp_path: Path) -> None:
+    """The scheduler and every worker pass --tls-* for the files of the Secret
+    ``htcsim agent certs`` fills; the agent's settings name its own files where
+    its pod mounts them."""
+    assert set(ROLES) == {"scheduler", "worker", "agent"}
+    assert_dask_tls(find("Deployment", "dask-scheduler"), "scheduler")
+    for worker in worker_deployments():
+        assert_dask_tls(worker, "worker")
+    statefulset = find("StatefulSet", "htcsim-agent")
+    files = tls_mounts(statefulset)
+    assert set(files) == {"ca.pem", "agent.pem", "agent-key.pem"}
+    (tmp_path / "agent.toml").write_text(find("ConfigMap", "htcsim-config")["data"]["agent.toml"])
+    config = load_agent_config(tmp_path / "agent.toml").with_overrides(
+        backend="dask", scheduler=option(container(statefulset)["args"], "--scheduler")
+    )
+    assert not config.dask_insecure
+    assert str(config.tls_ca_file) == files["ca.pem"]
+    assert str(config.tls_cert) == files["agent.pem"]
+    assert str(config.tls_key) == files["agent-key.pem"]
 
 
 def test_worker_resources_match_what_the_node_declares() -> None:
@@ -477,6 +532,44 @@ def test_docs_name_existing_files_and_serve_flags() -> None:
             assert not unknown_serve_flags(args), f"docs/deploy.md: {line.strip()}"
 
 
+DASK_COMMAND = re.compile(r"(?:\bdask|--entrypoint dask \S+)\s+(scheduler|worker)\b(.*)")
+
+
+def dask_commands(text: str) -> list[tuple[str, list[str]]]:
+    """Every ``dask scheduler`` / ``dask worker`` command line of the code
+    blocks of a document (continuation lines joined), as (command, arguments)."""
+    blocks = "\n".join(re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M))
+    joined = re.sub(r"\\\n\s*", " ", blocks)
+    return [
+        (m.group(1), m.group(2).split())
+        for line in joined.splitlines()
+        if (m := DASK_COMMAND.search(line)) and "--" in m.group(2)
+    ]
+
+
+@pytest.mark.parametrize("path", [README, DOCS], ids=lambda p: p.name)
+def test_docs_dask_commands_speak_tls_and_bind_to_named_addresses(path: Path) -> None:
+    """The README's and docs/deploy.md's Dask commands: each passes the three
+    TLS files of ``htcsim agent certs`` for its role, binds to an address it
+    names (never all interfaces), and every scheduler address is tls://."""
+    commands = dask_commands(path.read_text())
+    assert {c for c, _ in commands} == {"scheduler", "worker"}, commands
+    for command, args in commands:
+        where = f"{path.name}: dask {command} {' '.join(args)}"
+        assert not {a for a in args if a.startswith("--")} - dask_flags(command), where
+        assert option(args, "--tls-ca-file").endswith("/ca.pem"), where
+        assert option(args, "--tls-cert").endswith(f"/{command}.pem"), where
+        assert option(args, "--tls-key").endswith(f"/{command}-key.pem"), where
+        assert option(args, "--host") not in ("0.0.0.0", "::", ""), where
+        if command == "worker":
+            assert args[0].startswith("tls://"), where
+    text = path.read_text()
+    for address in re.findall(r"--scheduler[ =](\S+)", text) + re.findall(
+        r'scheduler = "([^"]+)"', text
+    ):
+        assert address.startswith("tls://"), f"{path.name}: scheduler {address}"
+
+
 # --- the agent's cluster managers ([cluster]) -----------------------------------
 
 DASK_EXAMPLES = DEPLOY / "dask"
@@ -490,13 +583,18 @@ def test_cluster_manager_examples_load_and_declare_their_node(path: Path) -> Non
     declared = options.get("resources") or _resources_arg(options.get("worker_extra_args", []))
     assert int(declared["cores"]) == config.cluster.cores
     assert int(declared["mem_mib"]) == config.cluster.mem_mib
+    # the cluster the agent starts speaks TLS: the example names the files
+    # `htcsim agent certs` writes
+    assert not config.dask_insecure
+    names = {Path(str(getattr(config, k))).name for k in ("tls_ca_file", "tls_cert", "tls_key")}
+    assert names == {"ca.pem", "agent.pem", "agent-key.pem"}
 
 
 def _resources_arg(args: list[str]) -> dict[str, str]:
     return dict(item.split("=") for item in option(args, "--resources").split(","))
 
 
-def test_slurm_example_makes_batch_jobs_that_declare_the_node() -> None:
+def test_slurm_example_makes_batch_jobs_that_declare_the_node(tmp_path: Path) -> None:
     """The real dask-jobqueue SLURMCluster, from the example's options: its
     batch script starts one worker declaring the node (no Slurm needed)."""
     from dask_jobqueue import SLURMCluster
@@ -514,9 +612,21 @@ def test_slurm_example_makes_batch_jobs_that_declare_the_node() -> None:
         "port": 0,
         "dashboard_address": "127.0.0.1:0",
     }
-    cluster = SLURMCluster(**options)
+    # the example's TLS settings, with files made here: the scheduler speaks TLS
+    # and each batch job's worker gets the files on its command line
+    make_certs(tmp_path / "certs")
+    assert config.tls_ca_file is not None and not config.dask_insecure
+    mine = AgentConfig(
+        backend="dask",
+        scheduler="tls://h:8786",
+        **{
+            key: tmp_path / "certs" / Path(str(getattr(config, key))).name
+            for key in ("tls_ca_file", "tls_cert", "tls_key")
+        },
+    )
+    cluster = SLURMCluster(**options, security=cluster_security(mine))
     try:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         port = int(cluster.scheduler_address.rsplit(":", 1)[1])
         listening = {
             c.laddr.ip
@@ -527,6 +637,8 @@ def test_slurm_example_makes_batch_jobs_that_declare_the_node() -> None:
         script = cluster.job_script()
         assert "--resources cores=32,mem_mib=120000,gpus=0" in script
         assert "--nthreads 32" in script
+        assert f"--tls-ca-file {tmp_path / 'certs' / 'ca.pem'}" in script
+        assert f"--tls-key {tmp_path / 'certs' / 'agent-key.pem'}" in script
         limit = re.search(r"--memory-limit ([0-9.]+)GiB", script)
         assert limit and float(limit.group(1)) * 1024 >= config.cluster.mem_mib
         assert callable(cluster.scale_down)  # the agent retires the worker it chose
@@ -548,6 +660,10 @@ def test_kubernetes_autoscale_overlay_settings_policy_and_dask_cluster(tmp_path:
     policy = load_policy(tmp_path / "policy.toml")
     cluster = config.cluster
     assert cluster is not None and cluster.manager == "dask_kubernetes.operator.KubeCluster"
+    # the operator's cluster takes no TLS credentials: said in the settings, and
+    # the overlay's NetworkPolicy (checked below) is what guards it
+    assert config.dask_insecure and config.tls_cert is None
+    assert "dask_insecure = true" in data["agent.toml"]
     assert policy.autoscale
     low, high = policy.autoscale_bounds(cluster.node_type, cluster.nodes)
     assert 0 <= low <= high <= cluster.nodes
@@ -645,7 +761,12 @@ def test_kubectl_builds_the_static_overlay() -> None:
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "htcsim", doc["metadata"]["name"]
     agent = next(d for d in documents if d["kind"] == "StatefulSet")
-    assert option(container(agent)["args"], "--scheduler") == "tcp://dask-scheduler:8786"
+    assert option(container(agent)["args"], "--scheduler") == SCHEDULER
+    assert set(tls_mounts(agent)) == {"ca.pem", "agent.pem", "agent-key.pem"}
+    for doc in documents:
+        if doc["kind"] == "Deployment":
+            role = "scheduler" if doc["metadata"]["name"] == "dask-scheduler" else "worker"
+            assert_dask_tls(doc, role)
     assert_policies_guard_dask(documents)
 
 

@@ -26,6 +26,10 @@ RUN_JOBS_AS = ("owner", "agent")
 CONTAINMENTS = ("auto", "cgroup", "subreaper")
 
 
+TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
+PATH_KEYS = ("state_dir", "db", "tokens", "policy", "shadow_policy", *TLS_KEYS)
+
+
 class AgentConfigError(ValueError):
     """A bad agent setting; the message names the file and the key."""
 
@@ -125,7 +129,11 @@ class AgentConfig:
     with ``gpu_devices``): a job is denied the others' (devices cgroup). Empty:
     ``/dev/nvidia<id>`` for each id whose file exists."""
     backend: str = "local"  # local | dask
-    scheduler: str = ""  # the Dask scheduler's address (backend dask)
+    scheduler: str = ""  # the Dask scheduler's address (backend dask; tls://HOST:8786)
+    tls_ca_file: Path | None = None  # the CA that signed the scheduler's and workers' certs
+    tls_cert: Path | None = None  # the agent's certificate (Dask client), signed by that CA
+    tls_key: Path | None = None  # its private key
+    dask_insecure: bool = False  # accept a Dask scheduler without TLS (anyone may run code)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
     shadow_policy: Path | None = None  # a candidate policy run on the live events, not acted on
     shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
@@ -184,7 +192,8 @@ class AgentConfig:
             if self.scheduler:
                 bad("scheduler", "must be empty with a [cluster] manager (it starts its own)")
         elif self.backend == "dask" and not self.scheduler:
-            bad("scheduler", "is required with backend dask (tcp://HOST:8786), or a [cluster]")
+            bad("scheduler", "is required with backend dask (tls://HOST:8786), or a [cluster]")
+        _check_tls(self, bad)
         if self.heartbeat_timeout_s <= 0:
             bad("heartbeat_timeout_s", "must be > 0")
         if self.shadow_interval_s <= 0:
@@ -243,6 +252,29 @@ def check_identity(config: AgentConfig, euid: int | None = None) -> str:
         f"single-user mode: every job runs as {account}; "
         "each token gives its holder this account's authority"
     )
+
+
+def _check_tls(config: AgentConfig, bad: Any) -> None:
+    """The Dask backend speaks TLS unless told otherwise: a scheduler anyone
+    can reach runs anyone's code on every worker, unseen by the agent. All
+    three files or none; with them the scheduler's address is ``tls://``;
+    without them the backend needs ``dask_insecure = true``."""
+    given = [key for key in TLS_KEYS if getattr(config, key) is not None]
+    if given and len(given) != len(TLS_KEYS):
+        missing = ", ".join(k for k in TLS_KEYS if k not in given)
+        bad(missing.split(", ")[0], f"is needed with {', '.join(given)} (missing: {missing})")
+    if config.backend != "dask":
+        return
+    if given and config.dask_insecure:
+        bad("dask_insecure", "must be false with tls_ca_file, tls_cert and tls_key")
+    if given and config.scheduler and not config.scheduler.startswith("tls://"):
+        bad("scheduler", f"must be a tls:// address with TLS set, got {config.scheduler!r}")
+    if not given and not config.dask_insecure:
+        bad(
+            "tls_ca_file, tls_cert and tls_key",
+            "are required with backend dask (`htcsim agent certs DIR` "
+            "makes them), or dask_insecure = true to accept a scheduler without TLS",
+        )
 
 
 def _account_name(uid: int) -> str:
@@ -366,7 +398,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
                 f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})"
             )
         default = getattr(AgentConfig(), key)
-        if key in ("state_dir", "db", "tokens", "policy", "shadow_policy"):
+        if key in PATH_KEYS:
             if not isinstance(value, str):
                 raise AgentConfigError(f"{path}: {key} must be a path string")
             value = Path(value)

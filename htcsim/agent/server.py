@@ -17,8 +17,10 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 import uvicorn
@@ -35,8 +37,12 @@ from htcsim.agent.config import (
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.executors.dask.cluster_pool import ClusterPool, create_manager
 from htcsim.agent.executors.dask.executor import DaskExecutor, InventoryWatcher, wait_for_workers
+from htcsim.agent.executors.dask.security import client_security, cluster_security
 from htcsim.agent.shadow.runner import ShadowRunner
 from htcsim.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from distributed.security import Security
 
 log = logging.getLogger("htcsim.agent")
 CLIENT_FILE = "client.toml"
@@ -77,11 +83,20 @@ class Agent:
         elif config.backend == "dask":
             from distributed import Client
 
+            security = _security(client_security, config)
             try:
-                client = Client(config.scheduler, timeout="20s", set_as_default=False)
-            except OSError as exc:
+                client = Client(
+                    config.scheduler, timeout="20s", set_as_default=False, security=security
+                )
+            except (OSError, ValueError) as exc:
+                hint = (
+                    " (TLS: the scheduler's certificate must be signed by tls_ca_file, and "
+                    "tls_cert by the CA the scheduler trusts)"
+                    if security is not None
+                    else ""
+                )
                 raise AgentStartError(
-                    f"cannot reach the Dask scheduler {config.scheduler}: {exc}"
+                    f"cannot reach the Dask scheduler {config.scheduler}: {exc}{hint}"
                 ) from exc
             nodes = wait_for_workers(client, config.heartbeat_timeout_s, 60.0)
             self.engine = Engine(
@@ -120,15 +135,18 @@ class Agent:
                     f"autoscale: node type {cluster.node_type!r} has max {high} nodes, more "
                     f"than the pool's {cluster.nodes} ([cluster] nodes)"
                 )
+        security = _security(cluster_security, config)
         try:
-            manager = create_manager(cluster)
+            manager = create_manager(cluster, security)
         except AgentConfigError as exc:
             raise AgentStartError(str(exc)) from exc
         except Exception as exc:
             raise AgentStartError(
                 f"cluster manager {cluster.manager} did not start: {exc}"
             ) from exc
-        client = Client(manager.scheduler_address, timeout="20s", set_as_default=False)
+        client = Client(
+            manager.scheduler_address, timeout="20s", set_as_default=False, security=security
+        )
         self._pool = ClusterPool(cluster, manager, client)
         self.engine = Engine(
             config,
@@ -174,6 +192,21 @@ class Agent:
         if self._pool is not None:
             self._pool.close()
         os.close(self._lock)
+
+
+def _security(make: Callable[[AgentConfig], Security | None], config: AgentConfig) -> Any:
+    """The Dask TLS credentials of the settings (None: ``dask_insecure``, said
+    in the log); an unreadable file stops the start with one line."""
+    try:
+        security = make(config)
+    except AgentConfigError as exc:
+        raise AgentStartError(str(exc)) from exc
+    if security is None:
+        log.warning(
+            "dask_insecure: the Dask scheduler speaks without TLS; anyone who reaches it "
+            "can run code on the workers"
+        )
+    return security
 
 
 def _shadow_policy(config: AgentConfig) -> Policy | None:

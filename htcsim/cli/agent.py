@@ -66,7 +66,7 @@ def serve_command(
         str | None, typer.Option(help="local (this machine) or dask (each worker a node).")
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="The Dask scheduler (tcp://HOST:8786), backend dask.")
+        str | None, typer.Option(help="The Dask scheduler (tls://HOST:8786), backend dask.")
     ] = None,
     heartbeat_timeout_s: Annotated[
         float | None, typer.Option(help="A Dask worker silent this long is lost (15 s).")
@@ -132,6 +132,37 @@ def serve_command(
         serve(config, policy, user_client_file=user_client_file())
     except (AgentStartError, StoreError, TokenFileError) as exc:
         raise fail(str(exc)) from exc
+
+
+@agent_app.command("certs")
+def certs_command(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the files to (created).")],
+    days: Annotated[int, typer.Option(help="How long the certificates are valid.")] = 365,
+) -> None:
+    """Make a CA and the certificates of the Dask scheduler, its workers and the
+    agent (TLS for the Dask backend); keys are written 0600."""
+    from htcsim.agent.certs import CertsError, make_certs
+
+    try:
+        files = make_certs(out_dir, days)
+    except CertsError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"CA {escape(files.ca)} (its key {escape(files.ca_key)}: keep it offline)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for role, (cert, key) in files.certs.items():
+        console.print(f"{role}: {escape(cert)} {escape(key)}", highlight=False, soft_wrap=True)
+    agent_cert, agent_key = files.certs["agent"]
+    console.print(
+        "agent settings:\n"
+        f'  tls_ca_file = "{escape(files.ca.resolve())}"\n'
+        f'  tls_cert = "{escape(agent_cert.resolve())}"\n'
+        f'  tls_key = "{escape(agent_key.resolve())}"',
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 StateDirOption = Annotated[Path, typer.Option(help="The agent's state directory.")]

@@ -37,8 +37,10 @@ from htcsim.agent.config import AgentConfigError, ClusterConfig, NodeSpec
 log = logging.getLogger(__name__)
 
 
-def create_manager(config: ClusterConfig) -> Any:
-    """Instantiate ``config.manager`` with ``config.options``; errors name the setting."""
+def create_manager(config: ClusterConfig, security: Any = None) -> Any:
+    """Instantiate ``config.manager`` with ``config.options`` (and ``security``,
+    the agent's TLS credentials, unless the options set their own); errors name
+    the setting."""
     module_name, _, class_name = config.manager.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -50,8 +52,11 @@ def create_manager(config: ClusterConfig) -> Any:
     cls = getattr(module, class_name, None)
     if cls is None or not callable(cls):
         raise AgentConfigError(f"cluster.manager: {module_name} has no class {class_name}")
+    options = dict(config.options)
+    if security is not None:
+        options.setdefault("security", security)
     try:
-        return cls(**config.options)
+        return cls(**options)
     except (TypeError, ValueError) as exc:
         raise AgentConfigError(f"cluster.options: {config.manager} refused them: {exc}") from exc
 
