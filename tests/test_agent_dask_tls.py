@@ -65,12 +65,6 @@ def _worker_addresses(site: DaskSite) -> list[str]:
         return sorted(client.scheduler_info(n_workers=-1)["workers"])
 
 
-def _touch(path: str) -> str:
-    """Run on a worker: what a stranger would like to do there."""
-    Path(path).write_text("ran")
-    return path
-
-
 def _anonymous(ca: Path) -> dict[str, Any]:
     """Connection arguments of a TLS client that trusts the site's CA but has
     no certificate of its own."""
@@ -86,11 +80,13 @@ def _args(security: Security | dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _run_on_worker(address: str, security: Security | dict[str, Any] | None, marker: Path) -> Any:
-    """``_touch(marker)`` on one worker, asked directly (its ``run`` handler)."""
+    """``Path.write_text(marker, "ran")`` on one worker, asked directly (its
+    ``run`` handler): what a stranger would like to do there. A standard
+    library function, so that the worker can unpickle it wherever it runs."""
 
     async def call() -> Any:
         async with rpc(address, connection_args=_args(security), timeout=REFUSED_S) as worker:
-            return await worker.run(function=dumps(_touch), args=dumps((str(marker),)))
+            return await worker.run(function=dumps(Path.write_text), args=dumps((marker, "ran")))
 
     return asyncio.run(asyncio.wait_for(call(), READY_S))
 
