@@ -26,9 +26,9 @@ queued behind others for good) would too. Every ``WATCH_S`` the pool compares
 the manager's specs with the scheduler's workers: a spec whose worker left
 and did not come back within ``rejoin_s`` (a nanny restarts a killed worker
 in seconds; a batch job that ended never does), or that produced no worker
-within ``boot_timeout_s`` of being asked for, is given up (the manager's
-``scale_down`` cancels its job) and the manager is asked for the pool's
-count again, which submits a new one. A manager without ``scale_down`` (one
+within ``boot_timeout_s`` of being asked for, is given up: the manager is
+asked for one worker more (it submits a new job), then ``scale_down`` of the
+one given up (it cancels its job). A manager without ``scale_down`` (one
 that chooses its workers itself) is asked for the count again when the pool
 has been short of workers for ``boot_timeout_s``. Each replacement is logged
 and counted (``replaced``; the agent's ``htcsim_pool_boots_replaced``).
@@ -275,7 +275,7 @@ class ClusterPool:
 
     def _give_up(self, name: str, key: Any, reason: str, now: float, addresses: set[str]) -> None:
         """Cancel the manager's worker ``name`` (its batch job or pod) and
-        ask for the pool's count again: a new one replaces it. Its workers
+        have a new one replace it. Its workers
         still connected (``addresses``) are not used. By address, not name:
         a manager names the new worker as the one it cancelled."""
         waited = now - self._missing.pop(name, now)
@@ -296,8 +296,12 @@ class ClusterPool:
                 name,
                 waited,
             )
+        # one more first, then the one given up less: the new worker gets a
+        # name of its own (a manager names a new worker by the lowest number
+        # free, and its own lost-worker timer would close one that took the
+        # old name before it joined)
+        self._call(self.manager.scale, self.target + 1)
         self._call(self.manager.scale_down, [key])
-        self._call(self.manager.scale, self.target)
         self._count(reason)
 
     def _watch_count(self, now: float, workers: int) -> None:
