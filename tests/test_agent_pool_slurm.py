@@ -49,6 +49,12 @@ BOOT_S = READY_S * 2
 (several imports on a loaded machine)."""
 
 
+HEARTBEAT_S = 20.0
+"""Past the manager's own lost-worker timer (15 s: SpecCluster closes a job
+whose worker left, keeping its spec), so the test covers that the pool then
+asks for the job anew; the benchmark's 5 s covers the pool cancelling it."""
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     fragment = tmp_path_factory.mktemp("slurm-pool") / "htcsim-slurm.conf"
@@ -66,7 +72,8 @@ def _nodes(client: httpx.Client) -> list[dict[str, Any]]:
 
 
 def _workers(client: httpx.Client) -> set[str]:
-    return {str(n["worker"]) for n in _nodes(client) if n["worker"]}
+    """The addresses of the pool's workers (a replacement may reuse a name)."""
+    return {str(n["address"]) for n in _nodes(client) if n["worker"]}
 
 
 def _job(client: httpx.Client, job: int) -> dict[str, Any]:
@@ -98,7 +105,7 @@ def test_a_cancelled_batch_job_is_replaced_and_its_jobs_complete_once(
             policy=pool_policy(2, 2),
             tables=tables,
             environ=slurm_environ(slurm),
-            heartbeat_timeout_s=5.0,
+            heartbeat_timeout_s=HEARTBEAT_S,
         ) as agent,
         agent.client() as client,
     ):

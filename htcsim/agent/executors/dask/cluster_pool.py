@@ -296,12 +296,18 @@ class ClusterPool:
                 name,
                 waited,
             )
-        # one more first, then the one given up less: the new worker gets a
-        # name of its own (a manager names a new worker by the lowest number
-        # free, and its own lost-worker timer would close one that took the
-        # old name before it joined)
-        self._call(self.manager.scale, self.target + 1)
-        self._call(self.manager.scale_down, [key])
+        started = getattr(self.manager, "workers", None)
+        if isinstance(started, dict) and key not in started:
+            # the manager closed the ended job itself (SpecCluster's lost-worker
+            # timer) and keeps its spec: asked for the count, it starts it anew
+            self._call(self.manager.scale, self.target)
+        else:
+            # one more first, then the one given up less: the new worker gets a
+            # name of its own (a manager names a new worker by the lowest number
+            # free, and its lost-worker timer, armed when the old worker left,
+            # would close one that took the old name before it joined)
+            self._call(self.manager.scale, self.target + 1)
+            self._call(self.manager.scale_down, [key])
         self._count(reason)
 
     def _watch_count(self, now: float, workers: int) -> None:
