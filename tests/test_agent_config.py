@@ -49,6 +49,14 @@ def test_a_cluster_section_makes_the_dask_backend(tmp_path: Path) -> None:
         (GOOD.replace("nodes = 4", 'nodes = "4"'), "cluster.nodes must be a int"),
         (GOOD.replace('node_type = "std"', 'node_type = "a b"'), "cluster.node_type must be"),
         (GOOD.replace("nodes = 4", "nodez = 4"), "unknown key cluster.nodez"),
+        (
+            GOOD.replace("nodes = 4", "nodes = 4\nboot_timeout_s = 0"),
+            "cluster.boot_timeout_s must be > 0",
+        ),
+        (
+            GOOD.replace("nodes = 4", 'nodes = 4\nboot_timeout_s = "1h"'),
+            "cluster.boot_timeout_s must be a number",
+        ),
         (GOOD.replace('manager = "distributed.LocalCluster"', ""), "cluster.manager is required"),
         (GOOD.replace('"distributed.LocalCluster"', '"LocalCluster"'), "must be an import path"),
         (GOOD.replace("[cluster.options]\nn_workers = 0", "options = 3"), "cluster.options must"),

@@ -69,7 +69,10 @@ class ClusterConfig:
     the agent ever asks for (the policy's ``[autoscale]`` bounds lie within
     it; without autoscaling all of them are asked for at start). A worker is
     one node of ``cores``/``mem_mib``/``gpus`` (it must declare at least as
-    much with its Dask resources).
+    much with its Dask resources). A worker asked for that has not joined
+    within ``boot_timeout_s`` (its batch job held or queued, its pod
+    unschedulable) is cancelled and asked for again: long enough for a batch
+    job's usual queue wait, since a resubmitted job queues anew.
     """
 
     manager: str
@@ -79,6 +82,7 @@ class ClusterConfig:
     mem_mib: int = 0
     gpus: int = 0
     price_per_hour: float = 0.0
+    boot_timeout_s: float = 3600.0
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def check(self, source: str) -> None:
@@ -100,6 +104,8 @@ class ClusterConfig:
         for key in ("mem_mib", "gpus", "price_per_hour"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
+        if not self.boot_timeout_s > 0:
+            bad("boot_timeout_s", f"must be > 0 (seconds), got {self.boot_timeout_s!r}")
 
 
 @dataclass(frozen=True)
@@ -448,6 +454,7 @@ def _cluster_config(data: Any, path: Path) -> ClusterConfig:
             "node_type": str,
             "options": dict,
             "price_per_hour": (int, float),
+            "boot_timeout_s": (int, float),
         }
         want = kinds.get(key, int)
         if isinstance(value, bool) or not isinstance(value, want):

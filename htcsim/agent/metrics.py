@@ -164,6 +164,16 @@ class AgentMetrics:
             "replaced a killed one); running jobs are adopted or requeued, never failed",
             registry=r,
         )
+        self.pool_replaced = Counter(
+            "htcsim_pool_boots_replaced",
+            "Workers of a cluster manager's pool given up and asked for again: job_ended "
+            "(the worker left and its batch job or pod ended), boot_timeout (no worker "
+            "within [cluster] boot_timeout_s)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("job_ended", "boot_timeout"):
+            self.pool_replaced.labels(reason)
         for state in JOB_STATES:
             self.jobs.labels(state)
         for state in ("completed", "failed", "cancelled", "timeout", "node_fail"):

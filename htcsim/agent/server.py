@@ -147,7 +147,7 @@ class Agent:
         client = Client(
             manager.scheduler_address, timeout="20s", set_as_default=False, security=security
         )
-        self._pool = ClusterPool(cluster, manager, client)
+        self._pool = ClusterPool(cluster, manager, client, rejoin_s=config.heartbeat_timeout_s)
         self.engine = Engine(
             config,
             self.policy,
@@ -155,6 +155,8 @@ class Agent:
             executor=lambda on_exit: DaskExecutor(client, on_exit, config.kill_grace_s),
             pool=self._pool,
         )
+        replaced = self.engine.metrics.pool_replaced
+        self._pool.on_replace = lambda reason: replaced.labels(reason).inc()
         self._client = client
 
     def start(self) -> None:

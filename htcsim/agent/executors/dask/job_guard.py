@@ -6,7 +6,11 @@ its jobs (each a session of its own) would go on running, unseen, while the
 agent requeues them elsewhere. The worker writes ``+PGID`` when it starts a
 job and ``-PGID`` when the job ended; when the worker dies its end of the
 pipe closes, and the guard kills every process group still listed (the whole
-job, the processes it started included), then exits. It costs a line per
+job, the processes it started included), then exits. It ignores SIGTERM,
+SIGINT and SIGHUP (the worker starts it so, see ``worker._tell_guard``): a
+batch system that ends the worker's job (``scancel``, its walltime) signals
+all of the job's processes, and a guard that died with them would leave a
+job the signal missed running on unseen; SIGKILL still ends it. It costs a line per
 job start and end, where a wrapper process per job (``setpriv
 --pdeathsig``) cost an exec per job and reached the job's first process only.
 
@@ -22,6 +26,8 @@ import sys
 
 
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     live: set[int] = set()
     for line in sys.stdin.buffer:
         text = line.strip()

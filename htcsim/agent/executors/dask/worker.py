@@ -51,8 +51,17 @@ def _tell_guard(line: str) -> None:
     global _guard
     for _ in range(2):
         if _guard is None or _guard.poll() is not None:
+            # SIGTERM, SIGINT and SIGHUP ignored from its first instruction on
+            # (a disposition exec keeps): a batch system ending the worker's job
+            # signals every process of it, and the guard must outlive the worker
+            # to kill the jobs a signal missed (SIGKILL still ends it)
             _guard = subprocess.Popen(
-                [sys.executable, "-m", "htcsim.agent.executors.dask.job_guard"],
+                [
+                    "/bin/sh",
+                    "-c",
+                    'trap "" TERM INT HUP; exec "$0" -m htcsim.agent.executors.dask.job_guard',
+                    sys.executable,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # not in the worker's group: it outlives it
