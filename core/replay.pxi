@@ -43,6 +43,13 @@ cdef class ReplayFeed:
     cdef int ev_next
     cdef int64_t* up_at              # per node: when its outage ends, -1 up
     cdef int n_up_at
+    # Slurm compatibility profile (see set_slurm_compat); 0 and 0: off
+    cdef public int64_t reaction_s   # a pass runs this long after the event that calls for it
+    cdef public int64_t bf_interval_s  # backfill only at multiples of it (0: every pass)
+    cdef int64_t pass_due            # when the deferred pass runs (NEVER: none)
+    cdef int64_t next_bf_s           # the next multiple of bf_interval_s
+    cdef int64_t last_bf_s           # the last backfill cycle's time (-1: none)
+    cdef bint bf_dirty               # a step ran since the last backfill pass
 
     def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
                   const int8_t[::1] ok=None):
@@ -66,6 +73,9 @@ cdef class ReplayFeed:
         self.cursor = 0
         self.series_dt = -1
         self.last_s = -1
+        self.pass_due = NEVER
+        self.next_bf_s = NEVER
+        self.last_bf_s = -1
 
     def __dealloc__(self):
         free(self.submit); free(self.duration); free(self.ok)
@@ -106,6 +116,32 @@ cdef class ReplayFeed:
         self.n_ev = <int>m
         self.ev_next = 0
         self.n_up_at = n_nodes
+
+    def set_slurm_compat(self, int64_t reaction_s, int64_t backfill_interval_s):
+        """Time the passes as Slurm does (the policy's ``[slurm_compat]``).
+
+        ``reaction_s``: the pass that serves an event (arrival, completion,
+        node event, a begin time) runs that many seconds after the first event
+        no pass has served yet; later events up to then are served by the same
+        pass (Slurm's main scheduler is triggered by events but batched). With
+        nothing pending the pass runs at once: it could start nothing later.
+        ``backfill_interval_s``: the pass backfills (EASY or conservative) only
+        at the multiples of it, where it runs at once; the passes in between
+        start jobs in strict queue order (Slurm's main scheduler; its backfill
+        scheduler wakes every bf_interval). A multiple is visited only when a
+        step ran since the last backfill pass and a job is pending: with
+        nothing changed, a later backfill pass could start nothing the earlier
+        one did not (time alone only shrinks the window before a reservation).
+        0 and 0 give the plain replay, step for step.
+        """
+        if reaction_s < 0 or backfill_interval_s < 0:
+            raise ValueError("reaction_s and backfill_interval_s must be >= 0")
+        self.reaction_s = reaction_s
+        self.bf_interval_s = backfill_interval_s
+        self.pass_due = NEVER
+        self.next_bf_s = NEVER
+        self.last_bf_s = -1
+        self.bf_dirty = 1
 
     cdef int _node_events(self, ClusterState state, int64_t now) except -1:
         """Apply the node failures and repairs due at ``now``."""
@@ -167,6 +203,27 @@ cdef class ReplayFeed:
             self._node_events(state, now)
         self._apply(state, now)
         _complete_boots(state, now)
+        if self.reaction_s == 0 and self.bf_interval_s == 0:
+            self._pass(state, now)
+        else:
+            if self._timed_pass(state, now) < 0:
+                return self._next_timed(state, now)
+        if self.series_dt >= 0:
+            self._record_row(state, now)
+        t = self.next_time()
+        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
+            return -1  # every job has ended: nothing left to serve, no failure matters
+        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
+            t = self.ev_t[self.ev_next]
+        w = state._wakeup()
+        if w != NEVER and (t < 0 or w < t):
+            t = w
+        if self.bf_interval_s > 0:
+            t = self._with_bf_timer(state, t)
+        return t
+
+    cdef int _pass(self, ClusterState state, int64_t now) except -1:
+        """One scheduling pass at ``now`` and the autoscaler's decisions after it."""
         state.schedule(now)
         self._record_starts(state, now)
         if state.as_on:
@@ -179,16 +236,72 @@ cdef class ReplayFeed:
                 self._record_starts(state, now)
                 if _autoscale(state, now) != 0:
                     raise MemoryError()
+        return 0
+
+    cdef int _timed_pass(self, ClusterState state, int64_t now) except -2:
+        """The pass of a step under the Slurm profile: 1 a backfill pass ran,
+        0 a main pass ran, -1 the pass is deferred to ``pass_due``."""
+        cdef int saved
+        cdef bint bf_on = self.bf_interval_s > 0 and state.backfill != BF_NONE
+        if bf_on:
+            if self.next_bf_s == NEVER or self.next_bf_s < now:
+                # multiples passed without a step changed nothing a cycle could use
+                self.next_bf_s = (now + self.bf_interval_s - 1) // self.bf_interval_s * self.bf_interval_s
+            if now == self.next_bf_s or now == self.last_bf_s:
+                # the backfill scheduler's cycle: every pending job is a candidate
+                # (every step in the cycle's second: a job that ends at once
+                # frees its cores within the cycle)
+                if now == self.next_bf_s:
+                    self.next_bf_s += self.bf_interval_s
+                self.last_bf_s = now
+                self.pass_due = NEVER
+                self.bf_dirty = 0
+                state.need_full_pass = 1
+                self._pass(state, now)
+                return 1
+        self.bf_dirty = 1
+        if (self.reaction_s > 0 and (self.pass_due == NEVER or self.pass_due > now)
+                and (state.n_pending > 0 or state.as_on
+                     or (state.begin_heap.n > 0 and state.begin_heap.t[0] <= now))):
+            if self.pass_due == NEVER:
+                self.pass_due = now + self.reaction_s
+            return -1
+        self.pass_due = NEVER
+        if not bf_on:
+            self._pass(state, now)
+            return 0
+        saved = state.backfill
+        state.backfill = BF_NONE  # the main scheduler: strict queue order
+        try:
+            self._pass(state, now)
+        finally:
+            state.backfill = saved
+            state.resv_complete = 0  # (the last profile no longer holds for queries)
+        return 0
+
+    cdef int64_t _next_timed(self, ClusterState state, int64_t now) except -2:
+        """The next step's time while a pass is deferred to ``pass_due``: the
+        earliest event, wakeup or the deferred pass (a wakeup already due is
+        the deferred pass's to serve)."""
+        cdef int64_t t = self.next_time(), w
         if self.series_dt >= 0:
             self._record_row(state, now)
-        t = self.next_time()
-        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
-            return -1  # every job has ended: nothing left to serve, no failure matters
         if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
             t = self.ev_t[self.ev_next]
         w = state._wakeup()
-        if w != NEVER and (t < 0 or w < t):
-            return w
+        if w != NEVER and w > now and (t < 0 or w < t):
+            t = w
+        if t < 0 or self.pass_due < t:
+            t = self.pass_due
+        if self.bf_interval_s > 0:
+            t = self._with_bf_timer(state, t)
+        return t
+
+    cdef inline int64_t _with_bf_timer(self, ClusterState state, int64_t t) noexcept:
+        """``t``, or the next backfill cycle when it comes first and matters."""
+        if (self.bf_dirty and state.backfill != BF_NONE and state.n_pending > 0
+                and self.next_bf_s != NEVER and (t < 0 or self.next_bf_s < t)):
+            return self.next_bf_s
         return t
 
     cpdef int64_t advance(self, ClusterState state, int64_t now) except -2:
@@ -212,6 +325,7 @@ cdef class ReplayFeed:
     cdef inline bint _quiet(self, ClusterState state, int64_t t) noexcept:
         """Whether the step at ``t`` (the next time) can decide nothing."""
         return (state.n_pending == 0
+                and self.pass_due == NEVER
                 and state.n_edges == 0
                 and state.n_resv == 0
                 and not state.as_on
