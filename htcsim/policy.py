@@ -342,10 +342,7 @@ INERT_RULES: tuple[InertRule, ...] = (
     ),
     InertRule(("priority_weight_qos",), ("qos",), lambda p: not p.qos, "no QoS is defined"),
     InertRule(
-        ("backfill_depth",), ("backfill",), lambda p: p.backfill == "none", "backfill is off"
-    ),
-    InertRule(
-        ("slurm_backfill_interval_s",),
+        ("backfill_depth", "slurm_backfill_interval_s"),
         ("backfill",),
         lambda p: p.backfill == "none",
         "backfill is off",

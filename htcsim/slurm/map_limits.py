@@ -171,6 +171,14 @@ def _limits(policy: Policy, plan: Plan, cluster: bool, gpu: bool) -> None:
 
 def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
     strategy = policy.placement
+    # Slurm 22.05's cons_tres, measured (experiments/slurm-validation): among the
+    # nodes of the lowest Weight, a job that fits one node goes to the node with
+    # the fewest free CPUs that fit it, slurm.conf order breaking ties.
+    slurm_rule = (
+        "Slurm's cons_tres puts a job that fits one node on the node with the fewest free "
+        "CPUs that fit it, slurm.conf order breaking ties, among the nodes of the lowest "
+        "Weight" + (" (node types get increasing weights in cluster-file order)" if cluster else "")
+    )
     if strategy == "first_fit":
         plan.rows.append(
             Row(
@@ -178,8 +186,9 @@ def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
                 '"first_fit"',
                 "(Slurm's default node selection)",
                 "approximate",
-                "Slurm takes the nodes of the lowest Weight first, then in slurm.conf order "
-                "(with --cluster, node types get increasing weights in cluster-file order)",
+                slurm_rule + "; htcsim's first_fit takes the first node in order with room: "
+                "best_fit is Slurm's rule",
+                round_trips=False,
             )
         )
     elif strategy == "spread":
@@ -200,10 +209,9 @@ def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
             Row(
                 "placement.strategy",
                 '"best_fit"',
-                "",
-                "impossible",
-                "Slurm has no option to pick the node left with the fewest free cores; its "
-                "default takes nodes by Weight, then slurm.conf order",
-                round_trips=False,
+                "(Slurm's default node selection)",
+                "approximate",
+                slurm_rule + ", as htcsim's best_fit for a job on one node; a job spread "
+                "over several nodes Slurm takes from runs of consecutive nodes",
             )
         )
