@@ -28,21 +28,30 @@ def workload_of(rows: list[tuple[int, int, int, int]], cores: int) -> Workload:
     return Workload(name="hand", jobs=jobs, machine=Machine(n_nodes=cores, cores_per_node=1))
 
 
-def test_reaction_time_defers_each_pass_and_batches_the_events_before_it() -> None:
+def test_reaction_time_delays_what_each_event_allows() -> None:
     """One core, FIFO, no backfill, reaction_s = 1. A (0, runs 10), B (5, runs
     10), C (12, runs 5).
 
     Plain: A 0-10, B 10-20, C 20-25.
-    Profile: A arrives at 0, the pass at 1 starts it (ends 11). B arrives at
-    5: the pass at 6 finds no core. A ends at 11: the pass is due at 12; C
-    arrives at 12, before that pass, which serves both events: B starts at 12
-    (first in the queue), ends 22. The pass at 23 starts C.
+    Profile: A is seen at 1 and starts then (ends 11). B is seen at 6: no
+    core. A's end is seen at 12: B starts at 12 (ends 22). C, seen at 13,
+    waits for B's end, seen at 23. End times stay the real ones.
     """
     workload = workload_of([(0, 1, 60, 10), (5, 1, 60, 10), (12, 1, 60, 5)], cores=1)
     plain = Policy(backfill="none")
     assert simulate(workload, plain).start_s.tolist() == [0, 10, 20]
-    profile = replace(plain, slurm_reaction_s=1)
-    assert simulate(workload, profile).start_s.tolist() == [1, 12, 23]
+    result = simulate(workload, replace(plain, slurm_reaction_s=1))
+    assert result.start_s.tolist() == [1, 12, 23]
+    assert result.end_s.tolist() == [11, 22, 28]
+
+
+def test_a_pass_for_one_event_does_not_serve_a_later_one_sooner() -> None:
+    """Two one-core nodes, reaction_s = 2. A arrives at 0, B at 1 (both fit).
+    A is seen at 2 and starts; the pass at 2 does not see B yet (B arrived 1 s
+    before it): B starts at 3, 2 s after its own arrival."""
+    workload = workload_of([(0, 1, 60, 10), (1, 1, 60, 10)], cores=2)
+    result = simulate(workload, Policy(backfill="none", slurm_reaction_s=2))
+    assert result.start_s.tolist() == [2, 3]
 
 
 def test_backfill_only_at_multiples_of_the_interval() -> None:
@@ -67,12 +76,12 @@ def test_backfill_only_at_multiples_of_the_interval() -> None:
 
 
 def test_backfill_interval_and_reaction_together() -> None:
-    """The same three jobs with reaction_s = 1 as well: the cycle at 0 starts
-    A at once (a backfill cycle runs at its time); B and C wait for the cycle
-    at 30, which starts C; A ends at 100, the pass at 101 starts B."""
+    """The same three jobs with reaction_s = 1 as well: A is seen at 1 and
+    starts (strict order: it is first); B and C are seen at 2 and 3; the cycle
+    at 30 starts C; A ends at 101, seen at 102, when B starts."""
     rows = [(0, 1, 100, 100), (1, 2, 100, 50), (2, 1, 50, 20)]
     policy = Policy(backfill="easy", slurm_backfill_interval_s=30, slurm_reaction_s=1)
-    assert simulate(workload_of(rows, cores=2), policy).start_s.tolist() == [0, 101, 30]
+    assert simulate(workload_of(rows, cores=2), policy).start_s.tolist() == [1, 102, 30]
 
 
 def test_time_limits_are_whole_minutes() -> None:
@@ -174,13 +183,12 @@ def test_reaction_time_keeps_fifo_order_and_never_starts_before_submit(
     workload: Workload, reaction: int
 ) -> None:
     """FIFO without backfill starts jobs in queue order whatever the timing;
-    with a reaction time no job starts at its submission's second unless a
-    pass already due from an earlier event serves it."""
+    with a reaction time no job starts sooner than that after its arrival."""
     plain = simulate(workload, Policy(backfill="none"))
     timed = simulate(workload, Policy(backfill="none", slurm_reaction_s=reaction))
     submit = workload.jobs["submit_s"]
     start = timed.start_s
-    assert (start >= submit).all()
+    assert (start >= submit + reaction).all()
     key = np.lexsort((workload.jobs["job_id"], submit))
     assert (np.diff(start[key]) >= 0).all()
     assert (np.diff(plain.start_s[key]) >= 0).all()
