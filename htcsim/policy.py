@@ -20,14 +20,14 @@ import tomli_w
 
 Order = Literal["fcfs", "sjf", "priority", "multifactor"]
 BackfillMode = Literal["none", "easy", "conservative"]
-Placement = Literal["first_fit", "best_fit", "spread"]
+Placement = Literal["first_fit", "best_fit", "spread", "cons_tres"]
 FairshareAlgorithm = Literal["classic", "fair_tree"]
 Favor = Literal["small", "large"]
 FailureAction = Literal["requeue", "fail"]
 
 ORDERS: tuple[str, ...] = ("fcfs", "sjf", "priority", "multifactor")
 BACKFILL_MODES: tuple[str, ...] = ("none", "easy", "conservative")
-PLACEMENTS: tuple[str, ...] = ("first_fit", "best_fit", "spread")
+PLACEMENTS: tuple[str, ...] = ("first_fit", "best_fit", "spread", "cons_tres")
 FAIRSHARE_ALGORITHMS: tuple[str, ...] = ("classic", "fair_tree")
 FAVORS: tuple[str, ...] = ("small", "large")
 FAILURE_ACTIONS: tuple[str, ...] = ("requeue", "fail")
@@ -561,8 +561,10 @@ queued_jobs_per_group = 0
 
 [placement]
 # How tasks are put on nodes: "first_fit" (nodes in order), "best_fit" (pack:
-# the node left with the fewest free cores) or "spread" (balance: the node with
-# the most free cores).
+# the node left with the fewest free cores), "spread" (balance: the node with
+# the most free cores) or "cons_tres" (as Slurm's cons_tres: the run of
+# consecutive nodes with room that fits the job most tightly, and in it the
+# node with the fewest free cores that holds the job; ties to the first).
 strategy = "first_fit"
 
 [autoscale]

@@ -115,6 +115,76 @@ def test_best_fit_takes_the_tightest_node_ties_in_node_order() -> None:
     assert [kernel.job_allocation(j)[0].tolist() for j in range(3)] == [[2], [0], [0]]
 
 
+def _allocations(capacity: np.ndarray, placement: str, busy: list[int], job: int) -> list[int]:
+    """The nodes of one pass's starts: a job of ``busy[n]`` cores for each
+    nonzero entry (in order), then a ``job``-core job."""
+    kernel = Kernel(capacity, Policy(placement=placement))  # type: ignore[arg-type]
+    cores = [c for c in busy if c] + [job]
+    specs = np.zeros(len(cores), dtype=JOB_SPEC_DTYPE)
+    specs["job_id"] = np.arange(1, len(cores) + 1)
+    specs["walltime_s"] = 100
+    specs["n_tasks"] = 1
+    specs["per_task"][:, 0] = cores
+    specs["user_idx"] = specs["group_idx"] = specs["qos_idx"] = -1
+    kernel.add_jobs(specs)
+    feed = ReplayFeed(kernel, specs["submit_s"], np.full(len(cores), 100, dtype=np.int64))
+    feed.step(0)
+    return [int(kernel.job_allocation(j)[0][0]) for j in range(len(cores))]
+
+
+def test_cons_tres_takes_the_tightest_run_of_nodes_then_its_tightest_node() -> None:
+    """Slurm's cons_tres (equal weights, no topology): nodes able to take the
+    job form runs of consecutive nodes; the run that holds the job with the
+    fewest free cores in all is chosen, and in it the node with the fewest
+    free cores that holds the job.
+
+    Nodes of 3, 4, 2 and 2 cores; a 4-core job fills node 1 first (only node
+    1 holds it). A 2-core job: nodes 0, 2 and 3 can take it, node 1 (full)
+    splits them into the runs {0} (3 free) and {2, 3} (4 free): the run {0}
+    is the tighter, so node 0, though nodes 2 and 3 have fewer free cores.
+    best_fit takes node 2 (2 free, left with 0).
+    """
+    capacity = np.concatenate([node_capacity(1, 3), node_capacity(1, 4), node_capacity(2, 2)])
+    assert _allocations(capacity, "cons_tres", [0, 4, 0, 0], 2) == [1, 0]
+    assert _allocations(capacity, "best_fit", [0, 4, 0, 0], 2) == [1, 2]
+
+
+def test_cons_tres_with_every_node_idle_is_the_tightest_node() -> None:
+    """Nodes of 4, 4, 2 and 2 cores, all idle (one run): a 2-core job goes to
+    node 2, the first node of 2 cores; a 3-core job then to node 0 (the 2-core
+    nodes cannot take it: the run is {0, 1}), as Slurm placed them."""
+    capacity = np.concatenate([node_capacity(2, 4), node_capacity(2, 2)])
+    assert _allocations(capacity, "cons_tres", [0, 0, 0, 0], 2) == [2]
+    kernel = Kernel(capacity, Policy(placement="cons_tres"))
+    specs = np.zeros(2, dtype=JOB_SPEC_DTYPE)
+    specs["job_id"] = [1, 2]
+    specs["walltime_s"] = 100
+    specs["n_tasks"] = 1
+    specs["per_task"][:, 0] = [2, 3]
+    specs["user_idx"] = specs["group_idx"] = specs["qos_idx"] = -1
+    kernel.add_jobs(specs)
+    ReplayFeed(kernel, specs["submit_s"], np.full(2, 100, dtype=np.int64)).step(0)
+    assert [kernel.job_allocation(j)[0].tolist() for j in range(2)] == [[2], [0]]
+
+
+def test_cons_tres_spreads_a_job_no_node_holds_over_its_run_in_order() -> None:
+    """Six one-task-per-core tasks on nodes of 4, 4, 2 and 2 cores, all idle:
+    no node holds them, so the run's nodes are taken in order: 4 on node 0,
+    2 on node 1."""
+    capacity = np.concatenate([node_capacity(2, 4), node_capacity(2, 2)])
+    kernel = Kernel(capacity, Policy(placement="cons_tres"))
+    specs = np.zeros(1, dtype=JOB_SPEC_DTYPE)
+    specs["job_id"] = 1
+    specs["walltime_s"] = 100
+    specs["n_tasks"] = 6
+    specs["per_task"][:, 0] = 1
+    specs["user_idx"] = specs["group_idx"] = specs["qos_idx"] = -1
+    kernel.add_jobs(specs)
+    ReplayFeed(kernel, specs["submit_s"], np.array([100], dtype=np.int64)).step(0)
+    nodes, tasks = kernel.job_allocation(0)
+    assert (nodes.tolist(), tasks.tolist()) == ([0, 1], [4, 2])
+
+
 def test_profile_keys_read_and_checked() -> None:
     policy = policy_from_mapping(
         {"slurm_compat": {"reaction_s": 1, "backfill_interval_s": 30, "whole_minute_limits": True}}

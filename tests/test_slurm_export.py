@@ -72,6 +72,7 @@ def test_mapping_md_has_a_row_for_every_policy_key(tmp_path: Path) -> None:
          "approximate"),
         ({"starvation_limit_s": 3600}, "backfill.starvation_limit_s", {}, "impossible"),
         ({"placement": "best_fit"}, "placement.strategy", {}, "approximate"),
+        ({"placement": "cons_tres"}, "placement.strategy", {}, "exact"),
         ({"slurm_backfill_interval_s": 45}, "slurm_compat.backfill_interval_s", {}, "exact"),
         ({"slurm_reaction_s": 1}, "slurm_compat.reaction_s", {}, "exact"),
         ({"slurm_whole_minute_limits": True}, "slurm_compat.whole_minute_limits", {}, "exact"),

@@ -92,7 +92,7 @@ def policies(draw: st.DrawFn, cluster: Cluster | None) -> Policy:
         "backfill": draw(st.sampled_from(["none", "easy", "conservative"])),
         "backfill_depth": draw(st.one_of(st.just(0), st.integers(1, 10**6 + 5))),
         "starvation_limit_s": draw(st.one_of(st.just(0), st.integers(1, 10**6))),
-        "placement": draw(st.sampled_from(["first_fit", "best_fit", "spread"])),
+        "placement": draw(st.sampled_from(["first_fit", "best_fit", "spread", "cons_tres"])),
         "slurm_reaction_s": draw(st.sampled_from([0, 1, 2])),
         "slurm_backfill_interval_s": draw(st.sampled_from([0, 1, 30, 45])),
         "slurm_whole_minute_limits": draw(st.booleans()),

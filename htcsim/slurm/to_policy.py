@@ -5,7 +5,7 @@ The reverse of the export, setting by setting (see ``map_order``,
 not give has Slurm's default, since that is what the site runs:
 priority/basic, sched/backfill with bf_max_job_test=500 and no
 bf_job_part_count_reserve (a reservation for every job tested: conservative)
-and bf_interval=30, cons_tres's tightest-fitting node (best_fit),
+and bf_interval=30, cons_tres's node selection (placement cons_tres),
 PriorityMaxAge and PriorityDecayHalfLife 7 days, PriorityCalcPeriod 5
 minutes, PriorityFavorSmall NO, fair tree, JobRequeue 1, power saving off.
 The policy carries the Slurm compatibility profile ([slurm_compat]), so that
@@ -241,10 +241,9 @@ def _placement(c: _Conf, cluster: ClusterImport, values: dict[str, Any], notes: 
     if "CR_LLN" in select or (lln and all(lln)):
         values["placement"] = "spread"
     else:
-        # cons_tres: the node the job fits most tightly, slurm.conf order breaking ties
-        values["placement"] = "best_fit"
+        values["placement"] = "cons_tres"  # Slurm's default node selection
         if any(lln):
-            notes.append("LLN=YES on some partitions only: imported as best_fit")
+            notes.append("LLN=YES on some partitions only: imported as cons_tres")
 
 
 def _autoscale(c: _Conf, cluster: ClusterImport, values: dict[str, Any], notes: list[str]) -> None:
