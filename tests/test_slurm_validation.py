@@ -11,10 +11,10 @@ under FIFO, Slurm and the replay started every pair of jobs in the same order
 act on each submission and completion, never gave a shorter mean wait than the
 replay, which acts at the same second. With the Slurm compatibility profile
 that ``htcsim import slurm-conf`` reads back from the exported fragment (a
-reaction time of 1 s, whole-minute limits, cons_tres's best fit), the replay
-came closer on every measured run: median start difference 3 s against 9 s
-and 6 s against 12 s on 100 FIFO jobs, the mean wait within 3 s and 6 s of
-Slurm's instead of 10 s and 12 s. The tests skip only where Slurm cannot run
+reaction time of 1 s, whole-minute limits, cons_tres placement), the replay
+came closer on every measured FIFO run: median start difference 2 s against
+6 s and 6 s against 13 s on 100 jobs, the mean wait within 0.1 s and 5.4 s of
+Slurm's instead of 6.5 s and 11.6 s. The tests skip only where Slurm cannot run
 (binaries missing, not root).
 """
 
