@@ -2,7 +2,7 @@
 
 The profile describes what Slurm does rather than a setting of it: its
 scheduler starts a job about a second after the event that allows it
-(measured on Slurm 22.05: median 0.95-0.98 s, 95th percentile 2.6-3.0 s),
+(measured on Slurm 22.05: median 0.76-0.98 s, 95th percentile 2.2-3.0 s),
 its backfill cycle runs every ``bf_interval`` seconds, and its time limits
 are whole minutes. With the values ``htcsim import slurm-conf`` gives, the
 replay does what Slurm does: those rows are exact. The interval is the one
@@ -35,8 +35,8 @@ def map_compat(policy: Policy, plan: Plan) -> None:
                 str(reaction),
                 "(nothing: Slurm's scheduler reacts so)",
                 "exact",
-                "Slurm 22.05 starts a job a median 0.95-0.98 s after the submission or "
-                "completion that allows it (95th percentile 2.6-3.0 s); the replay a second after",
+                "Slurm 22.05 starts a job a median 0.76-0.98 s after the submission or "
+                "completion that allows it (95th percentile 2.2-3.0 s); the replay a second after",
             )
         )
     else:
