@@ -117,7 +117,7 @@ def jobcomp_records(path: Path) -> list[dict[str, str]]:
     return records
 
 
-def _epoch(stamp: str) -> int:
+def epoch(stamp: str) -> int:
     """A jobcomp time (the controller's local time, to the second) as epoch seconds."""
     return int(time.mktime(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").timetuple()))
 
@@ -131,7 +131,7 @@ def write_sacct(records: list[dict[str, str]], path: Path) -> None:
     lines = ["|".join(SACCT_FIELDS)]
     for r in records:
         minutes = int(r["TimeLimit"])
-        times = [str(_epoch(r[key])) for key in ("SubmitTime", "StartTime", "EndTime")]
+        times = [str(epoch(r[key])) for key in ("SubmitTime", "StartTime", "EndTime")]
         limit = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
         fields = [r["JobId"], r["UserId"].split("(")[0], r["Partition"], *times, limit,
                   r["ProcCnt"], r["NodeCnt"], r["JobState"]]  # fmt: skip
