@@ -46,3 +46,21 @@ def test_htc_million_jobs(benchmark, backfill: str) -> None:
         lambda: simulate(workload, Policy(backfill=backfill)), rounds=2, iterations=1
     )
     benchmark.extra_info["jobs_per_second"] = round(len(workload) / benchmark.stats.stats.min)
+
+
+SLURM_PROFILE = {"slurm_reaction_s": 1, "slurm_backfill_interval_s": 30}
+"""The Slurm profile's timing as ``htcsim import slurm-conf`` gives it (bf_interval 30)."""
+
+
+@pytest.mark.parametrize("profile", ["off", "on"])
+def test_replay_slurm_profile(benchmark, trace_dir: Path, profile: str) -> None:
+    """HPC2N under EASY with the Slurm compatibility profile off and on: the
+    reaction time and the backfill cycle add steps (a cycle at most once per
+    interval after a change), whole-minute limits cost one pass over a column."""
+    workload = read_swf(log_path(trace_dir, "HPC2N-2002-2.2-cln"))
+    extra = SLURM_PROFILE if profile == "on" else {}
+    policy = Policy(backfill="easy", slurm_whole_minute_limits=profile == "on", **extra)  # type: ignore[arg-type]
+    result = benchmark.pedantic(lambda: simulate(workload, policy), rounds=3, iterations=1)
+    benchmark.extra_info["jobs_per_second"] = round(len(workload) / benchmark.stats.stats.min)
+    benchmark.extra_info.update(result.counters)
+    assert (result.start_s >= 0).all()

@@ -72,6 +72,7 @@ cdef enum:
     PLACE_FIRST_FIT = 0  # nodes in index order
     PLACE_BEST_FIT = 1   # pack: the node left with the fewest free cores
     PLACE_SPREAD = 2     # balance: the node with the most free cores
+    PLACE_CONS_TRES = 3  # Slurm's cons_tres: tightest run of nodes, then tightest node
 
 # Job states as the kernel sees them (a driver refines ENDED into completed,
 # failed, timeout...).
@@ -439,6 +440,8 @@ cdef class ClusterState:
     cdef int64_t _tasks_fit(self, int n, JobSpec* s, int64_t most) noexcept nogil
     cdef int _take_on_node(self, JobSpec* s, int n, int64_t k) noexcept nogil
     cdef int _pick_node(self, int j, int64_t rem, int64_t* k_out) noexcept nogil
+    cdef int _cons_tres_run(self, int j, int64_t rem, int* last) noexcept nogil
+    cdef int _start_cons_tres(self, int j) noexcept nogil
     cdef int _start(self, int j, int64_t now) noexcept nogil
     cdef int _commit_start(self, int j, int64_t now, int off, bint record) noexcept nogil
     cdef void _release(self, int j, int64_t now) noexcept nogil

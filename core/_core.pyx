@@ -48,7 +48,12 @@ DEPENDENCY_KINDS = {"afterany": DEP_AFTERANY, "afterok": DEP_AFTEROK, "afternoto
 LEVELS = {"user": LVL_USER, "group": LVL_GROUP, "qos": LVL_QOS}
 LIMIT_COLUMNS = ("running_jobs", "cores", "gpus", "queued_jobs")
 BACKFILLS = {"none": BF_NONE, "easy": BF_EASY, "conservative": BF_CONSERVATIVE}
-PLACEMENTS = {"first_fit": PLACE_FIRST_FIT, "best_fit": PLACE_BEST_FIT, "spread": PLACE_SPREAD}
+PLACEMENTS = {
+    "first_fit": PLACE_FIRST_FIT,
+    "best_fit": PLACE_BEST_FIT,
+    "spread": PLACE_SPREAD,
+    "cons_tres": PLACE_CONS_TRES,
+}
 JOB_STATES = {
     "new": JS_NEW, "pending": JS_PENDING, "held": JS_HELD, "running": JS_RUNNING,
     "ended": JS_ENDED, "cancelled": JS_CANCELLED,
@@ -255,7 +260,7 @@ cdef class ClusterState:
             raise ValueError(f"unknown order code {order}")
         if backfill not in (BF_NONE, BF_EASY, BF_CONSERVATIVE):
             raise ValueError(f"unknown backfill code {backfill}")
-        if placement not in (PLACE_FIRST_FIT, PLACE_BEST_FIT, PLACE_SPREAD):
+        if placement not in (PLACE_FIRST_FIT, PLACE_BEST_FIT, PLACE_SPREAD, PLACE_CONS_TRES):
             raise ValueError(f"unknown placement code {placement}")
         if bf_depth < 0:
             raise ValueError("bf_depth must be >= 0")
@@ -1535,17 +1540,86 @@ cdef class ClusterState:
             n = tree_next(self, n + 1, s.per_task)
         return best
 
+    cdef int _cons_tres_run(self, int j, int64_t rem, int* last) noexcept nogil:
+        """Slurm's cons_tres, step one: the run of consecutive nodes (in index
+        order, every one able to take a task of ``j``) that holds ``rem`` tasks
+        with the fewest tasks in all, the first of equal ones; if none holds
+        them, the run holding the most. Its first node (-1: none), ``last`` its
+        last. Every node is visited: a node without room ends a run."""
+        cdef int n, start = -1, best = -1
+        cdef int64_t k, cap = 0, best_cap = 0
+        cdef bint enough, best_enough = 0
+        cdef JobSpec* s = &self.jobs[j]
+        for n in range(self.n_nodes + 1):
+            k = self._tasks_fit(n, s, rem) if n < self.n_nodes and self._may_use(n, j) else 0
+            if k > 0:
+                if start < 0:
+                    start = n
+                    cap = 0
+                # (the node's whole room, as Slurm counts a run's CPUs)
+                cap += self._tasks_fit(n, s, INT64_MAX)
+                continue
+            if start < 0:
+                continue
+            enough = cap >= rem
+            if (best < 0 or (enough and not best_enough)
+                    or (enough and cap < best_cap) or (not enough and not best_enough and cap > best_cap)):
+                best = start
+                best_cap = cap
+                best_enough = enough
+                last[0] = n - 1
+            start = -1
+        return best
+
+    cdef int _start_cons_tres(self, int j) noexcept nogil:
+        """Place job ``j`` as Slurm's cons_tres does (equal node weights, no
+        topology): pick a run of nodes (``_cons_tres_run``); in it, the node
+        with the fewest free cores that takes every remaining task (the first
+        of equal ones), else its nodes in order, each as full as it can be; a
+        run used up, pick another for what is left."""
+        cdef int n, first, last = -1, best
+        cdef int64_t k, rem = self.jobs[j].n_tasks, free_c, best_free = 0
+        cdef JobSpec* s = &self.jobs[j]
+        while rem > 0:
+            first = self._cons_tres_run(j, rem, &last)
+            if first < 0:
+                return -1
+            best = -1
+            for n in range(first, last + 1):
+                if self._tasks_fit(n, s, rem) >= rem:
+                    free_c = self.node_free[n * N_RES + RES_CORES]
+                    if best < 0 or free_c < best_free:
+                        best = n
+                        best_free = free_c
+            if best >= 0:
+                if self._take_on_node(s, best, rem) != 0:
+                    return -1
+                return 0
+            for n in range(first, last + 1):
+                k = self._tasks_fit(n, s, rem)
+                if k > 0:
+                    if self._take_on_node(s, n, k) != 0:
+                        return -1
+                    rem -= k
+                    if rem == 0:
+                        break
+        return 0
+
     cdef int _start(self, int j, int64_t now) noexcept nogil:
         """Place job ``j`` by the placement strategy and record the decision.
 
         The caller checked _fits_now. first_fit takes nodes in index order;
-        best_fit (pack) and spread (balance) choose node by node.
+        best_fit (pack) and spread (balance) choose node by node; cons_tres
+        as Slurm's cons_tres (``_start_cons_tres``).
         """
         cdef int n
         cdef int64_t k, rem = self.jobs[j].n_tasks
         cdef JobSpec* s = &self.jobs[j]
         cdef int off = self.n_alloc
-        if self.placement == PLACE_FIRST_FIT:
+        if self.placement == PLACE_CONS_TRES:
+            if self._start_cons_tres(j) != 0:
+                return -1
+        elif self.placement == PLACE_FIRST_FIT:
             n = tree_next(self, self.first_free_node, s.per_task)
             while n >= 0 and rem > 0:
                 k = self._tasks_fit(n, s, rem) if self._may_use(n, j) else 0

@@ -43,6 +43,12 @@ cdef class ReplayFeed:
     cdef int ev_next
     cdef int64_t* up_at              # per node: when its outage ends, -1 up
     cdef int n_up_at
+    # Slurm compatibility profile (see set_slurm_compat); 0 and 0: off
+    cdef public int64_t reaction_s   # the scheduler sees an arrival or an end this much later
+    cdef public int64_t bf_interval_s  # backfill only at multiples of it (0: every pass)
+    cdef int64_t next_bf_s           # the next multiple of bf_interval_s
+    cdef int64_t last_bf_s           # the last backfill cycle's time (-1: none)
+    cdef bint bf_dirty               # a step ran since the last backfill pass
 
     def __cinit__(self, const int64_t[::1] submit_s, const int64_t[::1] duration_s,
                   const int8_t[::1] ok=None):
@@ -66,6 +72,8 @@ cdef class ReplayFeed:
         self.cursor = 0
         self.series_dt = -1
         self.last_s = -1
+        self.next_bf_s = NEVER
+        self.last_bf_s = -1
 
     def __dealloc__(self):
         free(self.submit); free(self.duration); free(self.ok)
@@ -107,6 +115,34 @@ cdef class ReplayFeed:
         self.ev_next = 0
         self.n_up_at = n_nodes
 
+    def set_slurm_compat(self, int64_t reaction_s, int64_t backfill_interval_s):
+        """Time the passes as Slurm does (the policy's ``[slurm_compat]``).
+
+        ``reaction_s``: an arrival or a job's end reaches the scheduler that
+        many seconds after it happens: the job is queued, or its cores are
+        free for others, from then on (its end time stays the real one), so the
+        first pass that can act on it runs no sooner. Each event has its own
+        delay: Slurm's main scheduler reacts to each submission and completion
+        a second or so later (measured on Slurm 22.05), and a pass an earlier
+        event called for does not see a later one sooner. Node events and begin
+        times are not delayed.
+        ``backfill_interval_s``: the pass backfills (EASY or conservative) only
+        at the multiples of it (every step in such a second); the passes in
+        between start jobs in strict queue order (Slurm's main scheduler; its
+        backfill scheduler wakes every bf_interval). A multiple is visited only
+        when a step ran since the last backfill pass and a job is pending: with
+        nothing changed, a later backfill pass could start nothing the earlier
+        one did not (time alone only shrinks the window before a reservation).
+        0 and 0 give the plain replay, step for step. Set before the first step.
+        """
+        if reaction_s < 0 or backfill_interval_s < 0:
+            raise ValueError("reaction_s and backfill_interval_s must be >= 0")
+        self.reaction_s = reaction_s
+        self.bf_interval_s = backfill_interval_s
+        self.next_bf_s = NEVER
+        self.last_bf_s = -1
+        self.bf_dirty = 1
+
     cdef int _node_events(self, ClusterState state, int64_t now) except -1:
         """Apply the node failures and repairs due at ``now``."""
         cdef int n
@@ -132,23 +168,26 @@ cdef class ReplayFeed:
         """Time of the next arrival or completion; -1 when there is none."""
         cdef int64_t t = NEVER
         if self.cursor < self.n:
-            t = self.submit[self.cursor]
-        if self.done.n > 0 and self.done.t[0] < t:
-            t = self.done.t[0]
+            t = self.submit[self.cursor] + self.reaction_s
+        if self.done.n > 0 and self.done.t[0] + self.reaction_s < t:
+            t = self.done.t[0] + self.reaction_s
         return -1 if t == NEVER else t
 
     cdef int _apply(self, ClusterState state, int64_t now) except -1:
         """Completions due at ``now``, then arrivals at ``now``, into the state."""
         cdef int j, count = 0
-        while self.done.n > 0 and self.done.t[0] <= now:
+        cdef int64_t end
+        while self.done.n > 0 and self.done.t[0] + self.reaction_s <= now:
+            end = self.done.t[0]
             j = heap_pop(&self.done)
             # a job requeued (its node failed) left a completion that no longer holds
             if (state.job_state[j] != JS_RUNNING
-                    or state.start_s[j] + self.duration[j] - state.done_s[j] != now):
+                    or state.start_s[j] + self.duration[j] - state.done_s[j] != end):
                 continue
             state.finish(j, now, self.ok[j])
+            state.end_s[j] = end  # (seen reaction_s late: it ended when it ended)
             count += 1
-        while self.cursor < self.n and self.submit[self.cursor] <= now:
+        while self.cursor < self.n and self.submit[self.cursor] + self.reaction_s <= now:
             # (a job cancelled before its submit time never arrives)
             if state.job_state[self.cursor] == JS_NEW and state._arrive(self.cursor, now) != 0:
                 raise MemoryError()
@@ -167,6 +206,26 @@ cdef class ReplayFeed:
             self._node_events(state, now)
         self._apply(state, now)
         _complete_boots(state, now)
+        if self.bf_interval_s == 0:
+            self._pass(state, now)
+        else:
+            self._timed_pass(state, now)
+        if self.series_dt >= 0:
+            self._record_row(state, now)
+        t = self.next_time()
+        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
+            return -1  # every job has ended: nothing left to serve, no failure matters
+        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
+            t = self.ev_t[self.ev_next]
+        w = state._wakeup()
+        if w != NEVER and (t < 0 or w < t):
+            t = w
+        if self.bf_interval_s > 0:
+            t = self._with_bf_timer(state, t)
+        return t
+
+    cdef int _pass(self, ClusterState state, int64_t now) except -1:
+        """One scheduling pass at ``now`` and the autoscaler's decisions after it."""
         state.schedule(now)
         self._record_starts(state, now)
         if state.as_on:
@@ -179,16 +238,44 @@ cdef class ReplayFeed:
                 self._record_starts(state, now)
                 if _autoscale(state, now) != 0:
                     raise MemoryError()
-        if self.series_dt >= 0:
-            self._record_row(state, now)
-        t = self.next_time()
-        if t < 0 and state.n_pending == 0 and state.begin_heap.n == 0:
-            return -1  # every job has ended: nothing left to serve, no failure matters
-        if self.ev_next < self.n_ev and (t < 0 or self.ev_t[self.ev_next] < t):
-            t = self.ev_t[self.ev_next]
-        w = state._wakeup()
-        if w != NEVER and (t < 0 or w < t):
-            return w
+        return 0
+
+    cdef int _timed_pass(self, ClusterState state, int64_t now) except -1:
+        """The pass of a step with a backfill interval: 1 a backfill pass ran,
+        0 a main pass (strict queue order) ran."""
+        cdef int saved
+        if state.backfill == BF_NONE:
+            self._pass(state, now)
+            return 0
+        if self.next_bf_s == NEVER or self.next_bf_s < now:
+            # multiples passed without a step changed nothing a cycle could use
+            self.next_bf_s = (now + self.bf_interval_s - 1) // self.bf_interval_s * self.bf_interval_s
+        if now == self.next_bf_s or now == self.last_bf_s:
+            # the backfill scheduler's cycle: every pending job is a candidate
+            # (every step in the cycle's second: a job that ends at once frees
+            # its cores within the cycle)
+            if now == self.next_bf_s:
+                self.next_bf_s += self.bf_interval_s
+            self.last_bf_s = now
+            self.bf_dirty = 0
+            state.need_full_pass = 1
+            self._pass(state, now)
+            return 1
+        self.bf_dirty = 1
+        saved = state.backfill
+        state.backfill = BF_NONE  # the main scheduler: strict queue order
+        try:
+            self._pass(state, now)
+        finally:
+            state.backfill = saved
+            state.resv_complete = 0  # (the last profile no longer holds for queries)
+        return 0
+
+    cdef inline int64_t _with_bf_timer(self, ClusterState state, int64_t t) noexcept:
+        """``t``, or the next backfill cycle when it comes first and matters."""
+        if (self.bf_dirty and state.backfill != BF_NONE and state.n_pending > 0
+                and self.next_bf_s != NEVER and (t < 0 or self.next_bf_s < t)):
+            return self.next_bf_s
         return t
 
     cpdef int64_t advance(self, ClusterState state, int64_t now) except -2:
@@ -215,7 +302,7 @@ cdef class ReplayFeed:
                 and state.n_edges == 0
                 and state.n_resv == 0
                 and not state.as_on
-                and (self.cursor >= self.n or self.submit[self.cursor] > t)
+                and (self.cursor >= self.n or self.submit[self.cursor] + self.reaction_s > t)
                 and (self.ev_next >= self.n_ev or self.ev_t[self.ev_next] > t))
 
     cdef int _record_row(self, ClusterState state, int64_t now) except -1:

@@ -154,6 +154,9 @@ class ReplayFeed:
     n_quiet: int
     last_s: int
     series_dt: int
+    reaction_s: int
+    bf_interval_s: int
+    def set_slurm_compat(self, reaction_s: int, backfill_interval_s: int) -> None: ...
     def set_node_events(
         self,
         t: npt.NDArray[np.int64],

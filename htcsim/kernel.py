@@ -748,6 +748,14 @@ class ReplayFeed:
             int(n_nodes),
         )
 
+    def set_slurm_compat(self, reaction_s: int, backfill_interval_s: int) -> None:
+        """Time the passes as Slurm does (see ``_core.ReplayFeed.set_slurm_compat``):
+        each pass ``reaction_s`` after the event it serves, backfill only at
+        multiples of ``backfill_interval_s``."""
+        if reaction_s < 0 or backfill_interval_s < 0:
+            raise KernelInputError("reaction_s and backfill_interval_s must be >= 0")
+        self._feed.set_slurm_compat(int(reaction_s), int(backfill_interval_s))
+
     def record_series(self, every_s: int = 0) -> None:
         """Record the state after each step (at most one row per ``every_s``)."""
         self._feed.series_dt = int(every_s)

@@ -9,7 +9,9 @@ and the end-to-end tests use them):
 - :func:`jobcomp_records` / :func:`write_sacct`: Slurm's ``jobcomp/filetxt``
   records rewritten as ``sacct --parsable2`` text, which htcsim's importer
   reads: the replay sees the submit times and run times Slurm recorded;
-- :func:`compare`: start-order agreement and start-time differences.
+- :func:`compare`: start-order agreement and start-time differences;
+- :func:`slurm_profile`: the policy with the Slurm compatibility profile that
+  ``htcsim import slurm-conf`` reads from the exported fragment.
 
 Slurm takes time limits in whole minutes, so a job's limit is a number of
 minutes; run times are a few seconds, Slurm records times to the second.
@@ -18,7 +20,7 @@ minutes; run times are a few seconds, Slurm records times to the second.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from htcsim.cluster import Cluster, NodeType
 from htcsim.policy import Policy
 from htcsim.schedule import SimResult
 from htcsim.sim import simulate
+from htcsim.slurm.to_policy import import_slurm
 from htcsim.workload.sacct import SacctImport, read_sacct
 from tests.slurm_harness import Node, SlurmCluster
 
@@ -114,7 +117,7 @@ def jobcomp_records(path: Path) -> list[dict[str, str]]:
     return records
 
 
-def _epoch(stamp: str) -> int:
+def epoch(stamp: str) -> int:
     """A jobcomp time (the controller's local time, to the second) as epoch seconds."""
     return int(time.mktime(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").timetuple()))
 
@@ -128,7 +131,7 @@ def write_sacct(records: list[dict[str, str]], path: Path) -> None:
     lines = ["|".join(SACCT_FIELDS)]
     for r in records:
         minutes = int(r["TimeLimit"])
-        times = [str(_epoch(r[key])) for key in ("SubmitTime", "StartTime", "EndTime")]
+        times = [str(epoch(r[key])) for key in ("SubmitTime", "StartTime", "EndTime")]
         limit = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
         fields = [r["JobId"], r["UserId"].split("(")[0], r["Partition"], *times, limit,
                   r["ProcCnt"], r["NodeCnt"], r["JobState"]]  # fmt: skip
@@ -144,6 +147,19 @@ def import_run(cluster: SlurmCluster, path: Path) -> SacctImport:
 
 def replay(imported: SacctImport, policy: Policy) -> SimResult:
     return simulate(imported.workload, policy, cluster=CLUSTER)
+
+
+def slurm_profile(policy: Policy, conf: Path) -> Policy:
+    """``policy`` with the Slurm compatibility profile and the placement that
+    ``htcsim import slurm-conf`` reads from ``conf`` (the exported fragment)."""
+    imported = import_slurm(conf).policy
+    return replace(
+        policy,
+        placement=imported.placement,
+        slurm_reaction_s=imported.slurm_reaction_s,
+        slurm_backfill_interval_s=imported.slurm_backfill_interval_s,
+        slurm_whole_minute_limits=imported.slurm_whole_minute_limits,
+    )
 
 
 @dataclass(frozen=True)

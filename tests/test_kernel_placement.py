@@ -6,7 +6,8 @@ several resources), the node states and the order of starts and ends, the
 node each task goes to must be the one a walk over every node in index order
 gives: first fit takes nodes in order, best fit the node left with the fewest
 free cores, spread the node with the most free cores, ties to the lowest
-index; and a job fits now exactly when that walk can place all its tasks.
+index (cons_tres: Slurm's rule, ``cons_tres_place``); and a job fits now
+exactly when that walk can place all its tasks.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def walk_place(
     free: np.ndarray, up: np.ndarray, per: np.ndarray, n_tasks: int, placement: str
 ) -> list[tuple[int, int]]:
     """(node, tasks) in the order the walk takes them; ``free`` is updated."""
+    if placement == "cons_tres":
+        return cons_tres_place(free, up, per, n_tasks)
     taken: list[tuple[int, int]] = []
     rem = n_tasks
     while rem > 0:
@@ -59,6 +62,47 @@ def walk_place(
     return taken
 
 
+def cons_tres_place(
+    free: np.ndarray, up: np.ndarray, per: np.ndarray, n_tasks: int
+) -> list[tuple[int, int]]:
+    """Slurm's cons_tres as its source reads (equal weights, no topology):
+    split the nodes that can take a task into runs of consecutive ones; take
+    the first run that holds the rest with the fewest tasks' room (or, if none
+    holds it, the first with the most room); in it, the node with the fewest
+    free cores that holds the rest (the first of equal ones), else its nodes
+    in order; repeat while tasks are left."""
+    taken: list[tuple[int, int]] = []
+    rem = n_tasks
+    while rem > 0:
+        runs: list[list[int]] = []
+        for n in range(len(free)):
+            if up[n] and tasks_on(free[n], per, 1) > 0:
+                if runs and runs[-1][-1] == n - 1:
+                    runs[-1].append(n)
+                else:
+                    runs.append([n])
+        assert runs, "the walk ran out of nodes for a job that fit"
+        room = [sum(tasks_on(free[n], per, 10**9) for n in run) for run in runs]
+        holding = [k for k in range(len(runs)) if room[k] >= rem]
+        if holding:
+            pick = min(holding, key=lambda k: (room[k], k))
+        else:
+            pick = max(range(len(runs)), key=lambda k: (room[k], -k))
+        whole = [n for n in runs[pick] if tasks_on(free[n], per, rem) >= rem]
+        if whole:
+            n = min(whole, key=lambda m: (int(free[m][0]), m))
+            free[n] -= rem * per
+            taken.append((n, rem))
+            return taken
+        for n in runs[pick]:
+            k = tasks_on(free[n], per, rem)
+            if k > 0 and rem > 0:
+                free[n] -= k * per
+                taken.append((n, k))
+                rem -= k
+    return taken
+
+
 node_rows = st.tuples(st.integers(1, 8), st.integers(0, 6), st.integers(0, 2))
 job_rows = st.tuples(
     st.integers(1, 4), st.integers(0, 3), st.integers(0, 1), st.integers(1, 6)
@@ -79,7 +123,7 @@ events = st.lists(
 @given(
     st.lists(node_rows, min_size=1, max_size=12),
     events,
-    st.sampled_from(["first_fit", "best_fit", "spread"]),
+    st.sampled_from(["first_fit", "best_fit", "spread", "cons_tres"]),
 )
 def test_placement_is_the_node_by_node_walk(
     nodes: list[tuple[int, int, int]],

@@ -12,7 +12,7 @@ from tests.reference import Limits, RefJob, Reservation, simulate, simulate_rese
 
 MODES = ("none", "easy", "conservative")
 ORDERS = ("fcfs", "sjf", "priority")
-PLACEMENTS = ("first_fit", "best_fit", "spread")
+PLACEMENTS = ("first_fit", "best_fit", "spread", "cons_tres")
 
 
 @st.composite

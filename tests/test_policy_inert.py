@@ -52,6 +52,7 @@ OTHER_VALUE: dict[str, Any] = {
     "user_shares": {"3": 50.0, "7": 20.0},
     "group_shares": {"1": 5.0},
     "backfill_depth": 1,
+    "slurm_backfill_interval_s": 30,
     "max_retries": 1,
 }
 """A value other than the default for every field a rule names."""

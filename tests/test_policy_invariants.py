@@ -26,7 +26,7 @@ from tests.test_policy_properties import Case, workloads
 
 MODES = ("none", "easy", "conservative")
 ORDERS = ("fcfs", "sjf", "priority", "multifactor")
-PLACEMENTS = ("first_fit", "best_fit", "spread")
+PLACEMENTS = ("first_fit", "best_fit", "spread", "cons_tres")
 LEVELS = ("user", "group", "qos")
 RUNNING = int(JobState.RUNNING)
 

@@ -27,7 +27,7 @@ TIMINGS = ("replay_s", "jobs_per_second")
 
 
 @pytest.mark.parametrize("backfill", ["none", "easy", "conservative"])
-@pytest.mark.parametrize("placement", ["first_fit", "best_fit", "spread"])
+@pytest.mark.parametrize("placement", ["first_fit", "best_fit", "spread", "cons_tres"])
 def test_the_pool_gives_what_one_node_per_processor_gives(backfill: str, placement: str) -> None:
     workload = generate_lublin(2_000, 64, seed=5, load=0.9)
     policy = Policy(backfill=backfill, placement=placement)  # type: ignore[arg-type]

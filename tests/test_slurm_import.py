@@ -42,7 +42,9 @@ def test_the_site_policy_is_what_its_slurm_runs() -> None:
     )  # part_limits is the partition QOS: the limits below
     assert p.limits_of("user") == (200, 512, 8, 1000)
     assert p.limits_of("group") == (0, 2048, 0, 0)  # GrpTRES=cpu=2048 on every account
-    assert p.placement == "first_fit"
+    assert p.placement == "cons_tres"  # Slurm's node selection
+    assert (p.slurm_reaction_s, p.slurm_backfill_interval_s) == (1, 60)  # bf_interval=60
+    assert p.slurm_whole_minute_limits
     assert p.autoscale and (p.autoscale_idle_s, p.autoscale_boot_delay_s) == (1800, 600)
     assert p.autoscale_step == 20
     assert dict(p.autoscale_node_min) == {"cn": 16.0, "bigmem": 4.0}  # :16, and the partition

@@ -7,10 +7,13 @@ For each policy file here (all by default: fifo, easy, multifactor-size),
 ``htcsim export slurm`` writes the slurm.conf fragment, a single-host Slurm
 (tests/slurm_harness.py) starts with it, the workload is submitted job by job
 at its submit times, Slurm's jobcomp records are read back through htcsim's
-sacct importer (kept in ``runs/``) and replayed under the same policy, and
-again with best-fit placement. Adds its rows to
-``results.csv`` and ``results.md`` here (replacing those of the same policy
-and seed). A run of 100 jobs takes about 2.5 minutes per policy.
+sacct importer (kept in ``runs/``) and replayed under the same policy, again
+with best-fit placement, and again with the Slurm compatibility profile
+(``[slurm_compat]`` and the placement as ``htcsim import slurm-conf`` reads them
+from the exported fragment). Adds its rows to ``results.csv`` and
+``results.md`` here (replacing those of the same policy and seed). A run of
+100 jobs takes about 2.5 minutes per policy. ``--replay-only`` redoes the
+replays of the rows already there from ``runs/``, without Slurm.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import polars as pl  # noqa: E402
 from htcsim.policy import Policy, load_policy  # noqa: E402
 from htcsim.sim import simulate  # noqa: E402
 from htcsim.slurm.export import export_slurm  # noqa: E402
-from htcsim.workload.sacct import SacctImport  # noqa: E402
+from htcsim.workload.sacct import SacctImport, read_sacct  # noqa: E402
 from tests.slurm_harness import skip_reason, start_cluster  # noqa: E402
 from tests.slurm_replay import (  # noqa: E402
     CLUSTER,
@@ -42,6 +45,7 @@ from tests.slurm_replay import (  # noqa: E402
     real_starts,
     replay,
     slurm_nodes,
+    slurm_profile,
     submit_all,
 )
 
@@ -115,15 +119,42 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
         cluster.stop()
     latency = start_latency(ctld_events(cluster.rundir / "log" / "slurmctld.log"))
     cluster.remove()
-    agreement = compare(imported, replay(imported, policy))
-    row = {"policy": name, "seed": seed, "wall_s": round(wall, 1), **asdict(agreement)}
+    replays = replay_columns(imported, policy, exported.files[0])
+    return {"policy": name, "seed": seed, "wall_s": round(wall, 1), **latency, **replays}
+
+
+def replay_columns(imported: SacctImport, policy: Policy, conf: Path) -> dict[str, object]:
+    """Every figure that compares Slurm's records with a replay of them: the
+    plain replay, +1 s per job, best fit, and the Slurm profile read from ``conf``."""
+    row = asdict(compare(imported, replay(imported, policy)))
     best = compare(imported, replay(imported, replace(policy, placement="best_fit")))
     placement = {
         "best_fit_order_agreement": best.order_agreement,
         "best_fit_start_delta_median_s": best.start_delta_median_s,
         "best_fit_mean_wait_sim_s": best.mean_wait_sim_s,
     }
-    return {**row, **latency, **with_reaction(imported, policy), **placement}
+    profile = compare(imported, replay(imported, slurm_profile(policy, conf)))
+    compat = {
+        "compat_order_agreement": profile.order_agreement,
+        "compat_kendall_tau": profile.kendall_tau,
+        "compat_start_delta_median_s": profile.start_delta_median_s,
+        "compat_start_delta_p95_s": profile.start_delta_p95_s,
+        "compat_mean_wait_sim_s": profile.mean_wait_sim_s,
+    }
+    return {**row, **with_reaction(imported, policy), **placement, **compat}
+
+
+def replay_only(work: Path) -> pl.DataFrame:
+    """results.csv with its replay columns redone from the records in runs/."""
+    old = pl.read_csv(HERE / "results.csv")
+    rows = []
+    for row in old.iter_rows(named=True):
+        name, seed = str(row["policy"]), int(row["seed"])
+        policy = load_policy(HERE / f"{name}.toml")
+        conf = export_slurm(policy, work / f"{name}-{seed}").files[0]
+        imported = read_sacct(RUNS / f"{name}-seed{seed}.sacct")
+        rows.append({**row, **replay_columns(imported, policy, conf)})
+    return pl.DataFrame(rows)
 
 
 def with_reaction(imported: SacctImport, policy: Policy) -> dict[str, float]:
@@ -154,9 +185,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--table-only", action="store_true", help="rewrite results.md only")
+    parser.add_argument(
+        "--replay-only", action="store_true", help="redo the replays of results.csv from runs/"
+    )
     args = parser.parse_args()
     if args.table_only:
         write_markdown(pl.read_csv(HERE / "results.csv"))
+        return
+    if args.replay_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            frame = replay_only(Path(tmp)).with_columns(pl.col(pl.Float64).round(3))
+        frame.write_csv(HERE / "results.csv")
+        write_markdown(frame)
+        print(frame)
         return
     unknown = [p for p in args.policies if p not in POLICIES]
     if unknown:

@@ -76,7 +76,7 @@ def simulate_command(
     placement: Annotated[
         str | None,
         typer.Option(
-            help="Task placement: first_fit, best_fit, spread. " + _default("first_fit"),
+            help="Task placement: first_fit, best_fit, spread, cons_tres. " + _default("first_fit"),
         ),
     ] = None,
     backfill_depth: Annotated[

@@ -34,6 +34,7 @@ from htcsim.policy import Policy
 from htcsim.schedule import ESTIMATE_DTYPE, SimResult, killed_at_walltime
 from htcsim.sim.failures import FAILURE_DTYPE
 from htcsim.sim.interruptions import NO_MARK, InterruptionRecorder
+from htcsim.sim.slurm_compat import slurm_jobs, time_passes
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the number of events applied so far."""
@@ -280,7 +281,7 @@ def _prepare(
     reservations and autoscaler, its clocks started at the first submit; the
     feed that replays it; the node pool it holds (``pooled``: one node of all
     the machine's cores, see ``pool_replay``)."""
-    jobs = workload.jobs
+    jobs = slurm_jobs(workload.jobs, policy)
     nodes = Cluster.pool_of(workload.machine) if pooled else node_pool(workload, policy, cluster)
     capacity = nodes.capacity()
     kernel = Kernel(capacity, policy)
@@ -302,6 +303,7 @@ def _prepare(
     _add_reservations(kernel, nodes, jobs, policy)
     duration = np.minimum(jobs["run_s"], jobs["walltime_s"])
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
+    time_passes(feed, policy)
     t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
     if policy.autoscale:  # (the pool already holds each type's max)
         bounds = [policy.autoscale_bounds(t.name, t.count) for t in nodes.node_types]

@@ -171,6 +171,29 @@ def _limits(policy: Policy, plan: Plan, cluster: bool, gpu: bool) -> None:
 
 def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
     strategy = policy.placement
+    # Slurm's cons_tres (its node selection, equal weights, no topology): runs of
+    # consecutive nodes that can take the job; the tightest run that holds it;
+    # in it the node with the fewest free CPUs that holds it, first of equals.
+    weights = " (node types get increasing weights in cluster-file order)" if cluster else ""
+    slurm_rule = (
+        "Slurm's cons_tres takes, among the nodes of the lowest Weight" + weights + ", the run "
+        "of consecutive nodes with room that holds the job with the fewest free CPUs, and in it "
+        "the node with the fewest free CPUs that holds the job, slurm.conf order breaking ties"
+    )
+    if strategy == "cons_tres":
+        plan.rows.append(
+            Row(
+                "placement.strategy",
+                '"cons_tres"',
+                "(Slurm's default node selection)",
+                "approximate" if cluster else "exact",
+                "htcsim's cons_tres is that rule: "
+                + slurm_rule
+                + ("; htcsim's ignores weights" if cluster else ""),
+            )
+        )
+        return
+    nearest = "; cons_tres is Slurm's rule"
     if strategy == "first_fit":
         plan.rows.append(
             Row(
@@ -178,8 +201,8 @@ def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
                 '"first_fit"',
                 "(Slurm's default node selection)",
                 "approximate",
-                "Slurm takes the nodes of the lowest Weight first, then in slurm.conf order "
-                "(with --cluster, node types get increasing weights in cluster-file order)",
+                slurm_rule + "; htcsim's first_fit takes the first node with room" + nearest,
+                round_trips=False,
             )
         )
     elif strategy == "spread":
@@ -200,10 +223,10 @@ def _placement(policy: Policy, plan: Plan, cluster: bool) -> None:
             Row(
                 "placement.strategy",
                 '"best_fit"',
-                "",
-                "impossible",
-                "Slurm has no option to pick the node left with the fewest free cores; its "
-                "default takes nodes by Weight, then slurm.conf order",
+                "(Slurm's default node selection)",
+                "approximate",
+                slurm_rule + "; htcsim's best_fit takes the node left with the fewest free cores "
+                "among all nodes" + nearest,
                 round_trips=False,
             )
         )

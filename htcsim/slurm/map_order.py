@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from htcsim.policy import Policy
 from htcsim.slurm import values as sv
+from htcsim.slurm.map_compat import bf_interval
 from htcsim.slurm.names import Names
 from htcsim.slurm.plan import (
     MAX_BF_JOB_TEST,
@@ -27,9 +28,9 @@ from htcsim.slurm.plan import (
     uint32,
 )
 
-DEFAULT_BF = (("bf_interval", "30"), ("bf_resolution", "60"), ("bf_window", "1440"))
+DEFAULT_BF = (("bf_resolution", "60"), ("bf_window", "1440"))
 """Backfill settings with no policy key, written at Slurm's defaults so the fragment
-says what the backfill cycle does."""
+says what the backfill cycle does (bf_interval is [slurm_compat]'s, see ``map_compat``)."""
 
 
 def map_order(policy: Policy, plan: Plan, names: Names) -> None:
@@ -71,7 +72,7 @@ def _backfill(policy: Policy, plan: Plan) -> None:
     depth = policy.backfill_depth or MAX_BF_JOB_TEST
     params = [("bf_max_job_test", str(min(depth, MAX_BF_JOB_TEST)))]
     cycle = (
-        "Slurm plans backfill every bf_interval seconds rather than at every event, "
+        "Slurm plans backfill every bf_interval seconds (slurm_compat.backfill_interval_s), "
         "within bf_window minutes, at bf_resolution seconds"
     )
     if mode == "none":
@@ -102,12 +103,13 @@ def _backfill(policy: Policy, plan: Plan) -> None:
                 "backfilling, but only up to bf_max_job_test jobs and bf_window ahead; " + cycle,
             )
         )
+    params.append(("bf_interval", str(bf_interval(policy))))
     params.extend(DEFAULT_BF)
     plan.add("backfill", "SchedulerParameters", ",".join(f"{k}={v}" for k, v in params))
     plan.extras.append(
-        "SchedulerParameters bf_interval=30, bf_resolution=60, bf_window=1440 (Slurm's "
-        "defaults): htcsim backfills at every event with no horizon; raise bf_window (minutes) "
-        "to your longest partition MaxTime so that long jobs get reservations"
+        "SchedulerParameters bf_resolution=60, bf_window=1440 (Slurm's defaults): htcsim "
+        "plans with no horizon; raise bf_window (minutes) to your longest partition MaxTime "
+        "so that long jobs get reservations"
     )
     note = (
         "Slurm counts the jobs its backfill cycle tests, htcsim the jobs a pass examines "

@@ -2,14 +2,15 @@
 
 Why one entry point: the slurm.conf fragment, the sacctmgr script and
 MAPPING.md must say the same thing about every key, so :func:`plan_export`
-decides the translation once (``map_order``, ``map_limits``, ``map_nodes``
-each take a part of the policy) and the writers only render the plan.
+decides the translation once (``map_order``, ``map_limits``, ``map_nodes``,
+``map_compat`` each take a part of the policy) and the writers only render the plan.
 """
 
 from __future__ import annotations
 
 from htcsim.policy import Policy
 from htcsim.slurm import values as sv
+from htcsim.slurm.map_compat import map_compat
 from htcsim.slurm.map_limits import gpu_caps, map_limits
 from htcsim.slurm.map_nodes import map_nodes
 from htcsim.slurm.map_order import map_order
@@ -25,6 +26,7 @@ def plan_export(policy: Policy, names: Names | None = None, *, cluster: bool = F
     map_order(policy, plan, names)
     map_limits(policy, plan, names, cluster)
     map_nodes(policy, plan, cluster)
+    map_compat(policy, plan)
     if plan.qos:
         plan.add("limits", "AccountingStorageEnforce", "associations,limits,qos")
         plan.extras.append(

@@ -4,9 +4,12 @@ The reverse of the export, setting by setting (see ``map_order``,
 ``map_limits``, ``map_nodes`` for what each means). A setting the site does
 not give has Slurm's default, since that is what the site runs:
 priority/basic, sched/backfill with bf_max_job_test=500 and no
-bf_job_part_count_reserve (a reservation for every job tested: conservative),
+bf_job_part_count_reserve (a reservation for every job tested: conservative)
+and bf_interval=30, cons_tres's node selection (placement cons_tres),
 PriorityMaxAge and PriorityDecayHalfLife 7 days, PriorityCalcPeriod 5
 minutes, PriorityFavorSmall NO, fair tree, JobRequeue 1, power saving off.
+The policy carries the Slurm compatibility profile ([slurm_compat]), so that
+a replay of it schedules as this Slurm would.
 
 What cannot become a policy value is kept as a sentence: ``notes`` (how the
 policy differs from what Slurm does) and ``untranslated`` (every setting the
@@ -23,6 +26,7 @@ from htcsim.policy import Policy, PolicyError, QoS, policy_to_toml
 from htcsim.slurm import values as sv
 from htcsim.slurm.conf_read import Setting, SlurmConf, read_slurm_conf
 from htcsim.slurm.errors import SlurmError
+from htcsim.slurm.map_compat import DEFAULT_BF_INTERVAL_S, SLURM_REACTION_S
 from htcsim.slurm.names import Names
 from htcsim.slurm.plan import LIMITS_QOS, MAX_BF_JOB_TEST
 from htcsim.slurm.sacctmgr_read import Accounting, Entity, read_accounting
@@ -188,10 +192,15 @@ def _backfill(c: _Conf, values: dict[str, Any], notes: list[str], untranslated: 
     try:
         depth = int(options.pop("bf_max_job_test", str(BF_MAX_JOB_TEST_DEFAULT)))
         reserve = int(options.pop("bf_job_part_count_reserve", "0"))
+        interval = int(options.pop("bf_interval", str(DEFAULT_BF_INTERVAL_S)))
     except ValueError as exc:
         assert params is not None
         raise SlurmError(f"{params.where}: SchedulerParameters: {exc}") from exc
+    if interval < 1:
+        assert params is not None
+        raise SlurmError(f"{params.where}: SchedulerParameters: bf_interval must be >= 1")
     values["backfill_depth"] = 0 if depth >= MAX_BF_JOB_TEST else depth
+    _slurm_compat(interval, values, notes)
     if scheduler == "sched/builtin":
         values["backfill"] = "none"
     elif scheduler == "sched/backfill":
@@ -214,15 +223,27 @@ def _backfill(c: _Conf, values: dict[str, Any], notes: list[str], untranslated: 
             untranslated.append(f"{params.where} SchedulerParameters {shown}")
 
 
+def _slurm_compat(interval: int, values: dict[str, Any], notes: list[str]) -> None:
+    """The [slurm_compat] profile: the replay times its passes as this Slurm would."""
+    values["slurm_reaction_s"] = SLURM_REACTION_S
+    values["slurm_backfill_interval_s"] = interval
+    values["slurm_whole_minute_limits"] = True
+    notes.append(
+        f"[slurm_compat]: the replay starts jobs {SLURM_REACTION_S} s after the event that "
+        f"allows them, backfills every {interval} s (bf_interval) and rounds time limits up "
+        "to whole minutes, as Slurm does; the live agent ignores the section"
+    )
+
+
 def _placement(c: _Conf, cluster: ClusterImport, values: dict[str, Any], notes: list[str]) -> None:
     select = c.value("SelectTypeParameters", "").upper()
     lln = list(cluster.lln.values())
     if "CR_LLN" in select or (lln and all(lln)):
         values["placement"] = "spread"
     else:
-        values["placement"] = "first_fit"
+        values["placement"] = "cons_tres"  # Slurm's default node selection
         if any(lln):
-            notes.append("LLN=YES on some partitions only: imported as first_fit")
+            notes.append("LLN=YES on some partitions only: imported as cons_tres")
 
 
 def _autoscale(c: _Conf, cluster: ClusterImport, values: dict[str, Any], notes: list[str]) -> None:

@@ -14,7 +14,8 @@ something changed for the twin before it). So with the active policy as
 candidate it repeats the agent's decisions exactly (an end that falls on
 the agent's own finish is applied where the log has it), and with another
 policy it gives what ``htcsim.sim.simulate`` gives for the same event
-sequence.
+sequence (without the policy's ``[slurm_compat]`` timing, which only the
+simulator's replay applies).
 
 A runtime is known only once the job ended live, so the twin runs ahead of
 what it knows only up to a horizon: it never simulates the instant at which
