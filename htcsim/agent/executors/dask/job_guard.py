@@ -26,6 +26,8 @@ import sys
 
 
 def main() -> None:
+    # the worker starts it with these blocked (worker.GUARD_SPARED); ignored
+    # as well, for a guard started by hand
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     live: set[int] = set()

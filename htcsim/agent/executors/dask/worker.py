@@ -51,21 +51,7 @@ def _tell_guard(line: str) -> None:
     global _guard
     for _ in range(2):
         if _guard is None or _guard.poll() is not None:
-            # SIGTERM, SIGINT and SIGHUP ignored from its first instruction on
-            # (a disposition exec keeps): a batch system ending the worker's job
-            # signals every process of it, and the guard must outlive the worker
-            # to kill the jobs a signal missed (SIGKILL still ends it)
-            _guard = subprocess.Popen(
-                [
-                    "/bin/sh",
-                    "-c",
-                    'trap "" TERM INT HUP; exec "$0" -m htcsim.agent.executors.dask.job_guard',
-                    sys.executable,
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,  # not in the worker's group: it outlives it
-            )
+            _guard = _spawn_guard()
         assert _guard.stdin is not None
         try:
             _guard.stdin.write(line.encode() + b"\n")
@@ -73,6 +59,31 @@ def _tell_guard(line: str) -> None:
             return
         except OSError:
             _guard = None
+
+
+GUARD_SPARED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals the guard never receives: a batch system ending the worker's job
+(``scancel``, a walltime) signals every process of it, and the guard must
+outlive the worker to kill the jobs those signals missed. SIGKILL still ends it."""
+
+
+def _spawn_guard() -> subprocess.Popen[bytes]:
+    """The guard, started with ``GUARD_SPARED`` blocked: a signal mask is
+    inherited through fork and exec, so they are blocked from its first
+    instruction (a handler or a shell ``trap`` set once it runs leaves a
+    window in which a signal sent to the whole job kills it). The calling
+    thread blocks them for the instant of the fork only; one sent meanwhile
+    is delivered when the mask is restored."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, GUARD_SPARED)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "htcsim.agent.executors.dask.job_guard"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # not in the worker's group: it outlives it
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) -> None:
