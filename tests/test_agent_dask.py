@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,14 +113,18 @@ def _zombie(pid: int) -> bool:
 
 def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_path: Path) -> None:
     """SIGSTOP: the worker stays connected but silent; past the heartbeat
-    timeout its node is lost and its job requeued; when it wakes up it is a
-    new node, the stale process is killed, and the job runs to completion."""
+    timeout its node is lost and, once its lease has ended, its job requeued;
+    when it wakes up it is a new node, and the job runs to completion."""
     work = tmp_path / "work"
     work.mkdir()
     runs = work / "runs"
     with (
         running_agent(
-            tmp_path, backend="dask", scheduler=site.address, heartbeat_timeout_s=3.0
+            tmp_path,
+            backend="dask",
+            scheduler=site.address,
+            heartbeat_timeout_s=3.0,
+            lease_s=2.0,
         ) as agent,
         agent.client() as client,
     ):
@@ -129,9 +136,11 @@ def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_p
         stopped_at = time.monotonic()
         try:
             wait_for(lambda: _state(client, job)["state"] == "pending", timeout=JOB_S)
-            # lost at the heartbeat timeout plus a margin (measured; the margin,
-            # not the product's timeout, is scaled by the load)
-            assert time.monotonic() - stopped_at < 3.0 + 5.0 * slack()
+            # lost at the heartbeat timeout, requeued once its lease has ended
+            # (the lease, the round trip and the fencing margin of 1 s), plus a
+            # margin (measured; the margin, not the product's times, is scaled
+            # by the load)
+            assert time.monotonic() - stopped_at < 3.0 + 2.0 + 1.0 + 5.0 * slack()
             states = {n["name"]: n["state"] for n in client.get("/nodes").json()["nodes"]}
             assert states["big-0"] == "down"  # out of the kernel, listed for the alert
         finally:
@@ -292,3 +301,103 @@ def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> N
             site.workers["cpu-0"].wait(READY_S)
     finally:
         site.stop()
+
+
+def _job_groups(work: Path) -> dict[int, set[int]]:
+    """The live process groups of each job running in ``work`` (by the
+    HTCSIM_JOB_ID of its processes; zombies are dead)."""
+    out: dict[int, set[int]] = {}
+    for process in psutil.process_iter(["pid", "cwd", "environ", "status"]):
+        info = process.info
+        if info["cwd"] != str(work) or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        job = (info["environ"] or {}).get("HTCSIM_JOB_ID")
+        if job:
+            with contextlib.suppress(ProcessLookupError):
+                out.setdefault(int(job), set()).add(os.getpgid(info["pid"]))
+    return out
+
+
+class _Sampler:
+    """Samples every 50 ms the live process groups of each job; remembers the
+    most groups any job had at once."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.most: dict[int, set[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for job, groups in _job_groups(self.work).items():
+                if len(groups) > len(self.most.get(job, ())):
+                    self.most[job] = groups
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(READY_S)
+
+
+def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
+    """SIGSTOP of a worker and its nanny (a hung node daemon, a cut network):
+    its jobs keep running there, unseen. Its guard kills them when the
+    agent's lease ends, and only after that are they requeued and run on the
+    idle worker: no job ever has two live process groups, and each completes
+    exactly once."""
+    workers = {name: "cores=2,mem_mib=1000,gpus=0" for name in ("w-0", "w-1", "w-2")}
+    site = DaskSite(tmp_path, workers, nanny=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = work / "done"
+    stopped: list[psutil.Process] = []
+    sampler = _Sampler(work)
+    try:
+        with (
+            running_agent(
+                tmp_path,
+                backend="dask",
+                scheduler=site.address,
+                heartbeat_timeout_s=3.0,
+                lease_s=2.0,
+            ) as agent,
+            agent.client() as client,
+        ):
+            wait_for(lambda: len(_node_states(client)) == 3, timeout=READY_S)
+            # two jobs of a whole node each: one worker stays idle. They run
+            # well past the lease, so they are fenced, not finished, on the
+            # hung worker
+            jobs = [
+                _job(client, work, f"sleep 8; echo $HTCSIM_JOB_ID >> {done}", cores=2)
+                for _ in range(2)
+            ]
+            for job in jobs:
+                wait_for(lambda j=job: _state(client, j)["state"] == "running", timeout=JOB_S)
+            wait_for(lambda: len(_job_groups(work)) == 2, timeout=JOB_S)
+            job = jobs[0]
+            node = str(_state(client, job)["node"])
+            nanny = psutil.Process(site.workers[node].pid)
+            stopped = [nanny, *nanny.children(recursive=True)]
+            stopped = [p for p in stopped if "job_guard" not in " ".join(p.cmdline())]
+            stopped = [p for p in stopped if p.cwd() != str(work)]  # not the jobs
+            for process in stopped:
+                process.send_signal(signal.SIGSTOP)
+            wait_for(lambda: _state(client, job)["requeues"] == 1, timeout=JOB_S)
+            wait_for(lambda: _state(client, job)["state"] == "running", timeout=JOB_S)
+            assert _state(client, job)["node"] != node  # on the idle worker
+            for j in jobs:
+                wait_for(lambda j=j: _state(client, j)["state"] == "completed", timeout=JOB_S)
+            history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]
+            assert any("lost" in cause for cause in history), history
+    finally:
+        sampler.stop()
+        for process in stopped:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGCONT)
+        site.stop()
+    twice = {job: groups for job, groups in sampler.most.items() if len(groups) > 1}
+    assert not twice, f"jobs with two live process groups at once: {twice}"
+    assert set(sampler.most) == set(jobs)  # the sampler saw them
+    ran = done.read_text().split()
+    assert sorted(ran) == sorted(str(j) for j in jobs), ran

@@ -127,6 +127,7 @@ class AgentConfig:
     backend: str = "local"  # local | dask
     scheduler: str = ""  # the Dask scheduler's address (backend dask)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
+    lease_s: float = 10.0  # a Dask worker's jobs die this long after the agent's last renewal
     shadow_policy: Path | None = None  # a candidate policy run on the live events, not acted on
     shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
     max_body_bytes: int = 4 << 20  # a larger request body is answered 413, unread
@@ -187,6 +188,8 @@ class AgentConfig:
             bad("scheduler", "is required with backend dask (tcp://HOST:8786), or a [cluster]")
         if self.heartbeat_timeout_s <= 0:
             bad("heartbeat_timeout_s", "must be > 0")
+        if not 0.5 <= self.lease_s <= 3600:
+            bad("lease_s", f"must be 0.5..3600 seconds, got {self.lease_s}")
         if self.shadow_interval_s <= 0:
             bad("shadow_interval_s", "must be > 0")
         if not 1024 <= self.max_body_bytes <= 1 << 30:

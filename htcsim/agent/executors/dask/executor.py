@@ -15,15 +15,24 @@ not Dask tasks: the placement is the kernel's, and the scheduler's task
 bookkeeping would cost more than a short job.
 
 A worker that leaves, or whose heartbeat is older than the timeout, is a
-lost node: its jobs are requeued by the policy, and nothing more is sent to
-it or taken from it.
+lost node: nothing more is sent to it or taken from it, and its jobs are
+requeued by the policy once they are surely dead. Each worker's jobs run
+under a lease (``lease.py``) the agent renews every ``lease_s / 4`` with a
+direct call; the worker's guard kills them when it ends. A lost worker's
+node stays in the inventory (its jobs running, its cores taken) until
+``fence_at``: the last renewal sent, plus ``lease_s``, plus the smallest round
+trip measured to that worker, plus ``FENCE_MARGIN_S``; only then is the
+engine told that it is gone. So a worker that hangs or is cut off never has
+its jobs running there while they run again elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -52,6 +61,11 @@ EXIT_POLL_S = 1.0
 EXIT_LINGER_S = 0.005
 """After a worker's first exit, how long it waits for more before answering
 (one call for exits close together; the loop lingers as long to commit them)."""
+FENCE_MARGIN_S = 1.0
+"""Past the end of a lost worker's lease (the agent's reckoning), how long more
+the agent waits before it requeues the jobs: the guard's wake-up, its
+``killpg`` and the kernel's reaping of the processes, on a loaded machine
+(each takes milliseconds; the margin is generous)."""
 
 
 def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
@@ -71,13 +85,22 @@ def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
     return sorted(out, key=lambda n: n.name)
 
 
-def run_on(client: Client, address: str, function: Callable[..., Any], *args: Any) -> Any:
+def run_on(
+    client: Client,
+    address: str,
+    function: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+) -> Any:
     """``function(*args)`` on one worker, asked directly (the worker's ``run``
     handler, which ``Client.run`` reaches through the scheduler): one hop
-    instead of two, and no load on the scheduler per job."""
+    instead of two, and no load on the scheduler per job. ``timeout``: at most
+    this long (``TimeoutError``)."""
 
     async def call() -> Any:
-        answer = await client.rpc(address).run(function=dumps(function), args=dumps(args))
+        answer = await asyncio.wait_for(
+            client.rpc(address).run(function=dumps(function), args=dumps(args)), timeout
+        )
         if answer.get("status") != "OK":
             raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
         return answer["result"]
@@ -86,18 +109,29 @@ def run_on(client: Client, address: str, function: Callable[..., Any], *args: An
 
 
 class _Worker:
-    """The agent's line to one worker: a thread that sends it the jobs to
-    start (everything queued since the last call, in one ``Client.run``) and
-    one that waits for its exits (``wait_exits``, answered as soon as there
-    is one). Both stop when the worker is lost or the executor closes."""
+    """The agent's line to one worker: a thread that renews its lease every
+    ``lease_s / 4``, one that sends it the jobs to start (everything queued
+    since the last call, in one call, itself a renewal; none before a
+    renewal was answered, so the round trip ``fence_at`` counts is known)
+    and one that waits for its exits (``wait_exits``, answered as soon as
+    there is one). All stop when the worker is lost or the executor closes."""
 
     def __init__(self, executor: DaskExecutor, address: str) -> None:
         self.executor = executor
         self.address = address
+        self.lease_s = executor.lease_s
         self.lost = threading.Event()
+        self._clock = threading.Lock()  # a lease message is stamped, or the worker lost
+        self.sent_last = -math.inf
+        """The agent's clock at the last lease message sent (answered or not)."""
+        self.round_trip = math.inf
+        """The smallest round trip of any answered lease message."""
+        self._leased = threading.Event()  # a lease message was answered
         self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
+        self._renewer = threading.Thread(target=self._renew, name="htcsim-lease", daemon=True)
         self._sender = threading.Thread(target=self._send, name="htcsim-launch", daemon=True)
         self._watcher = threading.Thread(target=self._watch, name="htcsim-exits", daemon=True)
+        self._renewer.start()
         self._sender.start()
         self._watcher.start()
 
@@ -107,8 +141,60 @@ class _Worker:
     def _stopped(self) -> bool:
         return self.lost.is_set() or self.executor.closed.is_set()
 
+    def _stamp(self) -> float | None:
+        """The send time of a lease message about to go; None once the worker
+        is lost (nothing is sent to it then)."""
+        with self._clock:
+            if self._stopped():
+                return None
+            self.sent_last = time.monotonic()
+            return self.sent_last
+
+    def _answered(self, sent: float) -> None:
+        with self._clock:
+            self.round_trip = min(self.round_trip, time.monotonic() - sent)
+        self._leased.set()
+
+    def fence_at(self) -> float:
+        """The worker is lost: no lease message goes to it any more, and this is
+        when (the agent's clock) its jobs are surely dead: the last message's
+        lease, the smallest round trip and a margin. Now, if none was sent."""
+        with self._clock:
+            self.lost.set()
+            if self.sent_last == -math.inf:
+                return time.monotonic()
+            # no message answered: nothing was launched by this agent; jobs it
+            # adopted at a restart are given one lease more
+            trip = self.round_trip if self.round_trip < math.inf else self.lease_s
+            return self.sent_last + self.lease_s + trip + FENCE_MARGIN_S
+
+    def _renew(self) -> None:
+        client = self.executor.client
+        every = self.lease_s / 4
+        while True:
+            sent = self._stamp()
+            if sent is None:
+                return
+            try:
+                run_on(
+                    client,
+                    self.address,
+                    dask_worker.renew,
+                    sent,
+                    self.lease_s,
+                    timeout=self.lease_s,
+                )
+            except Exception:  # hung or gone: the inventory watcher decides
+                logger.debug("lease renewal to %s failed", self.address, exc_info=True)
+            else:
+                self._answered(sent)
+            self.lost.wait(max(0.0, sent + every - time.monotonic()))
+
     def _send(self) -> None:
         client = self.executor.client
+        while not self._leased.wait(0.5):
+            if self._stopped():
+                return
         while not self._stopped():
             try:
                 batch = self._outbox.get(timeout=0.5)
@@ -119,11 +205,16 @@ class _Worker:
                     batch.extend(self._outbox.get_nowait())
                 except queue.Empty:
                     break
+            sent = self._stamp()
+            if sent is None:  # lost: the inventory requeues these jobs
+                return
             try:
-                run_on(client, self.address, dask_worker.launch_jobs, batch)
+                run_on(client, self.address, dask_worker.launch_jobs, batch, sent, self.lease_s)
             except Exception:  # the worker is gone: the inventory requeues its jobs
                 if not self._stopped():
                     logger.exception("starting %d jobs on %s failed", len(batch), self.address)
+            else:
+                self._answered(sent)
 
     def _watch(self) -> None:
         client = self.executor.client
@@ -150,9 +241,14 @@ class DaskExecutor:
     )
 
     def __init__(
-        self, client: Client, on_exit: Callable[[JobExit], None], stop_grace_s: float = 10.0
+        self,
+        client: Client,
+        on_exit: Callable[[JobExit], None],
+        stop_grace_s: float = 10.0,
+        lease_s: float = 10.0,
     ) -> None:
         self.client = client
+        self.lease_s = lease_s
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
@@ -227,9 +323,20 @@ class DaskExecutor:
         with self._lock:
             return dict.fromkeys(self._where, 0)
 
+    def declare_lost(self, address: str) -> float:
+        """The worker is lost: nothing more is sent to it (no lease renewal
+        either). Returns when (``time.monotonic()``) its jobs are surely dead
+        (``_Worker.fence_at``): not before then may they run elsewhere."""
+        with self._lock:
+            worker = self._workers.get(address)
+        if worker is None:  # never ran a job of this agent's
+            return time.monotonic()
+        return worker.fence_at()
+
     def node_lost(self, address: str) -> list[int]:
-        """The jobs of a lost worker (the agent requeues them); nothing more is
-        sent to it or heard from it."""
+        """The jobs of a lost worker (the agent requeues them: the inventory
+        watcher tells the engine once ``declare_lost``'s time has passed);
+        nothing more is sent to it or heard from it."""
         with self._lock:
             jobs = [j for j, (a, _) in self._where.items() if a == address]
             for j in jobs:
@@ -329,7 +436,14 @@ class DaskExecutor:
 
 class InventoryWatcher:
     """Polls the Dask scheduler for its workers and tells the engine when the
-    node inventory changes (a worker joined, left or stopped answering)."""
+    node inventory changes (a worker joined, left or stopped answering).
+
+    A worker that left or stopped answering is declared lost to the executor
+    at once (``fence``: no lease renewal goes to it any more; it returns when
+    its jobs are surely dead), but the engine hears of it only then: until
+    that time the node is still reported, its jobs running in the kernel and
+    its cores taken, and a worker that comes back under its name or its
+    address is not reported before the engine has seen the old one go."""
 
     def __init__(
         self,
@@ -340,13 +454,17 @@ class InventoryWatcher:
         every_s: float = 0.25,
         *,
         empty_ok: bool = False,
+        fence: Callable[[str], float] | None = None,
     ) -> None:
         self.client = client
         self._empty_ok = empty_ok  # a pool may shrink to no worker at all
+        self._reported = list(current)
         self._seen = _identity(current)
         self._on_change = on_change
         self._timeout = heartbeat_timeout_s
         self._every = every_s
+        self._fence = fence or (lambda address: time.monotonic())
+        self._held: dict[str, tuple[NodeSpec, float]] = {}  # address -> (node, fenced at)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="htcsim-inventory", daemon=True)
         self._thread.start()
@@ -359,10 +477,37 @@ class InventoryWatcher:
                 continue
             if not nodes and not self._empty_ok:
                 continue  # no worker at all: keep the last inventory (its jobs stay)
-            identity = _identity(nodes)
+            report = self._holding(nodes)
+            identity = _identity(report)
             if identity != self._seen:
                 self._seen = identity
-                self._on_change(nodes)
+                self._reported = report
+                self._on_change(report)
+
+    def _holding(self, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        """What to report: the workers there, and the lost ones whose jobs may
+        still live (in place of a worker of the same name that came back)."""
+        present = {n.address for n in nodes}
+        for spec in self._reported:
+            if spec.address and spec.address not in present and spec.address not in self._held:
+                fenced_at = self._fence(spec.address)
+                self._held[spec.address] = (spec, fenced_at)
+                wait = max(0.0, fenced_at - time.monotonic())
+                logger.warning(
+                    "worker %s (%s) lost; its jobs are requeued in %.1f s, once its lease "
+                    "has ended",
+                    spec.name,
+                    spec.address,
+                    wait,
+                )
+        now = time.monotonic()
+        held = [spec for spec, at in self._held.values() if at > now]
+        names = {spec.name for spec in held}
+        out = [n for n in nodes if n.address not in self._held and n.name not in names]
+        for address, (_, at) in list(self._held.items()):
+            if at <= now:  # reported gone now; back next time, as a new node
+                del self._held[address]
+        return sorted(out + held, key=lambda n: n.name)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,14 +1,20 @@
-"""Kills a Dask worker's jobs when the worker dies: ``python -m
-htcsim.agent.executors.dask.job_guard``, started by the worker, reading its stdin.
+"""Kills a Dask worker's jobs when the worker dies or its lease expires:
+``python -m htcsim.agent.executors.dask.job_guard``, started by the worker,
+reading its stdin.
 
 Why a process of its own: a worker killed with SIGKILL cannot clean up, and
-its jobs (each a session of its own) would go on running, unseen, while the
-agent requeues them elsewhere. The worker writes ``+PGID`` when it starts a
-job and ``-PGID`` when the job ended; when the worker dies its end of the
-pipe closes, and the guard kills every process group still listed (the whole
-job, the processes it started included), then exits. It costs a line per
-job start and end, where a wrapper process per job (``setpriv
---pdeathsig``) cost an exec per job and reached the job's first process only.
+one that hangs (stopped, or cut from the network) cannot act at all, while
+the agent requeues its jobs elsewhere: they would go on running, unseen, and
+the same job would run twice. The worker writes ``+PGID`` when it starts a
+job, ``-PGID`` when the job ended, and ``L SENT RECEIVED LEASE_S`` for each
+lease renewal from the agent (``lease.py``: the agent's clock at send, the
+worker's monotonic clock at receipt, this machine's). The guard kills every
+process group still listed (the whole job, the processes it started
+included) when the worker's end of the pipe closes, and also, on its own
+timer, when its lease ends: a hung worker's jobs die without the worker's
+help, before the agent requeues them. A group listed while the lease has
+ended is killed at once. Before killing a group it writes ``F PGID`` on its
+stdout, so the worker reports that job as fenced (requeued), not as ended.
 
 Only the standard library: it runs beside every worker.
 """
@@ -17,24 +23,71 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
+import time
+
+from htcsim.agent.executors.dask.lease import Lease
+
+
+class Guard:
+    """The process groups of one worker's jobs and the lease they run under."""
+
+    def __init__(self, out: int) -> None:
+        self.out = out  # where ``F PGID`` goes (the worker reads it)
+        self.live: set[int] = set()
+        self.lease = Lease()
+
+    def line(self, text: bytes, now: float) -> None:
+        """One line from the worker."""
+        text = text.strip()
+        if not text:
+            return
+        if text[:1] == b"L":
+            sent, received, lease_s = (float(x) for x in text[1:].split())
+            self.lease.renew(sent, received, lease_s)
+        elif text[:1] == b"+":
+            self.live.add(int(text[1:]))
+        elif text[:1] == b"-":
+            self.live.discard(int(text[1:]))
+        if self.live and self.lease.expired(now):
+            self.fence("lease expired")
+
+    def fence(self, why: str) -> None:
+        """SIGKILL to every listed group, each told to the worker first."""
+        groups, self.live = sorted(self.live), set()
+        for pgid in groups:
+            with contextlib.suppress(OSError):  # the worker is gone: nobody reads
+                os.write(self.out, f"F {pgid}\n".encode())
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        if groups:
+            print(f"htcsim job guard: {why}: killed {len(groups)} job(s)", file=sys.stderr)
+
+    def timeout(self, now: float) -> float | None:
+        """How long to wait for input: until the lease ends while groups live."""
+        return self.lease.left(now) if self.live else None
 
 
 def main() -> None:
-    live: set[int] = set()
-    for line in sys.stdin.buffer:
-        text = line.strip()
-        if not text:
+    source = sys.stdin.fileno()
+    os.set_blocking(sys.stdout.fileno(), False)  # a hung worker's full pipe never blocks a kill
+    guard = Guard(sys.stdout.fileno())
+    pending = b""
+    while True:
+        ready, _, _ = select.select([source], [], [], guard.timeout(time.monotonic()))
+        if not ready:  # the lease ended with no word from the worker
+            guard.fence("lease expired")
             continue
-        pgid = int(text[1:])
-        if text[:1] == b"+":
-            live.add(pgid)
-        else:
-            live.discard(pgid)
-    for pgid in live:  # the worker is gone
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        data = os.read(source, 65536)
+        if not data:
+            break
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            guard.line(line, time.monotonic())
+    guard.fence("the worker is gone")
 
 
 if __name__ == "__main__":
