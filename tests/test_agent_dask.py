@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import threading
 import time
@@ -17,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
-from tests.dask_harness import DaskSite
+from tests.dask_harness import DaskSite, hang_worker, job_groups, wake
 
 
 @pytest.fixture
@@ -303,21 +301,6 @@ def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> N
         site.stop()
 
 
-def _job_groups(work: Path) -> dict[int, set[int]]:
-    """The live process groups of each job running in ``work`` (by the
-    HTCSIM_JOB_ID of its processes; zombies are dead)."""
-    out: dict[int, set[int]] = {}
-    for process in psutil.process_iter(["pid", "cwd", "environ", "status"]):
-        info = process.info
-        if info["cwd"] != str(work) or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        job = (info["environ"] or {}).get("HTCSIM_JOB_ID")
-        if job:
-            with contextlib.suppress(ProcessLookupError):
-                out.setdefault(int(job), set()).add(os.getpgid(info["pid"]))
-    return out
-
-
 class _Sampler:
     """Samples every 50 ms the live process groups of each job; remembers the
     most groups any job had at once."""
@@ -331,7 +314,7 @@ class _Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            for job, groups in _job_groups(self.work).items():
+            for job, groups in job_groups(self.work).items():
                 if len(groups) > len(self.most.get(job, ())):
                     self.most[job] = groups
 
@@ -374,15 +357,10 @@ def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
             ]
             for job in jobs:
                 wait_for(lambda j=job: _state(client, j)["state"] == "running", timeout=JOB_S)
-            wait_for(lambda: len(_job_groups(work)) == 2, timeout=JOB_S)
+            wait_for(lambda: len(job_groups(work)) == 2, timeout=JOB_S)
             job = jobs[0]
             node = str(_state(client, job)["node"])
-            nanny = psutil.Process(site.workers[node].pid)
-            stopped = [nanny, *nanny.children(recursive=True)]
-            stopped = [p for p in stopped if "job_guard" not in " ".join(p.cmdline())]
-            stopped = [p for p in stopped if p.cwd() != str(work)]  # not the jobs
-            for process in stopped:
-                process.send_signal(signal.SIGSTOP)
+            stopped = hang_worker(site, node, work)
             wait_for(lambda: _state(client, job)["requeues"] == 1, timeout=JOB_S)
             wait_for(lambda: _state(client, job)["state"] == "running", timeout=JOB_S)
             assert _state(client, job)["node"] != node  # on the idle worker
@@ -392,9 +370,7 @@ def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
             assert any("lost" in cause for cause in history), history
     finally:
         sampler.stop()
-        for process in stopped:
-            with contextlib.suppress(psutil.Error):
-                process.send_signal(signal.SIGCONT)
+        wake(stopped)
         site.stop()
     twice = {job: groups for job, groups in sampler.most.items() if len(groups) > 1}
     assert not twice, f"jobs with two live process groups at once: {twice}"

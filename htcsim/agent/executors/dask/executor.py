@@ -166,7 +166,19 @@ class _Worker:
             # no message answered: nothing was launched by this agent; jobs it
             # adopted at a restart are given one lease more
             trip = self.round_trip if self.round_trip < math.inf else self.lease_s
-            return self.sent_last + self.lease_s + trip + FENCE_MARGIN_S
+            at = self.sent_last + self.lease_s + trip + FENCE_MARGIN_S
+            now = time.monotonic()
+        logger.warning(
+            "worker %s lost: its jobs are requeued in %.2f s, once fenced (last renewal "
+            "sent %.2f s ago + lease %.1f s + smallest round trip %.4f s + margin %.1f s)",
+            self.address,
+            max(0.0, at - now),
+            now - self.sent_last,
+            self.lease_s,
+            trip,
+            FENCE_MARGIN_S,
+        )
+        return at
 
     def _renew(self) -> None:
         client = self.executor.client
@@ -492,13 +504,8 @@ class InventoryWatcher:
             if spec.address and spec.address not in present and spec.address not in self._held:
                 fenced_at = self._fence(spec.address)
                 self._held[spec.address] = (spec, fenced_at)
-                wait = max(0.0, fenced_at - time.monotonic())
-                logger.warning(
-                    "worker %s (%s) lost; its jobs are requeued in %.1f s, once its lease "
-                    "has ended",
-                    spec.name,
-                    spec.address,
-                    wait,
+                logger.info(
+                    "node %s (%s) lost: kept until its jobs are fenced", spec.name, spec.address
                 )
         now = time.monotonic()
         held = [spec for spec, at in self._held.values() if at > now]
