@@ -81,7 +81,9 @@ def _done(api: httpx.Client) -> int:
 
 
 def test_failover_after_a_worker_sigkill(benchmark, tmp_path: Path) -> None:
-    """From SIGKILL of the worker running a job to that job running elsewhere."""
+    """From SIGKILL of the worker running a job (its process started) to that
+    job running elsewhere: the agent cannot tell a dead worker from one cut
+    off, so this waits for the end of the worker's lease."""
     site = DaskSite(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
@@ -97,6 +99,7 @@ def test_failover_after_a_worker_sigkill(benchmark, tmp_path: Path) -> None:
                 "/jobs", json={"command": ["sleep", "30"], "cwd": str(work), "cores": 2}
             ).json()["ids"][0]
             wait_for(lambda: api.get(f"/jobs/{job}").json()["state"] == "running", timeout=30)
+            wait_for(lambda: job in job_groups(work), timeout=60)  # its process runs
             first = api.get(f"/jobs/{job}").json()["node"]
 
             def fail_over() -> None:

@@ -364,10 +364,15 @@ def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
             wait_for(lambda: _state(client, job)["requeues"] == 1, timeout=JOB_S)
             wait_for(lambda: _state(client, job)["state"] == "running", timeout=JOB_S)
             assert _state(client, job)["node"] != node  # on the idle worker
+            # the hung worker wakes up: it reports its fenced runs late (lost);
+            # the agent, whose runs tell them apart, ignores them
+            wake(stopped)
+            wait_for(lambda: _node_states(client).get(node) == "idle", timeout=READY_S)
             for j in jobs:
                 wait_for(lambda j=j: _state(client, j)["state"] == "completed", timeout=JOB_S)
             history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]
             assert any("lost" in cause for cause in history), history
+            assert [_state(client, j)["requeues"] for j in jobs] == [1, 0]
     finally:
         sampler.stop()
         wake(stopped)

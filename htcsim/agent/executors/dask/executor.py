@@ -61,6 +61,11 @@ EXIT_POLL_S = 1.0
 EXIT_LINGER_S = 0.005
 """After a worker's first exit, how long it waits for more before answering
 (one call for exits close together; the loop lingers as long to commit them)."""
+RENEWAL_WAIT_LEASES = 6
+"""How many leases a renewal may go unanswered before another is sent. One at
+a time: a hung worker's last renewal is the one sent just after it hung, so
+its jobs can be requeued soon after its heartbeat timeout; a worker that
+answers again gets the next one at once."""
 FENCE_MARGIN_S = 1.0
 """Past the end of a lost worker's lease (the agent's reckoning), how long more
 the agent waits before it requeues the jobs: the guard's wake-up, its
@@ -126,6 +131,8 @@ class _Worker:
         """The agent's clock at the last lease message sent (answered or not)."""
         self.round_trip = math.inf
         """The smallest round trip of any answered lease message."""
+        self.adopted = False  # runs jobs an earlier agent started (``recover``)
+        self.fence_note = ""  # how ``fence_at`` reckoned, for the log
         self._leased = threading.Event()  # a lease message was answered
         self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
         self._renewer = threading.Thread(target=self._renew, name="htcsim-lease", daemon=True)
@@ -161,23 +168,19 @@ class _Worker:
         lease, the smallest round trip and a margin. Now, if none was sent."""
         with self._clock:
             self.lost.set()
-            if self.sent_last == -math.inf:
-                return time.monotonic()
-            # no message answered: nothing was launched by this agent; jobs it
-            # adopted at a restart are given one lease more
+            if self.round_trip == math.inf and not self.adopted:
+                return time.monotonic()  # no launch went before an answer: none ran
+            # no message answered: only jobs adopted at a restart can run
+            # there; they are given one lease more for the unknown round trip
             trip = self.round_trip if self.round_trip < math.inf else self.lease_s
-            at = self.sent_last + self.lease_s + trip + FENCE_MARGIN_S
             now = time.monotonic()
-        logger.warning(
-            "worker %s lost: its jobs are requeued in %.2f s, once fenced (last renewal "
-            "sent %.2f s ago + lease %.1f s + smallest round trip %.4f s + margin %.1f s)",
-            self.address,
-            max(0.0, at - now),
-            now - self.sent_last,
-            self.lease_s,
-            trip,
-            FENCE_MARGIN_S,
-        )
+            sent = self.sent_last if self.sent_last > -math.inf else now
+            at = sent + self.lease_s + trip + FENCE_MARGIN_S
+            self.fence_note = (
+                f"last renewal sent {now - sent:.2f} s ago + lease "
+                f"{self.lease_s:.1f} s + smallest round trip {trip:.4f} s + margin "
+                f"{FENCE_MARGIN_S:.1f} s"
+            )
         return at
 
     def _renew(self) -> None:
@@ -187,14 +190,14 @@ class _Worker:
             sent = self._stamp()
             if sent is None:
                 return
-            try:
+            try:  # one at a time: while one is unanswered, its time is the last sent
                 run_on(
                     client,
                     self.address,
                     dask_worker.renew,
                     sent,
                     self.lease_s,
-                    timeout=self.lease_s,
+                    timeout=RENEWAL_WAIT_LEASES * self.lease_s,
                 )
             except Exception:  # hung or gone: the inventory watcher decides
                 logger.debug("lease renewal to %s failed", self.address, exc_info=True)
@@ -343,7 +346,19 @@ class DaskExecutor:
             worker = self._workers.get(address)
         if worker is None:  # never ran a job of this agent's
             return time.monotonic()
-        return worker.fence_at()
+        at = worker.fence_at()  # from here on nothing is sent: a job placed later never starts
+        with self._lock:
+            placed = sum(a == address for a, _ in self._where.values())
+        if not placed:  # none of its jobs to requeue
+            return time.monotonic()
+        logger.warning(
+            "worker %s lost: its %d job(s) are requeued in %.2f s, once fenced (%s)",
+            address,
+            placed,
+            max(0.0, at - time.monotonic()),
+            worker.fence_note,
+        )
+        return at
 
     def node_lost(self, address: str) -> list[int]:
         """The jobs of a lost worker (the agent requeues them: the inventory
@@ -417,7 +432,7 @@ class DaskExecutor:
             if job_id in running:
                 with self._lock:
                     self._where[job_id] = running[job_id]
-                self._worker(running[job_id][0])
+                self._worker(running[job_id][0]).adopted = True
                 out.append(Recovered(job_id, "running", 0, None))
             elif job_id in exits:
                 out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
