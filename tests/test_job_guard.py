@@ -147,15 +147,21 @@ def test_the_guard_s_rules_on_explicit_clock_readings(
     assert not lease.renew(103.0, 1113.5, 10.0)  # it would end at 1113.2: late, ignored
     assert lease.deadline == 1112.2 and lease.theta == pytest.approx(1000.2)
 
+    # a restarted agent on a host booted later (its clock 1100 s behind): its
+    # renewals are ones of another clock, not late ones of the first
+    assert not lease.renew(5.0, 1105.0, 10.0)  # as the first agent's: ignored
+    assert lease.renew(5.0, 1105.0, 10.0, epoch="b")
+    assert lease.deadline == 1115.0 and lease.theta == 1100.0
+
     read, write = os.pipe()
     try:
         guard = Guard(write)
         job = _sleeper()
         groups.append(job)
-        guard.line(b"L 100.0 1100.2 10.0", now=1100.2)
+        guard.line(b"L 100.0 1100.2 10.0 a1b2c3d4", now=1100.2)
         guard.line(f"+{job.pid}".encode(), now=1100.3)
         assert guard.timeout(1105.2) == pytest.approx(5.0)
-        guard.line(b"L 101.0 1115.0 10.0", now=1115.0)  # late: no renewal
+        guard.line(b"L 101.0 1115.0 10.0 a1b2c3d4", now=1115.0)  # late: no renewal
         assert guard.live == set()  # the lease had ended (1110.2): fenced
         wait_for(lambda: not _alive(job), timeout=READY_S)
         assert os.read(read, 100) == f"F {job.pid}\n".encode()

@@ -197,6 +197,7 @@ class _Worker:
                     dask_worker.renew,
                     sent,
                     self.lease_s,
+                    self.executor.epoch,
                     timeout=RENEWAL_WAIT_LEASES * self.lease_s,
                 )
             except Exception:  # hung or gone: the inventory watcher decides
@@ -224,7 +225,15 @@ class _Worker:
             if sent is None:  # lost: the inventory requeues these jobs
                 return
             try:
-                run_on(client, self.address, dask_worker.launch_jobs, batch, sent, self.lease_s)
+                run_on(
+                    client,
+                    self.address,
+                    dask_worker.launch_jobs,
+                    batch,
+                    sent,
+                    self.lease_s,
+                    self.executor.epoch,
+                )
             except Exception:  # the worker is gone: the inventory requeues its jobs
                 if not self._stopped():
                     logger.exception("starting %d jobs on %s failed", len(batch), self.address)
@@ -269,6 +278,7 @@ class DaskExecutor:
         self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
         self._runs = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]  # this agent's runs, told from an earlier agent's
+        self.epoch = self._tag  # its lease renewals too (another clock: ``lease.py``)
         self._workers: dict[str, _Worker] = {}
         self._to_release: list[int] = []
         self.closed = threading.Event()

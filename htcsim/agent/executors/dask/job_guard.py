@@ -6,13 +6,13 @@ Why a process of its own: a worker killed with SIGKILL cannot clean up, and
 one that hangs (stopped, or cut from the network) cannot act at all, while
 the agent requeues its jobs elsewhere: they would go on running, unseen, and
 the same job would run twice. The worker writes ``+PGID`` when it starts a
-job, ``-PGID`` when the job ended, and ``L SENT RECEIVED LEASE_S`` for each
-lease renewal from the agent (``lease.py``: the agent's clock at send, the
-worker's monotonic clock at receipt, this machine's). The guard kills every
-process group still listed (the whole job, the processes it started
-included) when the worker's end of the pipe closes, and also, on its own
-timer, when its lease ends: a hung worker's jobs die without the worker's
-help, before the agent requeues them. A group listed while the lease has
+job, ``-PGID`` when the job ended, and ``L SENT RECEIVED LEASE_S EPOCH`` for
+each lease renewal from the agent (``lease.py``: the agent's clock at send,
+the worker's monotonic clock at receipt, this machine's, and the agent's
+start). The guard kills every process group still listed (the whole job,
+the processes it started included) when the worker's end of the pipe
+closes, and also, on its own timer, when its lease ends: a hung worker's
+jobs die without the worker's help, before the agent requeues them. A group listed while the lease has
 ended is killed at once. Before killing a group it writes ``F PGID`` on its
 stdout, so the worker reports that job as fenced (requeued), not as ended.
 
@@ -45,8 +45,8 @@ class Guard:
         if not text:
             return
         if text[:1] == b"L":
-            sent, received, lease_s = (float(x) for x in text[1:].split())
-            self.lease.renew(sent, received, lease_s)
+            sent, received, lease_s, *epoch = text[1:].split()
+            self.lease.renew(float(sent), float(received), float(lease_s), b"".join(epoch).decode())
         elif text[:1] == b"+":
             self.live.add(int(text[1:]))
         elif text[:1] == b"-":

@@ -18,6 +18,13 @@ both clocks advance at the same rate (no synchronised clocks, no bound on the
 delays). A renewal that arrives after the end it would give is ignored: a late
 message cannot bring a fenced worker back.
 
+Renewals carry the agent's epoch (a token of each agent start): a restarted
+or moved agent's monotonic clock has another offset (another host's, or one
+since another boot), so ``theta`` starts afresh with it, while the lease the
+previous agent gave still runs to its end (that agent is gone: its last
+renewal went before the new one started, and the margin the agent adds
+covers that one's one-way delay).
+
 Only the standard library: the worker and its guard import it.
 """
 
@@ -31,16 +38,19 @@ class Lease:
 
     def __init__(self) -> None:
         self.theta = math.inf
-        """The smallest ``received - sent`` of any renewal: an over-estimate of
-        the clocks' offset by at most the smallest one-way delay."""
+        """The smallest ``received - sent`` of any renewal of this epoch: an
+        over-estimate of the clocks' offset by at most the smallest one-way delay."""
+        self.epoch = ""
         self.deadline = -math.inf
         """When the lease ends (the worker's clock); before any renewal, already."""
 
-    def renew(self, sent: float, received: float, lease_s: float) -> bool:
+    def renew(self, sent: float, received: float, lease_s: float, epoch: str = "") -> bool:
         """A renewal sent at ``sent`` (the agent's clock), received at ``received``
         (this clock): the lease ends at ``sent + lease_s + theta`` unless it ends
         later already. False if that end is already past at receipt (a late
-        renewal, ignored)."""
+        renewal, ignored). ``epoch``: the agent's start it comes from."""
+        if epoch != self.epoch:  # another agent's clock
+            self.epoch, self.theta = epoch, math.inf
         self.theta = min(self.theta, received - sent)
         end = sent + lease_s + self.theta
         if end <= received:

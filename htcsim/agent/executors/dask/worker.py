@@ -100,14 +100,14 @@ def _read_fenced() -> None:
                 _fenced.add(int(line[2:]))
 
 
-def renew(sent: float, lease_s: float) -> bool:
-    """A lease renewal from the agent (its clock at ``sent``): stamped with
-    this machine's monotonic clock and passed on to the guard. False if it
-    came too late to extend the lease (ignored)."""
+def renew(sent: float, lease_s: float, epoch: str) -> bool:
+    """A lease renewal from the agent (its clock at ``sent``; ``epoch``: its
+    start): stamped with this machine's monotonic clock and passed on to the
+    guard. False if it came too late to extend the lease (ignored)."""
     received = time.monotonic()
     with _lock:
-        _tell_guard(f"L {sent!r} {received!r} {lease_s!r}")
-        return _lease.renew(sent, received, lease_s)
+        _tell_guard(f"L {sent!r} {received!r} {lease_s!r} {epoch}")
+        return _lease.renew(sent, received, lease_s, epoch)
 
 
 def _record(
@@ -139,17 +139,17 @@ def _record(
             loop.call_soon_threadsafe(event.set)
 
 
-def launch_jobs(jobs: list[dict[str, Any]], sent: float, lease_s: float) -> list[int]:
+def launch_jobs(jobs: list[dict[str, Any]], sent: float, lease_s: float, epoch: str) -> list[int]:
     """Start these jobs here (``Client.run``: on the worker's event loop
     thread); returns their pids, 0 for a job that could not start (its exit,
     126 or 127 with the reason in its stderr, is recorded at once). The call
-    is a lease renewal too (``sent``: the agent's clock); once the lease has
+    is a lease renewal too (``sent``: the agent's clock, ``epoch``: its start); once the lease has
     ended nothing starts and each job is reported lost (the agent requeues it,
     or has already). While the worker stops nothing starts (0, no exit): the
     worker's loss requeues them."""
     if _stopping:
         return [0 for _ in jobs]
-    renew(sent, lease_s)
+    renew(sent, lease_s, epoch)
     pids = []
     for job in jobs:
         with _lock:
