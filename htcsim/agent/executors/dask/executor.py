@@ -273,6 +273,7 @@ class DaskExecutor:
     ) -> None:
         self.client = client
         self.lease_s = lease_s
+        self._started = time.monotonic()
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
@@ -426,7 +427,11 @@ class DaskExecutor:
 
     def recover(self, job_ids: Sequence[int]) -> list[Recovered]:
         """After a restart: ask every worker what still runs and what ended;
-        the exits of jobs still running come as any other's."""
+        the exits of jobs still running come as any other's. Jobs no worker
+        answers for (the worker gone, or hung) are lost, but not before the
+        previous agent's lease has surely ended (``lease_s`` and the margin
+        after this agent started: the previous one's last renewal went before):
+        a hung worker's guard has killed them by then."""
         tables: dict[str, Any] = self.client.run(dask_worker.job_table, on_error="return")
         running: dict[int, tuple[str, str]] = {}
         exits: dict[int, dict[str, Any]] = {}
@@ -448,6 +453,16 @@ class DaskExecutor:
                 out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
             else:
                 out.append(Recovered(job_id, "lost", None, None))
+        fenced_at = self._started + self.lease_s + FENCE_MARGIN_S
+        lost = sum(r.status == "lost" for r in out)
+        if lost and fenced_at > time.monotonic():
+            logger.warning(
+                "%d job(s) found on no worker: requeued in %.1f s, once the previous agent's "
+                "lease on their worker has ended",
+                lost,
+                fenced_at - time.monotonic(),
+            )
+            self.closed.wait(max(0.0, fenced_at - time.monotonic()))
         return out
 
     def _release_loop(self) -> None:

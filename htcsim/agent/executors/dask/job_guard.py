@@ -12,9 +12,10 @@ the worker's monotonic clock at receipt, this machine's, and the agent's
 start). The guard kills every process group still listed (the whole job,
 the processes it started included) when the worker's end of the pipe
 closes, and also, on its own timer, when its lease ends: a hung worker's
-jobs die without the worker's help, before the agent requeues them. A group listed while the lease has
-ended is killed at once. Before killing a group it writes ``F PGID`` on its
-stdout, so the worker reports that job as fenced (requeued), not as ended.
+jobs die without the worker's help, before the agent requeues them. A group
+listed while the lease has ended is killed at once. Before killing a group
+it writes ``F PGID`` on its stdout, so the worker reports that job as fenced
+(requeued), not as ended.
 
 Only the standard library: it runs beside every worker.
 """
