@@ -168,3 +168,27 @@ def test_the_guard_s_rules_on_explicit_clock_readings(
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_a_job_started_but_not_yet_listed_dies_with_the_worker(
+    groups: list[subprocess.Popen[bytes]],
+) -> None:
+    """The worker died between starting a job and listing it: the job carries
+    the guard's mark in its environment, and the guard finds and kills it."""
+    guard = _GuardProcess()
+    try:
+        marked = subprocess.Popen(
+            ["sh", "-c", "sleep 300 & wait"],
+            start_new_session=True,
+            env=os.environ | {"HTCSIM_GUARD": str(guard.proc.pid)},
+        )
+        groups.append(marked)
+        stranger = _sleeper()  # not this guard's
+        groups.append(stranger)
+        guard.close()  # the worker is gone
+        wait_for(lambda: not _alive(marked), timeout=READY_S)
+        assert marked.pid in guard.fenced()
+        assert _alive(stranger)
+    finally:
+        if guard.proc.poll() is None:
+            guard.close()

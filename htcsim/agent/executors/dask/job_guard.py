@@ -15,7 +15,10 @@ closes, and also, on its own timer, when its lease ends: a hung worker's
 jobs die without the worker's help, before the agent requeues them. A group
 listed while the lease has ended is killed at once. Before killing a group
 it writes ``F PGID`` on its stdout, so the worker reports that job as fenced
-(requeued), not as ended.
+(requeued), not as ended. Every job carries ``HTCSIM_GUARD=<guard pid>`` in
+its environment from its exec on, and the guard also kills the processes
+that carry it: a worker that died between starting a job and listing it
+leaves no job behind.
 
 Only the standard library: it runs beside every worker.
 """
@@ -31,6 +34,9 @@ import time
 
 from htcsim.agent.executors.dask.lease import Lease
 
+FENCE_LOOK_AGAIN_S = 0.05
+"""After a kill, when the guard looks again for processes with its mark."""
+
 
 class Guard:
     """The process groups of one worker's jobs and the lease they run under."""
@@ -39,6 +45,7 @@ class Guard:
         self.out = out  # where ``F PGID`` goes (the worker reads it)
         self.live: set[int] = set()
         self.lease = Lease()
+        self.marker = f"HTCSIM_GUARD={os.getpid()}".encode()
 
     def line(self, text: bytes, now: float) -> None:
         """One line from the worker."""
@@ -56,16 +63,39 @@ class Guard:
             self.fence("lease expired")
 
     def fence(self, why: str) -> None:
-        """SIGKILL to every listed group, each told to the worker first."""
-        groups, self.live = sorted(self.live), set()
-        for pgid in groups:
-            with contextlib.suppress(OSError):  # the worker is gone: nobody reads
-                os.write(self.out, f"F {pgid}\n".encode())
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        if groups:
-            print(f"htcsim job guard: {why}: killed {len(groups)} job(s)", file=sys.stderr)
+        """SIGKILL to every listed group and to the group of every process
+        that carries this guard's mark (a job started and not yet listed when
+        the worker died or hung), each told to the worker first; again until
+        a look finds none (a job being started then execs a moment later)."""
+        killed: set[int] = set()
+        groups = self.live | self.marked()
+        while groups - killed:
+            for pgid in sorted(groups - killed):
+                with contextlib.suppress(OSError):  # the worker is gone: nobody reads
+                    os.write(self.out, f"F {pgid}\n".encode())
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            killed |= groups
+            time.sleep(FENCE_LOOK_AGAIN_S)
+            groups = self.marked()
+        self.live = set()
+        if killed:
+            print(f"htcsim job guard: {why}: killed {len(killed)} job(s)", file=sys.stderr)
+
+    def marked(self) -> set[int]:
+        """The process groups of the processes whose environment has this
+        guard's mark (``HTCSIM_GUARD``, set by the worker on each job)."""
+        out: set[int] = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if self.marker in f.read().split(b"\0"):
+                        out.add(os.getpgid(int(entry)))
+            except OSError:  # gone, or not ours
+                continue
+        return out
 
     def timeout(self, now: float) -> float | None:
         """How long to wait for input: until the lease ends while groups live."""

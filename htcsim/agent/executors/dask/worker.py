@@ -50,6 +50,7 @@ _stopping = False  # the worker stops (stop_jobs): no job starts, no exit is rep
 _lease = Lease()  # the guard's lease, kept here too: no job starts once it ended
 _fenced: set[int] = set()  # process groups the guard killed (its ``F PGID`` lines)
 _from_guard = b""  # a partial line the guard wrote
+GUARD_VAR = "HTCSIM_GUARD"
 FENCED = "fenced: the agent's lease on its worker ended (the worker hung or was cut off)"
 STOP_KILL_WAIT_S = 5.0
 """After SIGKILL, how long ``stop_jobs`` waits for the jobs to be reaped."""
@@ -76,6 +77,17 @@ def _tell_guard(line: str) -> None:
             return
         except OSError:
             _guard = None
+
+
+def _guard_pid() -> str:
+    """The guard's pid, which every job carries in ``HTCSIM_GUARD`` from its
+    exec on: a worker that dies after starting a job and before listing it
+    (``+PGID``) leaves a job its guard still finds and kills."""
+    with _lock:
+        if _guard is None or _guard.poll() is not None:
+            _tell_guard("")  # starts it
+        assert _guard is not None
+        return str(_guard.pid)
 
 
 def _read_fenced() -> None:
@@ -206,7 +218,7 @@ def _start(job: dict[str, Any]) -> int:
             process = subprocess.Popen(
                 job["argv"],
                 cwd=job["cwd"],
-                env=job["env"],
+                env=job["env"] | {GUARD_VAR: _guard_pid()},
                 stdin=subprocess.DEVNULL,
                 stdout=files[0],
                 stderr=files[1],
