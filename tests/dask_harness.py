@@ -6,6 +6,8 @@ made (the agent's own in ``agent_settings``)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +146,39 @@ class DaskSite:
             for child in children:
                 with contextlib.suppress(psutil.Error):
                     child.kill()
+
+
+def job_groups(work: Path) -> dict[int, set[int]]:
+    """The live process groups of each job running in ``work`` (by the
+    HTCSIM_JOB_ID of its processes; zombies are dead)."""
+    out: dict[int, set[int]] = {}
+    for process in psutil.process_iter(["pid", "cwd", "environ", "status"]):
+        info = process.info
+        if info["cwd"] != str(work) or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        job = (info["environ"] or {}).get("HTCSIM_JOB_ID")
+        if job:
+            with contextlib.suppress(ProcessLookupError):
+                out.setdefault(int(job), set()).add(os.getpgid(info["pid"]))
+    return out
+
+
+def hang_worker(site: DaskSite, name: str, work: Path) -> list[psutil.Process]:
+    """SIGSTOP to a worker started with a nanny, and to the nanny (a hung node
+    daemon, a cut network): its jobs (those running in ``work``) and its job
+    guard keep running. Returns the processes stopped (SIGCONT them)."""
+    nanny = psutil.Process(site.workers[name].pid)
+    stopped = [
+        process
+        for process in [nanny, *nanny.children(recursive=True)]
+        if "job_guard" not in " ".join(process.cmdline()) and process.cwd() != str(work)
+    ]
+    for process in stopped:
+        process.send_signal(signal.SIGSTOP)
+    return stopped
+
+
+def wake(stopped: list[psutil.Process]) -> None:
+    for process in stopped:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGCONT)

@@ -108,3 +108,11 @@ def test_serve_refuses_a_pool_the_policy_does_not_fit(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["agent", "serve", "--config", str(config)])
     assert result.exit_code != 0
     assert "cluster.manager: cannot import no_such_pkg" in result.output
+
+
+def test_the_dask_lease_is_read_and_checked(tmp_path: Path) -> None:
+    assert _load(tmp_path, "lease_s = 4.5\n").lease_s == 4.5  # type: ignore[attr-defined]
+    assert _load(tmp_path, "").lease_s == 10.0  # type: ignore[attr-defined]
+    for bad in ("0.1", "-3", "7200"):
+        with pytest.raises(AgentConfigError, match=r"agent.toml: lease_s must be 0.5..3600"):
+            _load(tmp_path, f"lease_s = {bad}\n")

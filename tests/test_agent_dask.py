@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
-from tests.dask_harness import DaskSite
+from tests.dask_harness import DaskSite, hang_worker, job_groups, wake
 
 
 @pytest.fixture
@@ -110,14 +111,18 @@ def _zombie(pid: int) -> bool:
 
 def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_path: Path) -> None:
     """SIGSTOP: the worker stays connected but silent; past the heartbeat
-    timeout its node is lost and its job requeued; when it wakes up it is a
-    new node, the stale process is killed, and the job runs to completion."""
+    timeout its node is lost and, once its lease has ended, its job requeued;
+    when it wakes up it is a new node, and the job runs to completion."""
     work = tmp_path / "work"
     work.mkdir()
     runs = work / "runs"
     with (
         running_agent(
-            tmp_path, backend="dask", **site.agent_settings(), heartbeat_timeout_s=3.0
+            tmp_path,
+            backend="dask",
+            **site.agent_settings(),
+            heartbeat_timeout_s=3.0,
+            lease_s=2.0,
         ) as agent,
         agent.client() as client,
     ):
@@ -129,9 +134,11 @@ def test_a_hung_worker_is_lost_after_the_heartbeat_timeout(site: DaskSite, tmp_p
         stopped_at = time.monotonic()
         try:
             wait_for(lambda: _state(client, job)["state"] == "pending", timeout=JOB_S)
-            # lost at the heartbeat timeout plus a margin (measured; the margin,
-            # not the product's timeout, is scaled by the load)
-            assert time.monotonic() - stopped_at < 3.0 + 5.0 * slack()
+            # lost at the heartbeat timeout, requeued once its lease has ended
+            # (the lease, the round trip and the fencing margin of 1 s), plus a
+            # margin (measured; the margin, not the product's times, is scaled
+            # by the load)
+            assert time.monotonic() - stopped_at < 3.0 + 2.0 + 1.0 + 5.0 * slack()
             states = {n["name"]: n["state"] for n in client.get("/nodes").json()["nodes"]}
             assert states["big-0"] == "down"  # out of the kernel, listed for the alert
         finally:
@@ -292,3 +299,86 @@ def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> N
             site.workers["cpu-0"].wait(READY_S)
     finally:
         site.stop()
+
+
+class _Sampler:
+    """Samples every 50 ms the live process groups of each job; remembers the
+    most groups any job had at once."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.most: dict[int, set[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for job, groups in job_groups(self.work).items():
+                if len(groups) > len(self.most.get(job, ())):
+                    self.most[job] = groups
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(READY_S)
+
+
+def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
+    """SIGSTOP of a worker and its nanny (a hung node daemon, a cut network):
+    its jobs keep running there, unseen. Its guard kills them when the
+    agent's lease ends, and only after that are they requeued and run on the
+    idle worker: no job ever has two live process groups, and each completes
+    exactly once."""
+    workers = {name: "cores=2,mem_mib=1000,gpus=0" for name in ("w-0", "w-1", "w-2")}
+    site = DaskSite(tmp_path, workers, nanny=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = work / "done"
+    stopped: list[psutil.Process] = []
+    sampler = _Sampler(work)
+    try:
+        with (
+            running_agent(
+                tmp_path,
+                backend="dask",
+                **site.agent_settings(),
+                heartbeat_timeout_s=3.0,
+                lease_s=2.0,
+            ) as agent,
+            agent.client() as client,
+        ):
+            wait_for(lambda: len(_node_states(client)) == 3, timeout=READY_S)
+            # two jobs of a whole node each: one worker stays idle. They run
+            # well past the lease, so they are fenced, not finished, on the
+            # hung worker
+            jobs = [
+                _job(client, work, f"sleep 8; echo $HTCSIM_JOB_ID >> {done}", cores=2)
+                for _ in range(2)
+            ]
+            for job in jobs:
+                wait_for(lambda j=job: _state(client, j)["state"] == "running", timeout=JOB_S)
+            wait_for(lambda: len(job_groups(work)) == 2, timeout=JOB_S)
+            job = jobs[0]
+            node = str(_state(client, job)["node"])
+            stopped = hang_worker(site, node, work)
+            wait_for(lambda: _state(client, job)["requeues"] == 1, timeout=JOB_S)
+            wait_for(lambda: _state(client, job)["state"] == "running", timeout=JOB_S)
+            assert _state(client, job)["node"] != node  # on the idle worker
+            # the hung worker wakes up: it reports its fenced runs late (lost);
+            # the agent, whose runs tell them apart, ignores them
+            wake(stopped)
+            wait_for(lambda: _node_states(client).get(node) == "idle", timeout=READY_S)
+            for j in jobs:
+                wait_for(lambda j=j: _state(client, j)["state"] == "completed", timeout=JOB_S)
+            history = [e["cause"] for e in client.get(f"/jobs/{job}/history").json()["events"]]
+            assert any("lost" in cause for cause in history), history
+            assert [_state(client, j)["requeues"] for j in jobs] == [1, 0]
+    finally:
+        sampler.stop()
+        wake(stopped)
+        site.stop()
+    twice = {job: groups for job, groups in sampler.most.items() if len(groups) > 1}
+    assert not twice, f"jobs with two live process groups at once: {twice}"
+    assert set(sampler.most) == set(jobs)  # the sampler saw them
+    ran = done.read_text().split()
+    assert sorted(ran) == sorted(str(j) for j in jobs), ran

@@ -141,6 +141,7 @@ class AgentConfig:
     tls_key: Path | None = None  # its private key
     dask_insecure: bool = False  # accept a Dask scheduler without TLS (anyone may run code)
     heartbeat_timeout_s: float = 15.0  # a worker not heard from for this long is lost
+    lease_s: float = 10.0  # a Dask worker's jobs die this long after the agent's last renewal
     shadow_policy: Path | None = None  # a candidate policy run on the live events, not acted on
     shadow_interval_s: float = 2.0  # how often the shadow twin catches up with the log
     max_body_bytes: int = 4 << 20  # a larger request body is answered 413, unread
@@ -202,6 +203,8 @@ class AgentConfig:
         _check_tls(self, bad)
         if self.heartbeat_timeout_s <= 0:
             bad("heartbeat_timeout_s", "must be > 0")
+        if not 0.5 <= self.lease_s <= 3600:
+            bad("lease_s", f"must be 0.5..3600 seconds, got {self.lease_s}")
         if self.shadow_interval_s <= 0:
             bad("shadow_interval_s", "must be > 0")
         if not 1024 <= self.max_body_bytes <= 1 << 30:

@@ -103,7 +103,9 @@ class Agent:
                 config,
                 self.policy,
                 nodes,
-                executor=lambda on_exit: DaskExecutor(client, on_exit, config.kill_grace_s),
+                executor=lambda on_exit: DaskExecutor(
+                    client, on_exit, config.kill_grace_s, config.lease_s
+                ),
             )
             self._client: Client | None = client
         else:
@@ -152,7 +154,9 @@ class Agent:
             config,
             self.policy,
             self._pool.slots,
-            executor=lambda on_exit: DaskExecutor(client, on_exit, config.kill_grace_s),
+            executor=lambda on_exit: DaskExecutor(
+                client, on_exit, config.kill_grace_s, config.lease_s
+            ),
             pool=self._pool,
         )
         replaced = self.engine.metrics.pool_replaced
@@ -180,6 +184,7 @@ class Agent:
                 self.engine.set_nodes,
                 self.config.heartbeat_timeout_s,
                 empty_ok=self._pool is not None,
+                fence=getattr(self.engine.executor, "declare_lost", None),
             )
 
     def stop(self, *, kill_jobs: bool = False) -> None:

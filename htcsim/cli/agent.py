@@ -71,6 +71,13 @@ def serve_command(
     heartbeat_timeout_s: Annotated[
         float | None, typer.Option(help="A Dask worker silent this long is lost (15 s).")
     ] = None,
+    lease_s: Annotated[
+        float | None,
+        typer.Option(
+            help="A Dask worker's jobs are killed this long after the agent's last lease "
+            "renewal reached it (10 s); a lost worker's jobs are requeued only then."
+        ),
+    ] = None,
     shadow_policy_file: Annotated[
         Path | None,
         typer.Option(
@@ -108,6 +115,7 @@ def serve_command(
             backend=backend,
             scheduler=scheduler,
             heartbeat_timeout_s=heartbeat_timeout_s,
+            lease_s=lease_s,
             shadow_policy=shadow_policy_file,
         )
         policy = load_policy(config.policy) if config.policy else Policy()

@@ -15,15 +15,24 @@ not Dask tasks: the placement is the kernel's, and the scheduler's task
 bookkeeping would cost more than a short job.
 
 A worker that leaves, or whose heartbeat is older than the timeout, is a
-lost node: its jobs are requeued by the policy, and nothing more is sent to
-it or taken from it.
+lost node: nothing more is sent to it or taken from it, and its jobs are
+requeued by the policy once they are surely dead. Each worker's jobs run
+under a lease (``lease.py``) the agent renews every ``lease_s / 4`` with a
+direct call; the worker's guard kills them when it ends. A lost worker's
+node stays in the inventory (its jobs running, its cores taken) until
+``fence_at``: the last renewal sent, plus ``lease_s``, plus the smallest round
+trip measured to that worker, plus ``FENCE_MARGIN_S``; only then is the
+engine told that it is gone. So a worker that hangs or is cut off never has
+its jobs running there while they run again elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -52,6 +61,16 @@ EXIT_POLL_S = 1.0
 EXIT_LINGER_S = 0.005
 """After a worker's first exit, how long it waits for more before answering
 (one call for exits close together; the loop lingers as long to commit them)."""
+RENEWAL_WAIT_LEASES = 6
+"""How many leases a renewal may go unanswered before another is sent. One at
+a time: a hung worker's last renewal is the one sent just after it hung, so
+its jobs can be requeued soon after its heartbeat timeout; a worker that
+answers again gets the next one at once."""
+FENCE_MARGIN_S = 1.0
+"""Past the end of a lost worker's lease (the agent's reckoning), how long more
+the agent waits before it requeues the jobs: the guard's wake-up, its
+``killpg`` and the kernel's reaping of the processes, on a loaded machine
+(each takes milliseconds; the margin is generous)."""
 
 
 def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
@@ -71,13 +90,22 @@ def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
     return sorted(out, key=lambda n: n.name)
 
 
-def run_on(client: Client, address: str, function: Callable[..., Any], *args: Any) -> Any:
+def run_on(
+    client: Client,
+    address: str,
+    function: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+) -> Any:
     """``function(*args)`` on one worker, asked directly (the worker's ``run``
     handler, which ``Client.run`` reaches through the scheduler): one hop
-    instead of two, and no load on the scheduler per job."""
+    instead of two, and no load on the scheduler per job. ``timeout``: at most
+    this long (``TimeoutError``)."""
 
     async def call() -> Any:
-        answer = await client.rpc(address).run(function=dumps(function), args=dumps(args))
+        answer = await asyncio.wait_for(
+            client.rpc(address).run(function=dumps(function), args=dumps(args)), timeout
+        )
         if answer.get("status") != "OK":
             raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
         return answer["result"]
@@ -86,18 +114,31 @@ def run_on(client: Client, address: str, function: Callable[..., Any], *args: An
 
 
 class _Worker:
-    """The agent's line to one worker: a thread that sends it the jobs to
-    start (everything queued since the last call, in one ``Client.run``) and
-    one that waits for its exits (``wait_exits``, answered as soon as there
-    is one). Both stop when the worker is lost or the executor closes."""
+    """The agent's line to one worker: a thread that renews its lease every
+    ``lease_s / 4``, one that sends it the jobs to start (everything queued
+    since the last call, in one call, itself a renewal; none before a
+    renewal was answered, so the round trip ``fence_at`` counts is known)
+    and one that waits for its exits (``wait_exits``, answered as soon as
+    there is one). All stop when the worker is lost or the executor closes."""
 
     def __init__(self, executor: DaskExecutor, address: str) -> None:
         self.executor = executor
         self.address = address
+        self.lease_s = executor.lease_s
         self.lost = threading.Event()
+        self._clock = threading.Lock()  # a lease message is stamped, or the worker lost
+        self.sent_last = -math.inf
+        """The agent's clock at the last lease message sent (answered or not)."""
+        self.round_trip = math.inf
+        """The smallest round trip of any answered lease message."""
+        self.adopted = False  # runs jobs an earlier agent started (``recover``)
+        self.fence_note = ""  # how ``fence_at`` reckoned, for the log
+        self._leased = threading.Event()  # a lease message was answered
         self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
+        self._renewer = threading.Thread(target=self._renew, name="htcsim-lease", daemon=True)
         self._sender = threading.Thread(target=self._send, name="htcsim-launch", daemon=True)
         self._watcher = threading.Thread(target=self._watch, name="htcsim-exits", daemon=True)
+        self._renewer.start()
         self._sender.start()
         self._watcher.start()
 
@@ -107,8 +148,69 @@ class _Worker:
     def _stopped(self) -> bool:
         return self.lost.is_set() or self.executor.closed.is_set()
 
+    def _stamp(self) -> float | None:
+        """The send time of a lease message about to go; None once the worker
+        is lost (nothing is sent to it then)."""
+        with self._clock:
+            if self._stopped():
+                return None
+            self.sent_last = time.monotonic()
+            return self.sent_last
+
+    def _answered(self, sent: float) -> None:
+        with self._clock:
+            self.round_trip = min(self.round_trip, time.monotonic() - sent)
+        self._leased.set()
+
+    def fence_at(self) -> float:
+        """The worker is lost: no lease message goes to it any more, and this is
+        when (the agent's clock) its jobs are surely dead: the last message's
+        lease, the smallest round trip and a margin. Now, if none was sent."""
+        with self._clock:
+            self.lost.set()
+            if self.round_trip == math.inf and not self.adopted:
+                return time.monotonic()  # no launch went before an answer: none ran
+            # no message answered: only jobs adopted at a restart can run
+            # there; they are given one lease more for the unknown round trip
+            trip = self.round_trip if self.round_trip < math.inf else self.lease_s
+            now = time.monotonic()
+            sent = self.sent_last if self.sent_last > -math.inf else now
+            at = sent + self.lease_s + trip + FENCE_MARGIN_S
+            self.fence_note = (
+                f"last renewal sent {now - sent:.2f} s ago + lease "
+                f"{self.lease_s:.1f} s + smallest round trip {trip:.4f} s + margin "
+                f"{FENCE_MARGIN_S:.1f} s"
+            )
+        return at
+
+    def _renew(self) -> None:
+        client = self.executor.client
+        every = self.lease_s / 4
+        while True:
+            sent = self._stamp()
+            if sent is None:
+                return
+            try:  # one at a time: while one is unanswered, its time is the last sent
+                run_on(
+                    client,
+                    self.address,
+                    dask_worker.renew,
+                    sent,
+                    self.lease_s,
+                    self.executor.epoch,
+                    timeout=RENEWAL_WAIT_LEASES * self.lease_s,
+                )
+            except Exception:  # hung or gone: the inventory watcher decides
+                logger.debug("lease renewal to %s failed", self.address, exc_info=True)
+            else:
+                self._answered(sent)
+            self.lost.wait(max(0.0, sent + every - time.monotonic()))
+
     def _send(self) -> None:
         client = self.executor.client
+        while not self._leased.wait(0.5):
+            if self._stopped():
+                return
         while not self._stopped():
             try:
                 batch = self._outbox.get(timeout=0.5)
@@ -119,11 +221,24 @@ class _Worker:
                     batch.extend(self._outbox.get_nowait())
                 except queue.Empty:
                     break
+            sent = self._stamp()
+            if sent is None:  # lost: the inventory requeues these jobs
+                return
             try:
-                run_on(client, self.address, dask_worker.launch_jobs, batch)
+                run_on(
+                    client,
+                    self.address,
+                    dask_worker.launch_jobs,
+                    batch,
+                    sent,
+                    self.lease_s,
+                    self.executor.epoch,
+                )
             except Exception:  # the worker is gone: the inventory requeues its jobs
                 if not self._stopped():
                     logger.exception("starting %d jobs on %s failed", len(batch), self.address)
+            else:
+                self._answered(sent)
 
     def _watch(self) -> None:
         client = self.executor.client
@@ -150,14 +265,21 @@ class DaskExecutor:
     )
 
     def __init__(
-        self, client: Client, on_exit: Callable[[JobExit], None], stop_grace_s: float = 10.0
+        self,
+        client: Client,
+        on_exit: Callable[[JobExit], None],
+        stop_grace_s: float = 10.0,
+        lease_s: float = 10.0,
     ) -> None:
         self.client = client
+        self.lease_s = lease_s
+        self._started = time.monotonic()
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
         self._runs = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]  # this agent's runs, told from an earlier agent's
+        self.epoch = self._tag  # its lease renewals too (another clock: ``lease.py``)
         self._workers: dict[str, _Worker] = {}
         self._to_release: list[int] = []
         self.closed = threading.Event()
@@ -227,9 +349,32 @@ class DaskExecutor:
         with self._lock:
             return dict.fromkeys(self._where, 0)
 
+    def declare_lost(self, address: str) -> float:
+        """The worker is lost: nothing more is sent to it (no lease renewal
+        either). Returns when (``time.monotonic()``) its jobs are surely dead
+        (``_Worker.fence_at``): not before then may they run elsewhere."""
+        with self._lock:
+            worker = self._workers.get(address)
+        if worker is None:  # never ran a job of this agent's
+            return time.monotonic()
+        at = worker.fence_at()  # from here on nothing is sent: a job placed later never starts
+        with self._lock:
+            placed = sum(a == address for a, _ in self._where.values())
+        if not placed:  # none of its jobs to requeue
+            return time.monotonic()
+        logger.warning(
+            "worker %s lost: its %d job(s) are requeued in %.2f s, once fenced (%s)",
+            address,
+            placed,
+            max(0.0, at - time.monotonic()),
+            worker.fence_note,
+        )
+        return at
+
     def node_lost(self, address: str) -> list[int]:
-        """The jobs of a lost worker (the agent requeues them); nothing more is
-        sent to it or heard from it."""
+        """The jobs of a lost worker (the agent requeues them: the inventory
+        watcher tells the engine once ``declare_lost``'s time has passed);
+        nothing more is sent to it or heard from it."""
         with self._lock:
             jobs = [j for j, (a, _) in self._where.items() if a == address]
             for j in jobs:
@@ -282,7 +427,11 @@ class DaskExecutor:
 
     def recover(self, job_ids: Sequence[int]) -> list[Recovered]:
         """After a restart: ask every worker what still runs and what ended;
-        the exits of jobs still running come as any other's."""
+        the exits of jobs still running come as any other's. Jobs no worker
+        answers for (the worker gone, or hung) are lost, but not before the
+        previous agent's lease has surely ended (``lease_s`` and the margin
+        after this agent started: the previous one's last renewal went before):
+        a hung worker's guard has killed them by then."""
         tables: dict[str, Any] = self.client.run(dask_worker.job_table, on_error="return")
         running: dict[int, tuple[str, str]] = {}
         exits: dict[int, dict[str, Any]] = {}
@@ -298,12 +447,22 @@ class DaskExecutor:
             if job_id in running:
                 with self._lock:
                     self._where[job_id] = running[job_id]
-                self._worker(running[job_id][0])
+                self._worker(running[job_id][0]).adopted = True
                 out.append(Recovered(job_id, "running", 0, None))
             elif job_id in exits:
                 out.append(Recovered(job_id, "exited", None, exit_from_record(exits[job_id], True)))
             else:
                 out.append(Recovered(job_id, "lost", None, None))
+        fenced_at = self._started + self.lease_s + FENCE_MARGIN_S
+        lost = sum(r.status == "lost" for r in out)
+        if lost and fenced_at > time.monotonic():
+            logger.warning(
+                "%d job(s) found on no worker: requeued in %.1f s, once the previous agent's "
+                "lease on their worker has ended",
+                lost,
+                fenced_at - time.monotonic(),
+            )
+            self.closed.wait(max(0.0, fenced_at - time.monotonic()))
         return out
 
     def _release_loop(self) -> None:
@@ -329,7 +488,14 @@ class DaskExecutor:
 
 class InventoryWatcher:
     """Polls the Dask scheduler for its workers and tells the engine when the
-    node inventory changes (a worker joined, left or stopped answering)."""
+    node inventory changes (a worker joined, left or stopped answering).
+
+    A worker that left or stopped answering is declared lost to the executor
+    at once (``fence``: no lease renewal goes to it any more; it returns when
+    its jobs are surely dead), but the engine hears of it only then: until
+    that time the node is still reported, its jobs running in the kernel and
+    its cores taken, and a worker that comes back under its name or its
+    address is not reported before the engine has seen the old one go."""
 
     def __init__(
         self,
@@ -340,13 +506,17 @@ class InventoryWatcher:
         every_s: float = 0.25,
         *,
         empty_ok: bool = False,
+        fence: Callable[[str], float] | None = None,
     ) -> None:
         self.client = client
         self._empty_ok = empty_ok  # a pool may shrink to no worker at all
+        self._reported = list(current)
         self._seen = _identity(current)
         self._on_change = on_change
         self._timeout = heartbeat_timeout_s
         self._every = every_s
+        self._fence = fence or (lambda address: time.monotonic())
+        self._held: dict[str, tuple[NodeSpec, float]] = {}  # address -> (node, fenced at)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="htcsim-inventory", daemon=True)
         self._thread.start()
@@ -359,10 +529,32 @@ class InventoryWatcher:
                 continue
             if not nodes and not self._empty_ok:
                 continue  # no worker at all: keep the last inventory (its jobs stay)
-            identity = _identity(nodes)
+            report = self._holding(nodes)
+            identity = _identity(report)
             if identity != self._seen:
                 self._seen = identity
-                self._on_change(nodes)
+                self._reported = report
+                self._on_change(report)
+
+    def _holding(self, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        """What to report: the workers there, and the lost ones whose jobs may
+        still live (in place of a worker of the same name that came back)."""
+        present = {n.address for n in nodes}
+        for spec in self._reported:
+            if spec.address and spec.address not in present and spec.address not in self._held:
+                fenced_at = self._fence(spec.address)
+                self._held[spec.address] = (spec, fenced_at)
+                logger.info(
+                    "node %s (%s) lost: kept until its jobs are fenced", spec.name, spec.address
+                )
+        now = time.monotonic()
+        held = [spec for spec, at in self._held.values() if at > now]
+        names = {spec.name for spec in held}
+        out = [n for n in nodes if n.address not in self._held and n.name not in names]
+        for address, (_, at) in list(self._held.items()):
+            if at <= now:  # reported gone now; back next time, as a new node
+                del self._held[address]
+        return sorted(out + held, key=lambda n: n.name)
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,7 +14,11 @@ with its worker process: a worker that is killed is a lost node whose jobs
 are requeued elsewhere, and they must not also go on running, unseen, where
 it was; a small guard process (``htcsim.agent.executors.dask.job_guard``) that the worker
 feeds the process groups of its jobs kills those still running when the
-worker's end of its pipe closes.
+worker's end of its pipe closes, and also when the agent's lease on this
+worker ends (``lease.py``): ``renew`` passes each renewal on to it, and a
+launch carries one too. A job the guard fenced is reported as lost (the
+agent requeues it if it still places it here), never as ended; a launch
+that arrives after the lease ended starts nothing.
 
 Only the standard library (and the shepherd's record format): it is imported
 in the worker process.
@@ -29,9 +33,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from htcsim.agent.executors.base import exit_record
+from htcsim.agent.executors.dask.lease import Lease
 
 _lock = threading.Lock()
 _running: dict[int, int] = {}  # job id -> pid (the process group id)
@@ -41,6 +47,11 @@ _seq = 0  # exits recorded so far; each record carries its number ("seq")
 _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 _guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
 _stopping = False  # the worker stops (stop_jobs): no job starts, no exit is reported
+_lease = Lease()  # the guard's lease, kept here too: no job starts once it ended
+_fenced: set[int] = set()  # process groups the guard killed (its ``F PGID`` lines)
+_from_guard = b""  # a partial line the guard wrote
+GUARD_VAR = "HTCSIM_GUARD"
+FENCED = "fenced: the agent's lease on its worker ended (the worker hung or was cut off)"
 STOP_KILL_WAIT_S = 5.0
 """After SIGKILL, how long ``stop_jobs`` waits for the jobs to be reaped."""
 
@@ -76,26 +87,79 @@ def _spawn_guard() -> subprocess.Popen[bytes]:
     is delivered when the mask is restored."""
     before = signal.pthread_sigmask(signal.SIG_BLOCK, GUARD_SPARED)
     try:
-        return subprocess.Popen(
+        guard = subprocess.Popen(
             [sys.executable, "-m", "htcsim.agent.executors.dask.job_guard"],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # ``F PGID``: the groups it fenced
             start_new_session=True,  # not in the worker's group: it outlives it
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    assert guard.stdout is not None
+    os.set_blocking(guard.stdout.fileno(), False)
+    return guard
 
 
-def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) -> None:
+def _guard_pid() -> str:
+    """The guard's pid, which every job carries in ``HTCSIM_GUARD`` from its
+    exec on: a worker that dies after starting a job and before listing it
+    (``+PGID``) leaves a job its guard still finds and kills."""
+    with _lock:
+        if _guard is None or _guard.poll() is not None:
+            _tell_guard("")  # starts it
+        assert _guard is not None
+        return str(_guard.pid)
+
+
+def _read_fenced() -> None:
+    """The groups the guard says it fenced (it writes before it kills, so a
+    job reaped after its kill is found here); under ``_lock``."""
+    global _from_guard
+    if _guard is None or _guard.stdout is None:
+        return
+    fd = _guard.stdout.fileno()
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            return
+        if not data:
+            break
+        *lines, _from_guard = (_from_guard + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"F "):
+                _fenced.add(int(line[2:]))
+
+
+def renew(sent: float, lease_s: float, epoch: str) -> bool:
+    """A lease renewal from the agent (its clock at ``sent``; ``epoch``: its
+    start): stamped with this machine's monotonic clock and passed on to the
+    guard. False if it came too late to extend the lease (ignored)."""
+    received = time.monotonic()
+    with _lock:
+        _tell_guard(f"L {sent!r} {received!r} {lease_s!r} {epoch}")
+        return _lease.renew(sent, received, lease_s, epoch)
+
+
+def _record(
+    job_id: int, run: str, code: int, sig: int, cpu: float, rss: float, lost: str = ""
+) -> None:
     """Keep a job's exit (numbered, with its run's token: a job requeued and
-    placed here again is another run) and wake whoever waits for exits."""
+    placed here again is another run) and wake whoever waits for exits. A job
+    the guard fenced is reported lost: the agent requeues it."""
     global _seq
-    record = exit_record(job_id, code, sig, cpu, rss)
-    record["run"] = run
     with _lock:
         pid = _running.pop(job_id, None)
         if pid is not None:
             _tell_guard(f"-{pid}")
+            _read_fenced()
+            if pid in _fenced:
+                _fenced.discard(pid)
+                lost = FENCED
+        record = exit_record(job_id, code, sig, cpu, rss, lost=lost)
+        record["run"] = run
         _runs.pop(job_id, None)
         if _stopping:  # ended by stop_jobs: the worker's loss requeues it
             return
@@ -108,14 +172,27 @@ def _record(job_id: int, run: str, code: int, sig: int, cpu: float, rss: float) 
             loop.call_soon_threadsafe(event.set)
 
 
-def launch_jobs(jobs: list[dict[str, Any]]) -> list[int]:
+def launch_jobs(jobs: list[dict[str, Any]], sent: float, lease_s: float, epoch: str) -> list[int]:
     """Start these jobs here (``Client.run``: on the worker's event loop
     thread); returns their pids, 0 for a job that could not start (its exit,
-    126 or 127 with the reason in its stderr, is recorded at once). While the
-    worker stops nothing starts (0, no exit): the worker's loss requeues them."""
+    126 or 127 with the reason in its stderr, is recorded at once). The call
+    is a lease renewal too (``sent``: the agent's clock, ``epoch``: its start); once the lease has
+    ended nothing starts and each job is reported lost (the agent requeues it,
+    or has already). While the worker stops nothing starts (0, no exit): the
+    worker's loss requeues them."""
     if _stopping:
         return [0 for _ in jobs]
-    return [_start(job) for job in jobs]
+    renew(sent, lease_s, epoch)
+    pids = []
+    for job in jobs:
+        with _lock:
+            fenced = _lease.expired(time.monotonic())
+        if fenced:
+            _record(int(job["job"]), str(job.get("run", "")), -1, 0, -1.0, -1.0, FENCED)
+            pids.append(0)
+        else:
+            pids.append(_start(job))
+    return pids
 
 
 async def stop_jobs(grace_s: float) -> int:
@@ -162,7 +239,7 @@ def _start(job: dict[str, Any]) -> int:
             process = subprocess.Popen(
                 job["argv"],
                 cwd=job["cwd"],
-                env=job["env"],
+                env=job["env"] | {GUARD_VAR: _guard_pid()},
                 stdin=subprocess.DEVNULL,
                 stdout=files[0],
                 stderr=files[1],
