@@ -185,6 +185,7 @@ class Agent:
                 self.config.heartbeat_timeout_s,
                 empty_ok=self._pool is not None,
                 fence=getattr(self.engine.executor, "declare_lost", None),
+                salvage=getattr(self.engine.executor, "salvage_exits", None),
             )
 
     def stop(self, *, kill_jobs: bool = False) -> None:

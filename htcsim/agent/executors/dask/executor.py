@@ -66,6 +66,9 @@ RENEWAL_WAIT_LEASES = 6
 a time: a hung worker's last renewal is the one sent just after it hung, so
 its jobs can be requeued soon after its heartbeat timeout; a worker that
 answers again gets the next one at once."""
+SALVAGE_WAIT_S = 5.0
+"""How long the agent waits for a lost worker's heir to answer for its
+predecessor's exits before requeueing the jobs without them."""
 FENCE_MARGIN_S = 1.0
 """Past the end of a lost worker's lease (the agent's reckoning), how long more
 the agent waits before it requeues the jobs: the guard's wake-up, its
@@ -371,6 +374,36 @@ class DaskExecutor:
         )
         return at
 
+    def salvage_exits(self, lost: NodeSpec, present: Sequence[NodeSpec]) -> None:
+        """Before a lost worker's jobs are requeued: the exits its process
+        recorded and could not report (killed between a job's end and the
+        agent's next ``wait_exits``), from the worker of the same name if one
+        came back, which read them from its node (``exit_journal.py``). Each
+        is delivered as any exit, only for the very run placed there: a job
+        that ran to its end is not run again."""
+        with self._lock:
+            placed = {j: run for j, (a, run) in self._where.items() if a == lost.address}
+        heir = next((n for n in present if n.name == lost.name and n.address != lost.address), None)
+        if not placed or heir is None:
+            return
+        try:
+            table = run_on(self.client, heir.address, dask_worker.job_table, timeout=SALVAGE_WAIT_S)
+        except Exception:  # the heir is gone too: the jobs are requeued
+            logger.warning("exits of lost worker %s not read from %s", lost.address, heir.address)
+            return
+        found = 0
+        for record in table.get("earlier", ()):
+            if placed.get(int(record["job"])) == record.get("run"):
+                self.exited(lost.address, record)
+                found += 1
+        if found:
+            logger.info(
+                "%d exit(s) of lost worker %s read from its journal (worker %s)",
+                found,
+                lost.address,
+                heir.address,
+            )
+
     def node_lost(self, address: str) -> list[int]:
         """The jobs of a lost worker (the agent requeues them: the inventory
         watcher tells the engine once ``declare_lost``'s time has passed);
@@ -507,6 +540,7 @@ class InventoryWatcher:
         *,
         empty_ok: bool = False,
         fence: Callable[[str], float] | None = None,
+        salvage: Callable[[NodeSpec, list[NodeSpec]], None] | None = None,
     ) -> None:
         self.client = client
         self._empty_ok = empty_ok  # a pool may shrink to no worker at all
@@ -516,6 +550,7 @@ class InventoryWatcher:
         self._timeout = heartbeat_timeout_s
         self._every = every_s
         self._fence = fence or (lambda address: time.monotonic())
+        self._salvage = salvage
         self._held: dict[str, tuple[NodeSpec, float]] = {}  # address -> (node, fenced at)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="htcsim-inventory", daemon=True)
@@ -551,8 +586,10 @@ class InventoryWatcher:
         held = [spec for spec, at in self._held.values() if at > now]
         names = {spec.name for spec in held}
         out = [n for n in nodes if n.address not in self._held and n.name not in names]
-        for address, (_, at) in list(self._held.items()):
+        for address, (spec, at) in list(self._held.items()):
             if at <= now:  # reported gone now; back next time, as a new node
+                if self._salvage is not None:  # exits it could not report, first
+                    self._salvage(spec, nodes)
                 del self._held[address]
         return sorted(out + held, key=lambda n: n.name)
 

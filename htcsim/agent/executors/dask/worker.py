@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from htcsim.agent.executors.base import exit_record
+from htcsim.agent.executors.dask.exit_journal import ExitJournal, journal_path
 from htcsim.agent.executors.dask.lease import Lease
 
 _lock = threading.Lock()
@@ -47,6 +48,8 @@ _seq = 0  # exits recorded so far; each record carries its number ("seq")
 _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 _guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
 _stopping = False  # the worker stops (stop_jobs): no job starts, no exit is reported
+_journal: ExitJournal | None = None  # this worker's exits, in a file that outlives it
+_earlier: dict[int, dict[str, Any]] = {}  # exits an earlier process of this worker kept
 _lease = Lease()  # the guard's lease, kept here too: no job starts once it ended
 _fenced: set[int] = set()  # process groups the guard killed (its ``F PGID`` lines)
 _from_guard = b""  # a partial line the guard wrote
@@ -166,13 +169,32 @@ def _record(
         _seq += 1
         record["seq"] = _seq
         _exits[job_id] = record
+        if _journal is not None:
+            _journal.append(record)
         waiters = list(_waiters)
     for loop, event in waiters:
         with contextlib.suppress(RuntimeError):  # its loop closed
             loop.call_soon_threadsafe(event.set)
 
 
-def launch_jobs(jobs: list[dict[str, Any]], sent: float, lease_s: float, epoch: str) -> list[int]:
+def _attach(dask_worker: Any) -> None:
+    """Open this worker's exit journal (once; ``dask_worker``: the Worker,
+    which the ``run`` handler passes to a function that names it) and take in
+    the exits an earlier process of this worker recorded and the agent did
+    not release. Under ``_lock``."""
+    global _journal
+    if _journal is not None or dask_worker is None:
+        return
+    scheduler = str(getattr(getattr(dask_worker, "scheduler", None), "address", ""))
+    journal = ExitJournal(journal_path(scheduler, str(dask_worker.name)))
+    _earlier.update(journal.load())
+    journal.rewrite(_earlier)  # what a new line of this process's joins
+    _journal = journal
+
+
+def launch_jobs(
+    jobs: list[dict[str, Any]], sent: float, lease_s: float, epoch: str, dask_worker: Any = None
+) -> list[int]:
     """Start these jobs here (``Client.run``: on the worker's event loop
     thread); returns their pids, 0 for a job that could not start (its exit,
     126 or 127 with the reason in its stderr, is recorded at once). The call
@@ -182,6 +204,8 @@ def launch_jobs(jobs: list[dict[str, Any]], sent: float, lease_s: float, epoch: 
     worker's loss requeues them."""
     if _stopping:
         return [0 for _ in jobs]
+    with _lock:
+        _attach(dask_worker)
     renew(sent, lease_s, epoch)
     pids = []
     for job in jobs:
@@ -314,17 +338,29 @@ def signal_job(job_id: int, sig: int) -> bool:
     return True
 
 
-def job_table() -> dict[str, Any]:
-    """What runs here and the exits not yet released (for an agent's restart)."""
+def job_table(dask_worker: Any = None) -> dict[str, Any]:
+    """What runs here and the exits not yet released (for an agent's
+    restart), and apart, ``earlier``: those an earlier process of this worker
+    recorded (the agent takes one only for the very run it placed)."""
     with _lock:
-        return {"running": dict(_running), "runs": dict(_runs), "exits": list(_exits.values())}
+        _attach(dask_worker)
+        return {
+            "running": dict(_running),
+            "runs": dict(_runs),
+            "exits": list(_exits.values()),
+            "earlier": list(_earlier.values()),
+        }
 
 
 def release_jobs(job_ids: list[int]) -> None:
     """The agent recorded these exits: forget them."""
     with _lock:
-        for job_id in job_ids:
-            _exits.pop(int(job_id), None)
+        mine = [j for j in map(int, job_ids) if j in _exits or j in _earlier]
+        for job_id in mine:
+            _exits.pop(job_id, None)
+            _earlier.pop(job_id, None)
+        if mine and _journal is not None:  # every worker hears of every release
+            _journal.release(mine, _earlier | _exits)
 
 
 def read_log(path: str, tail: int) -> bytes:
