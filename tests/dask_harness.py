@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from htcsim.agent.executors.dask.exit_journal import journal_path
 from tests.agent_harness import READY_S, free_port
 
 
@@ -146,6 +147,8 @@ class DaskSite:
             for child in children:
                 with contextlib.suppress(psutil.Error):
                     child.kill()
+        for name in self.declared:  # the exit journals its workers kept on this machine
+            journal_path(self.address, name).unlink(missing_ok=True)
 
 
 def job_groups(work: Path) -> dict[int, set[int]]:
