@@ -196,6 +196,44 @@ def accounting_sacct(cluster: SlurmCluster, ids: set[int], path: Path) -> SacctI
     raise TimeoutError(f"sacct did not show every job {DONE_S:.0f} s after they ended: {text}")
 
 
+def submission_mismatches(submitted: dict[int, Submitted], imported: SacctImport) -> list[str]:
+    """How Slurm's records differ from what was submitted (empty: they do not).
+
+    The same job ids, and per job its cores, limit, user, QOS (when it named
+    one) and a submit time within 1 s of the sbatch call."""
+    workload = imported.workload
+    jobs = workload.jobs
+    by_id = {int(j): k for k, j in enumerate(jobs["job_id"])}
+    if set(by_id) != set(submitted):
+        return [f"job ids: recorded {sorted(by_id)}, submitted {sorted(submitted)}"]
+    t0 = workload.unix_start_time or 0
+    out = []
+    for job_id, sub in sorted(submitted.items()):
+        row = jobs[by_id[job_id]]
+        recorded = {
+            "cores": int(row["n_tasks"]) * int(row["cores_per_task"]),
+            "limit_s": int(row["walltime_s"]),
+            "user": imported.users.get(int(row["user_id"]), ""),
+            "qos": imported.qos.get(int(row["queue_id"]), "") if sub.job.qos else "",
+        }
+        wanted = {
+            "cores": sub.job.cores,
+            "limit_s": 60 * sub.job.limit_min,
+            "user": sub.job.user,
+            "qos": sub.job.qos,
+        }
+        out.extend(
+            f"job {job_id}: {key} {recorded[key]!r}, submitted {wanted[key]!r}"
+            for key in wanted
+            if recorded[key] != wanted[key]
+        )
+        submit = t0 + int(row["submit_s"])
+        if not sub.before - 1 <= submit <= sub.after + 1:
+            span = f"{sub.before:.1f}-{sub.after:.1f}"
+            out.append(f"job {job_id}: submit {submit}, sbatch ran {span}")
+    return out
+
+
 def for_import(policy: Policy, imported: SacctImport) -> Policy:
     """``policy`` with its user shares and QoS queues named as in ``imported``.
 
