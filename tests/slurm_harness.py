@@ -14,6 +14,11 @@ as root (Slurm starts jobs as their owners only then); munged runs as the
 ``munge`` account, which needs to traverse the run directory, so it lives
 under /tmp with mode 0755 rather than under pytest's private tmp.
 
+With ``accounting=True`` a private MariaDB and a slurmdbd start too
+(tests/slurm_dbd.py) and the records also go to the accounting database,
+which ``sacct`` reads; the exported ``sacctmgr.sh`` then sets up the QOS and
+the users' shares before slurmctld starts.
+
 Everything started is stopped by PID in :meth:`SlurmCluster.stop`;
 :meth:`SlurmCluster.remove` deletes the run directory after.
 """
@@ -29,6 +34,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import slurm_dbd
+from tests.slurm_dbd import Accounting
 
 READY_S = 120.0
 """Bound on the wait for munged, slurmctld and every node to be up and idle."""
@@ -85,6 +93,9 @@ class SlurmCluster:
     nodes: tuple[Node, ...]
     fragment: Path
     partition: str = "batch"
+    accounting: Accounting | None = None
+    users: tuple[str, ...] = ()  # associated with the account (with accounting)
+    sacctmgr_script: Path | None = None  # the exported sacctmgr.sh (with accounting)
     pids: dict[str, int] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -168,6 +179,8 @@ class SlurmCluster:
             user="munge",
         )  # fmt: skip
         self._wait("munged", sock.exists, deadline)
+        if self.accounting is not None:
+            self._start_accounting(self.accounting, deadline)
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-i", "-f", str(self.conf)],
                     "slurmctld.out")  # fmt: skip
 
@@ -186,6 +199,36 @@ class SlurmCluster:
                 f"slurmd.{node.name}.out",
             )
         self._wait("the nodes", lambda: self.idle_nodes() >= len(self.nodes), deadline)
+
+    def _start_accounting(self, acct: Accounting, deadline: float) -> None:
+        """MariaDB, slurmdbd, the associations and sacctmgr.sh (before slurmctld,
+        which then loads them from slurmdbd as it starts)."""
+        slurm_dbd.install_db(acct, _which)
+        self._spawn("mariadbd", slurm_dbd.mariadbd_args(acct, _which), "mariadbd.out")
+
+        def db_up() -> bool:
+            try:
+                return slurm_dbd.sql(acct, _which, "SELECT 1").strip() == "1"
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+
+        self._wait("mariadbd", db_up, deadline)
+        slurm_dbd.create_database(acct, _which)
+        acct.write_dbd_conf(socket.gethostname().split(".")[0])
+        self._spawn("slurmdbd", [_which("slurmdbd"), "-D"], "slurmdbd.out")
+
+        def dbd_up() -> bool:
+            try:
+                self.run("sacctmgr", "-n", "-P", "show", "cluster", timeout=10)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+            return True
+
+        self._wait("slurmdbd", dbd_up, deadline)
+        for command in slurm_dbd.associations("htcsimval", self.users):
+            self.run(*command)
+        if self.sacctmgr_script is not None:
+            self.run("sh", str(self.sacctmgr_script))
 
     def stop(self) -> None:
         """SIGTERM each daemon started here (slurmd first), SIGKILL after STOP_S."""
@@ -233,7 +276,11 @@ def write_conf(cluster: SlurmCluster, ctld_port: int, node_ports: list[int]) -> 
         "SlurmdParameters=config_overrides",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
-        "AccountingStorageType=accounting_storage/none",
+        *(
+            cluster.accounting.slurm_conf_lines()
+            if cluster.accounting is not None
+            else ["AccountingStorageType=accounting_storage/none"]
+        ),
         "JobAcctGatherType=jobacct_gather/none",
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={cluster.jobcomp}",
@@ -258,8 +305,16 @@ def write_conf(cluster: SlurmCluster, ctld_port: int, node_ports: list[int]) -> 
     cluster.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def start_cluster(fragment: Path, nodes: tuple[Node, ...]) -> SlurmCluster:
-    """Start a cluster of ``nodes`` under the slurm.conf ``fragment``; stop() it after."""
+def start_cluster(
+    fragment: Path,
+    nodes: tuple[Node, ...],
+    accounting: bool = False,
+    users: tuple[str, ...] = (),
+) -> SlurmCluster:
+    """Start a cluster of ``nodes`` under the slurm.conf ``fragment``; stop() it after.
+
+    ``accounting``: with MariaDB and slurmdbd, ``users`` in one account, and the
+    ``sacctmgr.sh`` exported next to the fragment run before slurmctld starts."""
     rundir = Path(tempfile.mkdtemp(prefix="htcsim-slurm-", dir="/tmp"))
     rundir.chmod(0o755)
     for sub in ("state", "spool", "log", "run", "munge"):
@@ -269,7 +324,13 @@ def start_cluster(fragment: Path, nodes: tuple[Node, ...]) -> SlurmCluster:
     (rundir / "munge").chmod(0o755)
     local = rundir / "htcsim-slurm.conf"
     shutil.copy(fragment, local)
-    cluster = SlurmCluster(rundir=rundir, nodes=nodes, fragment=local)
+    cluster = SlurmCluster(rundir=rundir, nodes=nodes, fragment=local, users=users)
+    if accounting:
+        cluster.accounting = slurm_dbd.new_accounting(rundir, free_port(), free_port())
+        script = fragment.parent / "sacctmgr.sh"
+        if script.exists():
+            cluster.sacctmgr_script = rundir / "sacctmgr.sh"
+            shutil.copy(script, cluster.sacctmgr_script)
     write_conf(cluster, free_port(), [free_port() for _ in nodes])
     try:
         cluster.start()

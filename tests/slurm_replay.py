@@ -9,6 +9,10 @@ and the end-to-end tests use them):
 - :func:`jobcomp_records` / :func:`write_sacct`: Slurm's ``jobcomp/filetxt``
   records rewritten as ``sacct --parsable2`` text, which htcsim's importer
   reads: the replay sees the submit times and run times Slurm recorded;
+- :func:`with_qos` / :func:`accounting_sacct`: with slurmdbd, jobs that
+  name a QOS, and Slurm's own accounting (``sacct --parsable2``) read back;
+- :func:`for_import`: a policy's user shares and QoS queues renamed to the
+  ids the sacct importer gave those names;
 - :func:`compare`: start-order agreement and start-time differences;
 - :func:`slurm_profile`: the policy with the Slurm compatibility profile that
   ``htcsim import slurm-conf`` reads from the exported fragment.
@@ -19,6 +23,7 @@ minutes; run times are a few seconds, Slurm records times to the second.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -55,6 +60,7 @@ class Job:
     run_s: int  # the sleep
     limit_min: int  # Slurm's time limit, whole minutes
     user: str
+    qos: str = ""  # sbatch --qos (with slurmdbd); empty: the default QOS
 
 
 def generate(
@@ -72,6 +78,17 @@ def generate(
     return [
         Job(k, float(submit[k]), int(cores[k]), int(runs[k]), int(limits[k]), USERS[users[k]])
         for k in range(n_jobs)
+    ]
+
+
+def with_qos(jobs: list[Job], seed: int, levels: tuple[str, str], high: float) -> list[Job]:
+    """The jobs with a QOS each: ``levels[0]`` with probability ``high``, else
+    ``levels[1]`` (a draw of its own, so the rest of the workload is the seed's)."""
+    rng = np.random.default_rng([seed, 1])
+    picks = rng.random(len(jobs)) < high
+    return [
+        replace(job, qos=levels[0] if pick else levels[1])
+        for job, pick in zip(jobs, picks, strict=True)
     ]
 
 
@@ -95,6 +112,7 @@ def submit_all(cluster: SlurmCluster, jobs: list[Job]) -> dict[int, Submitted]:
             "sbatch", "--parsable", f"--uid={job.user}", f"--gid={job.user}", "--chdir=/tmp",
             "-o", "/dev/null", "-N", "1", "-n", "1", "-c", str(job.cores),
             "-t", str(job.limit_min), f"--job-name=j{job.index}", f"--wrap=sleep {job.run_s}",
+            *((f"--qos={job.qos}",) if job.qos else ()),
         )  # fmt: skip
         ids[int(out.strip().split(";")[0])] = Submitted(job, before, time.time())
     deadline = time.monotonic() + DONE_S
@@ -143,6 +161,94 @@ def import_run(cluster: SlurmCluster, path: Path) -> SacctImport:
     """The real run, read back through htcsim's sacct importer."""
     write_sacct(jobcomp_records(cluster.jobcomp), path)
     return read_sacct(path)
+
+
+ACCOUNTING_FIELDS = ("JobID", "User", "Partition", "QOS", "Submit", "Start", "End",
+                     "Timelimit", "NCPUS", "NNodes", "State")  # fmt: skip
+FINAL = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def accounting_sacct(cluster: SlurmCluster, ids: set[int], path: Path) -> SacctImport:
+    """Slurm's accounting (``sacct --parsable2`` from slurmdbd, times as epoch
+    seconds) once it holds a final record of every job in ``ids``, through
+    htcsim's importer; the text is kept at ``path``.
+
+    slurmctld sends the records to slurmdbd as the jobs end, not at once.
+    """
+    env = {**cluster.env, "SLURM_TIME_FORMAT": "%s"}
+    args = ["sacct", "--parsable2", "--allusers", "-X", "--starttime=2000-01-01",
+            f"--format={','.join(ACCOUNTING_FIELDS)}"]  # fmt: skip
+    deadline = time.monotonic() + DONE_S
+    text = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        text = done.stdout
+        final = {
+            line.split("|")[0]
+            for line in text.splitlines()[1:]
+            if line.count("|") == len(ACCOUNTING_FIELDS) - 1
+            and line.split("|")[-1].split()[0] in FINAL
+        }
+        if done.returncode == 0 and all(str(i) in final for i in ids):
+            path.write_text(text, encoding="utf-8")
+            return read_sacct(path)
+        time.sleep(0.5)
+    raise TimeoutError(f"sacct did not show every job {DONE_S:.0f} s after they ended: {text}")
+
+
+def submission_mismatches(submitted: dict[int, Submitted], imported: SacctImport) -> list[str]:
+    """How Slurm's records differ from what was submitted (empty: they do not).
+
+    The same job ids, and per job its cores, limit, user, QOS (when it named
+    one) and a submit time within 1 s of the sbatch call."""
+    workload = imported.workload
+    jobs = workload.jobs
+    by_id = {int(j): k for k, j in enumerate(jobs["job_id"])}
+    if set(by_id) != set(submitted):
+        return [f"job ids: recorded {sorted(by_id)}, submitted {sorted(submitted)}"]
+    t0 = workload.unix_start_time or 0
+    out = []
+    for job_id, sub in sorted(submitted.items()):
+        row = jobs[by_id[job_id]]
+        recorded = {
+            "cores": int(row["n_tasks"]) * int(row["cores_per_task"]),
+            "limit_s": int(row["walltime_s"]),
+            "user": imported.users.get(int(row["user_id"]), ""),
+            "qos": imported.qos.get(int(row["queue_id"]), "") if sub.job.qos else "",
+        }
+        wanted = {
+            "cores": sub.job.cores,
+            "limit_s": 60 * sub.job.limit_min,
+            "user": sub.job.user,
+            "qos": sub.job.qos,
+        }
+        out.extend(
+            f"job {job_id}: {key} {recorded[key]!r}, submitted {wanted[key]!r}"
+            for key in wanted
+            if recorded[key] != wanted[key]
+        )
+        submit = t0 + int(row["submit_s"])
+        if not sub.before - 1 <= submit <= sub.after + 1:
+            span = f"{sub.before:.1f}-{sub.after:.1f}"
+            out.append(f"job {job_id}: submit {submit}, sbatch ran {span}")
+    return out
+
+
+def for_import(policy: Policy, imported: SacctImport) -> Policy:
+    """``policy`` with its user shares and QoS queues named as in ``imported``.
+
+    The importer numbers users and QOS 1..N in sorted name order; the replay's
+    kernel knows a user by the text of its number and a QoS by its queues.
+    """
+    user_ids = {name: str(uid) for uid, name in imported.users.items()}
+    qos_ids = {name: qid for qid, name in imported.qos.items()}
+    return replace(
+        policy,
+        user_shares=tuple((user_ids[n], v) for n, v in policy.user_shares if n in user_ids),
+        qos=tuple(
+            replace(q, queues=(qos_ids[q.name],) if q.name in qos_ids else ()) for q in policy.qos
+        ),
+    )
 
 
 def replay(imported: SacctImport, policy: Policy) -> SimResult:

@@ -3,7 +3,8 @@
     python experiments/slurm-validation/run.py [--jobs N] [--seed S] [POLICY ...]
 
 (run as root from the repository root, with slurm-wlm and munge installed).
-For each policy file here (all by default: fifo, easy, multifactor-size),
+For each policy file here (all by default: fifo, easy, multifactor-size,
+multifactor-qos-fairshare),
 ``htcsim export slurm`` writes the slurm.conf fragment, a single-host Slurm
 (tests/slurm_harness.py) starts with it, the workload is submitted job by job
 at its submit times, Slurm's jobcomp records are read back through htcsim's
@@ -14,6 +15,14 @@ from the exported fragment). Adds its rows to ``results.csv`` and
 ``results.md`` here (replacing those of the same policy and seed). A run of
 100 jobs takes about 2.5 minutes per policy. ``--replay-only`` redoes the
 replays of the rows already there from ``runs/``, without Slurm.
+
+multifactor-qos-fairshare needs Slurm's accounting (mariadb-server and
+slurmdbd installed): the harness starts a private MariaDB and slurmdbd and
+runs the exported sacctmgr.sh (QOS, user shares), each job names its QOS
+(``sbatch --qos``: high for about a third of them, else low), and the records
+replayed are Slurm's own accounting (``sacct --parsable2`` from slurmdbd),
+which must reproduce the submission (ids, sizes, limits, users, QOS, submit
+times within 1 s) or the run stops.
 """
 
 from __future__ import annotations
@@ -36,20 +45,29 @@ from htcsim.policy import Policy, load_policy  # noqa: E402
 from htcsim.sim import simulate  # noqa: E402
 from htcsim.slurm.export import export_slurm  # noqa: E402
 from htcsim.workload.sacct import SacctImport, read_sacct  # noqa: E402
+from tests import slurm_dbd  # noqa: E402
 from tests.slurm_harness import skip_reason, start_cluster  # noqa: E402
 from tests.slurm_replay import (  # noqa: E402
     CLUSTER,
+    USERS,
+    accounting_sacct,
     compare,
+    for_import,
     generate,
     import_run,
     real_starts,
     replay,
     slurm_nodes,
     slurm_profile,
+    submission_mismatches,
     submit_all,
+    with_qos,
 )
 
-POLICIES = ("fifo", "easy", "multifactor-size")
+POLICIES = ("fifo", "easy", "multifactor-size", "multifactor-qos-fairshare")
+ACCOUNTING = {"multifactor-qos-fairshare": (("high", "low"), 0.35)}
+"""The policies that need slurmdbd: the QOS levels (first: high) and the share of
+jobs submitted with the first."""
 RUNS = HERE / "runs"
 """Slurm's records of each run, as sacct text: the replays can be redone from them."""
 _LINE = re.compile(r"^\[(\S+)\] (.*)$")
@@ -109,12 +127,24 @@ def start_latency(events: list[tuple[float, str, int]]) -> dict[str, float]:
 def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
     policy = load_policy(HERE / f"{name}.toml")
     exported = export_slurm(policy, work / name)
-    cluster = start_cluster(exported.files[0], slurm_nodes())
+    jobs = generate(seed, n_jobs)
+    if name in ACCOUNTING:
+        jobs = with_qos(jobs, seed, *ACCOUNTING[name])
+    cluster = start_cluster(
+        exported.files[0], slurm_nodes(), accounting=name in ACCOUNTING, users=USERS
+    )
     try:
         t0 = time.monotonic()
-        submit_all(cluster, generate(seed, n_jobs))
+        submitted = submit_all(cluster, jobs)
         wall = time.monotonic() - t0
-        imported = import_run(cluster, RUNS / f"{name}-seed{seed}.sacct")
+        kept = RUNS / f"{name}-seed{seed}.sacct"
+        if name in ACCOUNTING:
+            imported = accounting_sacct(cluster, set(submitted), kept)
+            wrong = submission_mismatches(submitted, imported)
+            if wrong:
+                raise RuntimeError("sacct does not reproduce the submission: " + "; ".join(wrong))
+        else:
+            imported = import_run(cluster, kept)
     finally:
         cluster.stop()
     latency = start_latency(ctld_events(cluster.rundir / "log" / "slurmctld.log"))
@@ -125,7 +155,9 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
 
 def replay_columns(imported: SacctImport, policy: Policy, conf: Path) -> dict[str, object]:
     """Every figure that compares Slurm's records with a replay of them: the
-    plain replay, +1 s per job, best fit, and the Slurm profile read from ``conf``."""
+    plain replay, +1 s per job, best fit, and the Slurm profile read from ``conf``.
+    The policy's user shares and QoS are renamed to the import's ids first."""
+    policy = for_import(policy, imported)
     row = asdict(compare(imported, replay(imported, policy)))
     best = compare(imported, replay(imported, replace(policy, placement="best_fit")))
     placement = {
@@ -203,6 +235,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown policy {unknown[0]!r}: choose from {', '.join(POLICIES)}")
     reason = skip_reason()
+    if reason is None and any(p in ACCOUNTING for p in args.policies or POLICIES):
+        reason = slurm_dbd.skip_reason()
     if reason:
         sys.exit(f"cannot run a real Slurm here: {reason}")
     rows = []
