@@ -25,9 +25,11 @@ Everything started is stopped by PID in :meth:`SlurmCluster.stop`;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -231,7 +233,21 @@ class SlurmCluster:
             self.run("sh", str(self.sacctmgr_script))
 
     def stop(self) -> None:
-        """SIGTERM each daemon started here (slurmd first), SIGKILL after STOP_S."""
+        """Cancel every job and wait (at most STOP_S) for them to end, then
+        SIGTERM each daemon started here (slurmd first), SIGKILL after STOP_S,
+        and last kill the step daemons of jobs still left: a ``slurmstepd``
+        whose slurmd is gone waits for it forever."""
+        if self._procs:  # slurmctld may answer (else squeue fails at once)
+            with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
+                jobs = self.run("squeue", "-h", "-o", "%i", timeout=STOP_S).split()
+                if jobs:
+                    self.run("scancel", "--full", *jobs, timeout=STOP_S)
+                    deadline = time.monotonic() + STOP_S
+                    while self.run("squeue", "-h", "-o", "%i", timeout=STOP_S).split():
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.2)
+        steps = self._step_daemons()
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -241,6 +257,26 @@ class SlurmCluster:
                     proc.kill()
                     proc.wait(timeout=STOP_S)
         self._procs.clear()
+        for pid in steps + self._step_daemons():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _step_daemons(self) -> list[int]:
+        """The ``slurmstepd`` processes of this cluster (their logs are in its
+        run directory)."""
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not (entry / "cmdline").read_bytes().startswith(b"slurmstepd"):
+                    continue
+                links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+            except OSError:
+                continue
+            if any(link.startswith(str(self.rundir)) for link in links):
+                out.append(int(entry.name))
+        return out
 
     def remove(self) -> None:
         """Delete the run directory (after :meth:`stop`)."""
