@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.agent_harness import READY_S, running_agent, wait_for
-from tests.slurm_harness import Node, SlurmCluster, skip_reason, start_cluster
+from tests.slurm_harness import Node, SlurmCluster, running_cluster, skip_reason
 from tests.slurm_pool import CPUS, NODE, pool_policy, pool_tables, running, slurm_environ
 
 JOB_NAME = "pool-bench"
@@ -42,13 +42,8 @@ pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     fragment = tmp_path_factory.mktemp("slurm-pool-bench") / "htcsim-slurm.conf"
-    fragment.write_text("# no site settings\n")
-    cluster = start_cluster(fragment, (Node(NODE, CPUS),))
-    try:
+    with running_cluster(fragment, "# no site settings\n", (Node(NODE, CPUS),)) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        cluster.remove()
 
 
 def _address(api: httpx.Client) -> str:

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,30 @@ def skip_reason() -> str | None:
     except KeyError:
         return "no 'munge' account (installed with the munge package)"
     return None
+
+
+def accounts_reason(users: tuple[str, ...] | list[str]) -> str | None:
+    """Why jobs cannot be submitted as these Unix accounts, or None."""
+    missing = []
+    for user in users:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            missing.append(user)
+    return f"accounts {', '.join(missing)} missing (.ci/run creates them)" if missing else None
+
+
+@contextlib.contextmanager
+def running_cluster(fragment: Path, text: str, nodes: tuple[Node, ...]) -> Iterator[SlurmCluster]:
+    """A cluster on ``nodes`` that includes ``fragment`` (written with
+    ``text``), stopped and removed when the block ends."""
+    fragment.write_text(text)
+    cluster = start_cluster(fragment, nodes)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        cluster.remove()
 
 
 def _which(name: str) -> str:

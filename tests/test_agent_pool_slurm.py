@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
-from tests.slurm_harness import Node, SlurmCluster, skip_reason, start_cluster
+from tests.slurm_harness import Node, SlurmCluster, running_cluster, skip_reason
 from tests.slurm_pool import (
     CPUS,
     NODE,
@@ -58,13 +58,10 @@ asks for the job anew; the benchmark's 5 s covers the pool cancelling it."""
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     fragment = tmp_path_factory.mktemp("slurm-pool") / "htcsim-slurm.conf"
-    fragment.write_text("# no site settings: the pool's tests use Slurm's defaults\n")
-    cluster = start_cluster(fragment, (Node(NODE, CPUS),))
-    try:
+    with running_cluster(
+        fragment, "# no site settings: the pool's tests use Slurm's defaults\n", (Node(NODE, CPUS),)
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        cluster.remove()
 
 
 def _nodes(client: httpx.Client) -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ accounting cannot run (binaries missing, not root, no test accounts).
 
 from __future__ import annotations
 
-import pwd
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from htcsim.policy import load_policy
 from htcsim.slurm.export import export_slurm
 from htcsim.workload.sacct import SacctImport
 from tests import slurm_dbd
-from tests.slurm_harness import SlurmCluster, skip_reason, start_cluster
+from tests.slurm_harness import SlurmCluster, accounts_reason, skip_reason, start_cluster
 from tests.slurm_replay import (
     USERS,
     Agreement,
@@ -60,20 +59,7 @@ ORDER_AGREEMENT_MIN = 0.8
 
 
 def _reason() -> str | None:
-    reason = skip_reason() or slurm_dbd.skip_reason()
-    if reason is None:
-        missing = [u for u in USERS if not _account(u)]
-        if missing:
-            reason = f"accounts {', '.join(missing)} missing (.ci/run creates them)"
-    return reason
-
-
-def _account(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+    return skip_reason() or slurm_dbd.skip_reason() or accounts_reason(USERS)
 
 
 _REASON = _reason()

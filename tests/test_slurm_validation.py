@@ -20,7 +20,6 @@ Slurm's instead of 6.5 s and 11.6 s. The tests skip only where Slurm cannot run
 
 from __future__ import annotations
 
-import pwd
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from htcsim.policy import Policy
 from htcsim.slurm.export import export_slurm
 from htcsim.workload.sacct import SacctImport
 from tests.agent_harness import slack
-from tests.slurm_harness import SlurmCluster, skip_reason, start_cluster
+from tests.slurm_harness import SlurmCluster, accounts_reason, skip_reason, start_cluster
 from tests.slurm_replay import (
     USERS,
     Agreement,
@@ -47,20 +46,7 @@ from tests.slurm_replay import (
 
 
 def _reason() -> str | None:
-    reason = skip_reason()
-    if reason is None:
-        missing = [u for u in USERS if not _account(u)]
-        if missing:
-            reason = f"accounts {', '.join(missing)} missing (.ci/run creates them)"
-    return reason
-
-
-def _account(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+    return skip_reason() or accounts_reason(USERS)
 
 
 _REASON = _reason()
