@@ -75,13 +75,15 @@ def site(tmp_path: Path) -> Iterator[DaskSite]:
         site.stop()  # and its journals
 
 
+@pytest.mark.parametrize("agent_then", ["resumed", "restarted"])
 def test_an_exit_the_killed_worker_could_not_report_is_not_run_again(
-    site: DaskSite, tmp_path: Path
+    site: DaskSite, tmp_path: Path, agent_then: str
 ) -> None:
     """The agent is stopped (SIGSTOP) while the job ends, so the exit stays
     with the worker; the worker is then killed and started again under its
-    name, and the agent resumed: the job is recorded completed, once, never
-    requeued."""
+    name, and the agent resumed (it takes the exit from the new worker before
+    requeueing) or killed and started again (its recovery takes it): the job
+    is recorded completed, once, never requeued."""
     work = tmp_path / "work"
     work.mkdir()
     runs = work / "runs"
@@ -108,6 +110,9 @@ def test_an_exit_the_killed_worker_could_not_report_is_not_run_again(
             site.workers[node] = site.start_worker(node)
         finally:
             agent.proc.send_signal(signal.SIGCONT)
+        if agent_then == "restarted":
+            agent.kill()
+            agent.restart()
 
         def final() -> dict[str, object] | None:
             state: dict[str, object] = client.get(f"/jobs/{job}").json()
@@ -117,4 +122,5 @@ def test_an_exit_the_killed_worker_could_not_report_is_not_run_again(
         assert ended["state"] == "completed", ended
         assert ended["requeues"] == 0
         assert runs.read_text().split() == [str(job)]
-        assert "read from its journal" in agent.log.read_text()
+        if agent_then == "resumed":
+            assert "read from its journal" in agent.log.read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import logging
 import os
 import stat
@@ -104,7 +105,7 @@ class Agent:
                 self.policy,
                 nodes,
                 executor=lambda on_exit: DaskExecutor(
-                    client, on_exit, config.kill_grace_s, config.lease_s
+                    client, on_exit, config.kill_grace_s, config.lease_s, site_of(config)
                 ),
             )
             self._client: Client | None = client
@@ -155,7 +156,7 @@ class Agent:
             self.policy,
             self._pool.slots,
             executor=lambda on_exit: DaskExecutor(
-                client, on_exit, config.kill_grace_s, config.lease_s
+                client, on_exit, config.kill_grace_s, config.lease_s, site_of(config)
             ),
             pool=self._pool,
         )
@@ -215,6 +216,17 @@ def _security(make: Callable[[AgentConfig], Security | None], config: AgentConfi
             "can run code on the workers"
         )
     return security
+
+
+def site_of(config: AgentConfig) -> str:
+    """This agent's store, as the Dask workers' exit journals name it (the
+    start of every run token): the state directory and its database file, so
+    that a store made again at the same path is another site, and an exit an
+    earlier store's run left on a node is never taken for one of this one's."""
+    db = config.db_path
+    inode = db.stat().st_ino if db.exists() else 0
+    key = f"{config.state_dir.resolve()}:{inode}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _shadow_policy(config: AgentConfig) -> Policy | None:

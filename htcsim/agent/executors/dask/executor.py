@@ -273,6 +273,7 @@ class DaskExecutor:
         on_exit: Callable[[JobExit], None],
         stop_grace_s: float = 10.0,
         lease_s: float = 10.0,
+        site: str = "",
     ) -> None:
         self.client = client
         self.lease_s = lease_s
@@ -281,6 +282,7 @@ class DaskExecutor:
         self._lock = threading.Lock()
         self._where: dict[int, tuple[str, str]] = {}  # running job -> (worker address, run)
         self._runs = itertools.count(1)
+        self.site = site  # this agent's store: its runs' tokens begin with it
         self._tag = uuid.uuid4().hex[:8]  # this agent's runs, told from an earlier agent's
         self.epoch = self._tag  # its lease renewals too (another clock: ``lease.py``)
         self._workers: dict[str, _Worker] = {}
@@ -319,7 +321,7 @@ class DaskExecutor:
             payloads = []
             with self._lock:
                 for spec in group:
-                    run = f"{self._tag}-{next(self._runs)}"
+                    run = f"{self.site}.{self._tag}-{next(self._runs)}"
                     self._where[spec.job_id] = (address, run)
                     payloads.append(spec.payload() | {"run": run})
             self._worker(address).launch(payloads)
@@ -475,6 +477,9 @@ class DaskExecutor:
                 running[int(job_id)] = (address, str(table["runs"].get(job_id, "")))
             for record in table["exits"]:
                 exits[int(record["job"])] = record
+            for record in table.get("earlier", ()):  # a worker restarted meanwhile kept them
+                if self.site and str(record.get("run", "")).startswith(self.site + "."):
+                    exits.setdefault(int(record["job"]), record)
         out = []
         for job_id in job_ids:
             if job_id in running:
