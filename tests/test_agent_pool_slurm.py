@@ -112,8 +112,10 @@ def test_a_cancelled_batch_job_is_replaced_and_its_jobs_complete_once(
         first_jobs = running(slurm, "pool-ended")
         assert len(first_jobs) == 2
 
-        # each job records the worker it ran under, then, last, that it completed
-        command = "echo $PPID > worker.$HTCSIM_JOB_ID; sleep 4; echo $HTCSIM_JOB_ID >> done"
+        # each job records the worker it ran under, then, last, that it completed;
+        # "&&": scancel's SIGTERM reaches the cancelled worker's job too, and a
+        # shell whose sleep it killed would go on to its last line
+        command = "echo $PPID > worker.$HTCSIM_JOB_ID; sleep 4 && echo $HTCSIM_JOB_ID >> done"
         jobs = [_submit(client, work, command) for _ in range(6)]
         victim = wait_for(lambda: next(work.glob("worker.*"), None), timeout=JOB_S)
         worker_pid = int(wait_for(lambda: victim.read_text().strip(), timeout=JOB_S))
