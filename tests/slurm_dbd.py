@@ -36,10 +36,15 @@ ACCOUNT = "htcsim"
 """The one Slurm account the workload's users belong to."""
 
 
-def missing_binaries() -> list[str]:
-    """The MariaDB and slurmdbd programs not on PATH."""
+def missing_programs(names: tuple[str, ...]) -> list[str]:
+    """The programs among ``names`` on neither PATH nor the sbin folders."""
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    return [b for b in BINARIES if shutil.which(b, path=path) is None]
+    return [b for b in names if shutil.which(b, path=path) is None]
+
+
+def missing_binaries() -> list[str]:
+    """The MariaDB and slurmdbd programs not found."""
+    return missing_programs(BINARIES)
 
 
 def skip_reason() -> str | None:

@@ -49,9 +49,8 @@ BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "sco
 
 
 def missing_binaries() -> list[str]:
-    """The Slurm and munge programs not on PATH (the tests skip when any is)."""
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    return [b for b in BINARIES if shutil.which(b, path=path) is None]
+    """The Slurm and munge programs not found (the tests skip when any is)."""
+    return slurm_dbd.missing_programs(BINARIES)
 
 
 def skip_reason() -> str | None:

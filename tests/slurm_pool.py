@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from tests.slurm_harness import SlurmCluster
+from tests.test_agent_autoscale_dask import autoscale_policy
 
 LIVE = ("PENDING", "CONFIGURING", "RUNNING")
 """Batch job states of a worker asked for and not yet ended."""
@@ -46,18 +47,9 @@ scheduler_options = {{ interface = "lo", port = 0, dashboard_address = "127.0.0.
 
 
 def pool_policy(low: int, high: int) -> str:
-    """Autoscaling between ``low`` and ``high`` nodes, booting at once."""
-    return f"""
-[autoscale]
-enabled = true
-min_nodes = {low}
-max_nodes = {high}
-scale_up_wait_s = 0
-boot_delay_s = 60
-idle_s = 600
-cooldown_s = 0
-step = 4
-"""
+    """Autoscaling between ``low`` and ``high`` nodes, booting at once; idle
+    workers are kept ten minutes (the tests decide when one goes)."""
+    return autoscale_policy(low, high, idle_s=600)
 
 
 def batch_jobs(slurm: SlurmCluster, job_name: str) -> dict[int, str]:
