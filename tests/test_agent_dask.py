@@ -242,65 +242,6 @@ def test_a_lost_worker_is_down_until_replaced_and_its_samples_go(tmp_path: Path)
         site.stop()
 
 
-def test_sigterm_to_a_worker_s_nanny_gives_its_jobs_a_grace(tmp_path: Path) -> None:
-    """What deleting a worker's pod does: SIGTERM to its nanny. A job that
-    traps TERM runs its trap; one that ignores TERM is killed after the grace
-    (the agent's kill_grace_s); both are requeued by the policy once the
-    worker is gone, never while they still run."""
-    # the jobs fit cpu-0 only; small-0 stays (with no worker left at all the
-    # agent keeps its last inventory)
-    workers = {"cpu-0": "cores=4,mem_mib=1000,gpus=0", "small-0": "cores=1,mem_mib=1000,gpus=0"}
-    site = DaskSite(tmp_path, workers, nanny=True)
-    work = tmp_path / "work"
-    work.mkdir()
-    trapped, stubborn = work / "trapped", work / "stubborn.pid"
-    grace_s = 3.0
-    try:
-        with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=5.0,
-                kill_grace_s=grace_s,
-            ) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(_node_states(client)) == 2, timeout=READY_S)
-            polite = _job(
-                client,
-                work,
-                f"trap 'echo term > {trapped}; exit 0' TERM; while true; do sleep 0.05; done",
-                cores=2,
-            )
-            deaf = _job(
-                client,
-                work,
-                f"trap '' TERM; echo $$ > {stubborn}; while true; do sleep 0.05; done",
-                cores=2,
-            )
-            for job in (polite, deaf):
-                wait_for(lambda j=job: _state(client, j)["state"] == "running", timeout=JOB_S)
-            wait_for(lambda: stubborn.exists() and stubborn.read_text().strip(), timeout=JOB_S)
-            pid = int(stubborn.read_text())
-
-            site.workers["cpu-0"].send_signal(signal.SIGTERM)
-            stopped_at = time.monotonic()
-            wait_for(lambda: trapped.exists(), timeout=JOB_S)  # the TERM trap ran
-            assert trapped.read_text().strip() == "term"
-            wait_for(lambda: _state(client, deaf)["state"] == "pending", timeout=JOB_S)
-            # the deaf job was dead before its requeue, and not before the grace
-            assert not psutil.pid_exists(pid) or _zombie(pid)
-            assert time.monotonic() - stopped_at >= grace_s
-            for job in (polite, deaf):
-                wait_for(lambda j=job: _state(client, j)["state"] == "pending", timeout=JOB_S)
-                info = _state(client, job)
-                assert info["requeues"] == 1, info
-            site.workers["cpu-0"].wait(READY_S)
-    finally:
-        site.stop()
-
-
 class _Sampler:
     """Samples every 50 ms the live process groups of each job; remembers the
     most groups any job had at once."""

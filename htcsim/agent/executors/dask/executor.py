@@ -51,8 +51,8 @@ from htcsim.agent.executors.base import (
     Recovered,
     exit_from_record,
 )
+from htcsim.agent.executors.dask import stop_grace
 from htcsim.agent.executors.dask import worker as dask_worker
-from htcsim.agent.executors.dask.stop_grace import PLUGIN_NAME, StopGrace
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class DaskExecutor:
         )
         self._releaser.start()
         try:  # a stopping worker's jobs get SIGTERM and a grace (stop_grace.py)
-            client.register_plugin(StopGrace(stop_grace_s), name=PLUGIN_NAME)
+            stop_grace.register(client, stop_grace_s)
         except Exception as exc:  # an old scheduler: jobs are killed when a worker stops
             logger.warning("workers' stop grace not set up: %s", exc)
 

@@ -20,6 +20,18 @@ launch carries one too. A job the guard fenced is reported as lost (the
 agent requeues it if it still places it here), never as ended; a launch
 that arrives after the lease ended starts nothing.
 
+A worker that stops drains its node (``stop_jobs``, run by its nanny's
+``stop_grace`` plugin, or by its own SIGTERM handler without a nanny): its
+jobs get SIGTERM and the grace, then SIGKILL; nothing new starts there. A job
+that ends meanwhile with an exit status of 128 or less (``exit 0``: completed,
+``exit 3``: failed) ended on its own and is reported as it ended, as any exit;
+one that ends by a signal, or with a status above 128 (128 + N: how a shell
+reports that signal N ended it, ``exit 143`` after a checkpoint on SIGTERM),
+was stopped by the drain and is not reported: the worker's loss requeues it
+by the policy, as Slurm requeues a preempted job. The drain ends once every
+exit reported is released by the agent (at most ``STOP_RELEASE_WAIT_S``): an
+exit of a job that ended on its own reaches the agent before the worker goes.
+
 Only the standard library (and the shepherd's record format): it is imported
 in the worker process.
 """
@@ -47,7 +59,7 @@ _exits: dict[int, dict[str, Any]] = {}  # ended, not yet released by the agent
 _seq = 0  # exits recorded so far; each record carries its number ("seq")
 _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 _guard: subprocess.Popen[bytes] | None = None  # kills our jobs if this worker dies
-_stopping = False  # the worker stops (stop_jobs): no job starts, no exit is reported
+_stopping = False  # the worker drains (stop_jobs): no job starts, drained jobs are not reported
 _journal: ExitJournal | None = None  # this worker's exits, in a file that outlives it
 _earlier: dict[int, dict[str, Any]] = {}  # exits an earlier process of this worker kept
 _lease = Lease()  # the guard's lease, kept here too: no job starts once it ended
@@ -57,6 +69,21 @@ GUARD_VAR = "HTCSIM_GUARD"
 FENCED = "fenced: the agent's lease on its worker ended (the worker hung or was cut off)"
 STOP_KILL_WAIT_S = 5.0
 """After SIGKILL, how long ``stop_jobs`` waits for the jobs to be reaped."""
+STOP_RELEASE_WAIT_S = 3.0
+"""Once its jobs are gone, how long ``stop_jobs`` waits for the agent to
+release the exits this worker reported (the agent releases every half second
+once it has recorded them); then the worker stops all the same (the exits
+stay in its journal)."""
+DRAINED_ABOVE = 128
+"""During a drain, a job whose exit status (128 + N for signal N) is above
+this was stopped by the drain, and is requeued; at or below, it ended on its
+own and is recorded as it ended."""
+
+
+def drained(record: dict[str, Any]) -> bool:
+    """Whether a job that ended during a drain was stopped by it (a signal, a
+    status above 128, or fenced by the guard): requeued, not recorded."""
+    return bool(record.get("lost")) or int(record.get("code", 0)) > DRAINED_ABOVE
 
 
 def _tell_guard(line: str) -> None:
@@ -164,7 +191,7 @@ def _record(
         record = exit_record(job_id, code, sig, cpu, rss, lost=lost)
         record["run"] = run
         _runs.pop(job_id, None)
-        if _stopping:  # ended by stop_jobs: the worker's loss requeues it
+        if _stopping and drained(record):  # stopped by the drain: the worker's loss requeues it
             return
         _seq += 1
         record["seq"] = _seq
@@ -220,18 +247,24 @@ def launch_jobs(
 
 
 async def stop_jobs(grace_s: float) -> int:
-    """The worker is stopping: SIGTERM to every job's process group, then,
-    after ``grace_s`` seconds, SIGKILL to those left; no exit is reported
-    (the agent requeues the jobs when the worker is gone, as for any lost
-    node). Returns how many jobs ran. A coroutine: the worker's event loop
-    (its heartbeats) goes on meanwhile, so the node is not lost while its jobs
-    still run."""
+    """The worker is stopping: drain its node. SIGTERM to every job's process
+    group, then, after ``grace_s`` seconds, SIGKILL to those left; a job
+    stopped so is not reported (the agent requeues it when the worker is gone,
+    as for any lost node), one that ended on its own is (``drained``). Once
+    the jobs are gone, waits (at most ``STOP_RELEASE_WAIT_S``) for the agent
+    to release every exit reported, so that none leaves with the worker.
+    Returns how many jobs ran. A coroutine: the worker's event loop (its
+    heartbeats, the agent's calls) goes on meanwhile, so the node is not lost
+    while its jobs still run. A second call (a nanny's teardown and the
+    worker's own SIGTERM handler) waits as long and sends nothing again."""
     global _stopping
     loop = asyncio.get_running_loop()
     with _lock:
+        again = _stopping
         _stopping = True
         groups = list(_running.values())
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, STOP_KILL_WAIT_S)):
+    steps = () if again else ((signal.SIGTERM, grace_s), (signal.SIGKILL, STOP_KILL_WAIT_S))
+    for sig, wait_s in steps:
         with _lock:
             left = list(_running.values())
         for pgid in left:
@@ -241,8 +274,17 @@ async def stop_jobs(grace_s: float) -> int:
         while loop.time() < deadline:
             with _lock:
                 if not _running:
-                    return len(groups)
+                    break
             await asyncio.sleep(0.05)
+        else:
+            continue
+        break
+    deadline = loop.time() + (grace_s + STOP_KILL_WAIT_S if again else 0.0) + STOP_RELEASE_WAIT_S
+    while loop.time() < deadline:
+        with _lock:
+            if not _running and not _exits:
+                break
+        await asyncio.sleep(0.05)
     return len(groups)
 
 
