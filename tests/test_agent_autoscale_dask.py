@@ -32,7 +32,7 @@ n_workers = 0
 threads_per_worker = 4
 processes = true
 host = "127.0.0.1"
-dashboard_address = ":0"
+dashboard_address = "127.0.0.1:0"
 resources = {cores = 2, mem_mib = 1000}
 """
 

@@ -311,6 +311,19 @@ def test_configmap_settings_and_policy_load_with_the_agent_readers(tmp_path: Pat
         assert option(args, flag) == f"{mounts[config_volume]}/{key}"
 
 
+def test_kubernetes_settings_name_the_lease(tmp_path: Path) -> None:
+    """Both overlays' agent settings say how long a silent agent's workers
+    keep their jobs (lease_s, as deploy/dask/*.toml do), and the agent reads it."""
+    texts = {
+        "static": find("ConfigMap", "htcsim-config")["data"]["agent.toml"],
+        "autoscale": autoscale_config()["agent.toml"],
+    }
+    for name, text in texts.items():
+        assert re.search(r"^\s*lease_s\s*=", text, re.MULTILINE), name
+        (tmp_path / f"{name}.toml").write_text(text)
+        assert load_agent_config(tmp_path / f"{name}.toml").lease_s == 10.0, name
+
+
 def test_placeholder_tokens_are_refused_so_they_cannot_go_live(tmp_path: Path) -> None:
     """The Secret ships placeholder hashes; the agent must refuse to start on them."""
     text = find("Secret", "htcsim-tokens")["stringData"]["tokens.toml"]
@@ -338,7 +351,7 @@ def test_dask_scheduler_matches_what_agent_and_workers_connect_to() -> None:
     assert not {a for a in scheduler["args"] if a.startswith("--")} - dask_flags("scheduler")
     service = find("Service", "dask-scheduler")
     ports = {p["port"] for p in service["spec"]["ports"]}
-    assert {8786, 8787} <= ports
+    assert ports == {8786}  # its HTTP port is on the pod's loopback (not under TLS)
     address = f"tls://{service['metadata']['name']}:8786"
     assert address == SCHEDULER
     agent_args = container(find("StatefulSet", "htcsim-agent"))["args"]
@@ -568,6 +581,52 @@ def test_docs_dask_commands_speak_tls_and_bind_to_named_addresses(path: Path) ->
         r'scheduler = "([^"]+)"', text
     ):
         assert address.startswith("tls://"), f"{path.name}: scheduler {address}"
+
+
+def dask_containers() -> list[tuple[str, str, list[str]]]:
+    """(where, scheduler|worker, args) of every Dask container of the
+    manifests: the static overlay's Deployments and the autoscale overlay's
+    DaskCluster."""
+    out = []
+    for path, doc in kube_documents():
+        if doc["kind"] == "Deployment" and container(doc)["command"][0] == "dask":
+            c = container(doc)
+            out.append((f"{path.name}: {doc['metadata']['name']}", c["command"][1], c["args"]))
+    cluster = yaml.safe_load(autoscale_config()["dask-cluster.yaml"])["spec"]
+    for role in ("scheduler", "worker"):
+        [c] = cluster[role]["spec"]["containers"]
+        out.append((f"dask-cluster.yaml: {role}", c["command"][1], c.get("args", [])))
+    return out
+
+
+def test_dask_http_ports_listen_on_the_loopback_only() -> None:
+    """Dask's TLS does not cover a scheduler's or worker's HTTP port (the
+    dashboard, /info, /metrics; --no-dashboard drops only the dashboard's
+    pages): every command of the manifests, of the docs and of the
+    cluster-manager examples binds it to 127.0.0.1, and no probe, Service or
+    NetworkPolicy names it from outside the pod."""
+    commands = dask_containers()
+    assert {role for _, role, _ in commands} == {"scheduler", "worker"}
+    for path in (README, DOCS):
+        commands += [(path.name, role, args) for role, args in dask_commands(path.read_text())]
+    for where, role, args in commands:
+        assert option(args, "--dashboard-address").startswith("127.0.0.1:"), where
+        if role == "worker":
+            assert "--no-dashboard" in args, where
+    for path in sorted(DASK_EXAMPLES.glob("*.toml")):
+        options = load_agent_config(path).cluster.options  # type: ignore[union-attr]
+        address = options.get("dashboard_address") or options["scheduler_options"][
+            "dashboard_address"
+        ]
+        assert address.startswith("127.0.0.1:"), path.name
+        if "worker_extra_args" in options:
+            args = options["worker_extra_args"]
+            assert option(args, "--dashboard-address").startswith("127.0.0.1:"), path.name
+    scheduler = container(find("Deployment", "dask-scheduler"))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "127.0.0.1:8787/health" in " ".join(scheduler[probe]["exec"]["command"])
+    texts = [path.read_text() for path in kube_manifests()]
+    assert not any("8787" in t and "containerPort: 8787" in t for t in texts)
 
 
 # --- the agent's cluster managers ([cluster]) -----------------------------------
@@ -836,7 +895,7 @@ def assert_policies_guard_dask(documents: list[dict[str, Any]]) -> None:
     assert guarded == {"dask-scheduler"}
     assert allowed_sources(scheduler, pods) == {"htcsim-agent"} | workers
     for rule in scheduler["spec"]["ingress"]:
-        assert {p["port"] for p in rule["ports"]} <= {8786, 8787}
+        assert {p["port"] for p in rule["ports"]} == {8786}
     worker = policies["dask-worker"]
     guarded = {n for n, labels in pods.items() if selects(worker["spec"]["podSelector"], labels)}
     assert guarded == workers
