@@ -615,9 +615,9 @@ def test_dask_http_ports_listen_on_the_loopback_only() -> None:
             assert "--no-dashboard" in args, where
     for path in sorted(DASK_EXAMPLES.glob("*.toml")):
         options = load_agent_config(path).cluster.options  # type: ignore[union-attr]
-        address = options.get("dashboard_address") or options["scheduler_options"][
-            "dashboard_address"
-        ]
+        address = (
+            options.get("dashboard_address") or options["scheduler_options"]["dashboard_address"]
+        )
         assert address.startswith("127.0.0.1:"), path.name
         if "worker_extra_args" in options:
             args = options["worker_extra_args"]
