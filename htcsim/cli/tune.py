@@ -93,8 +93,29 @@ def tune_command(
     ] = None,
     dask: Annotated[
         str | None,
-        typer.Option(help="Run the trials on this Dask scheduler instead, e.g. tcp://host:8786."),
+        typer.Option(
+            help="Run the trials on this Dask scheduler instead, e.g. tls://host:8786 (with "
+            "--tls-ca-file, --tls-cert and --tls-key, as the agent's settings), or tcp://host:8786 "
+            "with --dask-insecure."
+        ),
     ] = None,
+    tls_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="With --dask: the CA that signed the scheduler's certificate."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="With --dask: this client's certificate (the agent's will do)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="With --dask: its key.")] = None,
+    dask_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--dask-insecure",
+            help="With --dask: accept a scheduler without TLS (anyone who reaches it runs "
+            "code on its workers).",
+        ),
+    ] = False,
     study_file: Annotated[
         Path | None,
         typer.Option(
@@ -122,6 +143,7 @@ def tune_command(
         TimeRemainingColumn,
     )
 
+    from htcsim.cli._dask_tls import DaskTLSError, dask_security
     from htcsim.cluster import ClusterError, load_cluster
     from htcsim.kernel import KernelInputError
     from htcsim.policy import Policy, PolicyError, inert_fields, load_policy
@@ -154,6 +176,14 @@ def tune_command(
         raise fail(f"--workers must be at least 1, got {workers}")
     if not 0 < train_fraction < 1:
         raise fail(f"--train-fraction must be in (0, 1), got {train_fraction}")
+    try:
+        security = dask_security(
+            dask,
+            {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key},
+            insecure=dask_insecure,
+        )
+    except DaskTLSError as exc:
+        raise fail(str(exc)) from exc
     try:
         base = load_policy(policy_file) if policy_file is not None else Policy()
         space = load_space(space_file, base)
@@ -211,19 +241,26 @@ def tune_command(
             f"constraint: {escape(c.text)}"
             + (" (the default guard; --no-guard drops it)" if c.default else "")
         )
-    study = Study(
-        workload,
-        space,
-        goal,
-        train_fraction=train_fraction,
-        cluster=cluster,
-        seed=seed,
-        store=store,
-        workers=workers or os.cpu_count() or 1,
-        dask_address=dask,
-        others=others,
-        constraints=constraints,
-    )
+    try:
+        study = Study(
+            workload,
+            space,
+            goal,
+            train_fraction=train_fraction,
+            cluster=cluster,
+            seed=seed,
+            store=store,
+            workers=workers or os.cpu_count() or 1,
+            dask_address=dask,
+            dask_security=security,
+            others=others,
+            constraints=constraints,
+        )
+    except (OSError, TimeoutError, ValueError) as exc:  # the scheduler: unreachable, refused
+        if dask is None:
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise fail(f"cannot connect to the Dask scheduler {dask}: {reason}") from exc
     try:
         with Progress(
             TextColumn("[bold]tune[/]"),

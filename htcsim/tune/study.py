@@ -151,6 +151,7 @@ class Study:
         runner: TrialRunner | None = None,
         workers: int = 1,
         dask_address: str | None = None,
+        dask_security: Any = None,
         others: dict[str, Workload] | None = None,
         constraints: tuple[Constraint, ...] = (),
     ) -> None:
@@ -166,7 +167,11 @@ class Study:
         self.store = store if store is not None else StudyStore(None, {})
         self._owns_runner = runner is None
         self.runner = runner or TrialRunner(
-            self.parts, cluster, workers=workers, dask_address=dask_address
+            self.parts,
+            cluster,
+            workers=workers,
+            dask_address=dask_address,
+            dask_security=dask_security,
         )
         self.n_replayed = 0
         self._reference: dict[str, float] = {}

@@ -65,7 +65,10 @@ class TrialRunner:
         *,
         workers: int = 1,
         dask_address: str | None = None,
+        dask_security: Any = None,
     ) -> None:
+        """``dask_security``: the client's ``distributed.Security`` (TLS), or
+        None for a plain ``tcp://`` scheduler."""
         self._replayer = _Replayer(parts, cluster)
         self._pool: WorkerPool | None = None
         self._client: Any = None
@@ -73,7 +76,7 @@ class TrialRunner:
         if dask_address is not None:
             from distributed import Client
 
-            self._client = Client(dask_address)
+            self._client = Client(dask_address, security=dask_security)
             self._scattered = self._client.scatter(self._replayer, broadcast=True)
         elif workers > 1:
             self._pool = WorkerPool(self._replayer, workers)

@@ -24,6 +24,12 @@ def tls_files(config: AgentConfig) -> dict[str, Path] | None:
     paths = {key: getattr(config, key) for key in TLS_KEYS}
     if any(path is None for path in paths.values()):
         return None
+    return checked_pem_files(paths)
+
+
+def checked_pem_files(paths: dict[str, Any]) -> dict[str, Path]:
+    """``paths`` (by setting name), each a readable PEM file, else one line
+    (``AgentConfigError``) that names the setting."""
     for key, path in paths.items():
         try:
             with open(path, "rb") as handle:
@@ -35,17 +41,22 @@ def tls_files(config: AgentConfig) -> dict[str, Path] | None:
     return {key: Path(path) for key, path in paths.items()}
 
 
-def client_security(config: AgentConfig) -> Security | None:
-    """The agent's side of the connection to a scheduler it did not start."""
-    files = tls_files(config)
-    if files is None:
-        return None
+def tls_client(files: dict[str, Path]) -> Security:
+    """A Dask client's side of a TLS connection, with these files
+    (``tls_ca_file``, ``tls_cert``, ``tls_key``): the agent's, or
+    ``htcsim tune --dask``'s, with the same certificate."""
     return Security(
         require_encryption=True,
         tls_ca_file=str(files["tls_ca_file"]),
         tls_client_cert=str(files["tls_cert"]),
         tls_client_key=str(files["tls_key"]),
     )
+
+
+def client_security(config: AgentConfig) -> Security | None:
+    """The agent's side of the connection to a scheduler it did not start."""
+    files = tls_files(config)
+    return None if files is None else tls_client(files)
 
 
 def cluster_security(config: AgentConfig) -> Security | None:
