@@ -723,10 +723,15 @@ class Engine(Admission, Recovery, Inventory, Launch, Health):
             for k, spec in enumerate(self.node_specs)
             if pool is None or pool.workers[k] is not None
         ]
+        # a remote backend's nodes: their own figures (those it has), not this machine's
+        remote = getattr(self.executor, "node_usage", None)
+        figures = remote(present) if remote is not None else None
+        if figures is not None:
+            present = [spec for spec in present if spec.name in figures]
         self.metrics.keep_nodes(spec.name for spec in present)
         rows = []
         for spec in present:
-            cpu, mem = node_usage(spec.cpus)
+            cpu, mem = figures[spec.name] if figures is not None else node_usage(spec.cpus)
             rows.append((now_f, spec.name, cpu, mem))
             self.metrics.set_node_usage(spec.name, cpu / 100.0, mem * MIB)
         pids = {r.job_id: r.pid for r in list(self.running.values()) if r.pid}

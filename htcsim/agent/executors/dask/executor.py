@@ -53,6 +53,7 @@ from htcsim.agent.executors.base import (
 )
 from htcsim.agent.executors.dask import stop_grace
 from htcsim.agent.executors.dask import worker as dask_worker
+from htcsim.agent.executors.dask.usage import UsageSampler
 
 logger = logging.getLogger(__name__)
 
@@ -506,6 +507,14 @@ class DaskExecutor:
     def _release_loop(self) -> None:
         while not self.closed.wait(0.5):
             self._flush_releases()
+
+    def node_usage(self, nodes: Sequence[NodeSpec]) -> dict[str, tuple[float, float]]:
+        """Each worker's own (CPU percent, MiB) by node name, from the worker
+        (``usage.py``; the last answers: the loop never waits for a worker)."""
+        sampler: UsageSampler | None = getattr(self, "_usage", None)
+        if sampler is None:
+            sampler = self._usage = UsageSampler(self.client, self.closed)
+        return sampler.figures(nodes)
 
     def read_log(self, job_id: int, address: str, path: str, tail: int) -> bytes:
         """A job's log from the node that ran it."""
