@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,18 @@ class DaskSite:
         *,
         nanny: bool = False,
         tls: bool = False,
+        supervised: bool = False,
     ) -> None:
         """``nanny``: each worker runs under a nanny process (``dask worker``'s
         default, as in the Kubernetes manifests); ``workers[name]`` is then the
         nanny's process. ``tls``: certificates in ``tmp_path/certs`` (made by the
-        real ``htcsim agent certs``), the scheduler and the workers given theirs."""
+        real ``htcsim agent certs``), the scheduler and the workers given theirs.
+        ``supervised``: each worker is started again whenever it exits, as
+        systemd's ``Restart=always`` or a Deployment does (a shell loop, in a
+        session of its own: ``workers[name]`` is the loop)."""
         self.declared = workers or WORKERS
         self.nanny = nanny
+        self.supervised = supervised
         self.port = free_port()
         self.certs = tmp_path / "certs" if tls else None
         if self.certs is not None:
@@ -71,7 +77,12 @@ class DaskSite:
         self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
         self.logs = tmp_path / "dask"
         self.logs.mkdir()
-        self.scheduler = self._spawn(
+        self.scheduler = self.start_scheduler()
+        self.workers = {name: self.start_worker(name) for name in self.declared}
+
+    def start_scheduler(self) -> subprocess.Popen[bytes]:
+        """The scheduler, on this site's port (again, after ``kill_scheduler``)."""
+        return self._spawn(
             "scheduler",
             [
                 sys.executable,
@@ -85,7 +96,11 @@ class DaskSite:
                 *self.tls_flags("scheduler"),
             ],
         )
-        self.workers = {name: self.start_worker(name) for name in self.declared}
+
+    def kill_scheduler(self) -> None:
+        """kill -9 of the scheduler (reaped: its port is free again)."""
+        self.scheduler.kill()
+        self.scheduler.wait(READY_S)
 
     def tls_flags(self, role: str) -> list[str]:
         """The ``dask scheduler`` / ``dask worker`` TLS options for ``role``'s files."""
@@ -107,34 +122,46 @@ class DaskSite:
             return {"scheduler": self.address, "dask_insecure": True}
         return {"scheduler": self.address, **tls_settings(self.certs)}
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], *, session: bool = False
+    ) -> subprocess.Popen[bytes]:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
         try:
-            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=self.logs)
+            return subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.logs,
+                start_new_session=session,
+            )
         finally:
             out.close()
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(
+        command = self.worker_command(name)
+        if self.supervised:  # started again each time it exits
+            loop = 'while :; do "$@"; sleep 0.2; done'
+            return self._spawn(name, ["sh", "-c", loop, "sh", *command], session=True)
+        return self._spawn(name, command)
+
+    def worker_command(self, name: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            self.address,
+            "--name",
             name,
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                self.address,
-                "--name",
-                name,
-                "--nthreads",
-                "8",
-                "--resources",
-                self.declared[name],
-                *([] if self.nanny else ["--no-nanny"]),
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-                *self.tls_flags("worker"),
-            ],
-        )
+            "--nthreads",
+            "8",
+            "--resources",
+            self.declared[name],
+            *([] if self.nanny else ["--no-nanny"]),
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            *self.tls_flags("worker"),
+        ]
 
     def stop(self) -> None:
         for process in [*self.workers.values(), self.scheduler]:
@@ -142,6 +169,9 @@ class DaskSite:
             if process.poll() is None:
                 with contextlib.suppress(psutil.Error):  # a nanny's worker process
                     children = psutil.Process(process.pid).children(recursive=True)
+                if self.supervised and process is not self.scheduler:
+                    with contextlib.suppress(ProcessLookupError):  # the loop and its worker
+                        os.killpg(process.pid, signal.SIGKILL)
                 process.kill()
             process.wait(READY_S)
             for child in children:
@@ -185,3 +215,25 @@ def wake(stopped: list[psutil.Process]) -> None:
     for process in stopped:
         with contextlib.suppress(psutil.Error):
             process.send_signal(signal.SIGCONT)
+
+
+class GroupSampler:
+    """Samples every 50 ms the live process groups of each job; remembers the
+    most groups any job had at once."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.most: dict[int, set[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for job, groups in job_groups(self.work).items():
+                if len(groups) > len(self.most.get(job, ())):
+                    self.most[job] = groups
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(READY_S)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
-from tests.dask_harness import DaskSite, hang_worker, job_groups, wake
+from tests.dask_harness import DaskSite, GroupSampler, hang_worker, job_groups, wake
 
 
 @pytest.fixture
@@ -242,28 +241,6 @@ def test_a_lost_worker_is_down_until_replaced_and_its_samples_go(tmp_path: Path)
         site.stop()
 
 
-class _Sampler:
-    """Samples every 50 ms the live process groups of each job; remembers the
-    most groups any job had at once."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.most: dict[int, set[int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            for job, groups in job_groups(self.work).items():
-                if len(groups) > len(self.most.get(job, ())):
-                    self.most[job] = groups
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(READY_S)
-
-
 def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
     """SIGSTOP of a worker and its nanny (a hung node daemon, a cut network):
     its jobs keep running there, unseen. Its guard kills them when the
@@ -276,7 +253,7 @@ def test_a_hung_worker_s_jobs_never_run_in_two_places(tmp_path: Path) -> None:
     work.mkdir()
     done = work / "done"
     stopped: list[psutil.Process] = []
-    sampler = _Sampler(work)
+    sampler = GroupSampler(work)
     try:
         with (
             running_agent(

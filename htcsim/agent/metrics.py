@@ -47,6 +47,8 @@ METRIC_NAMES = (
     "htcsim_shadow_lag_seconds",
     "htcsim_shepherd_up",
     "htcsim_shepherd_restarts_total",
+    "htcsim_dask_scheduler_up",
+    "htcsim_dask_scheduler_losses_total",
 )
 """Every metric the agent exports (the Grafana dashboard may only use these)."""
 
@@ -164,6 +166,19 @@ class AgentMetrics:
             "replaced a killed one); running jobs are adopted or requeued, never failed",
             registry=r,
         )
+        self.dask_scheduler_up = Gauge(
+            "htcsim_dask_scheduler_up",
+            "1 while the agent is connected to the Dask scheduler it was given, 0 while "
+            "that connection is lost and being made again (absent on other backends)",
+            ["scheduler"],
+            registry=r,
+        )
+        self.dask_scheduler_losses = Counter(
+            "htcsim_dask_scheduler_losses",
+            "Times the connection to the Dask scheduler was lost (closed, or no answer "
+            "within heartbeat_timeout_s); every node is lost then, its jobs requeued once fenced",
+            registry=r,
+        )
         self.pool_replaced = Counter(
             "htcsim_pool_boots_replaced",
             "Workers of a cluster manager's pool given up and asked for again: job_ended "
@@ -204,6 +219,13 @@ class AgentMetrics:
                 self.job_cpu.labels(user).inc(seconds)
         if totals.shepherd_restarts:
             self.shepherd_restarts.inc(totals.shepherd_restarts)
+
+    def dask_scheduler_changed(self, scheduler: str, connected: bool) -> None:
+        """The connection to the Dask ``scheduler`` was lost (False), or made
+        (again)."""
+        self.dask_scheduler_up.labels(scheduler).set(1 if connected else 0)
+        if not connected:
+            self.dask_scheduler_losses.inc()
 
     def set_node_usage(self, node: str, cpu_ratio: float, memory_bytes: float) -> None:
         """The sampled use of one node (CPU as 0-1, memory in bytes)."""

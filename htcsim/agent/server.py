@@ -37,7 +37,9 @@ from htcsim.agent.config import (
 )
 from htcsim.agent.engine.loop import Engine
 from htcsim.agent.executors.dask.cluster_pool import ClusterPool, create_manager
-from htcsim.agent.executors.dask.executor import DaskExecutor, InventoryWatcher, wait_for_workers
+from htcsim.agent.executors.dask.executor import DaskExecutor
+from htcsim.agent.executors.dask.inventory_watcher import InventoryWatcher, wait_for_workers
+from htcsim.agent.executors.dask.scheduler_link import SchedulerLink
 from htcsim.agent.executors.dask.security import client_security, cluster_security
 from htcsim.agent.shadow.runner import ShadowRunner
 from htcsim.policy import Policy, PolicyError, load_policy
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("htcsim.agent")
 CLIENT_FILE = "client.toml"
+REJOIN_MIN_S = 10.0
+"""After a lost Dask scheduler is reached again, how long at least its workers
+have to register before a node whose worker did not come back is dropped
+(``heartbeat_timeout_s`` if longer): restarted workers retry every second or so."""
 
 
 class AgentStartError(RuntimeError):
@@ -78,6 +84,7 @@ class Agent:
         _check_modes(config)
         self.policy = policy or Policy()
         self._watcher: InventoryWatcher | None = None
+        self._link: SchedulerLink | None = None  # to a scheduler the agent did not start
         self._pool: ClusterPool | None = None
         if config.cluster is not None:
             self._start_pool(config, config.cluster)
@@ -109,6 +116,17 @@ class Agent:
                 ),
             )
             self._client: Client | None = client
+            metrics = self.engine.metrics
+            self._link = SchedulerLink(
+                config.scheduler,
+                security,
+                client,
+                config.heartbeat_timeout_s,
+                on_reconnect=self.engine.executor.use_client,  # type: ignore[attr-defined]
+                on_change=lambda up: metrics.dask_scheduler_changed(config.scheduler, up),
+            )
+            metrics.dask_scheduler_changed(config.scheduler, True)
+            self.engine.executor.link = self._link  # type: ignore[attr-defined]
         else:
             self.engine = Engine(config, self.policy, local_nodes(config))
             self._client = None
@@ -187,6 +205,8 @@ class Agent:
                 empty_ok=self._pool is not None,
                 fence=getattr(self.engine.executor, "declare_lost", None),
                 salvage=getattr(self.engine.executor, "salvage_exits", None),
+                link=self._link,
+                rejoin_s=max(REJOIN_MIN_S, self.config.heartbeat_timeout_s),
             )
 
     def stop(self, *, kill_jobs: bool = False) -> None:
@@ -195,6 +215,8 @@ class Agent:
             self.shadow.stop()
         if self._watcher is not None:
             self._watcher.stop()
+        if self._link is not None:  # no reconnection while the agent stops
+            self._link.close()
         # the workers of a cluster manager stop with the agent: so do their jobs
         # (requeued at the next start), never left running unseen
         self.engine.stop(kill_jobs=kill_jobs or self._pool is not None)

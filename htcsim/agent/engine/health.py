@@ -110,6 +110,7 @@ class Health(EngineState):
             now = executor_status()
             status = str(now["state"])
             reasons += list(now["reasons"])
+        if callable(executor_status) and "pid" in now:
             last = self._shepherd_last_restart or {}
             shepherd = {
                 "pid": now["pid"],
@@ -118,11 +119,21 @@ class Health(EngineState):
                 "last_restart": last.get("time"),
                 "last_restart_reason": last.get("reason", ""),
             }
-        else:
+        elif not callable(executor_status):
             ok, reason = self.executor_health()
             if not ok:
                 status = "down"
                 reasons.append(reason)
+        if (
+            self.node_specs
+            and not any(n.address for n in self.node_specs)
+            and self.config.backend == "dask"
+            and self.pool is None
+        ):
+            status = "degraded" if status == "ok" else status
+            reasons.append(
+                "no Dask worker: every node is down (jobs are taken and wait for workers)"
+            )
         if not loop_alive:
             status = "down"
             reasons.insert(0, "the scheduling loop is not running")

@@ -14,6 +14,7 @@ that asks the pool for workers, binds them to slots and retires them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -95,10 +96,13 @@ class Inventory(EngineState):
         """The node inventory changed (Dask workers came or went): jobs of a lost
         node are requeued (or end ``node_fail``) by the policy, and the kernel is
         rebuilt on the new nodes with every job it held (running ones adopted
-        where they run). Returns the names of the lost nodes. With a cluster
+        where they run); a node without a worker (no address: every worker or
+        the scheduler was lost) is kept down, so that jobs are still checked
+        against it and wait for it. Returns the names of the lost nodes. With a cluster
         manager's pool the slots stay and the workers move (``_do_pool``)."""
         if self.pool is not None:
             return self._do_pool(now, nodes)
+        nodes = self._keep_needed(nodes)
         old = {n.name: n for n in self.node_specs}
         new = {n.name: n for n in nodes}
         lost = [
@@ -128,8 +132,42 @@ class Inventory(EngineState):
         self.metrics.keep_nodes(new)  # a gone node's samples are not exported frozen
         where = ", ".join(lost)
         self._rebuild(found, f"node {where} was lost" if lost else "node lost")
-        log.info("nodes now: %s (lost: %s)", ", ".join(new) or "none", where or "none")
+        for k, n in enumerate(self.node_specs):  # a node without its worker: nothing lands there
+            if not n.address:
+                self._set_slot(k, NodeState["DOWN"], now)
+        down = [n.name for n in nodes if not n.address]
+        log.info(
+            "nodes now: %s (lost: %s%s)",
+            ", ".join(new) or "none",
+            where or "none",
+            f"; without a worker, down: {', '.join(down)}" if down else "",
+        )
         return lost
+
+    def _keep_needed(self, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        """``nodes``, and a placeholder (no worker, held down) for each node that
+        leaves although a job not yet finished fits no other: a lost node may
+        be the only one of its shape, and the jobs that need it wait for its
+        worker to come back instead of having no node at all."""
+        there = {n.name for n in nodes}
+        gone = [n for n in self.node_specs if n.name not in there]
+        if not gone:
+            return nodes
+        kept: list[NodeSpec] = []
+        for row in self.store.unfinished():
+            need = (int(row["cores"]), int(row["mem_mib"]), int(row["gpus"]))
+            if any(_fits(need, n) for n in nodes) or any(_fits(need, n) for n in kept):
+                continue
+            spare = next((n for n in gone if _fits(need, n) and n not in kept), None)
+            if spare is not None:
+                kept.append(spare)
+        if kept:
+            log.warning(
+                "node(s) %s kept down without a worker: waiting jobs fit no other node",
+                ", ".join(n.name for n in kept),
+            )
+        placeholders = [dataclasses.replace(n, address="") for n in kept]
+        return sorted([*nodes, *placeholders], key=lambda n: n.name)
 
     # ------------------------------------------------------------------ a cluster manager's pool
 
@@ -265,6 +303,11 @@ def node_type(spec: NodeSpec) -> str:
     if spec.address and "-" in spec.name.strip("-"):
         return spec.name.strip("-").split("-", 1)[0]
     return re.sub(r"[-_.]?\d+$", "", spec.name) or "worker"
+
+
+def _fits(need: tuple[int, int, int], node: NodeSpec) -> bool:
+    cores, mem_mib, gpus = need
+    return cores <= node.cores and mem_mib <= node.mem_mib and gpus <= node.gpus
 
 
 def shown_lost(lost: dict[str, tuple[NodeSpec, float]], now: float) -> dict[str, NodeSpec]:

@@ -23,7 +23,10 @@ node stays in the inventory (its jobs running, its cores taken) until
 ``fence_at``: the last renewal sent, plus ``lease_s``, plus the smallest round
 trip measured to that worker, plus ``FENCE_MARGIN_S``; only then is the
 engine told that it is gone. So a worker that hangs or is cut off never has
-its jobs running there while they run again elsewhere.
+its jobs running there while they run again elsewhere. A lost scheduler
+(``scheduler_link.py``) makes every worker lost at once, by the same rule;
+the executor then talks through the new client the link makes
+(``use_client``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from htcsim.agent.executors.base import (
 )
 from htcsim.agent.executors.dask import stop_grace
 from htcsim.agent.executors.dask import worker as dask_worker
+from htcsim.agent.executors.dask.scheduler_link import SchedulerLink
 from htcsim.agent.executors.dask.usage import UsageSampler
 
 logger = logging.getLogger(__name__)
@@ -75,23 +79,6 @@ FENCE_MARGIN_S = 1.0
 the agent waits before it requeues the jobs: the guard's wake-up, its
 ``killpg`` and the kernel's reaping of the processes, on a loaded machine
 (each takes milliseconds; the margin is generous)."""
-
-
-def dask_nodes(client: Client, heartbeat_timeout_s: float) -> list[NodeSpec]:
-    """The nodes the workers declare, in name order; workers not heard from
-    within ``heartbeat_timeout_s`` are left out (hung or gone)."""
-    now = time.time()
-    out = []
-    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
-        if now - float(info.get("last_seen", now)) > heartbeat_timeout_s:
-            continue
-        resources = info.get("resources") or {}
-        cores = int(resources.get("cores", info.get("nthreads", 1)))
-        mem_mib = int(resources.get("mem_mib", int(info.get("memory_limit") or 0) >> 20))
-        gpus = int(resources.get("gpus", 0))
-        name = str(info.get("name", address))
-        out.append(NodeSpec(name, cores, mem_mib, gpus, (), address))
-    return sorted(out, key=lambda n: n.name)
 
 
 def run_on(
@@ -292,11 +279,35 @@ class DaskExecutor:
         self._releaser = threading.Thread(
             target=self._release_loop, name="htcsim-dask", daemon=True
         )
+        self._stop_grace_s = stop_grace_s
+        self.link: SchedulerLink | None = None  # set by the agent for a scheduler it did not start
         self._releaser.start()
+        self._set_up(client)
+
+    def _set_up(self, client: Client) -> None:
+        """What the scheduler gives every worker that registers with it (again
+        after a scheduler restart: a new scheduler has none of it)."""
         try:  # a stopping worker's jobs get SIGTERM and a grace (stop_grace.py)
-            stop_grace.register(client, stop_grace_s)
+            stop_grace.register(client, self._stop_grace_s)
         except Exception as exc:  # an old scheduler: jobs are killed when a worker stops
             logger.warning("workers' stop grace not set up: %s", exc)
+
+    def status(self) -> dict[str, Any]:
+        """The backend's health for /healthz: ``state`` (ok, or degraded while
+        the scheduler is lost) and ``reasons``."""
+        if self.link is None:
+            return {"state": "ok", "reasons": []}
+        return self.link.status()
+
+    def use_client(self, client: Client) -> None:
+        """The scheduler was reached again through a new client (the old one is
+        closed): every call from now on goes through it. The workers of the
+        lost scheduler are lost nodes already, their lines to the agent stopped."""
+        self._set_up(client)
+        self.client = client
+        sampler: UsageSampler | None = getattr(self, "_usage", None)
+        if sampler is not None:
+            sampler.client = client
 
     # ------------------------------------------------------------------ jobs
 
@@ -531,100 +542,3 @@ class DaskExecutor:
             for job_id in list(self.running()):
                 self.signal(job_id, 9)
         self.close()
-
-
-class InventoryWatcher:
-    """Polls the Dask scheduler for its workers and tells the engine when the
-    node inventory changes (a worker joined, left or stopped answering).
-
-    A worker that left or stopped answering is declared lost to the executor
-    at once (``fence``: no lease renewal goes to it any more; it returns when
-    its jobs are surely dead), but the engine hears of it only then: until
-    that time the node is still reported, its jobs running in the kernel and
-    its cores taken, and a worker that comes back under its name or its
-    address is not reported before the engine has seen the old one go."""
-
-    def __init__(
-        self,
-        client: Client,
-        current: Sequence[NodeSpec],
-        on_change: Callable[[list[NodeSpec]], Any],
-        heartbeat_timeout_s: float,
-        every_s: float = 0.25,
-        *,
-        empty_ok: bool = False,
-        fence: Callable[[str], float] | None = None,
-        salvage: Callable[[NodeSpec, list[NodeSpec]], None] | None = None,
-    ) -> None:
-        self.client = client
-        self._empty_ok = empty_ok  # a pool may shrink to no worker at all
-        self._reported = list(current)
-        self._seen = _identity(current)
-        self._on_change = on_change
-        self._timeout = heartbeat_timeout_s
-        self._every = every_s
-        self._fence = fence or (lambda address: time.monotonic())
-        self._salvage = salvage
-        self._held: dict[str, tuple[NodeSpec, float]] = {}  # address -> (node, fenced at)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="htcsim-inventory", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                nodes = dask_nodes(self.client, self._timeout)
-            except (OSError, ValueError, RuntimeError):
-                continue
-            if not nodes and not self._empty_ok:
-                continue  # no worker at all: keep the last inventory (its jobs stay)
-            report = self._holding(nodes)
-            identity = _identity(report)
-            if identity != self._seen:
-                self._seen = identity
-                self._reported = report
-                self._on_change(report)
-
-    def _holding(self, nodes: list[NodeSpec]) -> list[NodeSpec]:
-        """What to report: the workers there, and the lost ones whose jobs may
-        still live (in place of a worker of the same name that came back)."""
-        present = {n.address for n in nodes}
-        for spec in self._reported:
-            if spec.address and spec.address not in present and spec.address not in self._held:
-                fenced_at = self._fence(spec.address)
-                self._held[spec.address] = (spec, fenced_at)
-                logger.info(
-                    "node %s (%s) lost: kept until its jobs are fenced", spec.name, spec.address
-                )
-        now = time.monotonic()
-        held = [spec for spec, at in self._held.values() if at > now]
-        names = {spec.name for spec in held}
-        out = [n for n in nodes if n.address not in self._held and n.name not in names]
-        for address, (spec, at) in list(self._held.items()):
-            if at <= now:  # reported gone now; back next time, as a new node
-                if self._salvage is not None:  # exits it could not report, first
-                    self._salvage(spec, nodes)
-                del self._held[address]
-        return sorted(out + held, key=lambda n: n.name)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def _identity(nodes: Sequence[NodeSpec]) -> tuple[tuple[str, str, int, int, int], ...]:
-    return tuple((n.name, n.address, n.cores, n.mem_mib, n.gpus) for n in nodes)
-
-
-def wait_for_workers(
-    client: Client, heartbeat_timeout_s: float, timeout_s: float
-) -> list[NodeSpec]:
-    """The inventory once at least one worker is there (the kernel needs a node)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = dask_nodes(client, heartbeat_timeout_s)
-        if nodes:
-            return nodes
-        if time.monotonic() > deadline:
-            raise LaunchError(f"no Dask worker joined the scheduler in {timeout_s:.0f} s")
-        time.sleep(0.2)
