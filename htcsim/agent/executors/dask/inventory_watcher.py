@@ -33,6 +33,13 @@ from htcsim.agent.executors.dask.scheduler_link import UNREACHABLE, SchedulerLin
 
 logger = logging.getLogger(__name__)
 
+LOST_TOGETHER_S = 2.0
+"""Nodes whose fencing ends within this long of each other are reported gone
+together, at the latest of their times (never sooner than each one's own):
+workers that go at once (a killed scheduler, a switch, a rack) leave the
+inventory in one change, so that the nodes kept without a worker are the
+whole site, not the last few to go."""
+
 
 def nodes_of(workers: dict[str, Any], heartbeat_timeout_s: float) -> list[NodeSpec]:
     """The nodes the workers declare (the scheduler's ``identity``), in name
@@ -165,13 +172,20 @@ class InventoryWatcher:
         """What to report: the workers there, and the lost ones whose jobs may
         still live (in place of a worker of the same name that came back)."""
         present = {n.address for n in nodes}
+        newly = False
         for spec in self._reported:
             if spec.address and spec.address not in present and spec.address not in self._held:
                 fenced_at = self._fence(spec.address)
                 self._held[spec.address] = (spec, fenced_at)
+                newly = True
                 logger.info(
                     "node %s (%s) lost: kept until its jobs are fenced", spec.name, spec.address
                 )
+        if newly:  # lost together, gone together (each fenced by then)
+            latest = max(at for _, at in self._held.values())
+            for address, (spec, at) in list(self._held.items()):
+                if latest - at <= LOST_TOGETHER_S:
+                    self._held[address] = (spec, latest)
         now = time.monotonic()
         held = [spec for spec, at in self._held.values() if at > now]
         names = {spec.name for spec in held}
