@@ -1022,6 +1022,64 @@ def test_nodes_down_alert_fires_for_a_lost_dask_node(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dask_scheduler_down_alert_fires_after_a_minute(tmp_path: Path) -> None:
+    """HtcsimDaskSchedulerDown, evaluated by promtool: fires once the agent
+    has reported its scheduler unreachable (htcsim_dask_scheduler_up 0) for a
+    minute, not for a loss shorter than that (a restart the agent rode out)."""
+    rules = load_all(PROMETHEUS / "alerts.yml")[0]["groups"][0]["rules"]
+    rule = next(r for r in rules if r["alert"] == "HtcsimDaskSchedulerDown")
+    labels = 'instance="agent:8642", job="htcsim-agent", scheduler="tls://10.0.0.5:8786"'
+    series = f"htcsim_dask_scheduler_up{{{labels}}}"
+    tests = {
+        "rule_files": [str(PROMETHEUS / "alerts.yml")],
+        "evaluation_interval": "15s",
+        "tests": [
+            {  # lost at 1m, for 3 minutes
+                "interval": "15s",
+                "input_series": [{"series": series, "values": "1x3 0x12 1x20"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "1m30s",
+                        "alertname": "HtcsimDaskSchedulerDown",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "2m30s",
+                        "alertname": "HtcsimDaskSchedulerDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "instance": "agent:8642",
+                                    "scheduler": "tls://10.0.0.5:8786",
+                                },
+                                "exp_annotations": {
+                                    "summary": "htcsim agent agent:8642 has lost the Dask "
+                                    "scheduler tls://10.0.0.5:8786",
+                                    "description": rule["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "6m", "alertname": "HtcsimDaskSchedulerDown", "exp_alerts": []},
+                ],
+            },
+            {  # lost for 30 s only: no alert
+                "interval": "15s",
+                "input_series": [{"series": series, "values": "1x3 0x1 1x20"}],
+                "alert_rule_test": [
+                    {"eval_time": f"{m}s", "alertname": "HtcsimDaskSchedulerDown", "exp_alerts": []}
+                    for m in (60, 90, 120, 180)
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "scheduler_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_worker_pods_outlast_the_jobs_stop_grace(tmp_path: Path) -> None:
     """A deleted worker pod's jobs get SIGTERM and the agent's kill_grace_s
     before SIGKILL (stop_grace.py): the pod's terminationGracePeriodSeconds
@@ -1041,3 +1099,51 @@ def test_worker_pods_outlast_the_jobs_stop_grace(tmp_path: Path) -> None:
         assert pod["terminationGracePeriodSeconds"] >= kill_grace_s + margin_s
         container_ = pod["containers"][0]
         assert "--no-nanny" not in container_["args"]  # the nanny runs the grace
+
+
+# --- systemd: a site without Kubernetes restarts its scheduler and workers -----------
+
+
+def _unit(name: str) -> dict[str, dict[str, str]]:
+    """A systemd unit's sections and keys (continuation lines joined)."""
+    text = (DEPLOY / "systemd" / name).read_text().replace("\\\n", " ")
+    out: dict[str, dict[str, str]] = {}
+    section: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = out.setdefault(line.strip("[]"), {})
+        else:
+            key, _, value = line.partition("=")
+            section[key] = value
+    return out
+
+
+@pytest.mark.parametrize("name", ["htcsim-dask-scheduler.service", "htcsim-dask-worker@.service"])
+def test_systemd_units_restart_their_process_over_tls(name: str) -> None:
+    """The scheduler and every worker are started again whenever they exit
+    (the agent rides out a lost scheduler only if something restarts it, and
+    its workers exit with it), speak TLS, bind to a named address and keep
+    their HTTP port on the loopback."""
+    unit = _unit(name)
+    service = unit["Service"]
+    assert service["Restart"] == "always"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    command = service["ExecStart"].split()
+    for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+        assert flag in command, (name, flag)
+    host = command[command.index("--host") + 1]
+    assert host not in ("0.0.0.0", "::", ""), name
+    dashboard = command[command.index("--dashboard-address") + 1]
+    assert dashboard.startswith("127.0.0.1:"), name
+    assert service.get("User") and service["User"] != "root"
+
+
+def test_systemd_worker_stop_outlasts_the_jobs_stop_grace() -> None:
+    """``systemctl stop`` of a worker drains its node: its jobs get SIGTERM
+    and kill_grace_s before SIGKILL, so systemd must not kill them first."""
+    service = _unit("htcsim-dask-worker@.service")["Service"]
+    assert float(service["TimeoutStopSec"]) >= AgentConfig().kill_grace_s + 10
+    assert "tls://" in service["ExecStart"] and "--name %i" in service["ExecStart"]
