@@ -204,3 +204,48 @@ def test_every_worker_lost_at_once_keeps_the_nodes_down_and_the_jobs(
             assert all(int(_jobs(client)[j]["requeues"]) == 1 for j in first)
     finally:
         site.stop()
+
+
+def test_a_hung_scheduler_is_lost_and_found_again(
+    site: DaskSite, tmp_path: Path, work: Path
+) -> None:
+    """SIGSTOP of the scheduler (its connections stay open, nothing answers):
+    lost within the heartbeat timeout, every node down once fenced, the jobs
+    requeued; SIGCONT: the agent reaches it again and every job completes
+    exactly once, never in two places at once."""
+    sampler = GroupSampler(work)
+    try:
+        with (
+            running_agent(
+                tmp_path,
+                backend="dask",
+                **site.agent_settings(),
+                heartbeat_timeout_s=HEARTBEAT_S,
+                lease_s=LEASE_S,
+            ) as agent,
+            agent.client() as client,
+        ):
+            wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
+            jobs = _submit(client, work, CORES, 8)
+            wait_for(lambda: _states(client).count("running") == CORES, timeout=JOB_S)
+            site.scheduler.send_signal(signal.SIGSTOP)
+            try:
+                stopped_at = time.monotonic()
+                wait_for(lambda: _health(client)["status"] == "degraded", timeout=READY_S)
+                assert time.monotonic() - stopped_at >= HEARTBEAT_S - 0.5  # not before
+                reasons = " ".join(map(str, _health(client)["reasons"]))
+                assert "no answer" in reasons, reasons
+                wait_for(lambda: set(_node_states(client).values()) == {"down"}, timeout=READY_S)
+                assert "running" not in _states(client)
+            finally:
+                site.scheduler.send_signal(signal.SIGCONT)
+            wait_for(lambda: _health(client)["status"] == "ok", timeout=READY_S)
+            wait_for(
+                lambda: all(_jobs(client)[j]["state"] == "completed" for j in jobs),
+                timeout=3 * JOB_S,
+            )
+            assert _done(work) == sorted(jobs)
+    finally:
+        sampler.stop()
+    twice = {job: groups for job, groups in sampler.most.items() if len(groups) > 1}
+    assert not twice, f"jobs with two live process groups at once: {twice}"
