@@ -255,3 +255,60 @@ def test_failover_after_a_worker_hangs(benchmark, tmp_path: Path) -> None:
         f"(original killed by the guard after {marks['killed']:.2f} s, requeued after "
         f"{marks.get('lost', seconds):.2f} s; the lost node held {held:.2f} s for fencing)"
     )
+
+
+def test_recovery_after_a_scheduler_kill(benchmark, tmp_path: Path) -> None:
+    """kill -9 of the Dask scheduler with a job running, restarted at once on
+    its port (as systemd's ``Restart=always`` does; the workers, which exit
+    with it, are started again too), with the default heartbeat and lease:
+    when the agent said degraded, when the job was requeued (its lease
+    ended), when the agent reached the scheduler again, and when the job ran
+    again."""
+    site = DaskSite(tmp_path, supervised=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    marks: dict[str, float] = {}
+    try:
+        with (
+            running_agent(tmp_path, backend="dask", **site.agent_settings()) as agent,
+            agent.client() as api,
+        ):
+            wait_for(lambda: len(api.get("/nodes").json()["nodes"]) == 4, timeout=60)
+            job = api.post(
+                "/jobs", json={"command": ["sleep", "300"], "cwd": str(work), "cores": 2}
+            ).json()["ids"][0]
+            wait_for(lambda: api.get(f"/jobs/{job}").json()["state"] == "running", timeout=60)
+            wait_for(lambda: job in job_groups(work), timeout=60)
+
+            def recover() -> None:
+                marks.clear()
+                site.kill_scheduler()
+                begin = time.perf_counter()
+                site.scheduler = site.start_scheduler()
+
+                def running_again() -> bool:
+                    now = time.perf_counter() - begin
+                    health = api.get("/healthz").json()["status"]
+                    if "degraded" not in marks and health == "degraded":
+                        marks["degraded"] = now
+                    if "degraded" in marks and "reached" not in marks and health == "ok":
+                        marks["reached"] = now
+                    state = api.get(f"/jobs/{job}").json()
+                    if "requeued" not in marks and int(state["requeues"]) >= 1:
+                        marks["requeued"] = now
+                    return "requeued" in marks and state["state"] == "running"
+
+                wait_for(running_again, timeout=180, every=0.05)
+                marks["running"] = time.perf_counter() - begin
+
+            benchmark.pedantic(recover, rounds=1, iterations=1)
+            api.post(f"/jobs/{job}/cancel")
+    finally:
+        site.stop()
+    for key in ("degraded", "requeued", "reached", "running"):
+        benchmark.extra_info[f"{key}_s"] = round(marks.get(key, float("nan")), 2)
+    print(
+        f"\nscheduler kill -9 and restart -> degraded after {marks.get('degraded', -1):.2f} s, "
+        f"job requeued after {marks.get('requeued', -1):.2f} s, scheduler reached again after "
+        f"{marks.get('reached', -1):.2f} s, job running again after {marks['running']:.2f} s"
+    )

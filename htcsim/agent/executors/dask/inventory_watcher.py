@@ -34,8 +34,8 @@ from htcsim.agent.executors.dask.scheduler_link import UNREACHABLE, SchedulerLin
 logger = logging.getLogger(__name__)
 
 LOST_TOGETHER_S = 2.0
-"""Nodes whose fencing ends within this long of each other are reported gone
-together, at the latest of their times (never sooner than each one's own):
+"""Nodes found lost within this long of each other are reported gone
+together, at the latest of their fencing times (never sooner than each one's own):
 workers that go at once (a killed scheduler, a switch, a rack) leave the
 inventory in one change, so that the nodes kept without a worker are the
 whole site, not the last few to go."""
@@ -110,6 +110,7 @@ class InventoryWatcher:
         self._fence = fence or (lambda address: time.monotonic())
         self._salvage = salvage
         self._held: dict[str, tuple[NodeSpec, float]] = {}  # address -> (node, fenced at)
+        self._lost_at: dict[str, float] = {}  # address -> when it was found lost
         self._rejoin_s = rejoin_s
         self._rejoin_until = -1.0  # after a reconnection: placeholders kept until then
         self._connected = True
@@ -172,21 +173,22 @@ class InventoryWatcher:
         """What to report: the workers there, and the lost ones whose jobs may
         still live (in place of a worker of the same name that came back)."""
         present = {n.address for n in nodes}
+        now = time.monotonic()
         newly = False
         for spec in self._reported:
             if spec.address and spec.address not in present and spec.address not in self._held:
                 fenced_at = self._fence(spec.address)
                 self._held[spec.address] = (spec, fenced_at)
+                self._lost_at[spec.address] = now
                 newly = True
                 logger.info(
                     "node %s (%s) lost: kept until its jobs are fenced", spec.name, spec.address
                 )
         if newly:  # lost together, gone together (each fenced by then)
-            latest = max(at for _, at in self._held.values())
-            for address, (spec, at) in list(self._held.items()):
-                if latest - at <= LOST_TOGETHER_S:
-                    self._held[address] = (spec, latest)
-        now = time.monotonic()
+            together = [a for a in self._held if now - self._lost_at[a] <= LOST_TOGETHER_S]
+            latest = max(self._held[a][1] for a in together)
+            for address in together:
+                self._held[address] = (self._held[address][0], latest)
         held = [spec for spec, at in self._held.values() if at > now]
         names = {spec.name for spec in held}
         out = [n for n in nodes if n.address not in self._held and n.name not in names]
@@ -195,6 +197,7 @@ class InventoryWatcher:
                 if self._salvage is not None:  # exits it could not report, first
                     self._salvage(spec, nodes)
                 del self._held[address]
+                self._lost_at.pop(address, None)
         return sorted(out + held, key=lambda n: n.name)
 
     def _placeholders(self, report: list[NodeSpec]) -> list[NodeSpec]:
