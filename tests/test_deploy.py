@@ -1147,3 +1147,50 @@ def test_systemd_worker_stop_outlasts_the_jobs_stop_grace() -> None:
     service = _unit("htcsim-dask-worker@.service")["Service"]
     assert float(service["TimeoutStopSec"]) >= AgentConfig().kill_grace_s + 10
     assert "tls://" in service["ExecStart"] and "--name %i" in service["ExecStart"]
+
+
+# --- the Kubernetes schema: every object as the API server would check it ---------------
+
+
+def _schema_errors(documents: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Each object checked against the Kubernetes API's schema (strict: an
+    unknown field is an error, as ``kubectl apply --validate=strict``)."""
+    import kubernetes_validate  # a test dependency: never skipped
+    version = kubernetes_validate.latest_version()
+    errors = []
+    for where, doc in documents:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(
+                f"{where}: {doc['kind']} {doc['metadata']['name']}: {path}: {exc.message}"
+            )
+    return errors
+
+
+def test_every_kubernetes_object_file_passes_the_schema() -> None:
+    """The complete objects of the base and both overlays (the autoscale
+    overlay's patches are checked once kubectl has applied them, below)."""
+    files = [*kube_manifests(), AUTOSCALE / "rbac.yaml", AUTOSCALE / "network-policy.yaml"]
+    documents = [(path.name, doc) for path in files for doc in load_all(path)]
+    assert len(documents) >= 10
+    assert _schema_errors(documents) == []
+
+
+@pytest.mark.parametrize("overlay", ["static", "autoscale"])
+def test_every_rendered_kubernetes_object_passes_the_schema(overlay: str) -> None:
+    """What ``kubectl apply -k`` sends, patches applied, against the schema."""
+    documents = kustomize(STATIC if overlay == "static" else AUTOSCALE)
+    assert _schema_errors([(overlay, doc) for doc in documents]) == []
+
+
+def test_the_schema_check_catches_a_wrong_field() -> None:
+    """The check itself: a Deployment with a misspelt field and a string
+    where a number goes is refused."""
+    docs = [d for d in load_all(STATIC / "dask-scheduler.yaml") if d["kind"] == "Deployment"]
+    deployment = docs[0]
+    deployment["spec"]["replica"] = 1
+    deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = "sixty"
+    errors = _schema_errors([("test", deployment)])
+    assert len(errors) >= 1, errors
