@@ -28,6 +28,8 @@ times within 1 s) or the run stops.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import re
 import sys
 import tempfile
@@ -147,10 +149,39 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
             imported = import_run(cluster, kept)
     finally:
         cluster.stop()
-    latency = start_latency(ctld_events(cluster.rundir / "log" / "slurmctld.log"))
+    log = cluster.rundir / "log" / "slurmctld.log"
+    latency = start_latency(ctld_events(log))
+    write_clock(RUNS / f"{name}-seed{seed}.clock.json", cluster.ctld_started, log, imported)
     cluster.remove()
     replays = replay_columns(imported, policy, exported.files[0])
     return {"policy": name, "seed": seed, "wall_s": round(wall, 1), **latency, **replays}
+
+
+def write_clock(path: Path, ctld_started: float, log: Path, imported: SacctImport) -> None:
+    """When slurmctld started (spawned, and its log's first line) and the
+    replay's time 0 (the first submission), as epoch seconds: Slurm
+    recomputes priorities every PriorityCalcPeriod from its start, and this
+    is the phase of that clock against the replay's."""
+    first = next(iter(ctld_log_times(log)), None)
+    clock = {
+        "slurmctld_spawned": round(ctld_started, 3),
+        "slurmctld_first_log": first,
+        "first_submit": imported.workload.unix_start_time,
+    }
+    path.write_text(json.dumps(clock, indent=1) + "\n", encoding="utf-8")
+
+
+def ctld_log_times(log: Path) -> list[float]:
+    """The timestamps of slurmctld's log lines, as epoch seconds."""
+    from datetime import datetime
+
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if m:
+            with contextlib.suppress(ValueError):
+                out.append(round(datetime.fromisoformat(m.group(1)).timestamp(), 3))
+    return out
 
 
 def replay_columns(imported: SacctImport, policy: Policy, conf: Path) -> dict[str, object]:
