@@ -218,6 +218,7 @@ cdef class ClusterState:
     cdef int favor_small
     cdef int64_t prio_interval_s
     cdef int64_t next_prio_s           # next recomputation
+    cdef int64_t prio_phase_s          # recompute on a clock: phase + k * interval (-1: off)
     cdef double* qos_prio              # per QoS, normalized to [0, 1]
     cdef double* user_nice             # per user, subtracted from the priority
     cdef int64_t all_cores             # cores of every node (size factor)

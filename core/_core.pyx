@@ -208,6 +208,7 @@ cdef class ClusterState:
             self.all_cores += node_capacity[n, RES_CORES]
         self.max_age_s = 7 * 86400
         self.prio_interval_s = 300
+        self.prio_phase_s = -1
         self.favor_small = 1
         self.w_age = 1.0
         self.fs_half_life_s = 7 * 86400.0
@@ -423,6 +424,20 @@ cdef class ClusterState:
             raise ValueError("the starvation limit must be >= 0")
         self.starve_limit_s = limit_s
         self.need_full_pass = 1
+
+    def set_priority_phase(self, int64_t phase_s):
+        """Recompute on a fixed clock: at the first pass at or after each
+        ``phase_s + k * interval_s`` (k = 0, 1, ...), not ``interval_s`` after
+        the last recomputation. Slurm's priority thread runs every
+        PriorityCalcPeriod counted from slurmctld's start, whatever the jobs
+        do; ``phase_s`` is that start's offset on the replay's clock, modulo
+        the interval. -1: off (the default). The first pass with a pending job
+        still recomputes (Slurm gives a job its priority when it is submitted).
+        Set after ``set_priority``."""
+        if phase_s < -1 or phase_s >= self.prio_interval_s:
+            raise ValueError("phase_s must be -1 or in [0, interval_s)")
+        self.prio_phase_s = phase_s
+        self.next_prio_s = -NEVER
 
     def recompute_priorities(self, int64_t now):
         """Bring usage and fairshare up to ``now`` and recompute every pending job's

@@ -208,5 +208,11 @@ cdef int _mf_recompute(ClusterState st, int64_t now) noexcept nogil:
         # arrivals are compared with the head by its new key
         st._entry_of(st.head_idx, &st.head_entry)
     st.n_recomputes += 1
-    st.next_prio_s = now + st.prio_interval_s
+    if st.prio_phase_s < 0:
+        st.next_prio_s = now + st.prio_interval_s
+    elif now < st.prio_phase_s:
+        st.next_prio_s = st.prio_phase_s
+    else:
+        st.next_prio_s = (st.prio_phase_s
+                          + ((now - st.prio_phase_s) // st.prio_interval_s + 1) * st.prio_interval_s)
     return 0

@@ -553,6 +553,16 @@ class Kernel:
         self._reservations.append((int(start_s), int(end_s), flags))
         return index
 
+    def set_priority_phase(self, phase_s: int) -> None:
+        """Recompute the multifactor priorities at the first pass at or after
+        each ``phase_s + k * interval_s`` (Slurm's PriorityCalcPeriod clock,
+        see ``_core.ClusterState.set_priority_phase``); -1: ``interval_s`` after
+        the last recomputation (the default)."""
+        try:
+            self._state.set_priority_phase(int(phase_s))
+        except ValueError as exc:
+            raise KernelInputError(str(exc)) from None
+
     def recompute_priorities(self, now: int) -> None:
         """Usage, fairshare and every pending priority brought to ``now`` (multifactor)."""
         self._state.recompute_priorities(int(now))

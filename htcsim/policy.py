@@ -103,8 +103,13 @@ class Policy:
     ``slurm_*`` (``[slurm_compat]``): the replay times its passes as Slurm
     does: a pass ``slurm_reaction_s`` after the event that calls for it,
     backfill only at multiples of ``slurm_backfill_interval_s``, time limits
-    rounded up to whole minutes. The live agent ignores them: they model
-    Slurm's delays, which a scheduler has no reason to copy.
+    rounded up to whole minutes, and (``slurm_priority_phase_s`` >= 0) the
+    multifactor priorities recomputed on Slurm's clock: at the first pass at or
+    after each ``phase + k * priority_interval_s`` (slurmctld recomputes every
+    PriorityCalcPeriod counted from its start; the phase is that start on the
+    replay's clock, modulo the interval), not ``priority_interval_s`` after the
+    last recomputation (-1, the default). The live agent ignores them: they
+    model Slurm's delays, which a scheduler has no reason to copy.
     """
 
     order: Order = "fcfs"
@@ -155,6 +160,7 @@ class Policy:
     slurm_reaction_s: int = 0
     slurm_backfill_interval_s: int = 0
     slurm_whole_minute_limits: bool = False
+    slurm_priority_phase_s: int = -1
 
     def __post_init__(self) -> None:
         _check_choice("order", self.order, ORDERS)
@@ -190,6 +196,17 @@ class Policy:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(name, f"must be an integer >= 1, got {value!r}")
+        phase = self.slurm_priority_phase_s
+        if (
+            not isinstance(phase, int)
+            or isinstance(phase, bool)
+            or not -1 <= phase < self.priority_interval_s
+        ):
+            _fail(
+                "slurm_priority_phase_s",
+                f"must be -1 (off) or an integer from 0 to priority interval_s - 1 "
+                f"({self.priority_interval_s - 1}), got {phase!r}",
+            )
         for name in (
             "priority_weight_age",
             "priority_weight_size",
@@ -237,6 +254,7 @@ class Policy:
             self.slurm_reaction_s
             or self.slurm_backfill_interval_s
             or self.slurm_whole_minute_limits
+            or self.slurm_priority_phase_s >= 0
         )
 
     @property
@@ -299,6 +317,7 @@ _MULTIFACTOR_SETTINGS = (
     "priority_favor",
     "priority_interval_s",
     "nice",
+    "slurm_priority_phase_s",
     *_FAIRSHARE_SETTINGS,
 )
 
@@ -471,6 +490,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "reaction_s": "slurm_reaction_s",
         "backfill_interval_s": "slurm_backfill_interval_s",
         "whole_minute_limits": "slurm_whole_minute_limits",
+        "priority_phase_s": "slurm_priority_phase_s",
     },
 }
 _MAPPING_FIELDS = {
@@ -610,6 +630,11 @@ reaction_s = 0
 backfill_interval_s = 0
 # Round time limits up to whole minutes, as Slurm stores them.
 whole_minute_limits = false
+# Multifactor: recompute the priorities at phase + k * [priority] interval_s
+# (Slurm: PriorityCalcPeriod counted from slurmctld's start, this phase being
+# that start on the replay's clock modulo the interval). -1: every interval_s
+# after the last recomputation.
+priority_phase_s = -1
 """
 
 

@@ -123,6 +123,7 @@ class SlurmCluster:
     users: tuple[str, ...] = ()  # associated with the account (with accounting)
     sacctmgr_script: Path | None = None  # the exported sacctmgr.sh (with accounting)
     pids: dict[str, int] = field(default_factory=dict)
+    ctld_started: float = 0.0  # epoch seconds just before slurmctld was spawned
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -207,6 +208,8 @@ class SlurmCluster:
         self._wait("munged", sock.exists, deadline)
         if self.accounting is not None:
             self._start_accounting(self.accounting, deadline)
+        # its priority and usage thread ticks every PriorityCalcPeriod from here
+        self.ctld_started = time.time()
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-i", "-f", str(self.conf)],
                     "slurmctld.out")  # fmt: skip
 

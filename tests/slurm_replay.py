@@ -3,7 +3,8 @@
 The pieces of the validation (the experiment under experiments/slurm-validation
 and the end-to-end tests use them):
 
-- :func:`generate`: a seeded workload of ``sleep`` jobs, one node each;
+- :func:`generate`: a seeded workload of ``sleep`` jobs of 1-8 cores, one
+  node each;
 - :func:`submit_all`: ``sbatch`` each job at its submit time (as its user,
   with its time limit), then wait for the jobcomp records of all of them;
 - :func:`jobcomp_records` / :func:`write_sacct`: Slurm's ``jobcomp/filetxt``
@@ -40,8 +41,17 @@ from htcsim.workload.sacct import SacctImport, read_sacct
 from tests.slurm_harness import Node, SlurmCluster
 
 USERS = ("htcsim-alice", "htcsim-bob", "htcsim-eve")
-CLUSTER = Cluster(node_types=(NodeType("big", 2, 4), NodeType("small", 2, 2)))
-"""Four nodes of 4, 4, 2 and 2 CPUs: Slurm names them big1, big2, small1, small2."""
+CLUSTER = Cluster(node_types=(NodeType("node", 4, 8),))
+"""Four nodes of 8 CPUs (Slurm names them node1-node4): jobs of 1 to 8 cores fit
+on one node. slurmd declares the 8 CPUs whatever the host has
+(``SlurmdParameters=config_overrides``); the jobs are ``sleep``."""
+SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
+"""Job sizes in cores, equally likely."""
+MEAN_GAP_S = 0.8
+"""Mean time between submissions: with sizes of 1-8 cores (4.5 on average) and
+sleeps of 2-8 s (5 on average), 28 of the 32 CPUs are asked for on average
+(88 %; the earlier workload of 1-4 cores a second apart on 12 CPUs, 85 %), so
+queues form and the policies order them."""
 DONE_S = 600.0
 """Bound on the wait for the last job's record after the last submission."""
 
@@ -64,14 +74,20 @@ class Job:
 
 
 def generate(
-    seed: int, n_jobs: int, mean_gap_s: float = 1.0, run_s: tuple[int, int] = (2, 8)
+    seed: int,
+    n_jobs: int,
+    mean_gap_s: float = MEAN_GAP_S,
+    run_s: tuple[int, int] = (2, 8),
+    sizes: tuple[int, ...] = SIZES,
+    size_p: tuple[float, ...] | None = None,
 ) -> list[Job]:
-    """``n_jobs`` jobs: Poisson arrivals, 1-4 cores (more small), 1-3 minute limits."""
+    """``n_jobs`` jobs: Poisson arrivals, ``sizes`` cores (with probabilities
+    ``size_p``, equal by default), sleeps in ``run_s``, 1-3 minute limits."""
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(mean_gap_s, n_jobs)
     gaps[0] = 0.0
     submit = np.round(np.cumsum(gaps), 1)
-    cores = rng.choice([1, 2, 3, 4], size=n_jobs, p=[0.4, 0.3, 0.15, 0.15])
+    cores = rng.choice(list(sizes), size=n_jobs, p=None if size_p is None else list(size_p))
     runs = rng.integers(run_s[0], run_s[1] + 1, n_jobs)
     limits = rng.integers(1, 4, n_jobs)
     users = rng.integers(0, len(USERS), n_jobs)

@@ -53,6 +53,7 @@ OTHER_VALUE: dict[str, Any] = {
     "group_shares": {"1": 5.0},
     "backfill_depth": 1,
     "slurm_backfill_interval_s": 30,
+    "slurm_priority_phase_s": 17,
     "max_retries": 1,
 }
 """A value other than the default for every field a rule names."""

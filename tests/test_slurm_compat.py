@@ -185,6 +185,55 @@ def test_cons_tres_spreads_a_job_no_node_holds_over_its_run_in_order() -> None:
     assert (nodes.tolist(), tasks.tolist()) == ([0, 1], [4, 2])
 
 
+def test_priorities_recomputed_on_slurms_clock() -> None:
+    """One core, multifactor on fairshare alone (equal shares), priorities
+    recomputed every 60 s. A (user 1, 0, runs 40), B (user 1, 1, runs 10),
+    C (user 2, 2, runs 10).
+
+    Plain: the pass at 0 computes the factors (no usage: equal), the next
+    recomputation is due at 60. B and C tie; B, submitted first, starts at A's
+    end (40), C at 50.
+    Phase 30 (Slurm's clock ticks at 30, 90, ...): the first pass at or after
+    30 is the one at A's end, 40; it charges A's 40 core-seconds to user 1,
+    so C (user 2, no usage) starts at 40 and B at 50.
+    Phase 45: the pass at 40 comes before the tick; B starts at 40 as in the
+    plain replay, and the pass at 50 (after the tick) starts C.
+    """
+    workload = workload_of([(0, 1, 100, 40), (1, 1, 100, 10), (2, 1, 100, 10)], cores=1)
+    jobs = workload.jobs
+    jobs["user_id"] = [1, 1, 2]
+    workload = replace(workload, jobs=jobs)
+    plain = Policy(
+        order="multifactor",
+        backfill="none",
+        priority_weight_age=0.0,
+        priority_weight_fairshare=1000.0,
+        priority_interval_s=60,
+        user_shares=(("1", 1.0), ("2", 1.0)),
+    )
+    assert simulate(workload, plain).start_s.tolist() == [0, 40, 50]
+    at_30 = simulate(workload, replace(plain, slurm_priority_phase_s=30))
+    assert at_30.start_s.tolist() == [0, 50, 40]
+    at_45 = simulate(workload, replace(plain, slurm_priority_phase_s=45))
+    assert at_45.start_s.tolist() == [0, 40, 50]
+
+
+def test_the_priority_phase_is_checked() -> None:
+    policy = policy_from_mapping(
+        {"priority": {"interval_s": 60}, "slurm_compat": {"priority_phase_s": 59}}
+    )
+    assert policy.slurm_priority_phase_s == 59 and policy.slurm_compat_on
+    for bad in (60, -2, 1.5):
+        with pytest.raises(PolicyError, match=r"priority_phase_s must be -1 \(off\) or"):
+            policy_from_mapping(
+                {"priority": {"interval_s": 60}, "slurm_compat": {"priority_phase_s": bad}}
+            )
+    assert "slurm_priority_phase_s" in inert_fields(replace(policy, order="fcfs"))
+    kernel = Kernel(node_capacity(1, 1), replace(policy, order="multifactor"))
+    with pytest.raises(KernelInputError, match="phase_s must be -1 or in"):
+        kernel.set_priority_phase(60)
+
+
 def test_profile_keys_read_and_checked() -> None:
     policy = policy_from_mapping(
         {"slurm_compat": {"reaction_s": 1, "backfill_interval_s": 30, "whole_minute_limits": True}}

@@ -12,10 +12,12 @@ act on each submission and completion, never gave a shorter mean wait than the
 replay, which acts at the same second. With the Slurm compatibility profile
 that ``htcsim import slurm-conf`` reads back from the exported fragment (a
 reaction time of 1 s, whole-minute limits, cons_tres placement), the replay
-came closer on every measured FIFO run: median start difference 2 s against
-6 s and 6 s against 13 s on 100 jobs, the mean wait within 0.1 s and 5.4 s of
-Slurm's instead of 6.5 s and 11.6 s. The tests skip only where Slurm cannot run
-(binaries missing, not root).
+came closer on every measured FIFO run: on 100 jobs of 1-8 cores on four
+8-CPU nodes, median start difference 7 s against 9.5 s and 5 s against 15 s,
+the mean wait within 5.9 s and 5.8 s of Slurm's instead of 10.4 s and 15.5 s
+(on the earlier nodes of 4, 4, 2 and 2 CPUs: 2 s against 6 s and 6 s against
+13 s, within 0.1 s and 5.4 s instead of 6.5 s and 11.6 s). The tests skip
+only where Slurm cannot run (binaries missing, not root).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     python experiments/slurm-validation/placement_check.py [--jobs N] [--seed S ...]
 
-(run as root from the repository root, like run.py). Runs the seeded FIFO
-workload of run.py on the same single-host Slurm and keeps each job's node
+(run as root from the repository root, like run.py). Runs a seeded FIFO
+workload (jobs of 1-4 cores on nodes of 4, 4, 2 and 2 CPUs) on run.py's
+single-host Slurm and keeps each job's node
 from Slurm's jobcomp records. For every start, the free CPUs of each node are
 rebuilt from the jobs Slurm ran (those started before it, or in the same
 second with a lower id, and not yet ended) and each of htcsim's placement
@@ -25,12 +26,12 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 import numpy as np  # noqa: E402
 
+from htcsim.cluster import Cluster, NodeType  # noqa: E402
 from htcsim.kernel import JOB_SPEC_DTYPE, Kernel, ReplayFeed  # noqa: E402
 from htcsim.policy import Policy  # noqa: E402
 from htcsim.slurm.export import export_slurm  # noqa: E402
 from tests.slurm_harness import skip_reason, start_cluster  # noqa: E402
 from tests.slurm_replay import (  # noqa: E402
-    CLUSTER,
     epoch,
     generate,
     jobcomp_records,
@@ -39,6 +40,14 @@ from tests.slurm_replay import (  # noqa: E402
 )
 
 RULES = ("first_fit", "best_fit", "cons_tres")
+CLUSTER = Cluster(node_types=(NodeType("big", 2, 4), NodeType("small", 2, 2)))
+"""Nodes of 4, 4, 2 and 2 CPUs (big1, big2, small1, small2): the rules differ
+only on nodes of different sizes, so this check keeps them (run.py's nodes
+are all of 8 CPUs)."""
+SIZES = (1, 2, 3, 4)
+SIZE_P = (0.4, 0.3, 0.15, 0.15)
+"""Jobs of 1-4 cores, more small ones, one second apart on average: the
+workload on which the README's placement figures were taken."""
 FIFO = Policy(order="fcfs", backfill="none")
 
 
@@ -62,7 +71,7 @@ def rule_pick(busy: list[int], cores: int, placement: str) -> int:
 
 
 def check(records: list[dict[str, str]]) -> dict[str, dict[str, int]]:
-    names = [n.name for n in slurm_nodes()]
+    names = [n.name for n in slurm_nodes(CLUSTER)]
     jobs = sorted(
         ((epoch(r["StartTime"]), epoch(r["EndTime"]), int(r["ProcCnt"]),
           names.index(r["NodeList"]), int(r["JobId"])) for r in records),
@@ -93,9 +102,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seed:
             exported = export_slurm(FIFO, Path(tmp) / f"export-{seed}")
-            cluster = start_cluster(exported.files[0], slurm_nodes())
+            cluster = start_cluster(exported.files[0], slurm_nodes(CLUSTER))
             try:
-                submit_all(cluster, generate(seed, args.jobs))
+                jobs = generate(seed, args.jobs, mean_gap_s=1.0, sizes=SIZES, size_p=SIZE_P)
+                submit_all(cluster, jobs)
                 records = jobcomp_records(cluster.jobcomp)
             finally:
                 cluster.stop()

@@ -13,7 +13,10 @@ with best-fit placement, and again with the Slurm compatibility profile
 (``[slurm_compat]`` and the placement as ``htcsim import slurm-conf`` reads them
 from the exported fragment). Adds its rows to ``results.csv`` and
 ``results.md`` here (replacing those of the same policy and seed). A run of
-100 jobs takes about 2.5 minutes per policy. ``--replay-only`` redoes the
+100 jobs takes about 2.5 minutes per policy. ``--offset S`` waits S seconds
+between the cluster being up and the first submission (another phase of
+slurmctld's clocks against the workload; priority_clock.py reads those
+runs) and keeps the records in ``runs/`` only. ``--replay-only`` redoes the
 replays of the rows already there from ``runs/``, without Slurm.
 
 multifactor-qos-fairshare needs Slurm's accounting (mariadb-server and
@@ -28,6 +31,8 @@ times within 1 s) or the run stops.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import re
 import sys
 import tempfile
@@ -124,8 +129,14 @@ def start_latency(events: list[tuple[float, str, int]]) -> dict[str, float]:
     }
 
 
-def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
+def run_one(
+    name: str, n_jobs: int, seed: int, work: Path, offset_s: float = 0.0
+) -> dict[str, object]:
+    """One policy's run; ``offset_s``: seconds between the cluster being up and
+    the first submission (the phase of slurmctld's clocks against the
+    workload's), its records then kept as ``NAME-seedS-offsetO``."""
     policy = load_policy(HERE / f"{name}.toml")
+    stem = f"{name}-seed{seed}" + (f"-offset{offset_s:g}" if offset_s else "")
     exported = export_slurm(policy, work / name)
     jobs = generate(seed, n_jobs)
     if name in ACCOUNTING:
@@ -134,10 +145,12 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
         exported.files[0], slurm_nodes(), accounting=name in ACCOUNTING, users=USERS
     )
     try:
+        if offset_s:
+            time.sleep(offset_s)  # the phase under test, not a wait for readiness
         t0 = time.monotonic()
         submitted = submit_all(cluster, jobs)
         wall = time.monotonic() - t0
-        kept = RUNS / f"{name}-seed{seed}.sacct"
+        kept = RUNS / f"{stem}.sacct"
         if name in ACCOUNTING:
             imported = accounting_sacct(cluster, set(submitted), kept)
             wrong = submission_mismatches(submitted, imported)
@@ -147,10 +160,39 @@ def run_one(name: str, n_jobs: int, seed: int, work: Path) -> dict[str, object]:
             imported = import_run(cluster, kept)
     finally:
         cluster.stop()
-    latency = start_latency(ctld_events(cluster.rundir / "log" / "slurmctld.log"))
+    log = cluster.rundir / "log" / "slurmctld.log"
+    latency = start_latency(ctld_events(log))
+    write_clock(RUNS / f"{stem}.clock.json", cluster.ctld_started, log, imported)
     cluster.remove()
     replays = replay_columns(imported, policy, exported.files[0])
     return {"policy": name, "seed": seed, "wall_s": round(wall, 1), **latency, **replays}
+
+
+def write_clock(path: Path, ctld_started: float, log: Path, imported: SacctImport) -> None:
+    """When slurmctld started (spawned, and its log's first line) and the
+    replay's time 0 (the first submission), as epoch seconds: Slurm
+    recomputes priorities every PriorityCalcPeriod from its start, and this
+    is the phase of that clock against the replay's."""
+    first = next(iter(ctld_log_times(log)), None)
+    clock = {
+        "slurmctld_spawned": round(ctld_started, 3),
+        "slurmctld_first_log": first,
+        "first_submit": imported.workload.unix_start_time,
+    }
+    path.write_text(json.dumps(clock, indent=1) + "\n", encoding="utf-8")
+
+
+def ctld_log_times(log: Path) -> list[float]:
+    """The timestamps of slurmctld's log lines, as epoch seconds."""
+    from datetime import datetime
+
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if m:
+            with contextlib.suppress(ValueError):
+                out.append(round(datetime.fromisoformat(m.group(1)).timestamp(), 3))
+    return out
 
 
 def replay_columns(imported: SacctImport, policy: Policy, conf: Path) -> dict[str, object]:
@@ -216,6 +258,13 @@ def main() -> None:
     parser.add_argument("policies", nargs="*", metavar="POLICY", help=", ".join(POLICIES))
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--offset",
+        type=float,
+        default=0.0,
+        help="seconds from the cluster being up to the first submission; the records go "
+        "to runs/ only (not to the results table)",
+    )
     parser.add_argument("--table-only", action="store_true", help="rewrite results.md only")
     parser.add_argument(
         "--replay-only", action="store_true", help="redo the replays of results.csv from runs/"
@@ -243,9 +292,11 @@ def main() -> None:
     RUNS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.policies or POLICIES:
-            row = run_one(name, args.jobs, args.seed, Path(tmp))
+            row = run_one(name, args.jobs, args.seed, Path(tmp), args.offset)
             print(row, flush=True)
             rows.append(row)
+    if args.offset:
+        return
     frame = pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(3))
     csv = HERE / "results.csv"
     if csv.exists():

@@ -34,7 +34,7 @@ from htcsim.policy import Policy
 from htcsim.schedule import ESTIMATE_DTYPE, SimResult, killed_at_walltime
 from htcsim.sim.failures import FAILURE_DTYPE
 from htcsim.sim.interruptions import NO_MARK, InterruptionRecorder
-from htcsim.sim.slurm_compat import slurm_jobs, time_passes
+from htcsim.sim.slurm_compat import clock_priorities, slurm_jobs, time_passes
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the number of events applied so far."""
@@ -304,6 +304,7 @@ def _prepare(
     duration = np.minimum(jobs["run_s"], jobs["walltime_s"])
     feed = ReplayFeed(kernel, specs["submit_s"], np.maximum(duration, 0), succeeded(jobs))
     time_passes(feed, policy)
+    clock_priorities(kernel, policy)
     t0 = int(jobs["submit_s"][0]) if len(jobs) else 0
     if policy.autoscale:  # (the pool already holds each type's max)
         bounds = [policy.autoscale_bounds(t.name, t.count) for t in nodes.node_types]

@@ -6,14 +6,15 @@ keeps time limits in whole minutes; htcsim decides at the event's second, at
 every pass, to the second. The profile makes the replay do as Slurm does, so
 that its schedule can be compared with Slurm's records (the passes' timing
 lives in the kernel's replay feed, ``set_slurm_compat``; the limits are
-rounded here, once, on the whole column). The live agent does not apply it.
+rounded here, once, on the whole column; the priorities' clock is the
+kernel's, ``set_priority_phase``). The live agent does not apply it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from htcsim.kernel import ReplayFeed
+from htcsim.kernel import Kernel, ReplayFeed
 from htcsim.policy import Policy
 
 
@@ -36,3 +37,10 @@ def time_passes(feed: ReplayFeed, policy: Policy) -> None:
     """Give ``feed`` the profile's reaction time and backfill interval."""
     if policy.slurm_reaction_s or policy.slurm_backfill_interval_s:
         feed.set_slurm_compat(policy.slurm_reaction_s, policy.slurm_backfill_interval_s)
+
+
+def clock_priorities(kernel: Kernel, policy: Policy) -> None:
+    """Recompute the multifactor priorities on Slurm's clock (the profile's
+    ``priority_phase_s``) when the profile gives one."""
+    if policy.order == "multifactor" and policy.slurm_priority_phase_s >= 0:
+        kernel.set_priority_phase(policy.slurm_priority_phase_s)

@@ -99,3 +99,31 @@ def map_compat(policy: Policy, plan: Plan) -> None:
                 round_trips=False,
             )
         )
+    phase = policy.slurm_priority_phase_s
+    inert = "; no effect without multifactor priority" if policy.order != "multifactor" else ""
+    if phase >= 0:
+        plan.rows.append(
+            Row(
+                "slurm_compat.priority_phase_s",
+                str(phase),
+                "(nothing: slurmctld's start time)",
+                "exact",
+                "slurmctld recomputes priorities every PriorityCalcPeriod counted from its "
+                "start; the replay at the same seconds when the phase is that start on its "
+                "clock (modulo the interval)" + inert,
+                round_trips=False,
+            )
+        )
+    else:
+        plan.rows.append(
+            Row(
+                "slurm_compat.priority_phase_s",
+                "-1",
+                "(nothing)",
+                "approximate",
+                "slurmctld recomputes priorities every PriorityCalcPeriod counted from its "
+                "start, the replay interval_s after its last recomputation: set "
+                "priority_phase_s to slurmctld's start modulo the interval to model it" + inert,
+                round_trips=False,
+            )
+        )
