@@ -3,7 +3,9 @@
 Why these functions: with the Dask backend each worker is a node. The agent
 calls them on the worker the kernel chose (``Client.run`` with that worker
 only): ``launch_jobs`` starts a pass's jobs there as processes of their own
-session, each watched by a thread that records its exit; ``wait_exits``
+session, reaped by one thread that polls their pidfds and records the
+exits it finds together in one go (one journal write, one word to the
+guard); ``wait_exits``
 (a coroutine, on the worker's event loop) answers as soon as exits are
 there. A job is not a Dask task: the scheduler's task machinery would cost
 more than the job (``/bin/true``) and the kernel, not Dask, decides where
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -79,6 +82,26 @@ DRAINED_ABOVE = 128
 """During a drain, a job whose exit status (128 + N for signal N) is above
 this was stopped by the drain, and is requeued; at or below, it ended on its
 own and is recorded as it ended."""
+
+
+class _QuietCalls(logging.Filter):
+    """Drops the worker's "Run out-of-band function" line for the agent's
+    calls that come with every pass: hundreds a second on a busy node, they
+    flooded the worker's log and cost it a formatted write each."""
+
+    QUIET = frozenset({"launch_jobs", "wait_exits"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            record.msg == "Run out-of-band function %r"
+            and isinstance(args, tuple)
+            and bool(args)
+            and args[0] in self.QUIET
+        )
+
+
+logging.getLogger("distributed.worker").addFilter(_QuietCalls())
 
 
 def drained(record: dict[str, Any]) -> bool:
