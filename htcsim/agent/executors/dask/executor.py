@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
-import queue
 import threading
 import time
 import uuid
@@ -81,7 +81,7 @@ the agent waits before it requeues the jobs: the guard's wake-up, its
 (each takes milliseconds; the margin is generous)."""
 
 
-def run_on(
+async def call_on(
     client: Client,
     address: str,
     function: Callable[..., Any],
@@ -91,26 +91,45 @@ def run_on(
     """``function(*args)`` on one worker, asked directly (the worker's ``run``
     handler, which ``Client.run`` reaches through the scheduler): one hop
     instead of two, and no load on the scheduler per job. ``timeout``: at most
-    this long (``TimeoutError``)."""
+    this long (``TimeoutError``). A coroutine, on the client's event loop."""
+    answer = await asyncio.wait_for(
+        client.rpc(address).run(function=_pickled(function), args=dumps(args)), timeout
+    )
+    if answer.get("status") != "OK":
+        raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
+    return answer["result"]
+
+
+@functools.cache
+def _pickled(function: Callable[..., Any]) -> bytes:
+    """A worker function, pickled once (by reference: its module and name)."""
+    return dumps(function)
+
+
+def run_on(
+    client: Client,
+    address: str,
+    function: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+) -> Any:
+    """``call_on`` from a thread other than the client's event loop."""
 
     async def call() -> Any:
-        answer = await asyncio.wait_for(
-            client.rpc(address).run(function=dumps(function), args=dumps(args)), timeout
-        )
-        if answer.get("status") != "OK":
-            raise RuntimeError(f"{address}: {answer.get('exception') or answer}")
-        return answer["result"]
+        return await call_on(client, address, function, *args, timeout=timeout)
 
     return client.sync(call)
 
 
 class _Worker:
     """The agent's line to one worker: a thread that renews its lease every
-    ``lease_s / 4``, one that sends it the jobs to start (everything queued
+    ``lease_s / 4``, a task that sends it the jobs to start (everything queued
     since the last call, in one call, itself a renewal; none before a
     renewal was answered, so the round trip ``fence_at`` counts is known)
     and one that waits for its exits (``wait_exits``, answered as soon as
-    there is one). All stop when the worker is lost or the executor closes."""
+    there is one). The two tasks run on the client's event loop, where the
+    calls go: no hand-over between threads for each call. All stop when the
+    worker is lost or the executor closes."""
 
     def __init__(self, executor: DaskExecutor, address: str) -> None:
         self.executor = executor
@@ -125,16 +144,24 @@ class _Worker:
         self.adopted = False  # runs jobs an earlier agent started (``recover``)
         self.fence_note = ""  # how ``fence_at`` reckoned, for the log
         self._leased = threading.Event()  # a lease message was answered
-        self._outbox: queue.SimpleQueue[list[dict[str, Any]]] = queue.SimpleQueue()
+        client = executor.client
+        self._loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop  # type: ignore[union-attr]
+        self._outbox: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
         self._renewer = threading.Thread(target=self._renew, name="htcsim-lease", daemon=True)
-        self._sender = threading.Thread(target=self._send, name="htcsim-launch", daemon=True)
-        self._watcher = threading.Thread(target=self._watch, name="htcsim-exits", daemon=True)
         self._renewer.start()
-        self._sender.start()
-        self._watcher.start()
+        self.tasks = [
+            asyncio.run_coroutine_threadsafe(self._send(client), self._loop),
+            asyncio.run_coroutine_threadsafe(self._watch(client), self._loop),
+        ]
 
     def launch(self, payloads: list[dict[str, Any]]) -> None:
-        self._outbox.put(payloads)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the executor is closed
+            self._loop.call_soon_threadsafe(self._outbox.put_nowait, payloads)
+
+    def stop(self) -> None:
+        """The tasks end now (the worker is lost or the executor closes)."""
+        for task in self.tasks:
+            task.cancel()
 
     def _stopped(self) -> bool:
         return self.lost.is_set() or self.executor.closed.is_set()
@@ -197,26 +224,23 @@ class _Worker:
                 self._answered(sent)
             self.lost.wait(max(0.0, sent + every - time.monotonic()))
 
-    def _send(self) -> None:
-        client = self.executor.client
-        while not self._leased.wait(0.5):
+    async def _send(self, client: Client) -> None:
+        while not self._leased.is_set():
             if self._stopped():
                 return
+            await asyncio.sleep(0.05)
         while not self._stopped():
             try:
-                batch = self._outbox.get(timeout=0.5)
-            except queue.Empty:
+                batch = await asyncio.wait_for(self._outbox.get(), 0.5)
+            except TimeoutError:
                 continue
-            while True:
-                try:
-                    batch.extend(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
+            while not self._outbox.empty():
+                batch.extend(self._outbox.get_nowait())
             sent = self._stamp()
             if sent is None:  # lost: the inventory requeues these jobs
                 return
             try:
-                run_on(
+                await call_on(
                     client,
                     self.address,
                     dask_worker.launch_jobs,
@@ -231,16 +255,15 @@ class _Worker:
             else:
                 self._answered(sent)
 
-    def _watch(self) -> None:
-        client = self.executor.client
+    async def _watch(self, client: Client) -> None:
         after = 0
         while not self._stopped():
             try:
-                records = run_on(
+                records = await call_on(
                     client, self.address, dask_worker.wait_exits, after, EXIT_POLL_S, EXIT_LINGER_S
                 )
             except Exception:  # gone or hung: the inventory watcher decides
-                self.lost.wait(0.2)
+                await asyncio.sleep(0.2)
                 continue
             for record in records:
                 after = max(after, int(record["seq"]))
@@ -429,6 +452,7 @@ class DaskExecutor:
             worker = self._workers.pop(address, None)
         if worker is not None:
             worker.lost.set()
+            worker.stop()
         return jobs
 
     def kill_strays(self, address: str) -> None:
@@ -534,6 +558,10 @@ class DaskExecutor:
 
     def close(self) -> None:
         self.closed.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.stop()
         self._releaser.join(timeout=5)
         self.client.close()
 

@@ -67,7 +67,12 @@ class ExitJournal:
         return held
 
     def append(self, record: dict[str, Any]) -> None:
-        self._write(json.dumps(record, separators=(",", ":")))
+        self.append_many([record])
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Exits reaped together, in one write (a kill in the middle of it
+        cuts at most the last line, which ``load`` skips)."""
+        self._write("\n".join(json.dumps(r, separators=(",", ":")) for r in records), len(records))
 
     def release(self, job_ids: list[int], held: dict[int, dict[str, Any]]) -> None:
         """These exits are recorded by the agent; ``held`` is what is left,
@@ -86,11 +91,11 @@ class ExitJournal:
         os.replace(tmp, self.path)
         self._appended = 0
 
-    def _write(self, line: str) -> None:
-        # one write() of a whole line; one cut short by a kill is skipped by ``load``
+    def _write(self, lines: str, count: int = 1) -> None:
+        # one write() of whole lines; one cut short by a kill is skipped by ``load``
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
+            os.write(fd, (lines + "\n").encode())
         finally:
             os.close(fd)
-        self._appended += 1
+        self._appended += count

@@ -3,7 +3,9 @@
 Why these functions: with the Dask backend each worker is a node. The agent
 calls them on the worker the kernel chose (``Client.run`` with that worker
 only): ``launch_jobs`` starts a pass's jobs there as processes of their own
-session, each watched by a thread that records its exit; ``wait_exits``
+session, reaped by one thread that polls their pidfds and records the
+exits it finds together in one go (one journal write, one word to the
+guard); ``wait_exits``
 (a coroutine, on the worker's event loop) answers as soon as exits are
 there. A job is not a Dask task: the scheduler's task machinery would cost
 more than the job (``/bin/true``) and the kernel, not Dask, decides where
@@ -40,7 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -78,6 +82,26 @@ DRAINED_ABOVE = 128
 """During a drain, a job whose exit status (128 + N for signal N) is above
 this was stopped by the drain, and is requeued; at or below, it ended on its
 own and is recorded as it ended."""
+
+
+class _QuietCalls(logging.Filter):
+    """Drops the worker's "Run out-of-band function" line for the agent's
+    calls that come with every pass: hundreds a second on a busy node, they
+    flooded the worker's log and cost it a formatted write each."""
+
+    QUIET = frozenset({"launch_jobs", "wait_exits"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            record.msg == "Run out-of-band function %r"
+            and isinstance(args, tuple)
+            and bool(args)
+            and args[0] in self.QUIET
+        )
+
+
+logging.getLogger("distributed.worker").addFilter(_QuietCalls())
 
 
 def drained(record: dict[str, Any]) -> bool:
@@ -176,28 +200,45 @@ def renew(sent: float, lease_s: float, epoch: str) -> bool:
 def _record(
     job_id: int, run: str, code: int, sig: int, cpu: float, rss: float, lost: str = ""
 ) -> None:
-    """Keep a job's exit (numbered, with its run's token: a job requeued and
-    placed here again is another run) and wake whoever waits for exits. A job
-    the guard fenced is reported lost: the agent requeues it."""
+    """One exit (``_record_many``)."""
+    _record_many([(job_id, run, code, sig, cpu, rss, lost)])
+
+
+Ended = tuple[int, str, int, int, float, float, str]
+"""An exit to record: job id, run, code, signal, CPU seconds, peak MiB, lost (why)."""
+
+
+def _record_many(ended: list[Ended]) -> None:
+    """Keep these exits (each numbered, with its run's token: a job requeued
+    and placed here again is another run), journaled in one write before any
+    is reported, and wake whoever waits for exits. A job the guard fenced is
+    reported lost: the agent requeues it."""
     global _seq
     with _lock:
-        pid = _running.pop(job_id, None)
-        if pid is not None:
-            _tell_guard(f"-{pid}")
+        pids = {job_id: _running.pop(job_id, None) for job_id, *_ in ended}
+        gone = [f"-{pid}" for pid in pids.values() if pid is not None]
+        if gone:
+            _tell_guard("\n".join(gone))
             _read_fenced()
-            if pid in _fenced:
+        records = []
+        for job_id, run, code, sig, cpu, rss, lost in ended:
+            pid = pids[job_id]
+            if pid is not None and pid in _fenced:
                 _fenced.discard(pid)
                 lost = FENCED
-        record = exit_record(job_id, code, sig, cpu, rss, lost=lost)
-        record["run"] = run
-        _runs.pop(job_id, None)
-        if _stopping and drained(record):  # stopped by the drain: the worker's loss requeues it
+            record = exit_record(job_id, code, sig, cpu, rss, lost=lost)
+            record["run"] = run
+            _runs.pop(job_id, None)
+            if _stopping and drained(record):  # stopped by the drain: the worker's loss requeues it
+                continue
+            _seq += 1
+            record["seq"] = _seq
+            _exits[job_id] = record
+            records.append(record)
+        if not records:
             return
-        _seq += 1
-        record["seq"] = _seq
-        _exits[job_id] = record
         if _journal is not None:
-            _journal.append(record)
+            _journal.append_many(records)
         waiters = list(_waiters)
     for loop, event in waiters:
         with contextlib.suppress(RuntimeError):  # its loop closed
@@ -234,15 +275,31 @@ def launch_jobs(
     with _lock:
         _attach(dask_worker)
     renew(sent, lease_s, epoch)
+    marker = {GUARD_VAR: _guard_pid()}
     pids = []
+    started: list[tuple[int, str, subprocess.Popen[bytes]]] = []
     for job in jobs:
         with _lock:
             fenced = _lease.expired(time.monotonic())
         if fenced:
             _record(int(job["job"]), str(job.get("run", "")), -1, 0, -1.0, -1.0, FENCED)
             pids.append(0)
-        else:
-            pids.append(_start(job))
+            continue
+        process = _start(job, marker)
+        pids.append(0 if process is None else process.pid)
+        if process is not None:
+            started.append((int(job["job"]), str(job.get("run", "")), process))
+    if started:
+        # listed with the guard in one write for the batch (until then each
+        # carries the guard's mark, which the guard also kills by), then
+        # watched: an exit is recorded only once its job is listed
+        with _lock:
+            for job_id, run, process in started:
+                _running[job_id] = process.pid
+                _runs[job_id] = run
+            _tell_guard("\n".join(f"+{process.pid}" for _, _, process in started))
+        for job_id, run, process in started:
+            _watch(job_id, run, process)
     return pids
 
 
@@ -288,56 +345,119 @@ async def stop_jobs(grace_s: float) -> int:
     return len(groups)
 
 
-def _start(job: dict[str, Any]) -> int:
+LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+def _open_log(path: str) -> int:
+    """A job's log, opened for appending (its directory made on first use:
+    no look at it for every job)."""
+    try:
+        return os.open(path, LOG_FLAGS, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, LOG_FLAGS, 0o666)
+
+
+def _start(job: dict[str, Any], marker: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """Start one job (``marker``: the guard's mark for its environment); None
+    if it could not start, its exit (126 or 127) recorded at once."""
     job_id = int(job["job"])
     run = str(job.get("run", ""))
-    files: list[Any] = []
+    fds: list[int] = []
     try:
-        for key in ("stdout", "stderr"):
-            os.makedirs(os.path.dirname(job[key]), exist_ok=True)
-            if key == "stderr" and job["stderr"] == job["stdout"]:
-                files.append(files[0])
-            else:
-                files.append(open(job[key], "ab"))  # noqa: SIM115 (closed below)
+        fds.append(_open_log(job["stdout"]))
+        same = job["stderr"] == job["stdout"]
+        fds.append(fds[0] if same else _open_log(job["stderr"]))
         try:
             # Popen, not posix_spawn: it changes to the job's directory in the
             # child (a worker's threads share one current directory)
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 job["argv"],
                 cwd=job["cwd"],
-                env=job["env"] | {GUARD_VAR: _guard_pid()},
+                env=job["env"] | marker,
                 stdin=subprocess.DEVNULL,
-                stdout=files[0],
-                stderr=files[1],
+                stdout=fds[0],
+                stderr=fds[1],
                 start_new_session=True,
             )
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
-            files[-1].write(f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n".encode())
+            message = f"htcsim: cannot run {job['argv'][0]}: {exc.strerror}\n"
+            with contextlib.suppress(OSError):
+                os.write(fds[-1], message.encode())
             _record(job_id, run, code, 0, -1.0, -1.0)
-            return 0
+            return None
     except OSError as exc:  # the log files
         _record(job_id, run, 126, 0, -1.0, -1.0)
         with contextlib.suppress(OSError), open(job["stderr"], "ab") as err:
             err.write(f"htcsim: cannot open the job's logs: {exc}\n".encode())
-        return 0
+        return None
     finally:
-        for f in {id(f): f for f in files}.values():
-            f.close()
+        for fd in set(fds):
+            os.close(fd)
+
+
+_reaper: select.epoll | None = None  # one thread reaps every job whose pidfd is readable
+_watched: dict[int, tuple[int, str, subprocess.Popen[bytes]]] = {}  # pidfd -> job, run, process
+
+
+def _watch(job_id: int, run: str, process: subprocess.Popen[bytes]) -> None:
+    """Reap the job when it ends and record its exit: through a pidfd that
+    the one reaper thread polls (a thread per job, where pidfds are missing).
+    The process object is kept until it is reaped: one dropped unreaped is
+    waited for by ``subprocess``'s own clean-up, and its rusage lost."""
+    global _reaper
+    try:
+        fd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfds (not Linux >= 5.3), or no fd left
+        threading.Thread(target=_wait, args=(job_id, run, process), daemon=True).start()
+        return
     with _lock:
-        _running[job_id] = process.pid
-        _runs[job_id] = run
-        _tell_guard(f"+{process.pid}")
-    threading.Thread(target=_wait, args=(job_id, run, process), daemon=True).start()
-    return process.pid
+        if _reaper is None:
+            _reaper = select.epoll()
+            threading.Thread(
+                target=_reap, args=(_reaper,), name="htcsim-reaper", daemon=True
+            ).start()
+        _watched[fd] = (job_id, run, process)
+        _reaper.register(fd, select.EPOLLIN)
+
+
+def _reap(poller: select.epoll) -> None:
+    """The reaper thread: every job whose process ended (its pidfd readable)
+    is reaped, and the exits found together are recorded together."""
+    while True:
+        ready = poller.poll()
+        ended: list[Ended] = []
+        for fd, _ in ready:
+            with _lock:
+                entry = _watched.pop(fd, None)
+                if entry is not None:
+                    poller.unregister(fd)
+            if entry is None:
+                continue
+            os.close(fd)
+            job_id, run, process = entry
+            ended.append((job_id, run, *_reaped(process)))
+        if ended:
+            _record_many(ended)
 
 
 def _wait(job_id: int, run: str, process: subprocess.Popen[bytes]) -> None:
-    _, status, usage = os.wait4(process.pid, 0)
+    _record(job_id, run, *_reaped(process))
+
+
+def _reaped(process: subprocess.Popen[bytes]) -> tuple[int, int, float, float, str]:
+    """Wait for the process (it has ended, or is about to): code, signal, CPU
+    seconds and peak MiB (rusage), and why it is lost ("" if it is not)."""
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except ChildProcessError:  # reaped by someone else: its status is unknown
+        process.returncode = -1
+        return -1, 0, -1.0, -1.0, "its status was taken by another waiter in the worker"
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, for rusage
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = 128 + sig if sig else os.WEXITSTATUS(status)
-    _record(job_id, run, code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+    return code, sig, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, ""
 
 
 async def wait_exits(after: int, timeout: float, linger: float = 0.0) -> list[dict[str, Any]]:
