@@ -161,7 +161,8 @@ class _Worker:
     def stop(self) -> None:
         """The tasks end now (the worker is lost or the executor closes)."""
         for task in self.tasks:
-            task.cancel()
+            with contextlib.suppress(RuntimeError):  # a lost scheduler's client: its loop closed
+                task.cancel()
 
     def _stopped(self) -> bool:
         return self.lost.is_set() or self.executor.closed.is_set()
