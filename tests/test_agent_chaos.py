@@ -4,7 +4,9 @@ decision log replays to the very decisions the agent made.
 
 On the local backend the agent is killed (SIGKILL) three times and the job
 shepherd twice; on Dask the agent three times and a worker twice. Each job
-appends its id to a file as its last act, so the file counts real runs. The
+appends its id to a file as its last act, so the file counts real runs (on
+Dask a run that ended in the instant before its worker was killed may run
+again: the window the README documents, and only that, is allowed). The
 moments are drawn from a seeded generator as numbers of completed jobs (plus a
 short random delay), so a failure can be replayed with the same seed.
 """
@@ -24,11 +26,15 @@ import pytest
 
 from htcsim.agent.engine.replay_log import replay_decision_log
 from htcsim.agent.store.jobs import AgentStore
-from tests.agent_harness import JOB_S, READY_S, AgentProcess, running_agent, wait_for
+from tests.agent_harness import JOB_S, READY_S, AgentProcess, running_agent, slack, wait_for
 from tests.dask_harness import DaskSite
 
 SEED = int(os.environ.get("HTCSIM_CHAOS_SEED", "20261207"))
 N_JOBS = 1000
+RECORD_WINDOW_S = 0.5
+"""The documented window of the Dask backend (scaled by the load): a job that
+ended this long before its worker was killed may not be in the worker's exit
+journal yet (its reaping and the journal line), and runs again."""
 SHEPHERD = "htcsim.agent.executors.local.shepherd"
 
 pytestmark = pytest.mark.slow
@@ -82,14 +88,38 @@ def _shepherd_worker(agent: AgentProcess) -> psutil.Process:
     return worker
 
 
-def _finish(agent: AgentProcess, ids: list[int], runs: Path, kills: int) -> None:
+def _finish(
+    agent: AgentProcess,
+    ids: list[int],
+    runs: Path,
+    kills: int,
+    worker_kills: list[float] | None = None,
+) -> None:
+    """Every job completed; each ran exactly once, by the file its runs append
+    to (``id [end time]`` per line). ``worker_kills``: when Dask workers were
+    SIGKILLed. A job whose run ended in the last ``RECORD_WINDOW_S`` before its
+    worker's kill may run once more (the documented window: the exit died with
+    the worker before the worker recorded it in its journal); any other
+    second run fails the test, as does a third."""
     with agent.client() as client:
         wait_for(lambda: _states(client)["completed"] == N_JOBS, timeout=4 * JOB_S, every=0.25)
         assert _states(client) == Counter({"completed": N_JOBS})
-    ran = Counter(int(line) for line in runs.read_text().split())
+    lines = [line.split() for line in runs.read_text().splitlines() if line.strip()]
+    ran = Counter(int(fields[0]) for fields in lines)
     assert set(ran) == set(ids), "every accepted job ran"
-    twice = {job: n for job, n in ran.items() if n != 1}
+    first_end: dict[int, float | None] = {}
+    for fields in lines:
+        first_end.setdefault(int(fields[0]), float(fields[1]) if len(fields) > 1 else None)
+    window_s = RECORD_WINDOW_S * slack()
+    explained = []
+    for job, n in ran.items():
+        end = first_end[job]
+        kills_after = [kill - end for kill in worker_kills or []] if end is not None else []
+        if n == 2 and any(0.0 <= gap <= window_s for gap in kills_after):
+            explained.append(job)
+    twice = {job: n for job, n in ran.items() if n != 1 and job not in explained}
     assert not twice, f"jobs ran more than once (seed {SEED}): {twice}"
+    assert len(explained) <= len(worker_kills or []), explained  # one end per kill at most
     store = AgentStore(agent.state_dir / "agent.db", readonly=True)
     result = replay_decision_log(store.decisions())
     assert result.differences == [], f"seed {SEED}: {result.differences[:5]}"
@@ -136,8 +166,11 @@ def test_dask_agent_and_workers_killed_at_random(tmp_path: Path) -> None:
     runs = tmp_path / "runs.log"
     work = tmp_path / "work"
     work.mkdir()
-    command = ["sh", "-c", f"sleep 0.{rng.randint(3, 6)}; echo $HTCSIM_JOB_ID >> {runs}"]
+    # each run appends its id and when it ended, to the nanosecond
+    last = f'echo "$HTCSIM_JOB_ID $(date +%s.%N)" >> {runs}'
+    command = ["sh", "-c", f"sleep 0.{rng.randint(3, 6)}; {last}"]
     plan = _plan(rng, ["agent"] * 3 + ["worker"] * 2)
+    worker_kills: list[float] = []
     site = DaskSite(tmp_path)
     try:
         with running_agent(
@@ -155,9 +188,10 @@ def test_dask_agent_and_workers_killed_at_random(tmp_path: Path) -> None:
                     agent.restart()
                 else:
                     name = rng.choice(sorted(site.workers))
+                    worker_kills.append(time.time())
                     site.workers[name].send_signal(signal.SIGKILL)
                     site.workers[name].wait(READY_S)
                     site.workers[name] = site.start_worker(name)  # it comes back
-            _finish(agent, ids, runs, kills=3)
+            _finish(agent, ids, runs, kills=3, worker_kills=worker_kills)
     finally:
         site.stop()

@@ -51,13 +51,13 @@ def test_tune_runs_its_trials_on_a_tls_scheduler(site: DaskSite, tmp_path: Path)
     assert trials.filter(pl.col("part") == "train").height > 0
     # the trials ran as tasks of this scheduler (asked over TLS, with the same files)
     files = {"tls_ca_file": "ca.pem", "tls_cert": "agent.pem", "tls_key": "agent-key.pem"}
+    def task_prefixes(dask_scheduler: Any) -> list[str]:
+        """Sent by value (a local function): the scheduler cannot import ``tests``."""
+        return sorted(dask_scheduler.task_prefixes)
+
     with Client(site.address, security=tls_client({k: certs / v for k, v in files.items()})) as c:
-        prefixes = c.run_on_scheduler(_task_prefixes)
+        prefixes = c.run_on_scheduler(task_prefixes)
     assert "run_on_dask" in prefixes, prefixes
-
-
-def _task_prefixes(dask_scheduler: Any) -> list[str]:
-    return sorted(dask_scheduler.task_prefixes)
 
 
 def test_tune_refuses_a_dask_scheduler_without_credentials(site: DaskSite, tmp_path: Path) -> None:
