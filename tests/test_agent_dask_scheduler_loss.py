@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from htcsim.agent.engine.replay_log import replay_decision_log
 from htcsim.agent.store.jobs import AgentStore
-from tests.agent_harness import JOB_S, READY_S, running_agent, slack, wait_for
+from tests.agent_harness import JOB_S, READY_S, AgentProcess, running_agent, slack, wait_for
 from tests.dask_harness import DaskSite, GroupSampler
 
 HEARTBEAT_S = 3.0
@@ -80,6 +81,17 @@ def _done(work: Path) -> list[int]:
     return sorted(int(line) for line in path.read_text().split()) if path.exists() else []
 
 
+def _agent(site: DaskSite, tmp_path: Path) -> AbstractContextManager[AgentProcess]:
+    """An agent on ``site``, with a short heartbeat timeout and lease (fenced fast)."""
+    return running_agent(
+        tmp_path,
+        backend="dask",
+        **site.agent_settings(),
+        heartbeat_timeout_s=HEARTBEAT_S,
+        lease_s=LEASE_S,
+    )
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[DaskSite]:
     site = DaskSite(tmp_path, supervised=True)
@@ -100,13 +112,7 @@ def test_a_killed_scheduler_loses_every_node_and_every_job_runs_once(
     sampler = GroupSampler(work)
     try:
         with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=HEARTBEAT_S,
-                lease_s=LEASE_S,
-            ) as agent,
+            _agent(site, tmp_path) as agent,
             agent.client() as client,
         ):
             wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
@@ -168,13 +174,7 @@ def test_every_worker_lost_at_once_keeps_the_nodes_down_and_the_jobs(
     site = DaskSite(tmp_path)
     try:
         with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=HEARTBEAT_S,
-                lease_s=LEASE_S,
-            ) as agent,
+            _agent(site, tmp_path) as agent,
             agent.client() as client,
         ):
             wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
@@ -216,13 +216,7 @@ def test_a_hung_scheduler_is_lost_and_found_again(
     sampler = GroupSampler(work)
     try:
         with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=HEARTBEAT_S,
-                lease_s=LEASE_S,
-            ) as agent,
+            _agent(site, tmp_path) as agent,
             agent.client() as client,
         ):
             wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
