@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.conftest import sized
 from benchmarks.test_pass import loaded_kernel
 from tests.agent_harness import AgentProcess, running_agent, wait_for
 
@@ -153,6 +154,7 @@ def test_queue_start_with_ten_thousand_pending(benchmark: Any, tmp_path: Path) -
 
 @pytest.mark.parametrize("n_queued", [10_000, 100_000])
 def test_whole_queue_in_the_kernel(benchmark: Any, n_queued: int) -> None:
+    n_queued = sized(benchmark, n_queued, min(n_queued, 20_000))
     kernel = loaded_kernel("easy", n_queued)
     kernel.schedule(3_600)
     last = int(kernel.pending_jobs()[-1])
