@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,6 +46,24 @@ def _job(client: httpx.Client, work: Path, command: str) -> int:
     return int(answer.json()["ids"][0])
 
 
+@contextmanager
+def _agent(site: DaskSite, tmp_path: Path) -> Iterator[httpx.Client]:
+    """An agent on ``site`` with the drain's grace ``GRACE_S``: its API client,
+    once both nodes are there."""
+    with (
+        running_agent(
+            tmp_path,
+            backend="dask",
+            **site.agent_settings(),
+            heartbeat_timeout_s=5.0,
+            kill_grace_s=GRACE_S,
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 2, timeout=READY_S)
+        yield client
+
+
 def _state(client: httpx.Client, job: int) -> dict[str, object]:
     return dict(client.get(f"/jobs/{job}").json())
 
@@ -67,17 +87,7 @@ def test_a_drained_worker_s_jobs_end_as_they_ended_or_are_requeued(
     wait_term = "while [ ! -e term.$HTCSIM_JOB_ID ]; do sleep 0.05; done"
     note_term = "trap 'touch term.$HTCSIM_JOB_ID' TERM"
     try:
-        with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=5.0,
-                kill_grace_s=GRACE_S,
-            ) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 2, timeout=READY_S)
+        with _agent(site, tmp_path) as client:
             finisher = _job(client, work, f"{note_term}; {wait_term}; sleep 0.3; exit 0")
             failer = _job(client, work, f"{note_term}; {wait_term}; sleep 0.3; exit 3")
             checkpointer = _job(
@@ -141,17 +151,7 @@ def test_a_nanny_whose_worker_was_killed_with_it_stops_at_once(
     work = tmp_path / "work"
     work.mkdir()
     try:
-        with (
-            running_agent(
-                tmp_path,
-                backend="dask",
-                **site.agent_settings(),
-                heartbeat_timeout_s=5.0,
-                kill_grace_s=GRACE_S,
-            ) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(client.get("/nodes").json()["nodes"]) == 2, timeout=READY_S)
+        with _agent(site, tmp_path) as client:
             job = _job(client, work, "trap '' TERM; while true; do sleep 0.05; done")
             wait_for(lambda: _state(client, job)["state"] == "running", timeout=JOB_S)
             nanny = psutil.Process(site.workers["cpu-0"].pid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -81,15 +81,27 @@ def _done(work: Path) -> list[int]:
     return sorted(int(line) for line in path.read_text().split()) if path.exists() else []
 
 
-def _agent(site: DaskSite, tmp_path: Path) -> AbstractContextManager[AgentProcess]:
-    """An agent on ``site``, with a short heartbeat timeout and lease (fenced fast)."""
-    return running_agent(
-        tmp_path,
-        backend="dask",
-        **site.agent_settings(),
-        heartbeat_timeout_s=HEARTBEAT_S,
-        lease_s=LEASE_S,
-    )
+@contextmanager
+def _busy_agent(
+    site: DaskSite, tmp_path: Path, work: Path, n: int = CORES, seconds: float = 8
+) -> Iterator[tuple[AgentProcess, httpx.Client, list[int]]]:
+    """An agent on ``site`` with a short heartbeat timeout and lease (fenced
+    fast), ``n`` jobs of ``seconds`` submitted and every core of the site
+    running one: the agent, its API client and the jobs."""
+    with (
+        running_agent(
+            tmp_path,
+            backend="dask",
+            **site.agent_settings(),
+            heartbeat_timeout_s=HEARTBEAT_S,
+            lease_s=LEASE_S,
+        ) as agent,
+        agent.client() as client,
+    ):
+        wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
+        jobs = _submit(client, work, n, seconds)
+        wait_for(lambda: _states(client).count("running") == CORES, timeout=JOB_S)
+        yield agent, client, jobs
 
 
 @pytest.fixture
@@ -111,13 +123,7 @@ def test_a_killed_scheduler_loses_every_node_and_every_job_runs_once(
     back, every job completes exactly once, never in two places at once."""
     sampler = GroupSampler(work)
     try:
-        with (
-            _agent(site, tmp_path) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
-            first = _submit(client, work, CORES + 3, 6)
-            wait_for(lambda: _states(client).count("running") == CORES, timeout=JOB_S)
+        with _busy_agent(site, tmp_path, work, CORES + 3, 6) as (agent, client, first):
             assert _metric(client, "htcsim_dask_scheduler_up") == 1.0
 
             site.kill_scheduler()
@@ -173,13 +179,7 @@ def test_every_worker_lost_at_once_keeps_the_nodes_down_and_the_jobs(
     taken; workers started again run everything exactly once."""
     site = DaskSite(tmp_path)
     try:
-        with (
-            _agent(site, tmp_path) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
-            first = _submit(client, work, CORES, 8)
-            wait_for(lambda: _states(client).count("running") == CORES, timeout=JOB_S)
+        with _busy_agent(site, tmp_path, work) as (_, client, first):
             for process in site.workers.values():
                 process.send_signal(signal.SIGKILL)
             wait_for(lambda: set(_node_states(client).values()) == {"down"}, timeout=READY_S)
@@ -215,13 +215,7 @@ def test_a_hung_scheduler_is_lost_and_found_again(
     exactly once, never in two places at once."""
     sampler = GroupSampler(work)
     try:
-        with (
-            _agent(site, tmp_path) as agent,
-            agent.client() as client,
-        ):
-            wait_for(lambda: len(_node_states(client)) == 4, timeout=READY_S)
-            jobs = _submit(client, work, CORES, 8)
-            wait_for(lambda: _states(client).count("running") == CORES, timeout=JOB_S)
+        with _busy_agent(site, tmp_path, work) as (_, client, jobs):
             site.scheduler.send_signal(signal.SIGSTOP)
             try:
                 stopped_at = time.monotonic()

@@ -80,7 +80,6 @@ class SchedulerLink:
         self.reason = ""
         self.attempts = 0
         self.next_attempt: float | None = None  # monotonic
-        self.losses = 0
         self._closed = threading.Event()
         self._reconnector: threading.Thread | None = None
 
@@ -118,7 +117,6 @@ class SchedulerLink:
             self.lost_since = time.time()
             self.reason = reason
             self.attempts = 0
-            self.losses += 1
             old = self.client
             self._reconnector = threading.Thread(
                 target=self._reconnect, args=(old,), name="htcsim-dask-reconnect", daemon=True
